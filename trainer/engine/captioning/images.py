@@ -35,9 +35,9 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageUnreadable(f"image too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageUnreadable("not a readable image (unknown or corrupt format)") from exc
+        raise ImageUnreadable("not a readable image: unknown or corrupt format") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises these for damaged files
-        raise ImageUnreadable(f"damaged image: {exc}") from exc
+        raise ImageUnreadable(f"not a readable image: damaged or truncated ({exc})") from exc
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     return image

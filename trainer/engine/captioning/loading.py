@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -146,21 +149,52 @@ def _load(
     spec: str, kind: str | None, source: str, device: torch.device, dtype: torch.dtype,
     local_files_only: bool,
 ) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
     location = _check_location(spec, source)
-    hub = {"local_files_only": local_files_only}
+    is_hub_id = location == source and not Path(source).expanduser().is_dir()
     try:
-        config = AutoConfig.from_pretrained(location, **hub)
-        kind = _check_kind(spec, kind, config.model_type)
-        processor = AutoProcessor.from_pretrained(location, **hub)
-        model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype, **hub)
+        try:  # the Hub cache first: no network round trips when the weights are already here
+            kind, processor, model = _from_pretrained(spec, kind, location, dtype, local_only=True)
+        except CaptionerUnavailable:
+            raise
+        except Exception:
+            if local_files_only or not is_hub_id:
+                raise
+            if not _hub_reachable():  # fail in a second rather than after ~20 s of retries
+                raise ConnectionError("the Hugging Face Hub cannot be reached") from None
+            kind, processor, model = _from_pretrained(spec, kind, location, dtype, local_only=False)
     except CaptionerUnavailable:
         raise
     except Exception as exc:  # transformers/hub raise OSError, ValueError, HTTP errors, ...
         raise _explain(spec, source, exc) from exc
     model.to(device).eval()
     return LoadedModel(kind, source, model, processor, device, dtype)
+
+
+def _from_pretrained(
+    spec: str, kind: str | None, location: str, dtype: torch.dtype, *, local_only: bool
+) -> tuple[str, Any, Any]:
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+    kind = _check_kind(spec, kind, config.model_type)
+    processor = AutoProcessor.from_pretrained(location, local_files_only=local_only)
+    model = AutoModelForImageTextToText.from_pretrained(
+        location, dtype=dtype, local_files_only=local_only
+    )
+    return kind, processor, model
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens (assumed yes behind a proxy)."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _check_location(spec: str, source: str) -> str:
@@ -207,7 +241,8 @@ def _explain(spec: str, source: str, exc: Exception) -> CaptionerUnavailable:
         return CaptionerUnavailable(spec, f"the folder {source} does not hold a loadable model "
                                     f"({_first_line(exc)})", "It needs config.json, weights and "
                                     "processor files, as save_pretrained() writes them.")
-    offline = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectionError"}
+    offline = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError",
+               "ConnectionError", "ConnectTimeout"}
     if names & offline or "offline" in text or "couldn't connect" in text or _offline():
         return CaptionerUnavailable(
             spec, "its weights are not on this machine and the Hub cannot be reached (offline)",

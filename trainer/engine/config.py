@@ -1,0 +1,197 @@
+"""The training config: one flat dataclass in commented sections, loaded from dicts or YAML.
+
+Fields left as None take the base preset's value (`resolve()`), so a tiny base trains at 64 px
+and FLUX.1-dev at 1024 px without the caller knowing either. Unknown keys and wrong types are
+errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .presets import preset_for
+
+TIMESTEP_SAMPLINGS = ("shift", "logit_normal", "sigmoid", "uniform")
+OPTIMIZERS = ("auto", "adamw", "adamw8bit", "adafactor")
+LR_SCHEDULERS = ("constant", "cosine", "linear")
+MEMORY_MODES = ("fast", "low")
+LORA_TARGETS = ("full", "attention")
+
+
+@dataclass
+class TrainConfig:
+    # --- model -------------------------------------------------------------------------------
+    base: str = "flux-dev"  # preset name (flux-dev, flux-schnell, tiny), hub id or local folder
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    memory_mode: str = "fast"  # fast: bf16, no checkpointing; low: checkpointing, offload, 4-bit base
+    # --- dataset -----------------------------------------------------------------------------
+    images_dir: str = ""
+    trigger_word: str = ""
+    add_trigger_to_captions: bool = False  # prepend the trigger to captions that lack it
+    caption_dropout: float = 0.05  # share of steps trained on the empty caption
+    flip: bool = False  # random horizontal flip (both orientations are cached)
+    resolution: int | None = None  # bucket side length, multiple of 16; None: preset's
+    max_sequence_length: int | None = None  # T5 token cap; None: preset's
+    # --- network -----------------------------------------------------------------------------
+    lora_rank: int = 16
+    lora_alpha: float | None = None  # None: equal to the rank (scale 1)
+    lora_targets: str = "full"  # full: attention + feed-forward + single proj_mlp/proj_out
+    init_lora: str | None = None  # start from this lora.safetensors (continue training)
+    # --- train -------------------------------------------------------------------------------
+    steps: int = 1000
+    learning_rate: float = 1e-4
+    batch_size: int = 1
+    grad_accum: int = 1
+    optimizer: str = "auto"  # auto: 8-bit AdamW on CUDA when bitsandbytes is there, else AdamW
+    weight_decay: float = 1e-4
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    timestep_sampling: str = "shift"  # shift | logit_normal | sigmoid | uniform
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    guidance: float | None = None  # embedded guidance while training; None: preset's
+    gradient_checkpointing: bool | None = None  # None: on in low memory mode only
+    seed: int = 42
+    val_every: int = 50  # validation loss every N steps (0: never)
+    val_timesteps: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    # --- sample ------------------------------------------------------------------------------
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_every: int = 250  # 0: only at the end
+    sample_steps: int | None = None
+    sample_guidance: float | None = None
+    # --- save --------------------------------------------------------------------------------
+    output_dir: str = ""
+    checkpoint_every: int = 250  # 0: only when canceled
+    keep_checkpoints: int = 2
+    resume: bool = False  # continue from the latest checkpoint in output_dir
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build a config, rejecting unknown keys and values of the wrong type."""
+        return _from_dict(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(_read_yaml(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path) -> Path:
+        return _write_yaml(path, self.to_dict())
+
+    def resolve(self) -> "TrainConfig":
+        """A copy with preset defaults filled in, checked; what a run actually uses."""
+        preset = preset_for(self.base)
+        resolved = dataclasses.replace(
+            self,
+            resolution=self.resolution or preset.resolution,
+            max_sequence_length=self.max_sequence_length or preset.max_sequence_length,
+            lora_alpha=self.lora_alpha if self.lora_alpha is not None else float(self.lora_rank),
+            guidance=self.guidance if self.guidance is not None else preset.train_guidance,
+            gradient_checkpointing=(
+                self.gradient_checkpointing if self.gradient_checkpointing is not None else self.memory_mode == "low"
+            ),
+            sample_steps=self.sample_steps or preset.sample_steps,
+            sample_guidance=self.sample_guidance if self.sample_guidance is not None else preset.sample_guidance,
+        )
+        resolved.validate()
+        return resolved
+
+    def validate(self) -> None:
+        """Raise a ConfigError naming the first setting that cannot work."""
+        _check(bool(self.images_dir), "images_dir is required")
+        _check(bool(self.output_dir), "output_dir is required")
+        _check(self.resolution is None or (self.resolution >= 16 and self.resolution % 16 == 0),
+               f"resolution must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE), got {self.resolution}")
+        _check(self.max_sequence_length is None or 1 <= self.max_sequence_length <= 512,
+               "max_sequence_length must be between 1 and 512")
+        _check(self.steps >= 1, "steps must be at least 1")
+        _check(self.learning_rate > 0, "learning_rate must be positive")
+        _check(self.lora_rank >= 1, "lora_rank must be at least 1")
+        _check(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha must be positive")
+        _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be at least 1")
+        _check(0.0 <= self.caption_dropout < 1.0, "caption_dropout must be in [0, 1)")
+        _check(self.warmup_steps >= 0 and self.max_grad_norm >= 0, "warmup_steps and max_grad_norm must be >= 0")
+        _check(min(self.val_every, self.sample_every, self.checkpoint_every) >= 0, "*_every must be >= 0")
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
+        _check(all(0.0 < t < 1.0 for t in self.val_timesteps), "val_timesteps must lie strictly between 0 and 1")
+        _check(self.trigger_word.strip() == self.trigger_word, "trigger_word must not start or end with spaces")
+        for name, allowed in (("timestep_sampling", TIMESTEP_SAMPLINGS), ("optimizer", OPTIMIZERS),
+                              ("lr_scheduler", LR_SCHEDULERS), ("memory_mode", MEMORY_MODES),
+                              ("lora_targets", LORA_TARGETS)):  # fmt: skip
+            value = getattr(self, name)
+            _check(value in allowed, f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+# --- dict / YAML plumbing shared with GenerateConfig ---------------------------------------------
+
+T = typing.TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}")
+    for key, value in data.items():
+        if not _matches(value, hints[key]):
+            raise ConfigError(f"{key} must be {_type_name(hints[key])}, got {value!r}")
+    values = {k: (float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v) for k, v in data.items()}
+    return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """A small runtime check of the annotation kinds configs use (no coercion of strings)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        (item,) = typing.get_args(hint)[:1]
+        return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from error
+    return data or {}
+
+
+def _write_yaml(path: str | Path, data: dict[str, Any]) -> Path:
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path

@@ -1,0 +1,88 @@
+"""Named base models and the defaults that belong to each of them.
+
+A base trained at 64 px with 32 text tokens must be sampled that way too, so every preset carries
+its own resolution, text length, sampling steps and guidance instead of the pipeline defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# A local diffusers folder may carry its own defaults in this file (the tiny and bench bases do),
+# so that a base saved to disk samples the way it was built to, not at FLUX.1's 1024 px.
+PRESET_FILE = "flux_studio_preset.json"
+
+
+@dataclass(frozen=True)
+class BasePreset:
+    name: str
+    source: str  # hub id, or "builtin:tiny" for the offline model built from configs
+    resolution: int  # training and sampling side length in pixels
+    max_sequence_length: int  # T5 tokens at inference (and the cap while training)
+    sample_steps: int
+    sample_guidance: float  # embedded guidance at inference (ignored by models without it)
+    train_guidance: float  # embedded guidance value fed while training
+    description: str
+
+
+BASE_PRESETS: dict[str, BasePreset] = {
+    "flux-dev": BasePreset(
+        name="flux-dev",
+        source="black-forest-labs/FLUX.1-dev",
+        resolution=1024,
+        max_sequence_length=512,
+        sample_steps=28,
+        sample_guidance=3.5,
+        train_guidance=1.0,
+        description="FLUX.1 [dev], gated on the Hugging Face hub (needs a token).",
+    ),
+    "flux-schnell": BasePreset(
+        name="flux-schnell",
+        source="black-forest-labs/FLUX.1-schnell",
+        resolution=1024,
+        max_sequence_length=256,
+        sample_steps=4,
+        sample_guidance=0.0,
+        train_guidance=1.0,
+        description="FLUX.1 [schnell], Apache-2.0, 4-step sampling, no guidance embedding.",
+    ),
+    "tiny": BasePreset(
+        name="tiny",
+        source="builtin:tiny",
+        resolution=64,
+        max_sequence_length=32,
+        sample_steps=8,
+        sample_guidance=3.5,
+        train_guidance=1.0,
+        description="A random FLUX-architecture model built offline, for tests and CPU demos.",
+    ),
+}
+
+
+def preset_for(base: str) -> BasePreset:
+    """The preset named `base`, a folder's own preset file, or flux-dev's defaults otherwise."""
+    if base in BASE_PRESETS:
+        return BASE_PRESETS[base]
+    preset_file = Path(base) / PRESET_FILE
+    if preset_file.is_file():
+        fields = json.loads(preset_file.read_text())
+        fields.update(name=base, source=base)
+        return BasePreset(**fields)
+    dev = BASE_PRESETS["flux-dev"]
+    return BasePreset(
+        name=base,
+        source=base,
+        resolution=dev.resolution,
+        max_sequence_length=dev.max_sequence_length,
+        sample_steps=dev.sample_steps,
+        sample_guidance=dev.sample_guidance,
+        train_guidance=dev.train_guidance,
+        description=f"FLUX.1 pipeline from {base}",
+    )
+
+
+def write_preset_file(folder: Path, preset: BasePreset) -> None:
+    """Record `preset`'s defaults next to a saved pipeline so `preset_for(folder)` finds them."""
+    (Path(folder) / PRESET_FILE).write_text(json.dumps(asdict(preset), indent=2) + "\n")

@@ -1,0 +1,271 @@
+"""FLUX.1 LoRA training: `train(config, hooks) -> TrainResult`.
+
+Read `train()` top to bottom: check the input, load the base, encode the dataset once, add the
+adapter, then the loop (batches -> flow-matching loss -> AdamW), with validation, samples and
+checkpoints on their schedules, and the stop flag polled before every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .batches import BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
+from .cache import CachedDataset, build_cache
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import load_dataset
+from .errors import ConfigError, OutOfMemoryError
+from .hooks import Progress, TrainHooks, TrainResult
+from .kohya import to_kohya
+from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
+from .models import can_quantize, compute_dtype, load_pipeline, resolve_device
+from .presets import preset_for
+
+
+def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
+    hooks = hooks or TrainHooks()
+    cfg = config.resolve()
+    out = Path(cfg.output_dir)
+
+    # 1. Everything that can be wrong with the input fails here, before any model is loaded.
+    examples = load_dataset(cfg.images_dir, cfg.resolution, cfg.trigger_word, cfg.add_trigger_to_captions)  # type: ignore[arg-type]
+    init_state = None
+    if cfg.init_lora:
+        init_state, _ = read_lora(cfg.init_lora)
+        cfg = _adopt_rank(cfg, config, diffusers_rank(init_state), hooks)
+    checkpoint = latest_checkpoint(out) if cfg.resume else None
+    saved = load_checkpoint(checkpoint, cfg.to_dict()) if checkpoint else None
+    if cfg.resume and not checkpoint:
+        hooks.on_log(f"resume requested but {out} has no checkpoint: starting from step 0")
+    device = resolve_device(cfg.device)
+    dtype = compute_dtype(device)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = cfg.to_yaml(out / "config.yaml")
+    sizes = sorted({e.bucket for e in examples})
+    hooks.on_log(f"{len(examples)} images in {len(sizes)} bucket(s) {sizes}; device {device}, {dtype}, {cfg.memory_mode} memory")
+
+    try:
+        # 2. Load the base. Low memory: keep it on the CPU and bring parts to the GPU in turn.
+        low = cfg.memory_mode == "low"
+        quantize = low and can_quantize(device)
+        hooks.on_log(f"loading base {cfg.base}" + (" (transformer in 4-bit NF4)" if quantize else ""))
+        pipeline = load_pipeline(cfg.base, device if (quantize or not low) else "cpu", dtype, quantize=quantize)
+        pipeline.set_progress_bar_config(disable=True)
+
+        # 3. Encode images and captions once; the text encoders are freed afterwards.
+        preset = preset_for(cfg.base)
+        cache = build_cache(
+            pipeline, examples, max_sequence_length=cfg.max_sequence_length, sample_prompts=cfg.sample_prompts,  # type: ignore[arg-type]
+            sample_sequence_length=preset.max_sequence_length, flip=cfg.flip, device=device, offload=low,
+            log=hooks.on_log,
+        )  # fmt: skip
+        transformer = pipeline.transformer
+        if not quantize:
+            transformer.to(device)
+
+        # 4. The adapter: seeded init, fp32 weights; then an existing LoRA or a checkpoint on top.
+        transformer.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)  # type: ignore[arg-type]
+        if init_state is not None and saved is None:
+            start_from(transformer, init_state, cfg.lora_alpha)  # type: ignore[arg-type]
+            hooks.on_log(f"continuing from {cfg.init_lora}")
+        if cfg.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()  # recompute activations: less memory, ~30% slower
+        transformer.train()
+        optimizer = make_optimizer(params, cfg, device, hooks)
+        scheduler = make_scheduler(optimizer, cfg)
+        step, losses, val_losses = 0, [], []
+        if saved is not None:
+            load_raw_state_dict(transformer, saved["lora"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            step, losses, val_losses = saved["step"], list(saved["losses"]), list(saved["val_losses"])
+            hooks.on_log(f"resumed from {checkpoint} at step {step}")
+        n_params = sum(p.numel() for p in params)
+        hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
+
+        run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler)
+        plan = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed)
+        val_set = validation_batches(cache, cfg.val_timesteps, cfg.seed) if cfg.val_every else []
+        if val_set and step == 0:
+            val_losses.append((0, validation_loss(transformer, val_set, cfg.guidance, device, dtype)))
+            hooks.on_log(f"validation loss before training: {val_losses[-1][1]:.4f}")
+
+        # 5. The loop. One step = grad_accum micro-batches, then one optimizer update.
+        sample_paths: list[Path] = []
+        durations: deque[float] = deque(maxlen=20)  # recent step times, for it/s and ETA
+        canceled = False
+        latest = checkpoint
+        while step < cfg.steps:
+            if hooks.should_stop():  # polled before each step: a cancel waits at most one step
+                canceled = True
+                break
+            step += 1
+            started = time.perf_counter()
+            step_loss = 0.0
+            for micro in range(cfg.grad_accum):
+                k = (step - 1) * cfg.grad_accum + micro  # global micro-batch index: picks data and noise
+                batch = make_batch(
+                    cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
+                    sampling=cfg.timestep_sampling, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
+                )  # fmt: skip
+                loss = loss_of(transformer, batch.to(device, dtype), cfg.guidance)
+                (loss / cfg.grad_accum).backward()  # average the gradient over micro-batches
+                step_loss += loss.item() / cfg.grad_accum
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)  # one bad batch cannot wreck the adapter
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            durations.append(time.perf_counter() - started)
+
+            val_loss = None
+            if val_set and (step % cfg.val_every == 0 or step == cfg.steps):
+                val_loss = validation_loss(transformer, val_set, cfg.guidance, device, dtype)
+                val_losses.append((step, val_loss))
+            it_per_s = len(durations) / sum(durations)
+            hooks.on_progress(Progress(step, cfg.steps, step_loss, scheduler.get_last_lr()[0], it_per_s,
+                                       (cfg.steps - step) / it_per_s, val_loss))  # fmt: skip
+            if cfg.sample_prompts and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+                sample_paths += run.render_samples(step)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                latest = run.checkpoint(step, losses, val_losses)
+
+        # 6. Canceled: keep a resumable checkpoint of where we are. Finished: the final files.
+        if canceled:
+            hooks.on_log(f"stopped at step {step} of {cfg.steps}")
+            if latest is None or not latest.name.endswith(f"{step:06d}"):
+                latest = run.checkpoint(step, losses, val_losses)
+            lora_path = latest / "lora.safetensors" if latest else None
+            return TrainResult(lora_path, None, config_path, sample_paths, step, True, losses, val_losses, latest)
+        if cfg.sample_prompts:
+            sample_paths += run.render_samples(step)
+        lora_path, kohya_path = run.save_final(step)
+        hooks.on_log(f"saved {lora_path} and {kohya_path.name}")
+        return TrainResult(lora_path, kohya_path, config_path, sample_paths, step, False, losses, val_losses, latest)
+    except torch.OutOfMemoryError as error:
+        raise OutOfMemoryError(
+            f"out of memory on {device}: try memory_mode 'low', a smaller resolution, batch size or rank"
+        ) from error
+
+
+def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: TrainHooks) -> TrainConfig:
+    """Continuing a LoRA keeps its rank; say so when the config asked for another one."""
+    if file_rank == cfg.lora_rank:
+        return cfg
+    hooks.on_log(f"init_lora has rank {file_rank}; training at that rank instead of {cfg.lora_rank}")
+    alpha = float(file_rank) if asked.lora_alpha is None else cfg.lora_alpha
+    return dataclasses.replace(cfg, lora_rank=file_rank, lora_alpha=alpha)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device, hooks: TrainHooks) -> torch.optim.Optimizer:
+    """AdamW by default; 8-bit AdamW (bitsandbytes, CUDA) halves optimizer memory; Adafactor less still."""
+    name = cfg.optimizer
+    if name == "auto":
+        name = "adamw8bit" if can_quantize(device) else "adamw"
+    hooks.on_log(f"optimizer {name}, lr {cfg.learning_rate:g}")
+    if name == "adamw8bit":
+        if not can_quantize(device):
+            raise ConfigError("optimizer adamw8bit needs a CUDA GPU and the bitsandbytes package")
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                         scale_parameter=False, relative_step=False, warmup_init=False)  # fmt: skip
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    from diffusers.optimization import get_scheduler
+
+    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" and cfg.warmup_steps else cfg.lr_scheduler
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the loop's side jobs (samples, checkpoints, final files) need."""
+
+    cfg: TrainConfig
+    out: Path
+    transformer: Any
+    pipeline: Any
+    cache: CachedDataset
+    device: torch.device
+    dtype: torch.dtype
+    hooks: TrainHooks
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+    @property
+    def scale(self) -> float:
+        return self.cfg.lora_alpha / self.cfg.lora_rank  # type: ignore[operator]
+
+    def info(self, step: int) -> dict[str, Any]:
+        """Safetensors metadata: enough to know what a LoRA file is without its job."""
+        return {"base": self.cfg.base, "trigger_word": self.cfg.trigger_word, "rank": self.cfg.lora_rank,
+                "alpha": self.cfg.lora_alpha, "steps": step, "resolution": self.cfg.resolution,
+                "targets": self.cfg.lora_targets}  # fmt: skip
+
+    def checkpoint(self, step: int, losses: list[float], val_losses: list[tuple[int, float]]) -> Path:
+        state = {"lora": raw_state_dict(self.transformer), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "losses": losses, "val_losses": val_losses,
+                 "config": self.cfg.to_dict()}  # fmt: skip
+        write = lambda folder: save_lora(folder / "lora.safetensors", state["lora"], self.scale, self.dtype, self.info(step))  # noqa: E731
+        path = save_checkpoint(self.out, step, state, self.cfg.keep_checkpoints, write)
+        self.hooks.on_checkpoint(step, path)
+        return path
+
+    def save_final(self, step: int) -> tuple[Path, Path]:
+        from safetensors.torch import save_file
+
+        state = raw_state_dict(self.transformer)
+        lora_path = save_lora(self.out / "lora.safetensors", state, self.scale, self.dtype, self.info(step))
+        kohya = to_kohya(folded(state, self.scale, self.dtype))
+        kohya_path = self.out / "lora_kohya.safetensors"
+        metadata = {"ss_network_module": "networks.lora_flux", "ss_network_dim": str(self.cfg.lora_rank),
+                    "ss_network_alpha": str(self.cfg.lora_rank), "ss_base_model_version": "flux1",
+                    "ss_steps": str(step), "modelspec.trigger_phrase": self.cfg.trigger_word,
+                    "modelspec.architecture": "flux-1-dev/lora", "flux_studio.base": self.cfg.base}  # fmt: skip
+        save_file(kohya, str(kohya_path), metadata=metadata)
+        return lora_path, kohya_path
+
+    @torch.no_grad()
+    def render_samples(self, step: int) -> list[Path]:
+        """One image per sample prompt, each with its own fixed seed so steps compare like for like."""
+        cfg, samples, paths = self.cfg, self.cache.samples, []
+        assert samples is not None
+        self.transformer.eval()
+        self.pipeline.vae.to(self.device)
+        folder = self.out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, prompt in enumerate(cfg.sample_prompts):
+            if self.hooks.should_stop():
+                break
+            image = self.pipeline(
+                prompt_embeds=samples.text[i : i + 1].to(self.device, self.dtype),
+                pooled_prompt_embeds=samples.pooled[i : i + 1].to(self.device, self.dtype),
+                height=cfg.resolution, width=cfg.resolution, num_inference_steps=cfg.sample_steps,
+                guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed + i),
+            ).images[0]  # fmt: skip
+            path = folder / f"step-{step:06d}-{i}.png"
+            image.save(path)
+            self.hooks.on_sample(step, prompt, path)
+            paths.append(path)
+        if cfg.memory_mode == "low":
+            self.pipeline.vae.to("cpu")
+        self.transformer.train()
+        return paths
