@@ -1,0 +1,38 @@
+"""The studio's two Huey queues.
+
+- `gpu_queue` runs captioning, training and generation. It is served by one consumer per GPU
+  (`manage.py run_worker --queue gpu`, one worker thread), so a GPU never runs two jobs at once.
+- `light_queue` runs work that needs no GPU (webhooks, housekeeping) so it never waits behind a
+  training.
+
+Embedded shape: each queue is a SQLite file in DATA_DIR. Scaled out (REDIS_URL set): Redis, so
+workers on many machines consume the same queues.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from huey import Huey, RedisHuey, SqliteHuey
+
+QUEUE_NAMES = ("gpu", "light")
+
+
+def _make_queue(name: str) -> Huey:
+    immediate = settings.HUEY_IMMEDIATE
+    if settings.REDIS_URL:
+        return RedisHuey(f"flux-studio-{name}", url=settings.REDIS_URL, immediate=immediate, utc=True)
+    return SqliteHuey(
+        f"flux-studio-{name}",
+        filename=str(settings.DATA_DIR / f"queue-{name}.sqlite3"),
+        immediate=immediate,
+        utc=True,
+        timeout=30,
+    )
+
+
+gpu_queue = _make_queue("gpu")
+light_queue = _make_queue("light")
+
+
+def queue_by_name(name: str) -> Huey:
+    return {"gpu": gpu_queue, "light": light_queue}[name]

@@ -1,0 +1,111 @@
+"""What a worker process does besides running tasks: heartbeats, shutdown, start-up recovery.
+
+Apps hook in through `on_worker_start` (e.g. the trainer re-queues jobs whose worker died) and
+read `shutting_down` from long tasks so a Ctrl-C or SIGTERM ends a training at a checkpoint
+instead of killing it mid-step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Callable
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from flux_studio.models import WorkerHeartbeat
+
+log = logging.getLogger("flux_studio.worker")
+
+shutting_down = threading.Event()
+_start_hooks: list[Callable[[], None]] = []
+_state = {"worker_id": "", "current_task": ""}
+
+
+def on_worker_start(hook: Callable[[], None]) -> Callable[[], None]:
+    _start_hooks.append(hook)
+    return hook
+
+
+def run_start_hooks() -> None:
+    for hook in _start_hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("worker start hook %s failed", getattr(hook, "__name__", hook))
+
+
+def detect_device() -> str:
+    """The GPU this worker computes on, or 'cpu'. Only workers import torch."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return "cpu"
+
+
+def worker_id(queue: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{queue}"
+
+
+def set_current_task(description: str) -> None:
+    _state["current_task"] = description[:255]
+    beat()
+
+
+def beat() -> None:
+    if not _state["worker_id"]:
+        return
+    WorkerHeartbeat.objects.filter(worker_id=_state["worker_id"]).update(
+        last_seen=timezone.now(), current_task=_state["current_task"]
+    )
+
+
+def register(queue: str, device: str) -> WorkerHeartbeat:
+    _state["worker_id"] = worker_id(queue)
+    row, _ = WorkerHeartbeat.objects.update_or_create(
+        worker_id=_state["worker_id"],
+        defaults={
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "queue": queue,
+            "device": device,
+            "last_seen": timezone.now(),
+            "current_task": "",
+        },
+    )
+    return row
+
+
+def unregister() -> None:
+    if _state["worker_id"]:
+        WorkerHeartbeat.objects.filter(worker_id=_state["worker_id"]).delete()
+        _state["worker_id"] = ""
+
+
+def start_heartbeat_thread(stop: threading.Event) -> threading.Thread:
+    def loop() -> None:
+        while not stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
+            try:
+                beat()
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True)
+            finally:
+                close_old_connections()
+
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def is_alive(worker: str) -> bool:
+    """Whether the worker with this id has beaten recently."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    return WorkerHeartbeat.objects.filter(worker_id=worker, last_seen__gte=cutoff).exists()

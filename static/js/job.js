@@ -1,0 +1,113 @@
+// The live training page: state, progress, loss curve, samples and log, from FluxLive events.
+(function () {
+  const root = document.getElementById("live");
+  if (!root) return;
+  const jobId = root.dataset.job;
+  const $ = (id) => document.getElementById(id);
+  const FINAL = ["succeeded", "failed", "canceled"];
+  const steps = [], raw = [], smooth = [];
+  let ema = null, chart = null, startedAt = root.dataset.started ? new Date(root.dataset.started) : null;
+  let finishedAt = root.dataset.finished ? new Date(root.dataset.finished) : null;
+  const baseTitle = document.title.split(" · ")[0];
+  const initialState = root.dataset.state;
+
+  function fmtSeconds(s) {
+    if (s == null || !isFinite(s)) return "–";
+    s = Math.round(s);
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    return h ? `${h}h ${m}m` : m ? `${m}m ${sec}s` : `${sec}s`;
+  }
+
+  function makeChart() {
+    const el = $("loss-chart");
+    chart = new uPlot({
+      width: el.clientWidth || 600, height: 220,
+      scales: { x: { time: false } },
+      series: [{ label: "step" }, { label: "loss", stroke: "#c9c2fb", width: 1 }, { label: "smoothed", stroke: "#5b3df5", width: 2 }],
+      axes: [{ label: "step" }, {}],
+    }, [steps, raw, smooth], el);
+    window.addEventListener("resize", () => chart.setSize({ width: el.clientWidth, height: 220 }));
+  }
+
+  function addLosses(pairs) {
+    for (const [step, loss] of pairs) {
+      if (steps.length && step <= steps[steps.length - 1]) continue; // a resumed run repeats none
+      ema = ema == null ? loss : 0.9 * ema + 0.1 * loss;
+      steps.push(step); raw.push(loss); smooth.push(ema);
+    }
+    if (chart) chart.setData([steps, raw, smooth]);
+  }
+
+  function setState(data) {
+    const badge = $("job-state");
+    badge.textContent = data.state.charAt(0).toUpperCase() + data.state.slice(1);
+    badge.className = "badge " + data.state;
+    badge.dataset.state = data.state;
+    root.dataset.state = data.state;
+    $("queue-note").hidden = data.state !== "queued";
+    if (data.state === "training" && !startedAt) startedAt = new Date();
+    if (data.error) { $("error").hidden = false; $("error").textContent = data.error + (data.error_hint ? " — " + data.error_hint : ""); }
+    if (data.message) appendLog(data.message);
+    document.title = `${baseTitle} · ${badge.textContent}`;
+    if (FINAL.includes(data.state)) {
+      finishedAt = finishedAt || new Date();
+      const cancel = $("cancel-form"); if (cancel) cancel.hidden = true;
+      if (data.state === "succeeded") { $("finished").hidden = false; notify(`Training finished: ${baseTitle}`); }
+      else notify(`Training ${data.state}: ${baseTitle}`);
+      // The resume button is drawn by the server; fetch it once the job has just ended.
+      if (data.state !== "succeeded" && !FINAL.includes(initialState)) setTimeout(() => location.reload(), 800);
+    }
+  }
+
+  function notify(text) {
+    if (!("Notification" in window) || !document.hidden) return;
+    if (Notification.permission === "granted") new Notification(text);
+  }
+
+  function appendLog(line) {
+    const log = $("log");
+    log.textContent += line + "\n";
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function addSample(data) {
+    const none = $("no-samples"); if (none) none.remove();
+    if (document.querySelector(`[data-sample="${data.id}"]`)) return;
+    const fig = document.createElement("figure");
+    fig.className = "sample"; fig.dataset.sample = data.id;
+    const img = document.createElement("img");
+    img.className = "thumb"; img.src = data.url; img.alt = data.prompt;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `step ${data.step}: ${data.prompt}`;
+    fig.append(img, cap);
+    $("samples").append(fig);
+  }
+
+  function progress(data) {
+    $("progress").max = data.total; $("progress").value = data.step;
+    $("step").textContent = data.step; $("total").textContent = data.total;
+    $("loss").textContent = data.loss.toFixed(4);
+    $("lr").textContent = data.lr.toExponential(2);
+    $("speed").textContent = data.it_per_s.toFixed(2);
+    $("eta").textContent = fmtSeconds(data.eta_s);
+    addLosses(data.losses || [[data.step, data.loss]]);
+  }
+
+  setInterval(() => {
+    if (!startedAt) return;
+    const end = finishedAt || new Date();
+    $("elapsed").textContent = fmtSeconds((end - startedAt) / 1000);
+  }, 1000);
+
+  if (window.uPlot) makeChart();
+  if ("Notification" in window && Notification.permission === "default" && !FINAL.includes(root.dataset.state)) {
+    document.addEventListener("click", () => Notification.requestPermission(), { once: true });
+  }
+  FluxLive.watch("training", jobId, {
+    state: setState,
+    progress: progress,
+    sample: addSample,
+    log: (d) => appendLog(d.line),
+    checkpoint: (d) => appendLog(`checkpoint saved at step ${d.step}`),
+  }, { onStatus: (s) => { $("conn").textContent = s === "live" ? "● live" : s; } });
+})();

@@ -1,0 +1,147 @@
+"""Shared fixtures: two users (alice owns things, bob must not see them), images, a real worker."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path: Path) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.WORK_DIR = tmp_path / "work"
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "correct horse battery")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.com", "another horse battery")
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(alice, bob):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(bob)
+    return c
+
+
+def make_image_bytes(width: int = 600, height: int = 600, color: tuple[int, int, int] = (200, 80, 40),
+                     fmt: str = "PNG", pattern: int = 0) -> bytes:
+    """A real image with some structure (so perceptual hashes differ between patterns)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), color)
+    draw = ImageDraw.Draw(img)
+    step = max(8, width // (4 + pattern))
+    for i in range(0, width, step):
+        draw.rectangle([i, (i * (pattern + 1)) % height, i + step // 2, height], fill=((color[0] + 90 * (pattern + 1)) % 256, 40, 200))
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_bytes() -> Callable[..., bytes]:
+    return make_image_bytes
+
+
+def _worker_env() -> dict[str, str]:
+    """Environment for a worker subprocess that shares this test's database and queues."""
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["WORK_DIR"] = str(settings.WORK_DIR)
+    env["WORKER_HEARTBEAT_SECONDS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, queue: str, log_path: Path) -> None:
+        self.queue = queue
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker", "--queue", self.queue],
+            cwd=ROOT, env=_worker_env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real `manage.py run_worker` processes against the test database."""
+    started: list[WorkerProcess] = []
+
+    def start(queue: str = "gpu") -> WorkerProcess:
+        worker = WorkerProcess(queue, tmp_path / f"worker-{queue}-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60, interval: float = 0.2, message: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message or f"condition not met within {timeout}s")

@@ -1,0 +1,63 @@
+"""Sign up, log in, log out, change password; pages need an account."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sign_up_logs_the_person_in(client, django_user_model):
+    response = client.post(reverse("signup"), {
+        "username": "carol", "password1": "plants and pots 42", "password2": "plants and pots 42",
+    })
+    assert response.status_code == 302
+    assert django_user_model.objects.filter(username="carol").exists()
+    page = client.get(reverse("home"))
+    assert b"carol" in page.content and b"Log out" in page.content
+
+
+def test_sign_up_rejects_weak_password(client, django_user_model):
+    response = client.post(reverse("signup"), {"username": "dave", "password1": "123", "password2": "123"})
+    assert response.status_code == 200
+    assert b"too short" in response.content
+    assert not django_user_model.objects.filter(username="dave").exists()
+
+
+def test_log_in_and_out(client, alice):
+    response = client.post(reverse("login"), {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 302
+    assert b"alice" in client.get(reverse("home")).content
+    client.post(reverse("logout"))
+    assert b"Log in" in client.get(reverse("home")).content
+
+
+def test_password_change(alice_client, alice):
+    response = alice_client.post(reverse("password_change"), {
+        "old_password": "correct horse battery", "new_password1": "a brand new secret 7", "new_password2": "a brand new secret 7",
+    })
+    assert response.status_code == 302
+    alice.refresh_from_db()
+    assert alice.check_password("a brand new secret 7")
+
+
+@pytest.mark.parametrize("name", ["trainer:dataset_list", "trainer:job_list", "gallery:generate"])
+def test_private_areas_need_an_account(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302 and reverse("login") in response["Location"]
+
+
+def test_gallery_is_public_and_navigation_shows_four_areas(client):
+    page = client.get(reverse("gallery:browse"))
+    assert page.status_code == 200
+    for area in (b"Datasets", b"Training", b"Generate", b"Gallery"):
+        assert area in page.content
+
+
+def test_admin_is_for_staff(client, alice, django_user_model):
+    client.force_login(alice)
+    assert client.get("/admin/").status_code == 302
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin)
+    assert client.get("/admin/").status_code == 200

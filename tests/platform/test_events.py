@@ -1,0 +1,117 @@
+"""The live event path: who may watch, replay for late pages, live delivery, no duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from flux_studio import events
+from flux_studio.asgi import application
+from flux_studio.relay import relay
+from flux_studio.routing import websocket_urlpatterns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+router = URLRouter(websocket_urlpatterns)
+
+
+def _connect(user, path: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(router, path)
+    communicator.scope["user"] = user
+    return communicator
+
+
+async def _receive_until(communicator: WebsocketCommunicator, kind: str, timeout: float = 5) -> list[dict]:
+    seen = []
+    while True:
+        message = await communicator.receive_json_from(timeout=timeout)
+        seen.append(message)
+        if message["kind"] == kind:
+            return seen
+
+
+def test_owner_only(alice, bob):
+    from django.contrib.auth.models import AnonymousUser
+
+    async def scenario():
+        for user in (AnonymousUser(), bob):
+            communicator = _connect(user, f"/ws/events/user/{alice.pk}/")
+            connected, code = await communicator.connect()
+            assert not connected and code == 4403
+        communicator = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        connected, _ = await communicator.connect()
+        assert connected
+        await communicator.disconnect()
+        unknown = _connect(alice, "/ws/events/nosuchkind/1/")
+        assert (await unknown.connect())[0] is False
+
+    async_to_sync(scenario)()
+
+
+def test_late_page_gets_replay_then_live_events_once_each_in_order(alice):
+    topic = f"user-{alice.pk}"
+    first = events.publish(topic, "log", {"line": "one"})
+    events.publish(topic, "log", {"line": "two"})
+
+    async def scenario():
+        communicator = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        assert (await communicator.connect())[0]
+        replay = await _receive_until(communicator, "replayed")
+        assert [m["data"].get("line") for m in replay[:-1]] == ["one", "two"]
+        # Live: a new event written by "another process" (straight to the table) arrives once.
+        await sync_to_async(events.publish)(topic, "log", {"line": "three"})
+        live = await communicator.receive_json_from(timeout=5)
+        assert live["data"]["line"] == "three"
+        assert await communicator.receive_nothing(timeout=settings.EVENTS_POLL_SECONDS * 4)
+        await communicator.disconnect()
+        # Reconnecting after the first event replays only what came after it.
+        again = _connect(alice, f"/ws/events/user/{alice.pk}/?after={first.id}")
+        assert (await again.connect())[0]
+        replay = await _receive_until(again, "replayed")
+        assert [m["data"].get("line") for m in replay[:-1]] == ["two", "three"]
+        await again.disconnect()
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_burst_to_many_sockets_delivers_everything(alice):
+    topic = f"user-{alice.pk}"
+
+    async def scenario():
+        sockets = [_connect(alice, f"/ws/events/user/{alice.pk}/") for _ in range(10)]
+        for s in sockets:
+            assert (await s.connect())[0]
+            await _receive_until(s, "replayed")
+        for i in range(50):
+            await sync_to_async(events.publish)(topic, "progress", {"step": i})
+        for s in sockets:
+            steps = [(await s.receive_json_from(timeout=5))["data"]["step"] for _ in range(50)]
+            assert steps == list(range(50))
+            await s.disconnect()
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
+    client.force_login(alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, f"/ws/events/user/{alice.pk}/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost")]
+        )
+        assert (await communicator.connect())[0]
+        await _receive_until(communicator, "replayed")
+        await communicator.disconnect()
+        stranger = WebsocketCommunicator(application, f"/ws/events/user/{alice.pk}/", headers=[(b"origin", b"http://localhost")])
+        assert (await stranger.connect())[0] is False
+        await relay.stop()
+
+    async_to_sync(scenario)()

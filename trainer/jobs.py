@@ -1,0 +1,220 @@
+"""Writes for training jobs: create, enqueue, cancel, resume, continue, recover.
+
+Every state change goes through here, as a compare-and-set update on `state`, so a web request
+and a worker (or two workers) never both move the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from flux_studio import events, worker
+from flux_studio.models import WorkerHeartbeat
+from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, TrainingJob
+from trainer.presets import LIMITS, PRESETS, preset_settings
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+SETTING_KEYS = ("steps", "learning_rate", "lora_rank", "batch_size", "resolution", "sample_every", "seed", "caption_dropout")
+
+
+def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], sample_prompts: list[str]) -> dict[str, Any]:
+    """Preset values with the person's explicit settings on top, checked against LIMITS."""
+    if preset not in PRESETS:
+        raise ValidationError({"preset": f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"})
+    if base_model not in settings.BASE_MODELS:
+        raise ValidationError({"base_model": f"{base_model!r} is not offered here; choose one of {', '.join(settings.BASE_MODELS)}"})
+    unknown = set(overrides) - set(SETTING_KEYS)
+    if unknown:
+        raise ValidationError({"settings": f"unknown setting(s): {', '.join(sorted(unknown))}"})
+    values = preset_settings(preset, base_model)
+    errors = {}
+    for key, raw in overrides.items():
+        if raw in (None, ""):
+            continue
+        kind = float if isinstance(values[key], float) else int
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            errors[key] = f"{raw!r} is not a number"
+            continue
+        low, high = LIMITS[key]
+        if not low <= value <= high:
+            errors[key] = f"must be between {low} and {high}"
+        values[key] = value
+    if values["resolution"] % 16:
+        errors["resolution"] = "must be a multiple of 16"
+    if errors:
+        raise ValidationError(errors)
+    values["sample_prompts"] = [p.strip() for p in sample_prompts if p.strip()][:4]
+    return values
+
+
+def _snapshot(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
+    """The photos and captions as they will be trained; every caption carries the trigger."""
+    rows = []
+    for photo in dataset.photos.filter(excluded=False).order_by("id"):
+        caption = photo.caption.strip()
+        if photo.caption_source == CaptionSource.NONE or not caption:
+            caption = f"a photo of {trigger}"
+        elif trigger.lower() not in caption.lower():
+            caption = f"{trigger}, {caption}"
+        rows.append({"photo_id": photo.pk, "image": photo.image.name, "caption": caption})
+    return rows
+
+
+def job_create(
+    *, owner: AbstractBaseUser, dataset: Dataset, preset: str = "balanced", base_model: str | None = None,
+    overrides: dict[str, Any] | None = None, sample_prompts: list[str] | None = None, name: str = "",
+) -> TrainingJob:
+    """Freeze a dataset and settings into a queued job and enqueue it after commit."""
+    if dataset.owner_id != owner.pk:
+        raise PermissionError("not your dataset")
+    trigger = dataset.trigger_word.strip()
+    if not trigger:
+        raise ValidationError({"trigger_word": "pick a trigger word before training"})
+    base = base_model or settings.DEFAULT_BASE_MODEL
+    prompts = sample_prompts if sample_prompts is not None else [f"a photo of {trigger}"]
+    values = clean_settings(preset=preset, base_model=base, overrides=overrides or {}, sample_prompts=prompts)
+    snapshot = _snapshot(dataset, trigger)
+    if not snapshot:
+        raise ValidationError({"dataset": "the dataset has no photos to train on (all are excluded or none were uploaded)"})
+    with transaction.atomic():
+        job = TrainingJob.objects.create(
+            owner=owner, dataset=dataset, name=name or f"{dataset.name} · {trigger}", base_model=base,
+            trigger_word=trigger, config={"preset": preset, **values}, snapshot=snapshot, total_steps=values["steps"],
+        )
+        job_enqueue(job)
+    return job
+
+
+def job_enqueue(job: TrainingJob) -> None:
+    """Queue the GPU task once the row that it reads is committed."""
+    from trainer.tasks import train_job_task
+
+    transaction.on_commit(lambda: train_job_task(job.pk))
+
+
+def publish_state(job: TrainingJob, message: str = "") -> None:
+    events.publish(job.topic, "state", {
+        "state": job.state, "step": job.step, "total": job.total_steps, "error": job.error,
+        "error_hint": job.error_hint, "message": message,
+    })
+
+
+def job_cancel(*, job: TrainingJob) -> bool:
+    """Ask a job to stop. A queued job stops at once; a running one within one step."""
+    updated = TrainingJob.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+        state=JobState.CANCELED, cancel_requested=True, finished_at=timezone.now()
+    )
+    if updated:
+        job.refresh_from_db()
+        publish_state(job, "Canceled before it started.")
+        return True
+    updated = TrainingJob.objects.filter(pk=job.pk, state__in=ACTIVE_STATES).update(cancel_requested=True)
+    if updated:
+        events.publish(job.topic, "log", {"line": "Cancel requested; stopping after the current step."})
+    return bool(updated)
+
+
+def job_resume(*, job: TrainingJob) -> TrainingJob:
+    """Resume a canceled or failed job from its last checkpoint (same job, step count goes on)."""
+    with transaction.atomic():
+        updated = TrainingJob.objects.filter(pk=job.pk, state__in=(JobState.CANCELED, JobState.FAILED)).update(
+            state=JobState.QUEUED, cancel_requested=False, error="", error_hint="", finished_at=None, attempts=0
+        )
+        if not updated:
+            raise ValidationError("only a canceled or failed job can be resumed")
+        job.refresh_from_db()
+        publish_state(job, f"Resuming from step {job.checkpoint_step}.")
+        job_enqueue(job)
+    return job
+
+
+def job_continue(*, job: TrainingJob, extra_steps: int) -> TrainingJob:
+    """Train a finished LoRA further as a new job that starts from its weights."""
+    if job.state != JobState.SUCCEEDED:
+        raise ValidationError("only a finished job can be continued")
+    low, high = LIMITS["steps"]
+    if not low <= extra_steps <= high:
+        raise ValidationError({"steps": f"must be between {low} and {high}"})
+    with transaction.atomic():
+        child = TrainingJob.objects.create(
+            owner=job.owner, dataset=job.dataset, name=f"{job.name} (+{extra_steps})", base_model=job.base_model,
+            trigger_word=job.trigger_word, config={**job.config, "steps": extra_steps}, snapshot=job.snapshot,
+            total_steps=extra_steps, parent=job,
+        )
+        job_enqueue(child)
+    return child
+
+
+def job_claim(job_id: int, worker_id: str) -> TrainingJob | None:
+    """Compare-and-set: only a queued, not-canceled job moves to 'starting', for one worker."""
+    claimed = TrainingJob.objects.filter(pk=job_id, state=JobState.QUEUED, cancel_requested=False).update(
+        state=JobState.STARTING, worker_id=worker_id, attempts=F("attempts") + 1, updated_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    job = TrainingJob.objects.get(pk=job_id)
+    if job.started_at is None:
+        TrainingJob.objects.filter(pk=job_id).update(started_at=timezone.now())
+        job.started_at = timezone.now()
+    return job
+
+
+def _worker_dead(worker_id: str) -> bool:
+    """A worker is dead when its heartbeat is stale, gone, or its process no longer exists here."""
+    if not worker_id:
+        return True
+    row = WorkerHeartbeat.objects.filter(worker_id=worker_id).first()
+    if row is None or not worker.is_alive(worker_id):
+        return True
+    if row.hostname == os.uname().nodename:
+        try:
+            os.kill(row.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def recover_orphaned_jobs() -> list[int]:
+    """Jobs left 'starting'/'training' by a dead worker: re-queue from the checkpoint, or fail."""
+    recovered = []
+    for job in TrainingJob.objects.filter(state__in=(JobState.STARTING, JobState.TRAINING)):
+        if not _worker_dead(job.worker_id):
+            continue
+        if job.attempts >= MAX_ATTEMPTS:
+            done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
+                state=JobState.FAILED, finished_at=timezone.now(),
+                error=f"The worker running this job stopped {job.attempts} times (killed or out of memory).",
+                error_hint="Try the low-memory mode, fewer photos, or a smaller resolution.",
+            )
+        else:
+            done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
+                state=JobState.QUEUED, worker_id=""
+            )
+        if done:
+            job.refresh_from_db()
+            message = (f"The worker stopped unexpectedly; resuming from step {job.checkpoint_step}."
+                       if job.state == JobState.QUEUED else job.error)
+            log.warning("job %s: %s", job.pk, message)
+            publish_state(job, message)
+            if job.state == JobState.QUEUED:
+                from trainer.tasks import train_job_task
+
+                train_job_task(job.pk)
+            recovered.append(job.pk)
+    WorkerHeartbeat.objects.filter(last_seen__lt=timezone.now() - timezone.timedelta(hours=1)).delete()
+    return recovered

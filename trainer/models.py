@@ -1,0 +1,134 @@
+"""Datasets of photos with captions, and the training jobs made from them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from flux_studio.files import UserUploadPath
+
+
+class Dataset(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=120)
+    trigger_word = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("trainer:dataset_detail", args=[self.pk])
+
+
+class CaptionSource(models.TextChoices):
+    NONE = "none", "No caption"
+    FILE = "file", "From an uploaded .txt"
+    AUTO = "auto", "Suggested by the captioner"
+    TEMPLATE = "template", "Trigger-word template"
+    USER = "user", "Written by the owner"
+
+
+class Photo(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="photos")
+    original_name = models.CharField(max_length=255)
+    original = models.FileField(upload_to=UserUploadPath("originals"), max_length=255)
+    # RGB copy with EXIF orientation applied and metadata (location included) stripped: what trains.
+    image = models.FileField(upload_to=UserUploadPath("photos"), max_length=255)
+    thumbnail = models.FileField(upload_to=UserUploadPath("thumbs"), max_length=255)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10)
+    size_bytes = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    phash = models.CharField(max_length=32, blank=True)
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    warnings = models.JSONField(default=list, blank=True)
+    caption = models.TextField(blank=True)
+    caption_source = models.CharField(max_length=10, choices=CaptionSource.choices, default=CaptionSource.NONE)
+    caption_error = models.CharField(max_length=300, blank=True)
+    excluded = models.BooleanField(default=False, help_text="kept in the dataset but not trained on")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "sha256"], name="unique_photo_bytes_per_dataset")]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    STARTING = "starting", "Starting"
+    TRAINING = "training", "Training"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.STARTING, JobState.TRAINING)
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+class TrainingJob(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_jobs")
+    dataset = models.ForeignKey(Dataset, null=True, on_delete=models.SET_NULL, related_name="jobs")
+    name = models.CharField(max_length=120)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
+    base_model = models.CharField(max_length=200)
+    trigger_word = models.CharField(max_length=40)
+    # The engine config as launched (frozen) and the captions as trained, so later dataset edits
+    # never change what a job was.
+    config = models.JSONField()
+    snapshot = models.JSONField(default=list)
+    total_steps = models.PositiveIntegerField()
+    step = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    checkpoint_step = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    worker_id = models.CharField(max_length=120, blank=True)
+    error = models.TextField(blank=True)
+    error_hint = models.CharField(max_length=300, blank=True)
+    lora_file = models.FileField(upload_to=UserUploadPath("loras"), max_length=255, blank=True)
+    kohya_file = models.FileField(upload_to=UserUploadPath("loras"), max_length=255, blank=True)
+    config_file = models.FileField(upload_to=UserUploadPath("configs"), max_length=255, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("trainer:job_detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def topic(self) -> str:
+        return f"training-{self.pk}"
+
+
+class TrainingSample(models.Model):
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    prompt = models.TextField()
+    image = models.FileField(upload_to=UserUploadPath("samples"), max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "id"]

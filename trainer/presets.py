@@ -1,0 +1,67 @@
+"""Training presets a person picks from, and the limits on explicit settings.
+
+Plain data, no torch: the web side validates and explains settings, the engine applies them.
+Steps scale with the base model: the `tiny` CPU base trains in seconds, FLUX.1 needs thousands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    explanation: str
+    steps: int
+    learning_rate: float
+    lora_rank: int
+    batch_size: int
+
+
+PRESETS: dict[str, Preset] = {
+    "fast": Preset("fast", "Fast", "Few steps at a high learning rate: a quick first look at whether the concept is picked up.", 500, 1e-3, 8, 1),
+    "balanced": Preset("balanced", "Balanced", "The usual choice for a pet, a person or an object: about 1,000 steps at rank 16.", 1000, 4e-4, 16, 1),
+    "high": Preset("high", "High quality", "More steps, a lower learning rate and a larger rank: finer detail, slower, for 20+ photos.", 2000, 2e-4, 32, 1),
+}
+
+# The CPU base learns in seconds, so its presets are scaled down to keep the demo snappy.
+TINY_STEP_SCALE = 0.06
+DEFAULT_RESOLUTION = {"tiny": 64}
+FLUX_RESOLUTION = 1024
+
+LIMITS = {
+    "steps": (1, 20000),
+    "learning_rate": (1e-6, 1e-2),
+    "lora_rank": (1, 128),
+    "batch_size": (1, 16),
+    "resolution": (32, 2048),
+    "sample_every": (0, 5000),
+    "seed": (0, 2**31 - 1),
+    "caption_dropout": (0.0, 0.5),
+}
+
+
+def preset_settings(preset: str, base_model: str) -> dict:
+    """Concrete settings for a preset on a base model."""
+    p = PRESETS[preset]
+    scale = TINY_STEP_SCALE if base_model == "tiny" else 1.0
+    steps = max(20, int(p.steps * scale))
+    return {
+        "steps": steps,
+        "learning_rate": p.learning_rate,
+        "lora_rank": p.lora_rank,
+        "batch_size": p.batch_size,
+        "resolution": DEFAULT_RESOLUTION.get(base_model, FLUX_RESOLUTION),
+        "sample_every": max(10, steps // 4),
+        "seed": 42,
+        "caption_dropout": 0.05,
+    }
+
+
+def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
+    """A rough time estimate shown before launch (measured on a CPU for tiny, an H100 for FLUX)."""
+    per_step = 0.05 if base_model == "tiny" else 0.35 * (settings["resolution"] / 1024) ** 2 * 2 + 0.05
+    warmup = 5 if base_model == "tiny" else 90 + photo_count
+    return int(warmup + settings["steps"] * settings["batch_size"] * per_step)

@@ -1,0 +1,29 @@
+"""Huey tasks of the trainer. Bodies live in services; a task only names what runs where."""
+
+from __future__ import annotations
+
+from huey import crontab
+
+from flux_studio import worker
+from flux_studio.queues import gpu_queue, light_queue
+
+
+@gpu_queue.task()
+def train_job_task(job_id: int) -> None:
+    from trainer.training_run import run_training
+
+    run_training(job_id)
+
+
+@light_queue.periodic_task(crontab(minute="*"))
+def recover_orphaned_jobs_task() -> None:
+    from trainer.jobs import recover_orphaned_jobs
+
+    recover_orphaned_jobs()
+
+
+@worker.on_worker_start
+def _recover_on_start() -> None:
+    from trainer.jobs import recover_orphaned_jobs
+
+    recover_orphaned_jobs()

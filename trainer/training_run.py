@@ -1,0 +1,203 @@
+"""The body of the training task: claim a job, run the engine, record what happened.
+
+Runs in the GPU worker only (it imports the engine, hence torch). The engine knows nothing of
+Django; `JobHooks` is the bridge that turns its progress, samples, checkpoints and log lines
+into database rows and live events, and answers its `should_stop()` polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files import File
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from flux_studio import events, worker
+from trainer.jobs import job_claim, publish_state
+from trainer.models import JobState, TrainingJob, TrainingSample
+
+log = logging.getLogger("trainer.worker")
+
+PROGRESS_EVERY_S = 0.25  # live progress at most 4 times a second; losses are batched, never dropped
+STOP_POLL_S = 0.5
+
+
+def job_work_dir(job: TrainingJob) -> Path:
+    return settings.WORK_DIR / "jobs" / str(job.pk)
+
+
+def materialize_dataset(job: TrainingJob, folder: Path) -> Path:
+    """Write the job's snapshot (images + .txt captions) where the engine reads it."""
+    from django.core.files.storage import default_storage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, row in enumerate(job.snapshot):
+        stem = f"{index:04d}"
+        suffix = Path(row["image"]).suffix or ".png"
+        target = folder / f"{stem}{suffix}"
+        if not target.exists():
+            with default_storage.open(row["image"], "rb") as src, open(target, "wb") as dst:
+                dst.write(src.read())
+        (folder / f"{stem}.txt").write_text(row["caption"], encoding="utf-8")
+    return folder
+
+
+def engine_config(job: TrainingJob, work: Path, images: Path, *, resume: bool) -> dict[str, Any]:
+    c = job.config
+    init_lora = ""
+    if job.parent_id and job.parent.lora_file:
+        init_lora = str(fetch_file(job.parent.lora_file, work / "init" / "lora.safetensors"))
+    return {
+        "base": job.base_model,
+        "images_dir": str(images),
+        "output_dir": str(work / "out"),
+        "trigger_word": job.trigger_word,
+        "steps": job.total_steps,
+        "learning_rate": c["learning_rate"],
+        "lora_rank": c["lora_rank"],
+        "resolution": c["resolution"],
+        "batch_size": c["batch_size"],
+        "seed": c["seed"],
+        "caption_dropout": c.get("caption_dropout", 0.0),
+        "sample_prompts": c.get("sample_prompts", []),
+        "sample_every": c.get("sample_every", 0),
+        "checkpoint_every": max(1, min(c.get("sample_every") or 50, 100)),
+        "resume": resume,
+        "init_lora": init_lora or None,
+    }
+
+
+def fetch_file(field: Any, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        with field.open("rb") as src, open(target, "wb") as dst:
+            dst.write(src.read())
+    return target
+
+
+class JobHooks:
+    """Engine hooks for one job (duck-typed to trainer.engine.TrainHooks)."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job = job
+        self.pending_losses: list[list[float]] = []
+        self.last_progress = 0.0
+        self.last_stop_poll = 0.0
+        self.stop = False
+        self.started = False
+
+    def on_log(self, message: str) -> None:
+        log.info("job %s: %s", self.job.pk, message)
+        events.publish(self.job.topic, "log", {"line": message})
+
+    def on_progress(self, p: Any) -> None:
+        if not self.started:
+            self.started = True
+            TrainingJob.objects.filter(pk=self.job.pk, state=JobState.STARTING).update(state=JobState.TRAINING)
+            self.job.state = JobState.TRAINING
+            publish_state(self.job)
+        self.pending_losses.append([p.step, float(p.loss)])
+        now = time.monotonic()
+        if now - self.last_progress < PROGRESS_EVERY_S and p.step < p.total_steps:
+            return
+        self.last_progress = now
+        TrainingJob.objects.filter(pk=self.job.pk).update(step=p.step, loss=float(p.loss), updated_at=timezone.now())
+        events.publish(self.job.topic, "progress", {
+            "step": p.step, "total": p.total_steps, "loss": float(p.loss), "lr": float(p.lr),
+            "it_per_s": round(float(p.it_per_s), 3), "eta_s": round(float(p.eta_s), 1),
+            "val_loss": getattr(p, "val_loss", None), "losses": self.pending_losses,
+        })
+        self.pending_losses = []
+
+    def on_sample(self, step: int, prompt: str, path: Path) -> None:
+        with open(path, "rb") as fh:
+            sample = TrainingSample(job=self.job, step=step, prompt=prompt)
+            sample.image.save(Path(path).name, File(fh), save=True)
+        url = reverse("trainer:job_sample", args=[self.job.pk, sample.pk])
+        events.publish(self.job.topic, "sample", {"step": step, "prompt": prompt, "url": url, "id": sample.pk})
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        TrainingJob.objects.filter(pk=self.job.pk).update(checkpoint_step=step)
+        events.publish(self.job.topic, "checkpoint", {"step": step})
+
+    def should_stop(self) -> bool:
+        if worker.shutting_down.is_set():
+            return True
+        now = time.monotonic()
+        if now - self.last_stop_poll >= STOP_POLL_S:
+            self.last_stop_poll = now
+            self.stop = TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self.stop
+
+
+def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> None:
+    TrainingJob.objects.filter(pk=job.pk).filter(~Q(state__in=(JobState.SUCCEEDED, JobState.FAILED))).update(
+        state=state, finished_at=timezone.now() if state != JobState.QUEUED else None, **fields
+    )
+    job.refresh_from_db()
+    publish_state(job, message)
+
+
+def _store_outputs(job: TrainingJob, result: Any) -> dict[str, Any]:
+    stored = {}
+    for field, path in (("lora_file", result.lora_path), ("kohya_file", result.kohya_path), ("config_file", result.config_path)):
+        if path and Path(path).exists():
+            with open(path, "rb") as fh:
+                getattr(job, field).save(Path(path).name, File(fh), save=False)
+            stored[field] = getattr(job, field).name
+    return stored
+
+
+def run_training(job_id: int) -> None:
+    wid = worker.worker_id("gpu") if worker._state["worker_id"] else "inline"
+    job = job_claim(job_id, wid)
+    if job is None:
+        log.info("job %s is not queued (taken, canceled or gone); skipping", job_id)
+        return
+    worker.set_current_task(f"training job {job.pk}")
+    publish_state(job, "Preparing the dataset and the base model.")
+    try:
+        _run_claimed(job)
+    finally:
+        worker.set_current_task("")
+
+
+def _run_claimed(job: TrainingJob) -> None:
+    from trainer import engine  # torch and diffusers load here, in the worker only
+
+    work = job_work_dir(job)
+    hooks = JobHooks(job)
+    try:
+        images = materialize_dataset(job, work / "dataset")
+        resume = (work / "out" / "checkpoints").exists()
+        config = engine.TrainConfig.from_dict(engine_config(job, work, images, resume=resume))
+        result = engine.train(config, hooks)
+    except engine.EngineError as exc:
+        hint = getattr(exc, "hint", "") or ""
+        if isinstance(exc, getattr(engine, "OutOfMemoryError", ())) and not hint:
+            hint = "The GPU ran out of memory: choose the low-memory mode, a smaller resolution or batch size."
+        log.warning("job %s failed: %s", job.pk, exc)
+        _finish(job, JobState.FAILED, str(exc), error=str(exc), error_hint=hint[:300])
+        return
+    except Exception as exc:
+        log.exception("job %s crashed", job.pk)
+        _finish(job, JobState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}",
+                error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
+        return
+    if result.canceled and worker.shutting_down.is_set() and not hooks.stop:
+        _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id="")
+        from trainer.tasks import train_job_task
+
+        train_job_task(job.pk)
+        return
+    if result.canceled:
+        _finish(job, JobState.CANCELED, f"Canceled at step {result.final_step}; checkpoint kept.", step=result.final_step)
+        return
+    stored = _store_outputs(job, result)
+    _finish(job, JobState.SUCCEEDED, "Training finished.", step=result.final_step, **stored)

@@ -1,0 +1,130 @@
+"""Training pages: launch, list, the live job page, cancel/resume/continue, downloads."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from trainer import jobs
+from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
+from trainer.presets import PRESETS, estimate_seconds, preset_settings
+
+DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
+
+
+def _own_job(request: HttpRequest, pk: int) -> TrainingJob:
+    return get_object_or_404(TrainingJob, pk=pk, owner=request.user)
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    job_rows = TrainingJob.objects.filter(owner=request.user).select_related("dataset")
+    return render(request, "trainer/job_list.html", {"jobs": job_rows, "area": "training"})
+
+
+def _error_text(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{k.replace('_', ' ')}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+@login_required
+def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, pk=dataset_pk, owner=request.user)
+    base = request.POST.get("base_model") or request.GET.get("base_model") or settings.DEFAULT_BASE_MODEL
+    preset = request.POST.get("preset") or "balanced"
+    error = ""
+    if request.method == "POST":
+        overrides = {k: request.POST.get(k) for k in jobs.SETTING_KEYS if request.POST.get(k)}
+        prompts = request.POST.get("sample_prompts", "").splitlines()
+        try:
+            job = jobs.job_create(owner=request.user, dataset=dataset, preset=preset, base_model=base,
+                                  overrides=overrides, sample_prompts=prompts or None)
+        except ValidationError as exc:
+            error = _error_text(exc)
+        else:
+            return redirect(job)
+    photo_count = dataset.photos.filter(excluded=False).count()
+    presets = []
+    if base in settings.BASE_MODELS:
+        for key, p in PRESETS.items():
+            values = preset_settings(key, base)
+            presets.append({"preset": p, "values": values, "eta": estimate_seconds(values, base, photo_count)})
+    return render(request, "trainer/job_launch.html", {
+        "dataset": dataset, "presets": presets, "chosen": preset, "base": base, "bases": settings.BASE_MODELS,
+        "photo_count": photo_count, "error": error, "area": "training",
+        "default_prompt": f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "",
+    })
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    queue_position = 0
+    if job.state == JobState.QUEUED:
+        queue_position = TrainingJob.objects.filter(state__in=ACTIVE_STATES, created_at__lt=job.created_at).count() + 1
+    return render(request, "trainer/job_detail.html", {
+        "job": job, "samples": job.samples.all(), "queue_position": queue_position, "area": "training",
+        "downloads": [(kind, name) for kind, (field, name) in DOWNLOADS.items() if getattr(job, field)],
+    })
+
+
+@login_required
+@require_POST
+def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    if not jobs.job_cancel(job=job):
+        messages.warning(request, "This job has already finished.")
+    return redirect(job)
+
+
+@login_required
+@require_POST
+def job_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    try:
+        jobs.job_resume(job=job)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+    return redirect(job)
+
+
+@login_required
+@require_POST
+def job_continue_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    try:
+        child = jobs.job_continue(job=job, extra_steps=int(request.POST.get("steps") or 0))
+    except (ValidationError, ValueError) as exc:
+        messages.error(request, _error_text(exc) if isinstance(exc, ValidationError) else "steps must be a number")
+        return redirect(job)
+    return redirect(child)
+
+
+@login_required
+def job_sample(request: HttpRequest, pk: int, sample_pk: int) -> HttpResponse:
+    from flux_studio.files import serve_file
+
+    job = _own_job(request, pk)
+    sample = get_object_or_404(job.samples, pk=sample_pk)
+    return serve_file(sample.image)
+
+
+@login_required
+def job_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    from flux_studio.files import serve_file
+
+    job = _own_job(request, pk)
+    if kind not in DOWNLOADS:
+        raise Http404("unknown download")
+    field, name = DOWNLOADS[kind]
+    file = getattr(job, field)
+    if not file:
+        raise Http404("this job has no such file yet")
+    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+    return serve_file(file, download_name=f"{stem}_{name}")
