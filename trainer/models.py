@@ -90,6 +90,8 @@ class TrainingJob(models.Model):
     total_steps = models.PositiveIntegerField()
     step = models.PositiveIntegerField(default=0)
     loss = models.FloatField(null=True, blank=True)
+    it_per_s = models.FloatField(null=True, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
     checkpoint_step = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)

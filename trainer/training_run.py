@@ -107,7 +107,9 @@ class JobHooks:
         if now - self.last_progress < PROGRESS_EVERY_S and p.step < p.total_steps:
             return
         self.last_progress = now
-        TrainingJob.objects.filter(pk=self.job.pk).update(step=p.step, loss=float(p.loss), updated_at=timezone.now())
+        TrainingJob.objects.filter(pk=self.job.pk).update(
+            step=p.step, loss=float(p.loss), it_per_s=float(p.it_per_s), eta_seconds=float(p.eta_s), updated_at=timezone.now()
+        )
         events.publish(self.job.topic, "progress", {
             "step": p.step, "total": p.total_steps, "loss": float(p.loss), "lr": float(p.lr),
             "it_per_s": round(float(p.it_per_s), 3), "eta_s": round(float(p.eta_s), 1),
