@@ -164,9 +164,12 @@ def _matches(value: Any, hint: Any) -> bool:
         return any(_matches(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
         return value is None
-    if origin in (list, tuple):
-        (item,) = typing.get_args(hint)[:1]
+    if origin is list:
+        (item,) = typing.get_args(hint)
         return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
+    if origin is tuple:  # fixed-length tuples, e.g. (path, scale); YAML gives them as lists
+        items = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and len(value) == len(items) and all(map(_matches, value, items))
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:

@@ -59,7 +59,8 @@ def load_pipeline(
     if preset is not None and preset.source == "builtin:tiny":
         from .tiny import build_tiny_pipeline
 
-        return build_tiny_pipeline().to(device=device, dtype=dtype)
+        pipeline = build_tiny_pipeline()  # fp32 on the CPU; cast only when asked for another dtype
+        return pipeline.to(device=device) if dtype == torch.float32 else pipeline.to(device=device, dtype=dtype)
     source = preset.source if preset else base
     if preset is None and Path(base).exists():
         _check_local_folder(Path(base))

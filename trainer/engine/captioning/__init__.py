@@ -18,7 +18,7 @@ from .loading import (
 )
 from .runner import CaptionResult, caption_images
 from .style import CaptionStyle, clean_caption, style_caption, template_caption
-from .tiny import build_tiny_blip, build_tiny_florence2
+from .tiny import build_tiny_blip, build_tiny_florence2, build_tiny_smolvlm
 
 __all__ = [
     "CAPTIONER_PRESETS",
@@ -34,6 +34,7 @@ __all__ = [
     "ImageUnreadable",
     "build_tiny_blip",
     "build_tiny_florence2",
+    "build_tiny_smolvlm",
     "caption_images",
     "clean_caption",
     "load_captioner",

@@ -46,11 +46,14 @@ CAPTIONER_PRESETS: dict[str, CaptionerPreset] = {
     "blip": CaptionerPreset(
         "blip", "Salesforce/blip-image-captioning-large", "BLIP large, short one-line captions"
     ),
+    # SmolVLM v1 (Idefics3 classes): its processor needs no torchvision, so it runs anywhere.
     "smolvlm": CaptionerPreset(
-        "vlm", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "SmolVLM2 2.2B, follows an edited prompt"
+        "vlm", "HuggingFaceTB/SmolVLM-Instruct", "SmolVLM 2.2B, follows an edited prompt"
     ),
+    # Qwen2.5-VL's processor includes a video processor that transformers 5 builds only with
+    # torchvision installed (the CUDA box has it; the CPU-only install here does not).
     "qwen2.5-vl": CaptionerPreset(
-        "vlm", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL 3B, best prose, needs ~8 GB GPU"
+        "vlm", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL 3B, best prose, ~8 GB GPU, torchvision"
     ),
 }
 DEFAULT_CAPTIONER = "florence2"

@@ -114,6 +114,70 @@ def build_tiny_blip(folder: str | os.PathLike[str], *, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_smolvlm(folder: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Save a tiny SmolVLM (Idefics3: SigLIP-style ViT + Llama) with a chat template.
+
+    SmolVLM v1 checkpoints use the Idefics3 classes, whose processor needs no torchvision, so
+    this exercises the instruction-following `vlm` path (chat template, left padding).
+    """
+    from transformers import (
+        GenerationConfig, GPT2Tokenizer, Idefics3Config, Idefics3ForConditionalGeneration,
+        Idefics3Processor,
+    )
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    out = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>",
+                "<fake_token_around_image>", "<image>", "<global-img>"]
+    vocab, merges = _byte_bpe_vocab(specials, _WORDS)
+    tokenizer = GPT2Tokenizer(
+        vocab=vocab, merges=merges, unk_token="<|endoftext|>", bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", pad_token="<|endoftext|>",
+        extra_special_tokens=specials[3:],
+    )
+    # No tiling: one 32 px global image -> 16 patches of 8 px -> 4 tokens after the 2x
+    # pixel-shuffle (scale_factor) that Idefics3's connector applies.
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": _IMAGE_SIZE}, max_image_size={"longest_edge": _IMAGE_SIZE},
+        do_image_splitting=False,
+    )
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=4, chat_template=_SMOLVLM_CHAT_TEMPLATE)
+    text = dict(
+        model_type="llama", vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=256, bos_token_id=vocab["<|im_start|>"],
+        eos_token_id=vocab["<end_of_utterance>"], pad_token_id=0,
+    )
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=_IMAGE_SIZE, patch_size=8)
+    config = Idefics3Config(text_config=text, vision_config=vision, scale_factor=2,
+                            image_token_id=vocab["<image>"], pad_token_id=0)
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    _amplify(model, std=0.2)
+    banned = [[vocab[token]] for token in specials if token != "<end_of_utterance>"]
+    model.generation_config = GenerationConfig(
+        bos_token_id=vocab["<|im_start|>"], eos_token_id=vocab["<end_of_utterance>"],
+        pad_token_id=0, bad_words_ids=banned, **_GENERATION,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+# SmolVLM's conversation format: "<|im_start|>User:<image>prompt<end_of_utterance>\nAssistant:"
+_SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
 def _amplify(model: torch.nn.Module, *, std: float) -> None:
     """Redraw weight matrices with a large spread so each image steers its caption.
 
