@@ -9,10 +9,23 @@ from django.urls import reverse
 from flux_studio.files import UserUploadPath
 
 
+class CaptionPlacement(models.TextChoices):
+    PREFIX = "prefix", "Before the caption"
+    SUFFIX = "suffix", "After the caption"
+    REPLACE = "replace", "Instead of the subject"
+
+
 class Dataset(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=120)
     trigger_word = models.CharField(max_length=40, blank=True)
+    # How auto-captions are written (see trainer.engine.captioning.CaptionStyle): where the
+    # trigger goes and text put before/after every caption.
+    caption_placement = models.CharField(max_length=8, choices=CaptionPlacement.choices, default=CaptionPlacement.PREFIX)
+    caption_prefix = models.CharField(max_length=200, blank=True)
+    caption_suffix = models.CharField(max_length=200, blank=True)
+    # A captioner spec (preset name or kind:path); blank means settings.CAPTIONER.
+    captioner = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -24,6 +37,10 @@ class Dataset(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("trainer:dataset_detail", args=[self.pk])
+
+    @property
+    def topic(self) -> str:
+        return f"dataset-{self.pk}"
 
 
 class CaptionSource(models.TextChoices):
