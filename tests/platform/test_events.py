@@ -15,7 +15,7 @@ from flux_studio.asgi import application
 from flux_studio.relay import relay
 from flux_studio.routing import websocket_urlpatterns
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
 router = URLRouter(websocket_urlpatterns)
 
