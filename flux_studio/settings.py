@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "flux_studio",
+    "flux_studio.api",
     "trainer",
     "gallery",
 ]

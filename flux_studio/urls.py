@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("flux_studio.api.urls")),
     path("", include("trainer.urls")),
     path("", include("gallery.urls")),
 ]
