@@ -67,7 +67,7 @@ def load_pipeline(
     elif preset is None and not _looks_like_hub_id(base):
         names = ", ".join(BASE_PRESETS)
         raise BaseModelLoadError(f"base {base!r} is not a preset ({names}), an existing folder, or a hub id 'org/name'")
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "token": token or os.environ.get("HF_TOKEN")}
+    kwargs: dict[str, Any] = {"dtype": dtype, "token": token or os.environ.get("HF_TOKEN")}
     if quantize:
         kwargs["transformer"] = _load_quantized_transformer(source, dtype, device, kwargs["token"])
     pipeline = _from_pretrained(source, kwargs)
@@ -131,7 +131,7 @@ def _load_quantized_transformer(source: str, dtype: "torch.dtype", device: "torc
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     try:
         return FluxTransformer2DModel.from_pretrained(
-            source, subfolder="transformer", quantization_config=config, torch_dtype=dtype, token=token
+            source, subfolder="transformer", quantization_config=config, dtype=dtype, token=token
         )
     except Exception as error:
         raise BaseModelLoadError(_explain_load_failure(source, error)) from error

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from trainer.engine import ConfigError, TrainConfig
+from trainer.engine.generation import GenerateConfig
+
+
+def test_from_dict_rejects_unknown_keys_by_name() -> None:
+    with pytest.raises(ConfigError, match="learnin_rate"):
+        TrainConfig.from_dict({"learnin_rate": 1e-4, "steps": 10})
+
+
+def test_from_dict_rejects_wrong_types() -> None:
+    with pytest.raises(ConfigError, match="steps"):
+        TrainConfig.from_dict({"steps": "ten"})
+    with pytest.raises(ConfigError, match="resume"):
+        TrainConfig.from_dict({"resume": "yes"})
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    config = TrainConfig(base="tiny", images_dir="in", output_dir="out", sample_prompts=["a", "b"], learning_rate=3e-4)
+    assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "c.yaml")) == config
+
+
+def test_resolve_takes_the_preset_defaults() -> None:
+    resolved = TrainConfig(base="tiny", images_dir="in", output_dir="out", lora_rank=8).resolve()
+    assert (resolved.resolution, resolved.max_sequence_length, resolved.lora_alpha) == (64, 32, 8.0)
+    assert TrainConfig(base="flux-dev", images_dir="i", output_dir="o").resolve().resolution == 1024
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"resolution": 70}, "multiple of 16"), ({"images_dir": ""}, "images_dir"), ({"memory_mode": "tiny"}, "memory_mode"),
+     ({"caption_dropout": 1.5}, "caption_dropout"), ({"timestep_sampling": "cosine"}, "timestep_sampling")],
+)  # fmt: skip
+def test_resolve_names_the_bad_setting(change: dict, message: str) -> None:
+    values = {"base": "tiny", "images_dir": "in", "output_dir": "out", **change}
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(values).resolve()
+
+
+def test_generate_config_accepts_lora_pairs_from_yaml_lists() -> None:
+    config = GenerateConfig.from_dict({"base": "tiny", "prompt": "x", "loras": [["out/lora.safetensors", 0.8]]})
+    assert config.loras == [["out/lora.safetensors", 0.8]]
+    assert config.resolve().width == 64
+    with pytest.raises(ConfigError):
+        GenerateConfig.from_dict({"loras": [["a", 1.0, 2]]})

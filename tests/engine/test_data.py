@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from trainer.engine import DatasetError
+from trainer.engine.data import load_dataset, load_image, make_buckets, nearest_bucket
+
+from .conftest import make_image
+
+
+def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match="no images"):
+        load_dataset(tmp_path, 64, "", False)
+
+
+def test_an_unreadable_image_is_named(tmp_path: Path) -> None:
+    make_image(tmp_path / "good.png", (64, 64), (10, 10, 10))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        load_dataset(tmp_path, 64, "", False)
+
+
+def test_captions_without_the_trigger_are_refused_or_fixed_on_request(tmp_path: Path) -> None:
+    make_image(tmp_path / "a.png", (64, 64), (10, 10, 10))
+    make_image(tmp_path / "b.png", (64, 64), (10, 10, 10))
+    make_image(tmp_path / "c.png", (64, 64), (10, 10, 10))
+    (tmp_path / "a.txt").write_text("a photo of zxq dog")
+    (tmp_path / "b.txt").write_text("a photo of a dog")
+    with pytest.raises(DatasetError, match=r"1 of 3 captions lack the trigger word 'zxq' \(b.txt\).*add_trigger_to_captions"):
+        load_dataset(tmp_path, 64, "zxq", False)
+    captions = {e.image_path.name: e.caption for e in load_dataset(tmp_path, 64, "zxq", True)}
+    # c.png has no caption file: the trigger alone is its caption.
+    assert captions == {"a.png": "a photo of zxq dog", "b.png": "zxq, a photo of a dog", "c.png": "zxq"}
+
+
+def test_exif_orientation_decides_the_bucket(tmp_path: Path) -> None:
+    make_image(tmp_path / "rotated.jpg", (96, 48), (200, 10, 10), exif_orientation=6)  # stored wide, shown tall
+    (example,) = load_dataset(tmp_path, 64, "", False)
+    assert example.size == (48, 96)
+    assert example.bucket[0] < example.bucket[1]
+    assert load_image(example.image_path, example.bucket).size == example.bucket
+
+
+def test_buckets_are_multiples_of_16_around_the_target_area() -> None:
+    for resolution in (64, 256, 1024):
+        buckets = make_buckets(resolution)
+        assert (resolution, resolution) in buckets
+        for width, height in buckets:
+            assert width % 16 == 0 and height % 16 == 0
+            assert 0.5 <= width / height <= 2.0
+            assert width * height <= resolution * resolution
+    assert nearest_bucket((1920, 1080), make_buckets(1024)) in {(1344, 768), (1280, 704), (1344, 704)}
+    with pytest.raises(DatasetError, match="multiple of 16"):
+        make_buckets(100)

@@ -1,0 +1,89 @@
+"""Training on the tiny base: it learns, resumes exactly, and stops when told to."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trainer.engine import TrainResult, train
+
+from .conftest import RecordingHooks, train_config
+
+
+def test_validation_loss_falls_clearly(trained: tuple[TrainResult, RecordingHooks]) -> None:
+    result, hooks = trained
+    steps = [step for step, _ in result.val_losses]
+    assert steps == [0, 10, 20, 30, 40]
+    first, last = result.val_losses[0][1], result.val_losses[-1][1]
+    assert last < 0.85 * first, result.val_losses
+    assert hooks.steps == list(range(1, 41))  # on_progress every step
+    assert len(result.losses) == 40 and result.final_step == 40 and not result.canceled
+
+
+def test_a_run_writes_its_files(trained: tuple[TrainResult, RecordingHooks]) -> None:
+    result, hooks = trained
+    out = result.config_path.parent
+    assert result.lora_path == out / "lora.safetensors" and result.lora_path.is_file()
+    assert result.kohya_path == out / "lora_kohya.safetensors" and result.kohya_path.is_file()
+    assert (out / "config.yaml").is_file()
+    assert [step for step, _ in hooks.samples] == [20, 40]
+    assert all(path.is_file() and path.parent == out / "samples" for path in result.sample_paths)
+    assert [step for step, _ in hooks.checkpoints] == [20]
+
+
+def test_resume_reproduces_the_uninterrupted_losses(trained: tuple[TrainResult, RecordingHooks], tmp_path: Path) -> None:
+    """A job killed after step 20 resumes at 21 and computes exactly what the full run did."""
+    full, _ = trained
+    out = tmp_path / "resumed"
+    source = full.config_path.parent / "checkpoints" / "step-000020"
+    shutil.copytree(source, out / "checkpoints" / "step-000020")
+    config = train_config(_base(full), _images(full), out, resume=True, sample_prompts=[])
+    hooks = RecordingHooks()
+    resumed = train(config, hooks)
+    assert hooks.steps[0] == 21 and resumed.final_step == 40
+    assert resumed.losses == full.losses  # exact on the CPU, first 20 from the checkpoint
+    assert resumed.val_losses == full.val_losses
+
+
+def test_cancel_stops_within_a_step_and_leaves_a_usable_checkpoint(
+    trained: tuple[TrainResult, RecordingHooks], tmp_path: Path
+) -> None:
+    full, _ = trained
+    hooks = RecordingHooks(stop_after=5)
+    config = train_config(_base(full), _images(full), tmp_path / "canceled", sample_prompts=[], val_every=0)
+    result = train(config, hooks)
+    assert result.canceled and result.final_step == 5 and hooks.steps == [1, 2, 3, 4, 5]
+    assert result.checkpoint_dir is not None and result.checkpoint_dir.name == "step-000005"
+    assert result.lora_path == result.checkpoint_dir / "lora.safetensors" and result.lora_path.is_file()
+    assert result.losses == full.losses[:5]
+    # The checkpoint resumes: two more steps continue from 6 with the full run's losses.
+    more = RecordingHooks()
+    resumed = train(train_config(_base(full), _images(full), tmp_path / "canceled", sample_prompts=[], val_every=0,
+                                 resume=True, steps=7), more)  # fmt: skip
+    assert more.steps == [6, 7]
+    assert resumed.losses == full.losses[:7]
+
+
+def test_continue_training_starts_from_the_saved_function(
+    trained: tuple[TrainResult, RecordingHooks], tmp_path: Path
+) -> None:
+    """init_lora: the first validation loss equals the one the saved LoRA ended with."""
+    full, _ = trained
+    hooks = RecordingHooks()
+    config = train_config(_base(full), _images(full), tmp_path / "more", init_lora=str(full.lora_path), steps=1,
+                          sample_prompts=[], lora_rank=8, lora_alpha=2.0)  # fmt: skip
+    result = train(config, hooks)
+    assert any("rank 4" in line for line in hooks.logs)  # the file's rank wins, and says so
+    assert result.val_losses[0][1] == pytest.approx(full.val_losses[-1][1], rel=1e-5)
+
+
+def _base(result: TrainResult) -> Path:
+    import yaml
+
+    return Path(yaml.safe_load(result.config_path.read_text())["base"])
+
+
+def _images(result: TrainResult) -> Path:
+    import yaml
+
+    return Path(yaml.safe_load(result.config_path.read_text())["images_dir"])
