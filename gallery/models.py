@@ -55,6 +55,7 @@ class GenerationImage(models.Model):
     index = models.PositiveSmallIntegerField()
     seed = models.BigIntegerField()
     image = models.FileField(upload_to=UserUploadPath("generations"), max_length=255)
+    thumbnail = models.FileField(upload_to=UserUploadPath("thumbs"), max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -84,6 +85,14 @@ class GalleryModel(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     like_count = models.PositiveIntegerField(default=0)
     use_count = models.PositiveIntegerField(default=0)
+    # Sizes and checksums of the two LoRA files, taken when publishing so pages never hash.
+    lora_size = models.PositiveBigIntegerField(default=0)
+    lora_sha256 = models.CharField(max_length=64, blank=True)
+    kohya_size = models.PositiveBigIntegerField(default=0)
+    kohya_sha256 = models.CharField(max_length=64, blank=True)
+    hub_repo = models.CharField(max_length=200, blank=True)
+    hub_url = models.URLField(max_length=400, blank=True)
+    hub_pushed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -99,6 +108,7 @@ class GalleryModel(models.Model):
 class GalleryExample(models.Model):
     gallery_model = models.ForeignKey(GalleryModel, on_delete=models.CASCADE, related_name="examples")
     image = models.FileField(upload_to=UserUploadPath("examples"), max_length=255)
+    thumbnail = models.FileField(upload_to=UserUploadPath("thumbs"), max_length=255, blank=True)
     prompt = models.TextField()
     settings = models.JSONField(default=dict, blank=True)
     is_cover = models.BooleanField(default=False)
