@@ -1,19 +1,285 @@
-"""Dataset pages (placeholder until the dataset studio lands)."""
+"""Dataset studio pages and the small JSON endpoints its grid calls.
 
+Every view finds the dataset with owner=request.user, so another person's dataset, photos,
+thumbnails and exports are a 404 (not a 403: we do not confirm that they exist).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
 
-from trainer.models import Dataset
+from flux_studio.files import serve_file
+from trainer import captions, datasets, photos, selectors
+from trainer.forms import TRIGGER_ADVICE, CaptionStyleForm, DatasetNameForm, trigger_advice
+from trainer.models import Dataset, Photo
+
+PHOTO_FILES = {"thumb": "thumbnail", "image": "image", "original": "original"}
+
+
+def _own_dataset(request: HttpRequest, pk: int) -> Dataset:
+    return get_object_or_404(Dataset, pk=pk, owner=request.user)
+
+
+def _own_photo(request: HttpRequest, pk: int, photo_pk: int) -> Photo:
+    return get_object_or_404(Photo.objects.select_related("dataset"), pk=photo_pk, dataset__pk=pk, dataset__owner=request.user)
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError({"body": "expected a JSON object"}) from None
+    if not isinstance(body, dict):
+        raise ValidationError({"body": "expected a JSON object"})
+    return body
+
+
+def _ids(body: dict[str, Any]) -> list[int] | None:
+    raw = body.get("ids")
+    if raw is None:
+        return None
+    try:
+        return [int(i) for i in raw]
+    except (TypeError, ValueError):
+        raise ValidationError({"ids": "expected a list of photo ids"}) from None
+
+
+def _error(exc: ValidationError, status: int = 400) -> JsonResponse:
+    detail = exc.message_dict if hasattr(exc, "message_dict") else {"error": exc.messages}
+    text = "; ".join(" ".join(v) for v in detail.values())
+    return JsonResponse({"ok": False, "error": text, "fields": detail}, status=status)
+
+
+def _counts(dataset: Dataset) -> dict[str, int]:
+    captioned, total = selectors.caption_counts(dataset)
+    return {"captioned": captioned, "total": total}
+
+
+# --- pages -------------------------------------------------------------------------------
 
 
 @login_required
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    datasets = Dataset.objects.filter(owner=request.user)
-    return render(request, "trainer/dataset_list.html", {"datasets": datasets, "area": "datasets"})
+    form = DatasetNameForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        dataset = datasets.dataset_create(owner=request.user, name=form.cleaned_data["name"])
+        return redirect(dataset)
+    return render(request, "trainer/dataset_list.html", {
+        "datasets": selectors.datasets_for(request.user), "form": form, "area": "datasets",
+    })
 
 
 @login_required
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    dataset = get_object_or_404(Dataset, pk=pk, owner=request.user)
-    return render(request, "trainer/dataset_detail.html", {"dataset": dataset, "area": "datasets"})
+    dataset = _own_dataset(request, pk)
+    photo_rows = list(dataset.photos.all())
+    return render(request, "trainer/dataset_detail.html", {
+        "dataset": dataset, "photos": photo_rows, "health": selectors.dataset_health(dataset),
+        "style_form": CaptionStyleForm(instance=dataset), "advice": trigger_advice(dataset.trigger_word),
+        "trigger_help": TRIGGER_ADVICE, "counts": _counts(dataset), "area": "datasets",
+        "captioner": dataset.captioner or settings.CAPTIONER, "template_caption": datasets.template_text(dataset),
+        "max_photo_mb": settings.MAX_PHOTO_MB, "max_photos": settings.MAX_PHOTOS_PER_DATASET,
+        "formats": photos.FORMAT_NAMES,
+    })
+
+
+@login_required
+@require_POST
+def dataset_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _own_dataset(request, pk)
+    try:
+        datasets.dataset_rename(dataset=dataset, name=request.POST.get("name", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    # Renamed from the list page: go back there, not into the dataset.
+    return redirect("trainer:dataset_list" if request.POST.get("next") == "list" else dataset)
+
+
+@login_required
+@require_POST
+def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _own_dataset(request, pk)
+    name = dataset.name
+    datasets.dataset_delete(dataset=dataset)
+    messages.success(request, f"Deleted “{name}”.")
+    return redirect("trainer:dataset_list")
+
+
+@login_required
+@require_POST
+def dataset_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
+    copy = datasets.dataset_duplicate(dataset=_own_dataset(request, pk))
+    messages.success(request, f"Made “{copy.name}”: change it freely, the original stays as it was.")
+    return redirect(copy)
+
+
+@login_required
+@require_GET
+def dataset_export(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _own_dataset(request, pk)
+    stem = "".join(ch if ch.isalnum() else "_" for ch in dataset.name)[:60] or "dataset"
+    return FileResponse(selectors.dataset_export_zip(dataset), as_attachment=True, filename=f"{stem}.zip",
+                        content_type="application/zip")
+
+
+@login_required
+@require_GET
+def dataset_health(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _own_dataset(request, pk)
+    return render(request, "trainer/dataset_health.html", {"dataset": dataset, "health": selectors.dataset_health(dataset)})
+
+
+# --- photos ------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def photo_upload(request: HttpRequest, pk: int) -> JsonResponse:
+    """One file per request (the page sends 2-3 at a time), answered per photo in JSON."""
+    dataset = _own_dataset(request, pk)
+    upload = request.FILES.get("file")
+    if upload is None:
+        return JsonResponse({"ok": False, "error": "no file was sent"}, status=400)
+    outcomes = photos.upload_ingest(dataset=dataset, upload=upload, name=upload.name or "photo", size=upload.size or 0)
+    results = []
+    for outcome in outcomes:
+        row: dict[str, Any] = {"name": outcome.name, "ok": outcome.ok, "reason": outcome.reason, "warnings": outcome.warnings}
+        if outcome.photo is not None:
+            row["photo"] = selectors.photo_payload(outcome.photo)
+            row["html"] = render_to_string("trainer/dataset_photo_card.html", {"photo": outcome.photo, "dataset": dataset})
+        results.append(row)
+    accepted = sum(1 for r in results if r["ok"])
+    # 422 when nothing was kept, so the page can offer a retry; partial zips are still a 200.
+    return JsonResponse({"ok": accepted > 0, "results": results, "counts": _counts(dataset)}, status=200 if accepted else 422)
+
+
+@login_required
+@require_GET
+def photo_file(request: HttpRequest, pk: int, photo_pk: int, kind: str) -> HttpResponse:
+    photo = _own_photo(request, pk, photo_pk)
+    if kind not in PHOTO_FILES:
+        raise Http404("unknown file")
+    download = photo.original_name if kind == "original" and request.GET.get("download") else None
+    return serve_file(getattr(photo, PHOTO_FILES[kind]), download_name=download)
+
+
+@login_required
+@require_POST
+def photo_caption(request: HttpRequest, pk: int, photo_pk: int) -> JsonResponse:
+    photo = _own_photo(request, pk, photo_pk)
+    try:
+        caption = str(_json_body(request).get("caption", ""))
+    except ValidationError as exc:
+        return _error(exc)
+    datasets.photo_caption_set(photo=photo, caption=caption)
+    return JsonResponse({"ok": True, "photo": selectors.photo_payload(photo), "counts": _counts(photo.dataset)})
+
+
+@login_required
+@require_POST
+def photos_action(request: HttpRequest, pk: int) -> JsonResponse:
+    """delete / exclude / include the photos in `ids`."""
+    dataset = _own_dataset(request, pk)
+    try:
+        body = _json_body(request)
+        ids = _ids(body) or []
+    except ValidationError as exc:
+        return _error(exc)
+    action = body.get("action")
+    if action == "delete":
+        count = datasets.photos_delete(dataset=dataset, photo_ids=ids)
+    elif action in ("exclude", "include"):
+        count = datasets.photos_set_excluded(dataset=dataset, photo_ids=ids, excluded=action == "exclude")
+    else:
+        return JsonResponse({"ok": False, "error": "action must be delete, exclude or include"}, status=400)
+    return JsonResponse({"ok": True, "count": count, "counts": _counts(dataset)})
+
+
+# --- captions ----------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def captions_bulk(request: HttpRequest, pk: int) -> JsonResponse:
+    """Find/replace, prepend, append, insert the trigger, or fill templates; dry_run previews."""
+    dataset = _own_dataset(request, pk)
+    try:
+        body = _json_body(request)
+        changes = datasets.captions_bulk_edit(
+            dataset=dataset, op=str(body.get("op", "")), photo_ids=_ids(body), find=str(body.get("find", "")),
+            replace=str(body.get("replace", "")), text=str(body.get("text", "")),
+            case_sensitive=bool(body.get("case_sensitive")), dry_run=bool(body.get("dry_run")),
+        )
+    except ValidationError as exc:
+        return _error(exc)
+    return JsonResponse({"ok": True, "dry_run": bool(body.get("dry_run")), "changes": [c.as_dict() for c in changes],
+                         "counts": _counts(dataset)})
+
+
+@login_required
+@require_POST
+def captions_restore(request: HttpRequest, pk: int) -> JsonResponse:
+    dataset = _own_dataset(request, pk)
+    try:
+        raw = _json_body(request).get("captions") or {}
+        wanted = {int(k): str(v) for k, v in dict(raw).items()}
+    except (ValidationError, TypeError, ValueError):
+        return JsonResponse({"ok": False, "error": "expected {captions: {photo id: text}}"}, status=400)
+    changes = datasets.captions_restore(dataset=dataset, captions=wanted)
+    return JsonResponse({"ok": True, "changes": [c.as_dict() for c in changes], "counts": _counts(dataset)})
+
+
+@login_required
+@require_POST
+def captions_auto(request: HttpRequest, pk: int) -> JsonResponse:
+    """Queue auto-captions for all photos or `ids`; results arrive as live events."""
+    dataset = _own_dataset(request, pk)
+    try:
+        body = _json_body(request)
+        ids = _ids(body)
+    except ValidationError as exc:
+        return _error(exc)
+    captions.captions_enqueue(dataset=dataset, photo_ids=ids, overwrite=bool(body.get("overwrite")))
+    return JsonResponse({"ok": True, "queued": True})
+
+
+# --- trigger word and caption style ------------------------------------------------------
+
+
+@login_required
+@require_GET
+def trigger_check(request: HttpRequest, pk: int) -> JsonResponse:
+    _own_dataset(request, pk)
+    advice = trigger_advice(request.GET.get("word", ""))
+    return JsonResponse({"ok": advice.ok, "errors": advice.errors, "warnings": advice.warnings})
+
+
+@login_required
+@require_POST
+def dataset_style(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _own_dataset(request, pk)
+    form = CaptionStyleForm(request.POST, instance=dataset)
+    wants_json = request.headers.get("Accept", "").startswith("application/json")
+    if not form.is_valid():
+        if wants_json:
+            return JsonResponse({"ok": False, "error": "; ".join(" ".join(v) for v in form.errors.values()),
+                                 "fields": form.errors}, status=400)
+        messages.error(request, "; ".join(" ".join(v) for v in form.errors.values()))
+        return redirect(dataset)
+    dataset = form.save()
+    if wants_json:
+        advice = trigger_advice(dataset.trigger_word)
+        return JsonResponse({"ok": True, "trigger_word": dataset.trigger_word, "warnings": advice.warnings,
+                             "template_caption": datasets.template_text(dataset)})
+    messages.success(request, "Saved the trigger word and caption style.")
+    return redirect(dataset)

@@ -1,0 +1,143 @@
+"""Auto-captions: enqueue from the web, caption on the GPU worker, stream each caption live.
+
+Events on topic `dataset-<id>` (the grid watches them with FluxLive.watch("dataset", id)):
+  - "captioning" {state: "started" | "finished" | "unavailable" | "failed", message, total, done}
+  - "caption" {photo_id, caption, error}: one per photo, as soon as it is saved.
+Web processes never import torch: the engine is imported inside the task body only.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from django.conf import settings
+from django.db import transaction
+
+from flux_studio import events
+from flux_studio.queues import gpu_queue
+from trainer.models import CaptionSource, Dataset, Photo
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_PREFIX = "no captioner weights can be loaded here"
+BATCH_SIZE = 4
+
+
+def captions_enqueue(*, dataset: Dataset, photo_ids: Iterable[int] | None = None, overwrite: bool = False) -> None:
+    """Queue captioning of the dataset (or just `photo_ids`) once this transaction commits."""
+    ids = sorted(set(dataset.photos.filter(pk__in=list(photo_ids)).values_list("pk", flat=True))) if photo_ids is not None else None
+    dataset_id = dataset.pk
+    # Publishing "queued" now gives the grid instant feedback even while the GPU is busy training.
+    transaction.on_commit(lambda: (
+        events.publish(f"dataset-{dataset_id}", "captioning", {"state": "queued", "message": "Captioning is queued."}),
+        caption_dataset_task(dataset_id, ids, overwrite),
+    ))
+
+
+@gpu_queue.task()
+def caption_dataset_task(dataset_id: int, photo_ids: list[int] | None, overwrite: bool) -> None:
+    run_captioning(dataset_id=dataset_id, photo_ids=photo_ids, overwrite=overwrite)
+
+
+def photos_to_caption(dataset: Dataset, photo_ids: list[int] | None, overwrite: bool) -> list[Photo]:
+    """The chosen photos, minus the captions the person wrote unless `overwrite`."""
+    photos = dataset.photos.all()
+    if photo_ids is not None:
+        photos = photos.filter(pk__in=photo_ids)
+    if not overwrite:
+        photos = photos.exclude(caption_source=CaptionSource.USER)
+    return list(photos.order_by("id"))
+
+
+def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: bool) -> None:
+    """The task body: load the captioner once, caption each photo, save and publish each result."""
+    from trainer.engine.captioning import CaptionerUnavailable, CaptionStyle, caption_images, load_captioner
+
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None:
+        return  # deleted while queued
+    topic = dataset.topic
+    photos = photos_to_caption(dataset, photo_ids, overwrite)
+    if not photos:
+        events.publish(topic, "captioning", {"state": "finished", "total": 0, "done": 0,
+                                             "message": "Nothing to caption: every chosen caption was written by you."})
+        return
+    spec = dataset.captioner or settings.CAPTIONER
+    try:
+        captioner = load_captioner(spec)
+    except CaptionerUnavailable as exc:
+        events.publish(topic, "captioning", {"state": "unavailable", "message": f"{UNAVAILABLE_PREFIX}: {exc}"})
+        return
+    style = CaptionStyle(trigger=dataset.trigger_word, placement=dataset.caption_placement,
+                         prefix=dataset.caption_prefix, suffix=dataset.caption_suffix)
+    events.publish(topic, "captioning", {"state": "started", "total": len(photos), "done": 0,
+                                         "message": f"Captioning {len(photos)} photo{'s' if len(photos) != 1 else ''} with {spec}…"})
+    done = {"ok": 0, "failed": 0}
+    try:
+        with _local_paths(photos) as paths:
+            by_path = {str(path): photo for path, photo in zip(paths, photos)}
+
+            def on_caption(result: Any) -> None:
+                photo = by_path[str(result.path)]
+                ok = _save_caption(photo, result.caption, result.error, overwrite=overwrite)
+                done["ok" if ok and not result.error else "failed"] += 1
+                events.publish(topic, "caption", {"photo_id": photo.pk, "caption": photo.caption,
+                                                  "source": photo.caption_source, "error": result.error or ""})
+
+            caption_images(captioner, paths, batch_size=BATCH_SIZE, style=style, on_caption=on_caption)
+    except Exception as exc:  # report, do not leave the page waiting forever
+        log.exception("captioning dataset %s failed", dataset_id)
+        events.publish(topic, "captioning", {"state": "failed", "message": f"Captioning stopped: {exc}"})
+        return
+    message = f"Captioned {done['ok']} photo{'s' if done['ok'] != 1 else ''}."
+    if done["failed"]:
+        message += f" {done['failed']} could not be captioned."
+    events.publish(topic, "captioning", {"state": "finished", "total": len(photos), "done": done["ok"],
+                                         "failed": done["failed"], "message": message})
+
+
+def _save_caption(photo: Photo, caption: str, error: str | None, *, overwrite: bool) -> bool:
+    """Save one result, unless the person edited this caption while the task ran."""
+    with transaction.atomic():
+        current = Photo.objects.select_for_update().filter(pk=photo.pk).first()
+        if current is None:
+            return False  # deleted meanwhile
+        if current.caption_source == CaptionSource.USER and not overwrite:
+            photo.caption, photo.caption_source = current.caption, current.caption_source
+            return False
+        if error:
+            current.caption_error = error[:300]
+            current.save(update_fields=["caption_error"])
+        else:
+            current.caption, current.caption_source, current.caption_error = caption, CaptionSource.AUTO, ""
+            current.save(update_fields=["caption", "caption_source", "caption_error"])
+    photo.caption, photo.caption_source, photo.caption_error = current.caption, current.caption_source, current.caption_error
+    return True
+
+
+@contextmanager
+def _local_paths(photos: list[Photo]) -> Iterator[list[Path]]:
+    """Paths the engine can open: the files themselves locally, temporary copies from S3."""
+    try:
+        local = [Path(photo.image.path) for photo in photos]
+    except NotImplementedError:  # remote storage has no .path
+        local = None
+    if local is not None:
+        yield local
+        return
+    folder = Path(tempfile.mkdtemp(prefix="flux-captions-"))
+    try:
+        paths = []
+        for photo in photos:
+            target = folder / f"{photo.pk}.jpg"
+            with photo.image.open("rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            paths.append(target)
+        yield paths
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

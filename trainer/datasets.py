@@ -1,0 +1,190 @@
+"""Writes for datasets and their captions: create, rename, duplicate, delete, bulk caption edits.
+
+Bulk caption edits return the changes they made (id, before, after) so the page can show a
+preview (dry_run=True) and undo (captions_restore with the "before" texts).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Iterable, Literal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import QuerySet
+
+from trainer.models import CaptionSource, Dataset, Photo
+from trainer.photos import photo_files_delete
+
+BulkOp = Literal["replace", "prepend", "append", "insert_trigger", "template"]
+BULK_OPS = ("replace", "prepend", "append", "insert_trigger", "template")
+MAX_CAPTION = 2000
+
+
+@dataclass(frozen=True)
+class CaptionChange:
+    id: int
+    before: str
+    after: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def dataset_create(*, owner: AbstractBaseUser, name: str) -> Dataset:
+    name = " ".join(name.split())
+    if not name:
+        raise ValidationError({"name": "Give the dataset a name."})
+    return Dataset.objects.create(owner=owner, name=name[:120])
+
+
+def dataset_rename(*, dataset: Dataset, name: str) -> Dataset:
+    name = " ".join(name.split())
+    if not name:
+        raise ValidationError({"name": "Give the dataset a name."})
+    dataset.name = name[:120]
+    dataset.save(update_fields=["name", "updated_at"])
+    return dataset
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete the rows now and the files once the delete has committed (never the reverse)."""
+    photos = list(dataset.photos.all())
+    dataset.delete()
+    transaction.on_commit(lambda: [photo_files_delete(photo) for photo in photos])
+
+
+@transaction.atomic
+def dataset_duplicate(*, dataset: Dataset, name: str = "") -> Dataset:
+    """A new dataset with copies of every photo file, caption and setting, to try again freely."""
+    copy = Dataset.objects.create(
+        owner=dataset.owner, name=(name or f"{dataset.name} (copy)")[:120], trigger_word=dataset.trigger_word,
+        caption_placement=dataset.caption_placement, caption_prefix=dataset.caption_prefix,
+        caption_suffix=dataset.caption_suffix, captioner=dataset.captioner,
+    )
+    id_map: dict[int, Photo] = {}
+    for photo in dataset.photos.order_by("id"):
+        old_id = photo.pk
+        duplicate_of = photo.duplicate_of_id
+        photo.pk, photo.id, photo.dataset, photo.duplicate_of = None, None, copy, id_map.get(duplicate_of)
+        for file in (photo.original, photo.image, photo.thumbnail):
+            # Files are copied, not shared: deleting one dataset must not break the other.
+            with file.storage.open(file.name, "rb") as handle:
+                file.save(file.name.rsplit("/", 1)[-1], ContentFile(handle.read()), save=False)
+        photo.save()
+        id_map[old_id] = photo
+    return copy
+
+
+def photo_caption_set(*, photo: Photo, caption: str) -> Photo:
+    """A caption the person wrote: marked USER so auto-captioning never overwrites it."""
+    caption = " ".join(caption.split())[:MAX_CAPTION]
+    photo.caption = caption
+    photo.caption_source = CaptionSource.USER if caption else CaptionSource.NONE
+    photo.caption_error = ""
+    photo.save(update_fields=["caption", "caption_source", "caption_error"])
+    return photo
+
+
+def photos_delete(*, dataset: Dataset, photo_ids: Iterable[int]) -> int:
+    photos = list(dataset.photos.filter(pk__in=list(photo_ids)))
+    Photo.objects.filter(pk__in=[p.pk for p in photos]).delete()
+    transaction.on_commit(lambda: [photo_files_delete(photo) for photo in photos])
+    return len(photos)
+
+
+def photos_set_excluded(*, dataset: Dataset, photo_ids: Iterable[int], excluded: bool) -> int:
+    return dataset.photos.filter(pk__in=list(photo_ids)).update(excluded=excluded)
+
+
+def has_word(text: str, word: str) -> bool:
+    """Whether `word` appears as a whole word, ignoring case (as the captioner's style does)."""
+    return bool(word) and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+def template_text(dataset: Dataset) -> str:
+    """The no-model caption: "a photo of TRIGGER", with the dataset's prefix/suffix around it."""
+    body = f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "a photo"
+    parts = [p.strip(" ,") for p in (dataset.caption_prefix, body, dataset.caption_suffix) if p.strip(" ,")]
+    return ", ".join(parts)
+
+
+def _with_trigger(caption: str, dataset: Dataset) -> str:
+    trigger = dataset.trigger_word
+    if not caption:
+        return template_text(dataset)
+    if dataset.caption_placement == "suffix":
+        return f"{caption.rstrip(' .')}, {trigger}."
+    return f"{trigger}, {caption}"
+
+
+def _edit(photo: Photo, dataset: Dataset, op: BulkOp, *, find: str, replace: str, text: str,
+          case_sensitive: bool) -> str:
+    caption = photo.caption
+    if op == "replace":
+        flags = 0 if case_sensitive else re.IGNORECASE
+        return re.sub(re.escape(find), lambda _: replace, caption, flags=flags)
+    if op == "prepend":
+        return f"{text} {caption}".strip() if caption else text
+    if op == "append":
+        return f"{caption} {text}".strip() if caption else text
+    if op == "insert_trigger":
+        return caption if has_word(caption, dataset.trigger_word) else _with_trigger(caption, dataset)
+    return caption or template_text(dataset)  # template: only empty captions are filled
+
+
+def _bulk_source(op: BulkOp, photo: Photo, after: str) -> str:
+    if not after:
+        return CaptionSource.NONE
+    if op == "template" or (op == "insert_trigger" and not photo.caption):
+        return CaptionSource.TEMPLATE
+    return CaptionSource.USER  # the person asked for this edit: protect it from re-captioning
+
+
+def captions_bulk_edit(
+    *, dataset: Dataset, op: BulkOp, photo_ids: Iterable[int] | None = None, find: str = "",
+    replace: str = "", text: str = "", case_sensitive: bool = False, dry_run: bool = False,
+) -> list[CaptionChange]:
+    """Apply one edit to the chosen photos (all when photo_ids is None); return what changed."""
+    if op not in BULK_OPS:
+        raise ValidationError({"op": f"unknown edit {op!r}"})
+    if op == "replace" and not find:
+        raise ValidationError({"find": "Say what text to find."})
+    if op in ("prepend", "append") and not text.strip():
+        raise ValidationError({"text": "Say what text to add."})
+    if op == "insert_trigger" and not dataset.trigger_word:
+        raise ValidationError({"trigger_word": "Set a trigger word first."})
+    text = " ".join(text.split())
+    changes = []
+    with transaction.atomic():
+        for photo in _chosen(dataset, photo_ids).select_for_update():
+            after = " ".join(_edit(photo, dataset, op, find=find, replace=replace, text=text,
+                                   case_sensitive=case_sensitive).split())[:MAX_CAPTION]
+            if after == photo.caption:
+                continue
+            changes.append(CaptionChange(photo.pk, photo.caption, after))
+            if not dry_run:
+                photo.caption, photo.caption_source = after, _bulk_source(op, photo, after)
+                photo.save(update_fields=["caption", "caption_source"])
+    return changes
+
+
+def captions_restore(*, dataset: Dataset, captions: dict[int, str]) -> list[CaptionChange]:
+    """Undo: put back the given captions (only on this dataset's photos)."""
+    changes = []
+    with transaction.atomic():
+        for photo in dataset.photos.filter(pk__in=list(captions)).select_for_update():
+            before, after = photo.caption, " ".join(str(captions[photo.pk]).split())[:MAX_CAPTION]
+            photo.caption = after
+            photo.caption_source = CaptionSource.USER if after else CaptionSource.NONE
+            photo.save(update_fields=["caption", "caption_source"])
+            changes.append(CaptionChange(photo.pk, before, after))
+    return changes
+
+
+def _chosen(dataset: Dataset, photo_ids: Iterable[int] | None) -> QuerySet[Photo]:
+    photos = dataset.photos.all()
+    return photos if photo_ids is None else photos.filter(pk__in=list(photo_ids))

@@ -1,0 +1,274 @@
+"""Photo ingest: check an uploaded file (or each image in a .zip) and store it as a Photo.
+
+Every check says why a file was refused, in words a person can act on. Accepted photos are
+stored three times: the untouched original, an RGB training copy with its EXIF orientation
+applied and every piece of metadata (GPS location included) dropped, and a small thumbnail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import IO
+
+import imagehash
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from trainer.models import CaptionSource, Dataset, Photo
+
+log = logging.getLogger(__name__)
+
+try:  # iPhone photos; registering teaches Pillow to open HEIC/HEIF
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a dependency; stay usable without it
+    log.warning("pillow-heif is missing: HEIC photos will be refused")
+
+# Pillow format names we accept. AVIF only when this Pillow build can decode it.
+ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF", "GIF"}
+if "AVIF" in Image.registered_extensions().values():
+    ALLOWED_FORMATS.add("AVIF")
+FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF, GIF" + (", AVIF" if "AVIF" in ALLOWED_FORMATS else "")
+MIN_SIDE = 256  # below this a photo teaches the model blur
+WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and go soft
+MAX_PIXELS = 64_000_000  # about 8000 x 8000: more is a decompression bomb, not a photo
+NEAR_DUPLICATE_DISTANCE = 6  # perceptual-hash bits; 0-6 is "the same picture, re-encoded/resized"
+THUMB_SIDE = 384
+JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".avif", ".jfif"}
+
+
+class PhotoRejected(Exception):
+    """A file that cannot join the dataset; str(exc) is the reason shown next to it."""
+
+
+@dataclass
+class IngestOutcome:
+    """What happened to one file (or one zip member): a photo, or a rejection reason."""
+
+    name: str
+    photo: Photo | None = None
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.photo is not None
+
+
+def max_photo_bytes() -> int:
+    return settings.MAX_PHOTO_MB * 1024 * 1024
+
+
+def upload_ingest(*, dataset: Dataset, upload: IO[bytes], name: str, size: int) -> list[IngestOutcome]:
+    """Ingest one uploaded file: a .zip gives one outcome per image inside, else one outcome."""
+    if PurePosixPath(name).suffix.lower() == ".zip" or _looks_like_zip(upload):
+        return zip_ingest(dataset=dataset, upload=upload, name=name)
+    if size > max_photo_bytes():
+        return [IngestOutcome(name, reason=f"{size / 1048576:.1f} MB is over the {settings.MAX_PHOTO_MB} MB limit per photo")]
+    try:
+        photo = photo_ingest(dataset=dataset, data=upload.read(), name=name)
+    except PhotoRejected as exc:
+        return [IngestOutcome(name, reason=str(exc))]
+    return [IngestOutcome(name, photo=photo, warnings=list(photo.warnings))]
+
+
+def _looks_like_zip(upload: IO[bytes]) -> bool:
+    head = upload.read(4)
+    upload.seek(0)
+    return head == b"PK\x03\x04"
+
+
+def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[IngestOutcome]:
+    """Each image of a zip becomes a photo; `photo.txt` next to `photo.jpg` is its caption.
+
+    macOS resource forks (`__MACOSX/`, `._*`), hidden files and other junk are skipped
+    silently; any other non-image file is reported so the person knows it was not used.
+    """
+    try:
+        archive = zipfile.ZipFile(upload)
+    except zipfile.BadZipFile:
+        return [IngestOutcome(name, reason="not a readable .zip archive")]
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir() and not _is_junk(m.filename)]
+        captions = _zip_captions(archive, members)
+        outcomes = []
+        for member in members:
+            path = PurePosixPath(member.filename)
+            if path.suffix.lower() == ".txt":
+                continue
+            label = f"{name} › {member.filename}"
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                outcomes.append(IngestOutcome(label, reason=f"not an image ({path.suffix or 'no extension'}); skipped"))
+                continue
+            if member.file_size > max_photo_bytes():
+                outcomes.append(IngestOutcome(label, reason=f"over the {settings.MAX_PHOTO_MB} MB limit per photo"))
+                continue
+            caption = captions.get(str(path.with_suffix("")).lower())
+            try:
+                # file_size was checked above; read at most that much so a lying header cannot balloon
+                with archive.open(member) as handle:
+                    data = handle.read(max_photo_bytes() + 1)
+                photo = photo_ingest(dataset=dataset, data=data, name=path.name, caption=caption)
+            except PhotoRejected as exc:
+                outcomes.append(IngestOutcome(label, reason=str(exc)))
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as exc:
+                outcomes.append(IngestOutcome(label, reason=f"cannot be extracted from the zip ({exc})"))
+            else:
+                outcomes.append(IngestOutcome(label, photo=photo, warnings=list(photo.warnings)))
+    if not outcomes:
+        outcomes.append(IngestOutcome(name, reason="the zip holds no images"))
+    return outcomes
+
+
+def _is_junk(filename: str) -> bool:
+    parts = PurePosixPath(filename).parts
+    return (
+        any(part == "__MACOSX" or part.startswith(".") for part in parts)
+        or parts[-1].lower() in JUNK_NAMES
+    )
+
+
+def _zip_captions(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> dict[str, str]:
+    """Captions from .txt files keyed by their lower-cased path without the suffix."""
+    captions = {}
+    for member in members:
+        path = PurePosixPath(member.filename)
+        if path.suffix.lower() != ".txt" or member.file_size > 64 * 1024:
+            continue
+        raw = archive.read(member)
+        text = raw.decode("utf-8-sig", errors="replace")
+        captions[str(path.with_suffix("")).lower()] = " ".join(text.split())
+    return captions
+
+
+@dataclass
+class _Checked:
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    warnings: list[str]
+
+
+def check_image(data: bytes) -> _Checked:
+    """Open and verify image bytes, or raise PhotoRejected saying what is wrong."""
+    if len(data) > max_photo_bytes():
+        raise PhotoRejected(f"over the {settings.MAX_PHOTO_MB} MB limit per photo")
+    with warnings.catch_warnings():
+        # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; we refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            probe = Image.open(io.BytesIO(data))
+            fmt = (probe.format or "").upper()
+            if fmt not in ALLOWED_FORMATS:
+                raise PhotoRejected(f"{fmt or 'this'} format is not accepted; use {FORMAT_NAMES}")
+            if probe.width * probe.height > MAX_PIXELS:
+                raise PhotoRejected(f"{probe.width}×{probe.height} is too many pixels (a decompression bomb?)")
+            probe.verify()  # checks the structure (CRCs, truncation) without decoding everything
+            image = Image.open(io.BytesIO(data))  # verify() leaves the image unusable: reopen
+            image.seek(0)  # GIF: the first frame
+            image.load()
+        except PhotoRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise PhotoRejected("too many pixels to decode safely (a decompression bomb?)") from None
+        except (UnidentifiedImageError, SyntaxError):
+            raise PhotoRejected(f"not an image Pillow can read; use {FORMAT_NAMES}") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise PhotoRejected(f"the image is damaged or truncated ({exc})") from None
+    image = ImageOps.exif_transpose(image)  # width/height as the person sees the photo
+    width, height = image.size
+    short = min(width, height)
+    if short < MIN_SIDE:
+        raise PhotoRejected(f"{width}×{height} is too small: the short side must be at least {MIN_SIDE} px")
+    notes = []
+    if short < WARN_SIDE:
+        notes.append(f"small ({width}×{height}): under {WARN_SIDE} px it will train soft")
+    return _Checked(image, "JPEG" if fmt == "MPO" else fmt, width, height, notes)
+
+
+def _training_copy(image: Image.Image) -> bytes:
+    """RGB JPEG of the oriented image without EXIF/XMP (no location); the ICC profile stays."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGB", image.size, (255, 255, 255))  # transparent → white, not black
+        rgba = image.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        rgb = background
+    else:
+        rgb = image.convert("RGB")
+    out = io.BytesIO()
+    icc = image.info.get("icc_profile")
+    rgb.save(out, "JPEG", quality=95, subsampling=0, **({"icc_profile": icc} if icc else {}))
+    return out.getvalue()
+
+
+def _thumbnail(image: Image.Image) -> bytes:
+    thumb = image.convert("RGB")
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=82)
+    return out.getvalue()
+
+
+def _near_duplicate(dataset: Dataset, phash: imagehash.ImageHash) -> Photo | None:
+    best, best_distance = None, NEAR_DUPLICATE_DISTANCE + 1
+    for other in dataset.photos.exclude(phash="").only("id", "phash", "original_name"):
+        distance = phash - imagehash.hex_to_hash(other.phash)
+        if distance < best_distance:
+            best, best_distance = other, distance
+    return best
+
+
+def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | None = None) -> Photo:
+    """Check `data` and store it as a new photo of `dataset`; raises PhotoRejected with a reason."""
+    if dataset.photos.count() >= settings.MAX_PHOTOS_PER_DATASET:
+        raise PhotoRejected(f"the dataset already holds the maximum of {settings.MAX_PHOTOS_PER_DATASET} photos")
+    digest = hashlib.sha256(data).hexdigest()
+    twin = dataset.photos.filter(sha256=digest).first()
+    if twin is not None:
+        raise PhotoRejected(f"an exact duplicate of {twin.original_name}, already in this dataset")
+    checked = check_image(data)
+    phash = imagehash.phash(checked.image.convert("RGB"))
+    near = _near_duplicate(dataset, phash)
+    notes = list(checked.warnings)
+    if near is not None:
+        notes.append(f"looks almost the same as {near.original_name}")
+    photo = Photo(
+        dataset=dataset, original_name=name[:255], width=checked.width, height=checked.height,
+        format=checked.format, size_bytes=len(data), sha256=digest, phash=str(phash),
+        duplicate_of=near, warnings=notes,
+    )
+    if caption:
+        photo.caption, photo.caption_source = caption, CaptionSource.FILE
+    stem = PurePosixPath(name).stem[:40] or "photo"
+    photo.original.save(f"{stem}{PurePosixPath(name).suffix.lower()[:10]}", ContentFile(data), save=False)
+    photo.image.save(f"{stem}.jpg", ContentFile(_training_copy(checked.image)), save=False)
+    photo.thumbnail.save(f"{stem}.jpg", ContentFile(_thumbnail(checked.image)), save=False)
+    try:
+        with transaction.atomic():
+            photo.save()
+    except IntegrityError:  # the same bytes arrived twice at once (two parallel uploads)
+        photo_files_delete(photo)
+        raise PhotoRejected("an exact duplicate of a photo uploaded at the same moment") from None
+    dataset.save(update_fields=["updated_at"])
+    return photo
+
+
+def photo_files_delete(photo: Photo) -> None:
+    """Remove a photo's stored files; a file already gone is not an error."""
+    for file in (photo.original, photo.image, photo.thumbnail):
+        if file and file.name:
+            try:
+                file.storage.delete(file.name)
+            except OSError:
+                log.warning("could not delete %s", file.name, exc_info=True)

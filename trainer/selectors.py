@@ -1,0 +1,143 @@
+"""Reads for the dataset studio: lists, the health summary, JSON for the grid, the export zip."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import IO
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
+from django.urls import reverse
+
+from trainer.datasets import has_word
+from trainer.models import CaptionSource, Dataset, Photo
+from trainer.photos import WARN_SIDE
+
+# Aspect buckets a person recognises; FLUX trains on any, but a mix of extremes crops badly.
+ASPECTS = ((0.8, "portrait"), (1.25, "square"), (float("inf"), "landscape"))
+
+
+def datasets_for(user: AbstractBaseUser) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(owner=user).annotate(
+        photo_count=Count("photos"),
+        captioned_count=Count("photos", filter=~Q(photos__caption="")),
+    )
+
+
+def photo_urls(photo: Photo) -> dict[str, str]:
+    args = [photo.dataset_id, photo.pk]
+    return {kind: reverse("trainer:photo_file", args=[*args, kind]) for kind in ("thumb", "image", "original")}
+
+
+def photo_payload(photo: Photo) -> dict[str, object]:
+    """What the grid needs about one photo (also the upload endpoint's answer)."""
+    urls = photo_urls(photo)
+    return {
+        "id": photo.pk, "name": photo.original_name, "width": photo.width, "height": photo.height,
+        "format": photo.format, "size_bytes": photo.size_bytes, "caption": photo.caption,
+        "caption_source": photo.caption_source, "caption_error": photo.caption_error,
+        "excluded": photo.excluded, "warnings": photo.warnings, "duplicate_of": photo.duplicate_of_id,
+        "thumbnail_url": urls["thumb"], "image_url": urls["image"],
+    }
+
+
+@dataclass
+class Health:
+    """The dataset at a glance, with the problems worth fixing before training."""
+
+    count: int = 0
+    training: int = 0
+    captioned: int = 0
+    missing_caption: int = 0
+    missing_trigger: int = 0
+    small: int = 0
+    near_duplicates: int = 0
+    min_side: int = 0
+    median_side: int = 0
+    aspects: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+    total_mb: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def dataset_health(dataset: Dataset) -> Health:
+    photos = list(dataset.photos.only("width", "height", "format", "size_bytes", "caption", "excluded", "duplicate_of"))
+    health = Health(count=len(photos))
+    if not photos:
+        health.problems.append("No photos yet: 10–30 varied photos of the subject work well.")
+        return health
+    used = [p for p in photos if not p.excluded]
+    shorts = sorted(min(p.width, p.height) for p in used) or [0]
+    health.training = len(used)
+    health.captioned = sum(1 for p in used if p.caption.strip())
+    health.missing_caption = health.training - health.captioned
+    if dataset.trigger_word:
+        health.missing_trigger = sum(1 for p in used if p.caption.strip() and not has_word(p.caption, dataset.trigger_word))
+    health.small = sum(1 for side in shorts if 0 < side < WARN_SIDE)
+    health.near_duplicates = sum(1 for p in used if p.duplicate_of_id)
+    health.min_side, health.median_side = shorts[0], shorts[len(shorts) // 2]
+    health.aspects = dict(Counter(_aspect(p) for p in used))
+    health.formats = dict(Counter(p.format for p in photos))
+    health.total_mb = round(sum(p.size_bytes for p in photos) / 1048576, 1)
+    health.problems = _problems(health, dataset)
+    return health
+
+
+def _aspect(photo: Photo) -> str:
+    ratio = photo.width / max(1, photo.height)
+    return next(name for limit, name in ASPECTS if ratio < limit)
+
+
+def _problems(h: Health, dataset: Dataset) -> list[str]:
+    problems = []
+    if h.training < 5:
+        problems.append(f"Only {h.training} photo{'s' if h.training != 1 else ''} to train on: aim for 10–30.")
+    if h.missing_caption:
+        problems.append(f"{h.missing_caption} caption{'s are' if h.missing_caption != 1 else ' is'} missing.")
+    if not dataset.trigger_word:
+        problems.append("No trigger word set.")
+    elif h.missing_trigger:
+        problems.append(f"{h.missing_trigger} caption{'s' if h.missing_trigger != 1 else ''} lack the trigger word.")
+    if h.small:
+        problems.append(f"{h.small} photo{'s are' if h.small != 1 else ' is'} under {WARN_SIDE} px.")
+    if h.near_duplicates:
+        problems.append(f"{h.near_duplicates} near-duplicate{'s' if h.near_duplicates != 1 else ''}: they overweight one picture.")
+    return problems
+
+
+def dataset_export_zip(dataset: Dataset) -> IO[bytes]:
+    """A zip of the training images with same-name .txt captions (kohya / ai-toolkit layout).
+
+    Spooled to a temporary file so a big dataset never sits in memory.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)
+    used: Counter[str] = Counter()
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:  # JPEGs do not compress
+        for photo in dataset.photos.filter(excluded=False).order_by("id"):
+            stem = _safe_stem(photo.original_name)
+            used[stem] += 1
+            if used[stem] > 1:
+                stem = f"{stem}_{used[stem]}"
+            with photo.image.open("rb") as handle:
+                archive.writestr(f"{stem}.jpg", handle.read())
+            archive.writestr(f"{stem}.txt", photo.caption + "\n" if photo.caption else "")
+    spool.seek(0)
+    return spool
+
+
+def _safe_stem(name: str) -> str:
+    stem = PurePosixPath(name.replace("\\", "/")).stem
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)[:60] or "photo"
+
+
+def caption_counts(dataset: Dataset) -> tuple[int, int]:
+    """(captioned, total) over photos that will train."""
+    used = dataset.photos.filter(excluded=False)
+    return used.exclude(caption="").count(), used.count()
+
+
+CAPTION_SOURCES = dict(CaptionSource.choices)
