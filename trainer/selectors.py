@@ -10,11 +10,12 @@ from pathlib import PurePosixPath
 from typing import IO
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.urls import reverse
 
+from flux_studio.models import Event
 from trainer.datasets import has_word
-from trainer.models import CaptionSource, Dataset, Photo
+from trainer.models import Dataset, Photo
 from trainer.photos import WARN_SIDE
 
 # Aspect buckets a person recognises; FLUX trains on any, but a mix of extremes crops badly.
@@ -140,4 +141,7 @@ def caption_counts(dataset: Dataset) -> tuple[int, int]:
     return used.exclude(caption="").count(), used.count()
 
 
-CAPTION_SOURCES = dict(CaptionSource.choices)
+def last_event_id(dataset: Dataset) -> int:
+    """The newest event of the dataset's topic: the page renders the state up to it, so its
+    live view starts after it instead of replaying old captions over newer edits."""
+    return Event.objects.filter(topic=dataset.topic).aggregate(last=Max("id"))["last"] or 0

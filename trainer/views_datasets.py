@@ -89,7 +89,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "trigger_help": TRIGGER_ADVICE, "counts": _counts(dataset), "area": "datasets",
         "captioner": dataset.captioner or settings.CAPTIONER, "template_caption": datasets.template_text(dataset),
         "max_photo_mb": settings.MAX_PHOTO_MB, "max_photos": settings.MAX_PHOTOS_PER_DATASET,
-        "formats": photos.FORMAT_NAMES,
+        "formats": photos.FORMAT_NAMES, "last_event_id": selectors.last_event_id(dataset),
     })
 
 

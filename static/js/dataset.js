@@ -1,0 +1,385 @@
+// Dataset studio: per-file uploads, the caption grid (autosave, filter, bulk edits with undo),
+// the trigger word and live auto-captions. Plain JS; the server renders cards and answers JSON.
+(function () {
+  const studio = document.getElementById("studio");
+  if (!studio) return;
+  const cfg = studio.dataset;
+  const grid = document.getElementById("photo-grid");
+  const $ = (id) => document.getElementById(id);
+  const CONCURRENCY = 3;
+
+  // ---- small helpers ------------------------------------------------------------------
+  async function api(url, body, method) {
+    const res = await fetch(url, {
+      method: method || "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf, Accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await res.json(); } catch (e) { data = { ok: false, error: `server answered ${res.status}` }; }
+    if (!res.ok && data.ok === undefined) data.ok = false;
+    return data;
+  }
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  }
+  function highlight(text, needle, caseSensitive) {
+    const safe = escapeHtml(text);
+    if (!needle) return safe;
+    const pattern = new RegExp(escapeHtml(needle).replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), caseSensitive ? "g" : "gi");
+    return safe.replace(pattern, (m) => `<mark>${m}</mark>`);
+  }
+  const cards = () => Array.from(grid.querySelectorAll(".photo-card"));
+  const cardById = (id) => grid.querySelector(`.photo-card[data-id="${id}"]`);
+  function hasWord(text, word) {
+    if (!word) return true;
+    return new RegExp(`(^|[^\\w])${word.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&")}(?![\\w])`, "i").test(text);
+  }
+  function setCounts(counts) {
+    if (counts) $("counter").textContent = `${counts.captioned} / ${counts.total} captioned`;
+    refreshHealth();
+  }
+  let healthTimer = null;
+  function refreshHealth() {
+    clearTimeout(healthTimer);
+    healthTimer = setTimeout(async () => {
+      const box = $("health");
+      const res = await fetch(box.dataset.url, { credentials: "same-origin" });
+      if (res.ok) box.outerHTML = await res.text();
+    }, 400);
+  }
+
+  // ---- uploads: one XHR per file, a few at a time, each with progress and retry ----------
+  const queue = [];
+  let active = 0;
+  function addFiles(files) {
+    for (const file of files) {
+      const row = document.createElement("li");
+      row.className = "upload";
+      row.innerHTML = `<span class="upload-name"></span><progress max="100" value="0" aria-label="Upload progress"></progress>
+        <span class="upload-status muted">waiting</span><div class="upload-detail"></div>`;
+      row.querySelector(".upload-name").textContent = file.name;
+      $("uploads").prepend(row);
+      queue.push({ file, row });
+    }
+    pump();
+  }
+  function pump() {
+    while (active < CONCURRENCY && queue.length) send(queue.shift());
+  }
+  function send(item) {
+    active += 1;
+    const { file, row } = item;
+    const status = row.querySelector(".upload-status");
+    const bar = row.querySelector("progress");
+    row.className = "upload sending";
+    status.textContent = "uploading…";
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", cfg.uploadUrl);
+    xhr.setRequestHeader("X-CSRFToken", cfg.csrf);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) { bar.value = Math.round((e.loaded / e.total) * 100); status.textContent = `${bar.value}%`; }
+    };
+    xhr.onload = () => {
+      let data = null;
+      try { data = JSON.parse(xhr.responseText); } catch (e) { /* not JSON: a proxy or server error */ }
+      if (data && data.results) showResults(row, data);
+      else failed(item, `server error ${xhr.status}`);
+    };
+    xhr.onerror = () => failed(item, "network error");
+    xhr.onloadend = () => { active -= 1; pump(); };
+    xhr.send(form);
+  }
+  function failed(item, why) {
+    const { row } = item;
+    row.className = "upload failed";
+    row.querySelector(".upload-status").textContent = `failed: ${why}`;
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "small secondary retry";
+    retry.textContent = "Retry";
+    retry.setAttribute("aria-label", `Retry ${item.file.name}`);
+    retry.onclick = () => { retry.remove(); queue.push(item); row.querySelector(".upload-status").textContent = "waiting"; pump(); };
+    row.querySelector(".upload-detail").replaceChildren(retry);
+  }
+  function showResults(row, data) {
+    const accepted = data.results.filter((r) => r.ok);
+    const rejected = data.results.filter((r) => !r.ok);
+    row.querySelector("progress").value = 100;
+    row.className = `upload ${accepted.length ? "done" : "rejected"}`;
+    const status = row.querySelector(".upload-status");
+    status.textContent = data.results.length > 1 ? `${accepted.length} added, ${rejected.length} skipped`
+      : accepted.length ? "added" : "rejected";
+    const detail = row.querySelector(".upload-detail");
+    detail.replaceChildren();
+    for (const r of data.results) {
+      const line = document.createElement("div");
+      line.className = r.ok ? "result ok" : "result bad reason";
+      if (r.ok) {
+        line.innerHTML = `<img class="mini" alt="" src="${escapeHtml(r.photo.thumbnail_url)}"> <span></span>`;
+        line.querySelector("span").textContent = (data.results.length > 1 ? r.name + ": " : "") + (r.warnings.length ? "⚠ " + r.warnings.join("; ") : "ok");
+        grid.insertAdjacentHTML("beforeend", r.html);
+        initCard(grid.lastElementChild);
+      } else {
+        line.textContent = (data.results.length > 1 ? r.name + ": " : "") + r.reason;
+      }
+      detail.append(line);
+    }
+    $("grid-empty").hidden = cards().length > 0;
+    setCounts(data.counts);
+    applyFilter();
+  }
+  const drop = $("dropzone");
+  const picker = $("file-input");
+  picker.addEventListener("change", () => { addFiles(picker.files); picker.value = ""; });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); addFiles(e.dataTransfer.files); });
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); picker.click(); } });
+
+  // ---- caption grid: autosave, keyboard, per-card actions -----------------------------
+  function setState(card, text, cls) {
+    const el = card.querySelector(".save-state");
+    el.className = `save-state ${cls || "muted"}`;
+    el.textContent = text;
+  }
+  function initCard(card) {
+    const box = card.querySelector("textarea.caption");
+    box.dataset.saved = box.value;
+  }
+  async function save(card) {
+    const box = card.querySelector("textarea.caption");
+    clearTimeout(box._timer);
+    if (box.value === box.dataset.saved) return;
+    const sent = box.value;
+    setState(card, "saving…");
+    const data = await api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent });
+    if (!data.ok) { setState(card, `not saved: ${data.error || "try again"}`, "bad"); return; }
+    box.dataset.saved = data.photo.caption;
+    card.dataset.source = data.photo.caption_source;
+    if (box.value === sent) box.value = data.photo.caption;  // the server tidies whitespace
+    setState(card, "saved ✓", "ok");
+    setCounts(data.counts);
+  }
+  cards().forEach(initCard);
+  grid.addEventListener("input", (e) => {
+    if (!e.target.matches("textarea.caption")) return;
+    const card = e.target.closest(".photo-card");
+    setState(card, "editing…");
+    clearTimeout(e.target._timer);
+    e.target._timer = setTimeout(() => save(card), 800);
+  });
+  grid.addEventListener("focusout", (e) => { if (e.target.matches("textarea.caption")) save(e.target.closest(".photo-card")); });
+  grid.addEventListener("keydown", (e) => {
+    if (!e.target.matches("textarea.caption")) return;
+    const card = e.target.closest(".photo-card");
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") { e.preventDefault(); save(card); }
+    else if (e.key === "Escape") { e.target.value = e.target.dataset.saved; clearTimeout(e.target._timer); setState(card, "changes undone"); }
+    else if (e.key === "Tab") {  // caption to caption, skipping the buttons in between
+      const boxes = cards().filter((c) => !c.hidden).map((c) => c.querySelector("textarea.caption"));
+      const next = boxes[boxes.indexOf(e.target) + (e.shiftKey ? -1 : 1)];
+      if (next) { e.preventDefault(); next.focus(); }
+    }
+  });
+  grid.addEventListener("click", async (e) => {
+    const card = e.target.closest(".photo-card");
+    if (!card) return;
+    if (e.target.matches(".delete-photo")) {
+      if (!confirm("Delete this photo from the dataset?")) return;
+      const data = await api(cfg.actionUrl, { action: "delete", ids: [Number(card.dataset.id)] });
+      if (data.ok) { card.remove(); setCounts(data.counts); updateSelection(); $("grid-empty").hidden = cards().length > 0; }
+    } else if (e.target.matches(".toggle-exclude")) {
+      const exclude = card.dataset.excluded !== "1";
+      const data = await api(cfg.actionUrl, { action: exclude ? "exclude" : "include", ids: [Number(card.dataset.id)] });
+      if (data.ok) { markExcluded(card, exclude); setCounts(data.counts); }
+    }
+  });
+  function markExcluded(card, excluded) {
+    card.dataset.excluded = excluded ? "1" : "0";
+    card.classList.toggle("excluded", excluded);
+    card.querySelector(".toggle-exclude").textContent = excluded ? "Include" : "Exclude";
+  }
+
+  // ---- filter, search with highlights, selection --------------------------------------
+  function applyFilter() {
+    const mode = $("filter").value;
+    const needle = $("search").value.trim();
+    const trigger = $("id_trigger_word").dataset.saved || "";
+    for (const card of cards()) {
+      const text = card.querySelector("textarea.caption").value;
+      let show = mode === "all" || (mode === "missing" && !text.trim()) || (mode === "excluded" && card.dataset.excluded === "1")
+        || (mode === "notrigger" && text.trim() && !hasWord(text, trigger));
+      if (needle) show = show && text.toLowerCase().includes(needle.toLowerCase());
+      card.hidden = !show;
+      const match = card.querySelector(".match");
+      match.hidden = !needle || !show;
+      if (needle && show) match.innerHTML = highlight(text, needle, false);
+    }
+    updateSelection();
+  }
+  $("filter").addEventListener("change", applyFilter);
+  $("search").addEventListener("input", applyFilter);
+  function selectedIds() {
+    const ids = cards().filter((c) => c.querySelector(".select").checked).map((c) => Number(c.dataset.id));
+    return ids.length ? ids : null;  // null: nothing selected means "all photos"
+  }
+  function updateSelection() {
+    const ids = selectedIds();
+    $("selected-count").textContent = `${ids ? ids.length : 0} selected`;
+  }
+  grid.addEventListener("change", (e) => { if (e.target.matches(".select")) updateSelection(); });
+  $("select-all").addEventListener("change", (e) => {
+    cards().forEach((c) => { c.querySelector(".select").checked = e.target.checked && !c.hidden; });
+    updateSelection();
+  });
+
+  // ---- bulk edits with preview and undo -----------------------------------------------
+  function applyChanges(changes, source) {
+    for (const ch of changes) {
+      const card = cardById(ch.id);
+      if (!card) continue;
+      const box = card.querySelector("textarea.caption");
+      box.value = box.dataset.saved = ch.after;
+      if (source) card.dataset.source = source;
+      setState(card, "changed", "ok");
+    }
+    applyFilter();
+  }
+  function showBulk(html) { $("bulk-result").innerHTML = html; }
+  async function bulk(op, extra, label) {
+    const body = Object.assign({ op, ids: selectedIds() }, extra);
+    const data = await api(cfg.bulkUrl, body);
+    if (!data.ok) { showBulk(`<p class="bad" role="alert">${escapeHtml(data.error)}</p>`); return null; }
+    if (body.dry_run) return data;
+    applyChanges(data.changes);
+    setCounts(data.counts);
+    const undoable = data.changes.length > 0;
+    showBulk(`<p class="ok">${escapeHtml(label)}: ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} changed.
+      ${undoable ? '<button type="button" class="small secondary" id="undo">Undo</button>' : ""}</p>`);
+    if (undoable) $("undo").onclick = () => undo(data.changes);
+    return data;
+  }
+  async function undo(changes) {
+    const captions = {};
+    for (const ch of changes) captions[ch.id] = ch.before;
+    const data = await api(cfg.restoreUrl, { captions });
+    if (!data.ok) { showBulk(`<p class="bad">${escapeHtml(data.error)}</p>`); return; }
+    applyChanges(data.changes);
+    setCounts(data.counts);
+    showBulk(`<p class="muted">Undone: ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} restored.</p>`);
+  }
+  const replaceArgs = () => ({ find: $("find").value, replace: $("replace").value, case_sensitive: $("case").checked });
+  $("preview-replace").onclick = async () => {
+    const data = await bulk("replace", Object.assign({ dry_run: true }, replaceArgs()));
+    if (!data) return;
+    const args = replaceArgs();
+    const rows = data.changes.slice(0, 50).map((ch) => `<li><span class="before">${highlight(ch.before, args.find, args.case_sensitive)}</span>
+      → <span class="after">${highlight(ch.after, args.replace, args.case_sensitive)}</span></li>`).join("");
+    showBulk(`<p><strong>${data.changes.length}</strong> caption${data.changes.length === 1 ? "" : "s"} would change.</p><ul class="preview">${rows}</ul>`);
+  };
+  $("apply-replace").onclick = () => bulk("replace", replaceArgs(), "Replaced");
+  $("prepend").onclick = () => bulk("prepend", { text: $("affix").value }, "Prepended");
+  $("append").onclick = () => bulk("append", { text: $("affix").value }, "Appended");
+  $("fill-template").onclick = () => { $("bulk").open = true; bulk("template", { ids: null }, "Template captions"); };
+  async function selectedAction(action) {
+    const ids = selectedIds();
+    if (!ids) { showBulk('<p class="warn">Select photos first.</p>'); return; }
+    if (action === "delete" && !confirm(`Delete ${ids.length} photo${ids.length === 1 ? "" : "s"}?`)) return;
+    const data = await api(cfg.actionUrl, { action, ids });
+    if (!data.ok) return;
+    for (const id of ids) {
+      const card = cardById(id);
+      if (action === "delete") card.remove(); else markExcluded(card, action === "exclude");
+    }
+    setCounts(data.counts);
+    applyFilter();
+  }
+  $("exclude-selected").onclick = () => selectedAction("exclude");
+  $("include-selected").onclick = () => selectedAction("include");
+  $("delete-selected").onclick = () => selectedAction("delete");
+
+  // ---- trigger word: advice as you type, save, insert into captions --------------------
+  const trigger = $("id_trigger_word");
+  trigger.dataset.saved = trigger.value;
+  let adviceTimer = null;
+  trigger.addEventListener("input", () => {
+    clearTimeout(adviceTimer);
+    adviceTimer = setTimeout(async () => {
+      const data = await api(`${cfg.triggerUrl}?word=${encodeURIComponent(trigger.value)}`, undefined, "GET");
+      $("trigger-advice").innerHTML = [...(data.errors || []).map((t) => `<p class="bad">${escapeHtml(t)}</p>`),
+        ...(data.warnings || []).map((t) => `<p class="warn">${escapeHtml(t)}</p>`)].join("")
+        || (trigger.value ? '<p class="ok">Looks like a good trigger word.</p>' : "");
+    }, 250);
+  });
+  async function saveStyle() {
+    const res = await fetch(cfg.styleUrl, { method: "POST", body: new FormData($("style-form")), credentials: "same-origin",
+      headers: { "X-CSRFToken": cfg.csrf, Accept: "application/json" } });
+    const data = await res.json();
+    if (!data.ok) { $("trigger-advice").innerHTML = `<p class="bad" role="alert">${escapeHtml(data.error)}</p>`; return false; }
+    trigger.dataset.saved = data.trigger_word;
+    $("fill-template").title = data.template_caption;
+    $("trigger-advice").innerHTML = `<p class="ok">Saved.</p>` + data.warnings.map((t) => `<p class="warn">${escapeHtml(t)}</p>`).join("");
+    refreshHealth();
+    applyFilter();
+    return true;
+  }
+  $("style-form").addEventListener("submit", (e) => { e.preventDefault(); saveStyle(); });
+  $("insert-trigger").onclick = async () => {
+    if (trigger.value !== trigger.dataset.saved && !(await saveStyle())) return;
+    $("bulk").open = true;
+    bulk("insert_trigger", { ids: null }, "Trigger word added");
+  };
+
+  // ---- auto-captions: queue, then fill the grid live -----------------------------------
+  function status(text, cls, offerTemplate) {
+    const box = $("caption-status");
+    box.hidden = false;
+    box.className = `status ${cls || ""}`;
+    box.textContent = text;
+    if (offerTemplate) {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "small"; b.textContent = "Fill empty captions with the template";
+      b.onclick = () => $("fill-template").click();
+      box.append(" ", b);
+    }
+  }
+  $("auto-caption").onclick = async () => {
+    const data = await api(cfg.autoUrl, { ids: selectedIds(), overwrite: $("overwrite").checked });
+    if (!data.ok) status(data.error, "bad"); else status("Captioning is queued…", "muted");
+  };
+  let done = 0;
+  if (window.FluxLive) {
+    FluxLive.watch("dataset", cfg.dataset, {
+      caption: (d) => {
+        const card = cardById(d.photo_id);
+        if (!card) return;
+        const box = card.querySelector("textarea.caption");
+        if (d.error) { setState(card, `caption failed: ${d.error}`, "bad"); return; }
+        // Never clobber what the person is typing right now.
+        if (document.activeElement !== box || box.value === box.dataset.saved) box.value = d.caption;
+        box.dataset.saved = d.caption;
+        card.dataset.source = d.source;
+        setState(card, "auto caption", "ok");
+        done += 1;
+        applyFilter();
+        refreshCounter();
+        refreshHealth();
+      },
+      captioning: (d) => {
+        if (d.state === "started") { done = 0; status(d.message, "muted"); }
+        else if (d.state === "unavailable") status(d.message, "bad", true);
+        else if (d.state === "failed") status(d.message, "bad", true);
+        else if (d.state === "finished") { status(d.message, "ok"); refreshCounter(); }
+        else status(d.message, "muted");
+      },
+    }, { after: Number(cfg.lastEvent || 0) });
+  }
+  function refreshCounter() {  // counted here: every caption is already in the grid
+    const used = cards().filter((c) => c.dataset.excluded !== "1");
+    const captioned = used.filter((c) => c.querySelector("textarea.caption").value.trim()).length;
+    $("counter").textContent = `${captioned} / ${used.length} captioned`;
+  }
+})();
