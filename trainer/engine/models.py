@@ -111,7 +111,10 @@ def _explain_load_failure(source: str, error: Exception) -> str:
         )
     if kind in ("RepositoryNotFoundError", "RevisionNotFoundError") or "404" in text:
         return f"{source} was not found on the Hugging Face hub; check the id (or give a local folder)."
-    if kind in ("LocalEntryNotFoundError", "ConnectionError", "OfflineModeIsEnabled") or "offline" in text.lower():
+    offline_signs = ("offline", "not fully cached", "outgoing traffic", "connect", "name or service not known")
+    if kind in ("LocalEntryNotFoundError", "ConnectionError", "OfflineModeIsEnabled") or any(
+        sign in text.lower() for sign in offline_signs
+    ):
         return (
             f"{source} is not in the local cache and the hub cannot be reached (no network or HF_HUB_OFFLINE=1). "
             "Download it on a machine with network and copy the cache, or give a local diffusers folder."
