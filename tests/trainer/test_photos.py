@@ -1,0 +1,133 @@
+"""Photo ingest checks: each rejection has a reason; accepted photos are oriented and clean."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests.trainer.conftest import make_zip
+from trainer.models import CaptionSource
+from trainer.photos import PhotoRejected, check_image, photo_ingest, upload_ingest
+
+pytestmark = pytest.mark.django_db
+
+
+def _encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def test_accepts_png_and_stores_original_training_copy_and_thumbnail(dataset, image_bytes):
+    data = image_bytes(700, 520)
+    photo = photo_ingest(dataset=dataset, data=data, name="cat.png")
+    assert (photo.width, photo.height, photo.format) == (700, 520, "PNG")
+    assert photo.original.read() == data
+    assert Image.open(photo.image).format == "JPEG"
+    thumb = Image.open(photo.thumbnail)
+    assert max(thumb.size) <= 384
+    assert photo.warnings == []
+    assert photo.original.name.startswith(f"users/{dataset.owner_id}/originals/")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "HEIF", "AVIF", "GIF"])
+def test_accepts_each_allowed_format(dataset, fmt):
+    img = Image.new("RGB", (300, 300), (30, 120, 200))
+    photo = photo_ingest(dataset=dataset, data=_encode(img, fmt), name=f"x.{fmt.lower()}")
+    assert photo.format == fmt and Image.open(photo.image).mode == "RGB"
+
+
+def test_exif_orientation_applied_and_location_stripped(dataset):
+    img = Image.new("RGB", (600, 300), (10, 200, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° when shown
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 0.0)}  # GPS
+    exif[0x010F] = "PhoneMaker"
+    photo = photo_ingest(dataset=dataset, data=_encode(img, "JPEG", exif=exif), name="rot.jpg")
+    assert (photo.width, photo.height) == (300, 600)
+    stored = Image.open(photo.image)
+    assert stored.size == (300, 600)
+    assert not stored.getexif() and "exif" not in stored.info
+    assert Image.open(photo.original).getexif().get(0x010F) == "PhoneMaker"  # original kept as is
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"definitely not an image", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image"),
+])
+def test_rejects_non_images(data, reason):
+    with pytest.raises(PhotoRejected, match=reason):
+        check_image(data)
+
+
+def test_rejects_truncated_image(image_bytes):
+    with pytest.raises(PhotoRejected, match="damaged or truncated"):
+        check_image(image_bytes(600, 600, fmt="PNG")[:-300])
+
+
+def test_rejects_other_formats():
+    with pytest.raises(PhotoRejected, match="BMP format is not accepted"):
+        check_image(_encode(Image.new("RGB", (300, 300)), "BMP"))
+
+
+def test_rejects_decompression_bomb():
+    bomb = _encode(Image.new("1", (10000, 10000)), "PNG")  # ~15 kB that decodes to 100 MP
+    with pytest.raises(PhotoRejected, match="too many pixels"):
+        check_image(bomb)
+
+
+def test_size_rules(image_bytes):
+    with pytest.raises(PhotoRejected, match="too small"):
+        check_image(image_bytes(300, 200))
+    assert "small" in check_image(image_bytes(400, 400)).warnings[0]
+    assert check_image(image_bytes(512, 700)).warnings == []
+
+
+def test_file_size_limit(dataset, image_bytes, settings):
+    settings.MAX_PHOTO_MB = 1
+    big = _encode(Image.effect_noise((800, 800), 100).convert("RGB"), "PNG")
+    assert len(big) > 1024 * 1024 or pytest.skip("noise compressed too well")
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(big), name="big.png", size=len(big))
+    assert not outcome.ok and "1 MB limit" in outcome.reason
+
+
+def test_count_limit(dataset, add_photo, settings):
+    settings.MAX_PHOTOS_PER_DATASET = 2
+    add_photo(), add_photo()
+    with pytest.raises(PhotoRejected, match="maximum of 2 photos"):
+        add_photo()
+
+
+def test_exact_duplicate_rejected_near_duplicate_flagged(dataset, image_bytes):
+    data = image_bytes(600, 600, pattern=1)
+    first = photo_ingest(dataset=dataset, data=data, name="a.png")
+    with pytest.raises(PhotoRejected, match="exact duplicate of a.png"):
+        photo_ingest(dataset=dataset, data=data, name="again.png")
+    resized = _encode(Image.open(io.BytesIO(data)).resize((520, 520)), "JPEG", quality=80)
+    near = photo_ingest(dataset=dataset, data=resized, name="smaller.jpg")
+    assert near.duplicate_of == first and "almost the same as a.png" in near.warnings[0]
+
+
+def test_zip_with_captions_skips_junk_and_reports_non_images(dataset, image_bytes):
+    archive = make_zip({
+        "set/one.png": image_bytes(300, 300, pattern=1), "set/one.txt": "a cat on a sofa\n",
+        "set/two.JPG": _encode(Image.new("RGB", (300, 300), (9, 9, 9)), "JPEG"),
+        "__MACOSX/set/._one.png": b"junk", "set/._two.JPG": b"junk", "set/.DS_Store": b"junk",
+        "set/notes.pdf": b"%PDF", "set/tiny.png": image_bytes(64, 64),
+    })
+    outcomes = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
+    by_name = {o.name.split(" › ")[-1]: o for o in outcomes}
+    assert set(by_name) == {"set/one.png", "set/two.JPG", "set/notes.pdf", "set/tiny.png"}
+    assert by_name["set/one.png"].photo.caption == "a cat on a sofa"
+    assert by_name["set/one.png"].photo.caption_source == CaptionSource.FILE
+    assert by_name["set/two.JPG"].photo.caption == ""
+    assert "not an image" in by_name["set/notes.pdf"].reason
+    assert "too small" in by_name["set/tiny.png"].reason
+    assert dataset.photos.count() == 2
+
+
+def test_bad_zip_is_reported(dataset):
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(b"PK\x03\x04broken"), name="x.zip", size=10)
+    assert not outcome.ok and "not a readable .zip" in outcome.reason
