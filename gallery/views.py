@@ -1,22 +1,116 @@
-"""Gallery and generation pages (placeholders until those issues land)."""
+"""Community gallery pages: browse, model page, downloads, likes, images, publishing.
 
+Anyone may browse and download published models; drafts are visible only to their owner, and
+so are their files (every file goes through `visible_model` before `serve_file`).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.utils.text import slugify
+from django.views.decorators.http import require_POST
 
-from gallery.models import GalleryModel
+from flux_studio.files import serve_file
+from gallery import selectors, services_gallery
+from gallery.models import GalleryExample, GalleryModel, GenerationImage, License, Like
+
+PAGE_SIZE = 24
+DOWNLOADS = {"diffusers": ("lora_file", ""), "kohya": ("kohya_file", "-kohya")}
 
 
 def browse(request: HttpRequest) -> HttpResponse:
-    models = GalleryModel.objects.filter(published=True)
-    return render(request, "gallery/browse.html", {"models": models, "area": "gallery"})
+    q, base, tag, sort = (request.GET.get(k, "").strip()[:100] for k in ("q", "base", "tag", "sort"))
+    models = selectors.browse_models(q=q, base=base, tag=tag, sort=sort or "newest")
+    page = Paginator(models, PAGE_SIZE).get_page(request.GET.get("page"))
+    keep = urlencode({k: v for k, v in (("q", q), ("base", base), ("tag", tag), ("sort", sort)) if v})
+    return render(request, "gallery/browse.html", {
+        "page": page, "q": q, "base": base, "tag": tag, "sort": sort or "newest", "keep": keep,
+        "bases": settings.BASE_MODELS, "tags": selectors.popular_tags(), "area": "gallery",
+    })
+
+
+def _visible_or_404(request: HttpRequest, pk: int) -> GalleryModel:
+    model = selectors.visible_model(request.user, pk)
+    if model is None:
+        raise Http404("no such model")
+    return model
+
+
+def _try_url(model: GalleryModel, example: GalleryExample | None = None) -> str:
+    params = {"model": model.pk}
+    if example is not None:
+        params["prompt"] = example.prompt
+        s = example.settings or {}
+        for key in ("seed", "steps", "guidance"):
+            if s.get(key) is not None:
+                params[key] = s[key]
+        if s.get("width") and s.get("height"):
+            params["size"] = f"{s['width']}x{s['height']}"
+    return reverse("gallery:generate") + "?" + urlencode(params)
 
 
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    model = _visible_or_404(request, pk)
+    examples = list(model.examples.all())
+    job = model.training
+    downloads = [
+        {"kind": "diffusers", "label": "diffusers (.safetensors)", "size": model.lora_size, "sha256": model.lora_sha256},
+        {"kind": "kohya", "label": "kohya / ComfyUI (.safetensors)", "size": model.kohya_size, "sha256": model.kohya_sha256},
+    ]
+    downloads = [d for d in downloads if getattr(job, DOWNLOADS[d["kind"]][0])]
+    liked = request.user.is_authenticated and Like.objects.filter(user=request.user, gallery_model=model).exists()
+    return render(request, "gallery/model_detail.html", {
+        "model": model, "examples": [(e, _try_url(model, e)) for e in examples], "summary": selectors.training_summary(job),
+        "downloads": downloads, "liked": liked, "try_url": _try_url(model), "is_owner": model.owner_id == request.user.pk,
+        "others": selectors.other_models_of(model), "area": "gallery",
+    })
+
+
+def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    model = _visible_or_404(request, pk)
+    if kind not in DOWNLOADS:
+        raise Http404("unknown format")
+    field_name, suffix = DOWNLOADS[kind]
+    field = getattr(model.training, field_name)
+    if not field:
+        raise Http404("this model has no file in that format")
+    name = f"{slugify(model.title) or 'lora'}-{model.trigger_word}{suffix}.safetensors"
+    return serve_file(field, download_name=name, public=model.published)
+
+
+def example_image(request: HttpRequest, pk: int) -> HttpResponse:
+    example = get_object_or_404(GalleryExample.objects.select_related("gallery_model"), pk=pk)
+    model = _visible_or_404(request, example.gallery_model_id)
+    field = example.thumbnail if request.GET.get("size") == "thumb" and example.thumbnail else example.image
+    return serve_file(field, public=model.published)
+
+
+@require_POST
+def model_like(request: HttpRequest, pk: int) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect(f"{reverse('login')}?next={reverse('gallery:model_detail', args=[pk])}")
     model = get_object_or_404(GalleryModel, pk=pk, published=True)
-    return render(request, "gallery/model_detail.html", {"model": model, "area": "gallery"})
+    count = services_gallery.like_set(user=request.user, model=model, liked=request.POST.get("like", "1") == "1")
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse({"likes": count, "liked": request.POST.get("like", "1") == "1"})
+    return redirect(model)
 
 
 @login_required
-def generate(request: HttpRequest) -> HttpResponse:
-    return render(request, "gallery/generate.html", {"area": "generate"})
+@require_POST
+def example_add(request: HttpRequest) -> HttpResponse:
+    """"Add to my model's examples" from a generated image."""
+    image = get_object_or_404(GenerationImage.objects.select_related("generation"), pk=request.POST.get("image") or 0,
+                              generation__owner=request.user)
+    model = get_object_or_404(GalleryModel, pk=request.POST.get("gallery_model") or 0, owner=request.user)
+    services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+    messages.success(request, f"Added to the examples of {model.title}.")
+    return redirect("gallery:publish", model.training_id)

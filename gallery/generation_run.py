@@ -1,0 +1,170 @@
+"""The body of the generation task, in the GPU worker: claim, generate, store, report.
+
+The worker keeps one `PipelineCache` for its lifetime, so the base model loads once and each
+request only swaps LoRAs. `GenerationProgress` bridges the engine's hooks to database rows and
+live events (topic generation-<id>), and answers its stop polls from the cancel flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from flux_studio import events, worker
+from gallery import services
+from gallery.imaging import png_file, thumbnail_file
+from gallery.models import Generation, GenerationImage, GenerationState
+from trainer.models import TrainingJob
+
+log = logging.getLogger("gallery.worker")
+
+PROGRESS_EVERY_S = 0.2
+STOP_POLL_S = 0.5
+_cache: Any = None
+
+
+def pipeline_cache() -> Any:
+    """The worker's cache (created on first use; torch loads here, in the worker only)."""
+    global _cache
+    if _cache is None:
+        from gallery.inference.cache import PipelineCache
+
+        _cache = PipelineCache(device=getattr(settings, "GENERATION_DEVICE", "auto"))
+    return _cache
+
+
+def release_pipeline_cache() -> None:
+    """Free the cached base, e.g. before a training needs the GPU memory on a small card."""
+    if _cache is not None:
+        _cache.release()
+
+
+def local_lora_path(job: TrainingJob) -> Path:
+    """A path on this machine for a training's LoRA file (copied once from S3 if needed)."""
+    field = job.lora_file
+    try:
+        return Path(field.path)
+    except NotImplementedError:  # remote storage: keep a local copy keyed by the stored name
+        target = settings.WORK_DIR / "lora-cache" / field.name.replace("/", "_")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with field.open("rb") as src, open(target.with_suffix(".part"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            target.with_suffix(".part").rename(target)
+        return target
+
+
+def build_request(generation: Generation) -> Any:
+    from gallery.inference import GenerationRequest, LoraSpec
+    from gallery.defaults import defaults_for
+
+    jobs = TrainingJob.objects.in_bulk([row["training_id"] for row in generation.loras])
+    loras = tuple(LoraSpec(local_lora_path(jobs[row["training_id"]]), float(row["scale"])) for row in generation.loras)
+    return GenerationRequest(
+        base=generation.base_model, prompt=generation.prompt, seed=generation.seed, steps=generation.steps,
+        guidance=generation.guidance, width=generation.width, height=generation.height,
+        max_sequence_length=defaults_for(generation.base_model).max_sequence_length,
+        num_images=generation.num_images, loras=loras,
+    )
+
+
+class GenerationProgress:
+    """Engine hooks for one generation (duck-typed to gallery.inference.cache.GenerationHooks)."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.last_progress = 0.0
+        self.last_poll = 0.0
+        self.stop = False
+
+    def on_step(self, image_index: int, step: int, total_steps: int) -> None:
+        now = time.monotonic()
+        if now - self.last_progress < PROGRESS_EVERY_S and step < total_steps:
+            return
+        self.last_progress = now
+        g = self.generation
+        done = image_index * total_steps + step
+        Generation.objects.filter(pk=g.pk).update(step=done)
+        events.publish(g.topic, "progress", {
+            "image": image_index, "step": step, "steps": total_steps, "done": done, "total": total_steps * g.num_images,
+        })
+
+    def on_image(self, image_index: int, seed: int, image: Any) -> None:
+        g = self.generation
+        row = GenerationImage(generation=g, index=image_index, seed=seed)
+        row.image.save(f"{g.pk}-{image_index}.png", png_file(image), save=False)
+        row.thumbnail.save(f"{g.pk}-{image_index}.jpg", thumbnail_file(image), save=False)
+        row.save()
+        events.publish(g.topic, "image", image_payload(row))
+
+    def should_stop(self) -> bool:
+        if worker.shutting_down.is_set():
+            return True
+        now = time.monotonic()
+        if now - self.last_poll >= STOP_POLL_S:
+            self.last_poll = now
+            self.stop = Generation.objects.filter(pk=self.generation.pk, cancel_requested=True).exists()
+        return self.stop
+
+
+def image_payload(row: GenerationImage) -> dict[str, Any]:
+    args = [row.generation_id, row.pk]
+    return {
+        "id": row.pk, "index": row.index, "seed": row.seed,
+        "url": reverse("gallery:generation_image", args=args),
+        "thumb_url": reverse("gallery:generation_image", args=args) + "?size=thumb",
+        "download_url": reverse("gallery:generation_image", args=args) + "?download=1",
+    }
+
+
+def _finish(generation: Generation, state: str, message: str = "", error: str = "") -> None:
+    Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING).update(
+        state=state, error=error, finished_at=timezone.now()
+    )
+    generation.refresh_from_db()
+    services.publish_state(generation, message)
+
+
+def run_generation(generation_id: int) -> None:
+    claimed = Generation.objects.filter(pk=generation_id, state=GenerationState.QUEUED, cancel_requested=False).update(
+        state=GenerationState.RUNNING, started_at=timezone.now(), step=0
+    )
+    if not claimed:
+        log.info("generation %s is not queued (canceled, taken or gone); skipping", generation_id)
+        return
+    generation = Generation.objects.get(pk=generation_id)
+    services.publish_state(generation, "Loading the model." if _cache is None else "Generating.")
+    services.publish_queue_positions()
+    worker.set_current_task(f"generation {generation.pk}")
+    try:
+        _run_claimed(generation)
+    finally:
+        worker.set_current_task("")
+
+
+def _run_claimed(generation: Generation) -> None:
+    from gallery.inference import GenerationCanceled, RequestError
+    from trainer.engine.errors import EngineError
+
+    hooks = GenerationProgress(generation)
+    try:
+        pipeline_cache().generate(build_request(generation), hooks)
+    except GenerationCanceled:
+        _finish(generation, GenerationState.CANCELED, "Canceled.")
+    except (RequestError, EngineError) as exc:
+        log.warning("generation %s failed: %s", generation.pk, exc)
+        _finish(generation, GenerationState.FAILED, str(exc), error=str(exc))
+    except Exception as exc:
+        log.exception("generation %s crashed", generation.pk)
+        _finish(generation, GenerationState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}")
+    else:
+        Generation.objects.filter(pk=generation.pk).update(step=F("steps") * F("num_images"))
+        _finish(generation, GenerationState.SUCCEEDED, "Done.")

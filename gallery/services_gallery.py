@@ -1,0 +1,182 @@
+"""Writes for the community gallery: drafts, examples, publish/unpublish, likes.
+
+A GalleryModel starts as a private draft made from a finished training. Examples are copies of
+the images (a sample or a generation), so deleting a generation never breaks a model page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from gallery.imaging import thumbnail_of_stored
+from gallery.models import GalleryExample, GalleryModel, GenerationImage, License, Like
+from trainer.models import JobState, TrainingJob, TrainingSample
+
+MAX_TAGS = 8
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,29}$")
+DEFAULT_LICENSE = {"flux-schnell": License.APACHE_2, "tiny": License.MIT}
+
+
+def parse_tags(raw: str) -> list[str]:
+    """'Portrait, film , portrait' -> ['portrait', 'film']: lower case, unique, checked."""
+    tags: list[str] = []
+    for part in raw.split(","):
+        tag = " ".join(part.strip().lower().split())
+        if not tag or tag in tags:
+            continue
+        if not TAG_RE.match(tag):
+            raise ValidationError({"tags": f"tag {tag[:30]!r}: letters, digits, spaces, - and _ only, up to 30 characters"})
+        tags.append(tag)
+    if len(tags) > MAX_TAGS:
+        raise ValidationError({"tags": f"at most {MAX_TAGS} tags"})
+    return tags
+
+
+def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
+    """The gallery entry of a finished training: existing, or a new private draft."""
+    if job.owner_id != owner.pk:
+        raise PermissionDenied("not your training")
+    if job.state != JobState.SUCCEEDED or not job.lora_file:
+        raise ValidationError({"training": "only a finished training with a LoRA file can be published"})
+    model, created = GalleryModel.objects.get_or_create(training=job, defaults={
+        "owner": owner, "title": job.name[:120], "trigger_word": job.trigger_word, "base_model": job.base_model,
+        "license": DEFAULT_LICENSE.get(job.base_model, License.FLUX_DEV_NC),
+    })
+    if created:  # start with the training's last sample per prompt as examples
+        latest: dict[str, TrainingSample] = {}
+        for sample in job.samples.order_by("step"):
+            latest[sample.prompt] = sample
+        for sample in list(latest.values())[:4]:
+            example_add_from_sample(model=model, sample=sample)
+    return model
+
+
+def gallery_model_update(
+    *, model: GalleryModel, title: str, description: str, trigger_word: str, license: str, tags: str,
+) -> GalleryModel:
+    errors = {}
+    if not title.strip():
+        errors["title"] = "give the model a title"
+    if not re.fullmatch(r"[\w-]{1,40}", trigger_word.strip()):
+        errors["trigger_word"] = "one word: letters, digits, - or _, up to 40 characters"
+    if license not in License.values:
+        errors["license"] = "choose one of the offered licenses"
+    try:
+        tag_list = parse_tags(tags)
+    except ValidationError as exc:
+        errors.update({k: " ".join(v) for k, v in exc.message_dict.items()})
+    if errors:
+        raise ValidationError(errors)
+    model.title, model.description = title.strip()[:120], description.strip()[:5000]
+    model.trigger_word, model.license, model.tags = trigger_word.strip(), license, tag_list
+    model.save(update_fields=["title", "description", "trigger_word", "license", "tags"])
+    return model
+
+
+def _next_position(model: GalleryModel) -> int:
+    return (model.examples.aggregate(m=Max("position"))["m"] or 0) + 1
+
+
+def _copy_example(model: GalleryModel, field: Any, prompt: str, settings: dict[str, Any]) -> GalleryExample:
+    with field.open("rb") as handle:
+        data = handle.read()
+    example = GalleryExample(gallery_model=model, prompt=prompt, settings=settings, position=_next_position(model),
+                             is_cover=not model.examples.exists())
+    example.image.save("example.png", ContentFile(data), save=False)
+    example.thumbnail.save("example.jpg", thumbnail_of_stored(example.image), save=False)
+    example.save()
+    return example
+
+
+def example_add_from_sample(*, model: GalleryModel, sample: TrainingSample) -> GalleryExample:
+    if sample.job_id != model.training_id:
+        raise PermissionDenied("that sample belongs to another training")
+    job = model.training
+    settings = {"seed": job.config.get("seed"), "base_model": job.base_model, "source": f"training sample, step {sample.step}"}
+    return _copy_example(model, sample.image, sample.prompt, settings)
+
+
+def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel, image: GenerationImage) -> GalleryExample:
+    """Copy one of the owner's generated images, with its prompt and settings, onto their model."""
+    g = image.generation
+    if model.owner_id != owner.pk or g.owner_id != owner.pk:
+        raise PermissionDenied("both the image and the model must be yours")
+    settings = {
+        "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
+        "base_model": g.base_model, "loras": [{"label": r["label"], "scale": r["scale"]} for r in g.loras],
+    }
+    return _copy_example(model, image.image, g.prompt, settings)
+
+
+def example_set_cover(*, example: GalleryExample) -> None:
+    with transaction.atomic():
+        example.gallery_model.examples.update(is_cover=False)
+        GalleryExample.objects.filter(pk=example.pk).update(is_cover=True)
+
+
+def example_remove(*, example: GalleryExample) -> None:
+    model, was_cover = example.gallery_model, example.is_cover
+    files = [example.image, example.thumbnail]
+    example.delete()
+    for field in files:
+        if field:
+            field.storage.delete(field.name)
+    if was_cover and (first := model.examples.order_by("position", "id").first()):
+        example_set_cover(example=first)
+
+
+def file_digest(field: Any) -> tuple[int, str]:
+    """Size and sha256 of a stored file, read in chunks (LoRAs of real FLUX runs are ~100 MB)."""
+    digest, size = hashlib.sha256(), 0
+    with field.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def gallery_model_publish(*, model: GalleryModel) -> GalleryModel:
+    job = model.training
+    if not job.lora_file:
+        raise ValidationError({"training": "the training has no LoRA file"})
+    if not model.examples.exists():
+        raise ValidationError({"examples": "add at least one example image (it becomes the cover)"})
+    model.lora_size, model.lora_sha256 = file_digest(job.lora_file)
+    if job.kohya_file:
+        model.kohya_size, model.kohya_sha256 = file_digest(job.kohya_file)
+    model.published, model.published_at = True, model.published_at or timezone.now()
+    model.save()
+    return model
+
+
+def gallery_model_unpublish(*, model: GalleryModel) -> GalleryModel:
+    GalleryModel.objects.filter(pk=model.pk).update(published=False)
+    model.published = False
+    return model
+
+
+def like_set(*, user: AbstractBaseUser, model: GalleryModel, liked: bool) -> int:
+    """Like or unlike (idempotent: a second like counts nothing); returns the new like count."""
+    if not model.published:
+        raise PermissionDenied("only published models can be liked")
+    with transaction.atomic():
+        if liked:
+            try:
+                with transaction.atomic():
+                    Like.objects.create(user=user, gallery_model=model)
+            except IntegrityError:  # already liked: the constraint keeps it to one
+                pass
+        else:
+            Like.objects.filter(user=user, gallery_model=model).delete()
+        count = Like.objects.filter(gallery_model=model).count()
+        GalleryModel.objects.filter(pk=model.pk).update(like_count=count)
+    return count

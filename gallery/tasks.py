@@ -1,0 +1,16 @@
+"""Huey tasks of the gallery. A task only names what runs where; bodies live elsewhere."""
+
+from __future__ import annotations
+
+from flux_studio.queues import gpu_queue
+
+# Generations take seconds and a person is watching: they go ahead of queued trainings on the
+# GPU queue (Huey runs higher priority first). A training already running is not interrupted.
+GENERATION_PRIORITY = 10
+
+
+@gpu_queue.task(priority=GENERATION_PRIORITY)
+def generate_images_task(generation_id: int) -> None:
+    from gallery.generation_run import run_generation
+
+    run_generation(generation_id)

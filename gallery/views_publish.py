@@ -1,0 +1,91 @@
+"""The owner's publishing page for one training: details, examples, publish and unpublish."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from gallery import selectors, services_gallery
+from gallery.models import GalleryModel, License
+from trainer.models import TrainingJob
+
+
+def _error_text(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{k.replace('_', ' ')}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def _save(request: HttpRequest, model: GalleryModel) -> str:
+    p = request.POST
+    services_gallery.gallery_model_update(model=model, title=p.get("title", ""), description=p.get("description", ""),
+                                          trigger_word=p.get("trigger_word", ""), license=p.get("license", ""),
+                                          tags=p.get("tags", ""))
+    return "Saved."
+
+
+def _publish(request: HttpRequest, model: GalleryModel) -> str:
+    _save(request, model)
+    services_gallery.gallery_model_publish(model=model)
+    return "Published: everyone can now find it in the gallery."
+
+
+def _unpublish(request: HttpRequest, model: GalleryModel) -> str:
+    services_gallery.gallery_model_unpublish(model=model)
+    return "Unpublished: only you can see it now."
+
+
+def _add_samples(request: HttpRequest, model: GalleryModel) -> str:
+    samples = model.training.samples.filter(pk__in=request.POST.getlist("sample"))
+    for sample in samples:
+        services_gallery.example_add_from_sample(model=model, sample=sample)
+    images = selectors.generation_images_with(request.user, model.training).filter(pk__in=request.POST.getlist("image"))
+    for image in images:
+        services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+    return f"Added {len(samples) + len(images)} example(s)."
+
+
+def _cover(request: HttpRequest, model: GalleryModel) -> str:
+    services_gallery.example_set_cover(example=get_object_or_404(model.examples, pk=request.POST.get("example") or 0))
+    return "Cover image changed."
+
+
+def _remove(request: HttpRequest, model: GalleryModel) -> str:
+    services_gallery.example_remove(example=get_object_or_404(model.examples, pk=request.POST.get("example") or 0))
+    return "Example removed."
+
+
+ACTIONS: dict[str, Callable[[HttpRequest, GalleryModel], str]] = {
+    "save": _save, "publish": _publish, "unpublish": _unpublish, "add": _add_samples, "cover": _cover, "remove": _remove,
+}
+
+
+@login_required
+def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
+    job = get_object_or_404(TrainingJob, pk=job_pk, owner=request.user)
+    try:
+        model = services_gallery.draft_for_training(owner=request.user, job=job)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(job)
+    if request.method == "POST":
+        action = ACTIONS.get(request.POST.get("action", ""))
+        if action is None:
+            messages.error(request, "Unknown action.")
+        else:
+            try:
+                messages.success(request, action(request, model))
+            except ValidationError as exc:
+                messages.error(request, _error_text(exc))
+        return redirect("gallery:publish", job.pk)
+    used = {e.settings.get("source") for e in model.examples.all()}
+    return render(request, "gallery/publish.html", {
+        "model": model, "job": job, "examples": model.examples.all(), "licenses": License.choices,
+        "samples": job.samples.order_by("-step")[:24], "images": selectors.generation_images_with(request.user, job),
+        "area": "gallery", "used": used,
+    })

@@ -1,0 +1,176 @@
+// Generation page: per-base defaults, LoRA rows with trigger words, and the live result panel.
+(function () {
+  const bases = JSON.parse(document.getElementById("gen-bases").textContent);
+  const form = document.getElementById("gen-form");
+  const baseSelect = document.getElementById("id_base_model");
+  const sizeSelect = document.getElementById("id_size");
+  const rows = document.getElementById("lora-rows");
+  const prompt = document.getElementById("id_prompt");
+
+  function fillSizes(base, wanted) {
+    const info = bases[base];
+    sizeSelect.innerHTML = "";
+    let found = false;
+    for (const s of info.sizes) {
+      const opt = new Option(s.label, s.value);
+      if (s.value === wanted) { opt.selected = true; found = true; }
+      sizeSelect.add(opt);
+    }
+    if (!found && wanted) {  // a size from an earlier generation that no preset matches
+      const opt = new Option(wanted.replace("x", "×") + " (custom)", wanted, true, true);
+      sizeSelect.add(opt);
+    }
+  }
+
+  function applyBase(base, resetValues) {
+    const info = bases[base];
+    fillSizes(base, resetValues ? `${info.width}x${info.height}` : sizeSelect.dataset.value);
+    if (resetValues) {
+      form.steps.value = info.steps;
+      form.guidance.value = info.guidance;
+    }
+    document.getElementById("guidance-field").hidden = !info.uses_guidance;
+    document.getElementById("base-hint").textContent = info.uses_guidance ? "" : `${base} has no guidance embedding: guidance is ignored.`;
+    for (const opt of form.querySelectorAll(".lora-select option[data-base]")) {
+      opt.disabled = opt.dataset.base !== base;  // a LoRA only fits the base it was trained on
+    }
+  }
+
+  function triggerHints() {
+    const hints = document.getElementById("trigger-hints");
+    hints.innerHTML = "";
+    for (const select of rows.querySelectorAll(".lora-select")) {
+      const opt = select.selectedOptions[0];
+      if (!opt || !opt.dataset.trigger) continue;
+      const word = opt.dataset.trigger;
+      const has = prompt.value.toLowerCase().includes(word.toLowerCase());
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "chip" + (has ? " used" : "");
+      button.textContent = has ? `✓ ${word}` : `+ ${word}`;
+      button.title = has ? "The prompt has this trigger word" : "Add the trigger word to the prompt";
+      button.addEventListener("click", () => {
+        if (!prompt.value.toLowerCase().includes(word.toLowerCase())) {
+          prompt.value = prompt.value.trim() ? `${prompt.value.trim()}, ${word}` : `a photo of ${word}`;
+          triggerHints();
+        }
+      });
+      hints.append(button);
+    }
+  }
+
+  rows.addEventListener("change", (e) => {
+    if (e.target.classList.contains("lora-select")) {
+      const opt = e.target.selectedOptions[0];
+      if (opt && opt.dataset.base && opt.dataset.base !== baseSelect.value) {
+        baseSelect.value = opt.dataset.base;
+        applyBase(opt.dataset.base, true);
+      }
+      triggerHints();
+    }
+  });
+  rows.addEventListener("click", (e) => {
+    if (!e.target.classList.contains("remove-lora")) return;
+    const row = e.target.closest(".lora-row");
+    if (rows.children.length > 1) row.remove(); else { row.querySelector("select").value = ""; }
+    triggerHints();
+  });
+  document.getElementById("add-lora").addEventListener("click", () => {
+    if (rows.children.length >= 4) return;
+    const row = rows.firstElementChild.cloneNode(true);
+    row.querySelector("select").value = "";
+    row.querySelector(".scale").value = "1.0";
+    rows.append(row);
+  });
+  baseSelect.addEventListener("change", () => applyBase(baseSelect.value, true));
+  prompt.addEventListener("input", triggerHints);
+  const seedMode = document.getElementById("id_seed_mode");
+  const seed = document.getElementById("id_seed");
+  function seedState() { seed.disabled = seedMode.value !== "fixed"; }
+  seedMode.addEventListener("change", () => { seedState(); if (!seed.disabled) seed.focus(); });
+  seed.addEventListener("input", () => { if (seed.value) seedMode.value = "fixed"; });
+  form.addEventListener("submit", () => { document.getElementById("generate-button").disabled = true; });
+
+  applyBase(baseSelect.value, false);
+  seedState();
+  triggerHints();
+
+  // ---- live result -------------------------------------------------------------------------
+  const result = document.getElementById("result");
+  const id = result && result.dataset.generation;
+  if (!id) return;
+  const stateBadge = document.getElementById("gen-state");
+  const progress = document.getElementById("gen-progress");
+  const images = document.getElementById("gen-images");
+  const queueLine = document.getElementById("gen-queue");
+  const message = document.getElementById("gen-message");
+  const shown = new Set();
+
+  function duration(s) {
+    if (s < 60) return `${Math.max(1, Math.round(s))} s`;
+    if (s < 3600) return `${Math.round(s / 60)} min`;
+    return `${(s / 3600).toFixed(1)} h`;
+  }
+
+  function showImage(img) {
+    if (shown.has(img.id)) return;
+    shown.add(img.id);
+    const fig = document.createElement("figure");
+    fig.className = "gen-image";
+    fig.dataset.seed = img.seed;
+    fig.innerHTML = `<a href="${img.url}" target="_blank"><img src="${img.url}" alt="image ${img.index + 1}, seed ${img.seed}"></a>
+      <figcaption>seed ${img.seed} · <a href="${img.download_url}" download>Download</a></figcaption>`;
+    const template = document.getElementById("example-form");
+    if (template) {
+      const f = template.content.firstElementChild.cloneNode(true);
+      f.querySelector("input[name=image]").value = img.id;
+      fig.append(f);
+    }
+    images.append(fig);
+  }
+
+  function showQueue(q) {
+    let text = q.ahead ? `Position ${q.position} in line (${q.ahead} ahead of you).` : "Next in line.";
+    if (q.training) {
+      text += ` The GPU is busy with a training (step ${q.training.step}/${q.training.total}, about ${duration(q.training.eta_s)} left);` +
+        " generations run as soon as it finishes.";
+    }
+    if (!q.gpu_workers) text += " No GPU worker is running right now.";
+    if (q.wait_s > 0) text += ` Expected to start in about ${duration(q.wait_s)}.`;
+    queueLine.textContent = text;
+    queueLine.hidden = false;
+  }
+
+  function setState(state) {
+    result.dataset.state = state;
+    stateBadge.textContent = state.charAt(0).toUpperCase() + state.slice(1);
+    stateBadge.className = `badge ${state}`;
+    if (state !== "queued") queueLine.hidden = true;
+    if (["succeeded", "failed", "canceled"].includes(state)) {
+      const cancel = document.getElementById("cancel-form");
+      if (cancel) cancel.remove();
+    }
+  }
+
+  const initial = document.getElementById("gen-initial-images");
+  if (initial) JSON.parse(initial.textContent).forEach(showImage);
+  const initialQueue = document.getElementById("gen-initial-queue");
+  if (initialQueue) showQueue(JSON.parse(initialQueue.textContent));
+
+  FluxLive.watch("generation", id, {
+    state: (d) => {
+      setState(d.state);
+      if (d.message) message.textContent = d.message;
+      if (d.state === "succeeded") progress.value = progress.max;
+      const err = document.getElementById("gen-error");
+      if (d.error) { err.textContent = d.error; err.hidden = false; }
+    },
+    queue: (d) => { if (result.dataset.state === "queued") showQueue(d); },
+    progress: (d) => {
+      progress.max = d.total;
+      progress.value = d.done;
+      message.textContent = `Image ${d.image + 1}: step ${d.step} of ${d.steps}`;
+    },
+    image: showImage,
+  });
+})();
