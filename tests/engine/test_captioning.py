@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 
+from trainer.engine.captioning import loading
 from trainer.engine.captioning import (
     CAPTIONER_PRESETS, DEFAULT_VLM_PROMPT, CaptionerUnavailable, CaptionResult, CaptionStyle, build_tiny_blip,
     build_tiny_florence2, build_tiny_smolvlm, caption_images, clean_caption, load_captioner, load_image,
@@ -197,12 +199,37 @@ def test_folder_without_model_raises_clear_error(tmp_path: Path) -> None:
         load_captioner(f"blip:{tmp_path}")
 
 
-def test_hub_id_offline_raises_clear_error(monkeypatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spec", ["florence2", "blip:flux-studio-tests/no-such-captioner"])
+def test_hub_id_offline_raises_clear_error(monkeypatch, spec: str) -> None:
+    kind, source = resolve_spec(spec)
+    if try_to_load_from_cache(source, "config.json"):
+        pytest.skip(f"{source} is in this machine's Hub cache")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: nothing downloaded
     with pytest.raises(CaptionerUnavailable, match="offline") as info:
-        load_captioner("florence2")
-    assert CAPTIONER_PRESETS["florence2"].source in str(info.value)
+        load_captioner(spec)
+    assert f"hf download {source}" in str(info.value)
+
+
+def test_unreachable_hub_fails_fast(monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(CaptionerUnavailable, match="cannot be reached"):
+        load_captioner("vlm:flux-studio-tests/no-such-captioner")
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (OSError("You are trying to access a gated repo. Access to model x is restricted."),
+         "gated"),
+        (OSError("x is not a local folder and is not a valid model identifier"), "no model"),
+        (ImportError("needs the timm library"), "library it needs is missing"),
+    ],
+)
+def test_loading_errors_are_explained(monkeypatch, error: Exception, says: str) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    explained = loading._explain("spec", "org/model", error)
+    assert isinstance(explained, CaptionerUnavailable) and says in str(explained)
 
 
 def test_wrong_kind_raises_clear_error(tiny_folders) -> None:
