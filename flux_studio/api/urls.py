@@ -1,2 +1,34 @@
+from django.urls import path, re_path
+
+from flux_studio.api import views_files, views_models, views_pages, views_predictions, views_trainings
+
 app_name = "api"
-urlpatterns: list = []
+urlpatterns = [
+    path("openapi.json", views_pages.openapi_document, name="openapi"),
+    path("docs/", views_pages.docs, name="docs"),
+    path("tokens/", views_pages.tokens_page, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views_pages.token_revoke_view, name="token_revoke"),
+    path("tokens/webhook-secret/rotate/", views_pages.webhook_secret_rotate_view, name="webhook_secret_rotate"),
+    path("account", views_pages.account, name="account"),
+    path("files", views_files.files, name="files"),
+    path("files/<int:pk>", views_files.file_detail, name="file"),
+    path("files/<int:pk>/download", views_files.file_download, name="file_download"),
+    path("trainings", views_trainings.trainings, name="trainings"),
+    path("trainings/<int:pk>", views_trainings.training, name="training"),
+    path("trainings/<int:pk>/cancel", views_trainings.training_cancel, name="training_cancel"),
+    path("trainings/<int:pk>/files/<str:kind>", views_trainings.training_download, name="training_download"),
+    path("trainings/<int:pk>/samples/<int:sample_pk>", views_trainings.training_sample, name="training_sample"),
+    path("predictions", views_predictions.predictions, name="predictions"),
+    path("predictions/<int:pk>", views_predictions.prediction, name="prediction"),
+    path("predictions/<int:pk>/cancel", views_predictions.prediction_cancel, name="prediction_cancel"),
+    path("predictions/<int:pk>/images/<int:index>", views_predictions.prediction_image, name="prediction_image"),
+    path("models", views_models.models, name="models"),
+    path("models/<int:pk>", views_models.model, name="model"),
+    path("models/<int:pk>/files/<str:kind>", views_models.model_download, name="model_download"),
+    path("models/<int:pk>/examples/<int:example_pk>", views_models.model_example, name="model_example"),
+    path("webhooks/default/secret", views_pages.webhook_secret, name="webhook_secret"),
+    path("webhooks/default/secret/rotate", views_pages.webhook_secret_rotate, name="webhook_secret_rotate_api"),
+    path("webhooks/deliveries", views_pages.webhook_deliveries, name="webhook_deliveries"),
+    # Anything else under /api/v1/ answers a JSON 404, not the site's HTML page.
+    re_path(r"^.*$", views_pages.not_found, name="not_found"),
+]

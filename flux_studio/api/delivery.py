@@ -1,0 +1,67 @@
+"""Send one webhook message: sign, POST, log the attempt, schedule a retry with backoff."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+from flux_studio.api.models import WebhookAttempt, WebhookMessage
+from flux_studio.api.tokens import webhook_secret_of
+from flux_studio.api.webhooks import sign
+from flux_studio.env import env_float
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+TIMEOUT_S = 10
+MAX_DELAY_S = 3600
+USER_AGENT = "FLUX-Studio-Webhooks/1"
+
+
+def retry_base_seconds() -> float:
+    return getattr(settings, "API_WEBHOOK_RETRY_BASE_S", None) or env_float("API_WEBHOOK_RETRY_BASE_S", 5.0, minimum=0.1)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Delay before attempt `attempt + 1`: base, 2x base, 4x base ... at most an hour."""
+    return min(MAX_DELAY_S, retry_base_seconds() * 2 ** (attempt - 1))
+
+
+def deliver(message_id: str, attempt: int) -> float | None:
+    """Try once. Returns the delay before the next try, or None when done (sent or given up)."""
+    message = WebhookMessage.objects.select_related("webhook__owner").filter(pk=message_id).first()
+    if message is None or message.delivered_at or message.failed_at:
+        return None
+    hook = message.webhook
+    timestamp = int(time.time())
+    body = message.body.encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": message.msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret=webhook_secret_of(hook.owner), msg_id=message.msg_id, timestamp=timestamp, body=body),
+    }
+    started = time.monotonic()
+    status, error = None, ""
+    try:
+        response = requests.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        status = response.status_code
+        if not 200 <= status < 300:
+            error = f"HTTP {status}"
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    WebhookAttempt.objects.create(message=message, number=attempt, status_code=status, error=error,
+                                  duration_ms=int((time.monotonic() - started) * 1000))
+    if not error:
+        WebhookMessage.objects.filter(pk=message.pk).update(delivered_at=timezone.now())
+        return None
+    if attempt >= MAX_ATTEMPTS:
+        log.warning("webhook %s to %s failed %d times; giving up", message.msg_id, hook.url, attempt)
+        WebhookMessage.objects.filter(pk=message.pk).update(failed_at=timezone.now())
+        return None
+    return backoff_seconds(attempt)

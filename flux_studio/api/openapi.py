@@ -1,0 +1,298 @@
+"""The OpenAPI 3.1 document of /api/v1, written by hand next to the views it describes.
+
+One module, plain dicts: the schemas say what the views accept (unknown fields are refused, as
+the views do) and what the serializers return. `document()` is served at /api/v1/openapi.json
+and rendered at /api/v1/docs/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_studio.api.webhooks import EVENTS
+
+S = dict[str, Any]
+STATUS = {"type": "string", "enum": ["starting", "processing", "succeeded", "failed", "canceled"]}
+STAMP = {"type": ["string", "null"], "format": "date-time"}
+ID = {"type": "integer", "minimum": 1}
+URL = {"type": "string", "format": "uri"}
+
+
+def ref(name: str) -> S:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: S) -> S:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: S, required: list[str] | None = None, *, closed: bool = True) -> S:
+    schema: S = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def page_of(name: str) -> S:
+    return obj({"next": nullable(URL), "previous": nullable(URL), "results": {"type": "array", "items": ref(name)}},
+               ["next", "previous", "results"])
+
+
+WEBHOOK_FIELDS: S = {
+    "webhook": {"type": "string", "format": "uri", "maxLength": 1000, "description": "http(s) URL to POST the object to"},
+    "webhook_events_filter": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(EVENTS)}},
+}
+
+SCHEMAS: S = {
+    "Problem": obj({
+        "type": URL, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    }, ["type", "title", "status", "detail"], closed=False),
+    "File": obj({
+        "id": ID, "name": {"type": "string"}, "content_type": {"type": "string"}, "size": {"type": "integer"},
+        "checksums": obj({"sha256": {"type": "string"}}), "dataset": ID, "width": {"type": "integer"},
+        "height": {"type": "integer"}, "caption": {"type": "string"},
+        "warnings": {"type": "array", "items": {"type": "string"}}, "created_at": STAMP,
+        "urls": obj({"get": URL, "download": URL}),
+    }, ["id", "name", "dataset", "urls"], closed=False),
+    "FileUploadResult": obj({
+        "dataset": ID, "files": {"type": "array", "items": ref("File")},
+        "rejected": {"type": "array", "items": obj({"name": {"type": "string"}, "reason": {"type": "string"}})},
+    }, ["dataset", "files", "rejected"], closed=False),
+    "TrainingInput": obj({
+        "dataset": {**ID, "description": "a dataset of yours, e.g. the one POST /files answered with"},
+        "files": {"type": "array", "items": ID, "minItems": 1, "maxItems": 200, "description": "file ids (copied into a new dataset)"},
+        "trigger_word": {"type": "string", "maxLength": 40},
+        "autocaption": {"type": "boolean", "description": "caption photos without a caption first (answers 409 while captioning runs)"},
+        "autocaption_prefix": {"type": "string", "maxLength": 200}, "autocaption_suffix": {"type": "string", "maxLength": 200},
+        "preset": {"type": "string", "enum": ["fast", "balanced", "high"]}, "base_model": {"type": "string"},
+        "name": {"type": "string", "maxLength": 120},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 20000},
+        "learning_rate": {"type": "number", "minimum": 1e-6, "maximum": 1e-2},
+        "lora_rank": {"type": "integer", "minimum": 1, "maximum": 128},
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 16},
+        "resolution": {"type": "integer", "minimum": 32, "maximum": 2048, "multipleOf": 16},
+        "caption_dropout_rate": {"type": "number", "minimum": 0, "maximum": 0.5},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "sample_every": {"type": "integer", "minimum": 0, "maximum": 5000},
+        "sample_prompts": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+    }),
+    "TrainingCreate": obj({"input": ref("TrainingInput"), **WEBHOOK_FIELDS}, ["input"]),
+    "Training": obj({
+        "id": ID, "name": {"type": "string"}, "status": STATUS, "input": {"type": "object"},
+        "output": nullable(obj({"weights": nullable(URL), "kohya_weights": nullable(URL), "config": nullable(URL)})),
+        "logs": {"type": "string"}, "error": {"type": ["string", "null"]},
+        "metrics": {"type": "object"}, "samples": {"type": "array", "items": {"type": "object"}},
+        "created_at": STAMP, "started_at": STAMP, "completed_at": STAMP,
+        "urls": obj({"get": URL, "cancel": URL, "web": URL}),
+    }, ["id", "status", "input", "output", "logs", "error", "metrics", "created_at", "urls"], closed=False),
+    "LoraRef": obj({
+        "training": {**ID, "description": "your succeeded training"}, "model": {**ID, "description": "a gallery model"},
+        "scale": {"type": "number", "minimum": -2, "maximum": 2},
+    }),
+    "PredictionInput": obj({
+        "prompt": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "loras": {"type": "array", "items": ref("LoraRef"), "maxItems": 4},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 100},
+        "guidance": {"type": "number", "minimum": 0, "maximum": 20},
+        "width": {"type": "integer", "minimum": 16, "maximum": 2048, "multipleOf": 16},
+        "height": {"type": "integer", "minimum": 16, "maximum": 2048, "multipleOf": 16},
+        "num_outputs": {"type": "integer", "minimum": 1, "maximum": 4}, "base_model": {"type": "string"},
+    }, ["prompt"]),
+    "PredictionCreate": obj({"input": ref("PredictionInput"), **WEBHOOK_FIELDS}, ["input"]),
+    "Prediction": obj({
+        "id": ID, "status": STATUS, "input": {"type": "object"},
+        "output": nullable({"type": "array", "items": URL}), "logs": {"type": "string"},
+        "error": {"type": ["string", "null"]}, "metrics": {"type": "object"},
+        "created_at": STAMP, "started_at": STAMP, "completed_at": STAMP,
+        "urls": obj({"get": URL, "cancel": URL, "web": URL}),
+    }, ["id", "status", "input", "output", "logs", "error", "metrics", "created_at", "urls"], closed=False),
+    "Model": obj({
+        "id": ID, "title": {"type": "string"}, "description": {"type": "string"}, "owner": {"type": "string"},
+        "trigger_word": {"type": "string"}, "base_model": {"type": "string"}, "license": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}}, "published": {"type": "boolean"},
+        "weights": {"type": "object"}, "kohya_weights": {"type": "object"},
+        "examples": {"type": "array", "items": {"type": "object"}}, "urls": obj({"get": URL, "web": URL}),
+    }, ["id", "title", "trigger_word", "base_model", "weights", "urls"], closed=False),
+    "ModelPublish": obj({
+        "training": ID, "title": {"type": "string", "maxLength": 120}, "description": {"type": "string"},
+        "trigger_word": {"type": "string", "maxLength": 40}, "license": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
+        "examples": {"type": "array", "maxItems": 8, "items": obj({"prediction": ID, "index": {"type": "integer", "minimum": 0}}, ["prediction"])},
+        "publish": {"type": "boolean", "default": True},
+    }, ["training"]),
+    "WebhookSecret": obj({"key": {"type": "string", "description": "whsec_<base64 key>"}}, ["key"]),
+    "Delivery": obj({
+        "id": ID, "webhook_id": {"type": "string"}, "event": {"type": "string", "enum": list(EVENTS)}, "url": URL,
+        "object": {"type": "object"}, "attempt": {"type": "integer"}, "status_code": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]}, "duration_ms": {"type": "integer"}, "created_at": STAMP,
+    }, closed=False),
+    "Account": obj({"type": {"type": "string"}, "username": {"type": "string"}, "token": {"type": ["string", "null"]}}),
+}
+
+PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
+ERRORS = {code: {"description": text, "content": PROBLEM} for code, text in (
+    ("401", "no or bad token"), ("404", "no such object, or not yours"), ("422", "invalid input (field errors)"),
+    ("429", "rate limited (see Retry-After)"),
+)}
+
+
+def json_response(schema: S, description: str = "OK") -> S:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def binary(description: str) -> S:
+    return {"description": description, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def path_id(name: str = "id") -> S:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+
+def path_str(name: str, choices: list[str]) -> S:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": choices}}
+
+
+LIST_PARAMS = [
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}, "description": "from `next`"},
+    {"name": "page_size", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+]
+
+
+def op(op_id: str, summary: str, ok: dict[str, S], *, params: list[S] | None = None, body: S | None = None,
+       public: bool = False, description: str = "") -> S:
+    operation: S = {"operationId": op_id, "summary": summary, "responses": {**ok, **ERRORS}}
+    if description:
+        operation["description"] = description
+    if params:
+        operation["parameters"] = params
+    if body:
+        operation["requestBody"] = {"required": True, "content": body}
+    if public:
+        operation["security"] = [{}, {"bearerAuth": []}]
+    return operation
+
+
+def jbody(name: str) -> S:
+    return {"application/json": {"schema": ref(name)}}
+
+
+PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^wait(=[0-9]{1,2})?$"},
+          "description": "wait=n: hold the request up to n seconds (max 60) until the prediction finishes"}
+
+PATHS: S = {
+    "/files": {
+        "get": op("listFiles", "List your uploaded photos", {"200": json_response(page_of("File"))},
+                  params=[*LIST_PARAMS, {"name": "dataset", "in": "query", "required": False, "schema": ID}]),
+        "post": op("createFiles", "Upload images or .zip archives", {"201": json_response(ref("FileUploadResult"), "accepted files and rejection reasons")},
+                   body={"multipart/form-data": {"schema": obj({
+                       "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
+                       "dataset": {"type": "integer", "minimum": 1}}, ["file"])}},
+                   description="Each file goes through the studio's photo checks. Lands in `dataset` or your 'API uploads' dataset."),
+    },
+    "/files/{id}": {
+        "parameters": [path_id()],
+        "get": op("getFile", "Get a file", {"200": json_response(ref("File"))}),
+        "delete": op("deleteFile", "Delete a file", {"204": {"description": "deleted"}}),
+    },
+    "/files/{id}/download": {"parameters": [path_id()], "get": op("downloadFile", "Download the original", {"200": binary("the file")})},
+    "/trainings": {
+        "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))}, params=LIST_PARAMS),
+        "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")}, body=jbody("TrainingCreate"),
+                   description="409 (type captioning, Retry-After) while autocaption runs; repeat the request afterwards."),
+    },
+    "/trainings/{id}": {"parameters": [path_id()], "get": op("getTraining", "Get a training", {"200": json_response(ref("Training"))})},
+    "/trainings/{id}/cancel": {"parameters": [path_id()], "post": op("cancelTraining", "Cancel a training", {"200": json_response(ref("Training"))})},
+    "/trainings/{id}/files/{kind}": {
+        "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights", "config"])],
+        "get": op("downloadTrainingFile", "Download the LoRA (diffusers or kohya layout) or its config", {"200": binary(".safetensors or .yaml")}),
+    },
+    "/trainings/{id}/samples/{sample_id}": {
+        "parameters": [path_id(), path_id("sample_id")],
+        "get": op("getTrainingSample", "A sample image made during training", {"200": binary("image")}),
+    },
+    "/predictions": {
+        "get": op("listPredictions", "List your predictions, newest first", {"200": json_response(page_of("Prediction"))}, params=LIST_PARAMS),
+        "post": op("createPrediction", "Generate images", {"201": json_response(ref("Prediction"), "created")},
+                   body=jbody("PredictionCreate"), params=[PREFER]),
+    },
+    "/predictions/{id}": {"parameters": [path_id()], "get": op("getPrediction", "Get a prediction", {"200": json_response(ref("Prediction"))})},
+    "/predictions/{id}/cancel": {"parameters": [path_id()], "post": op("cancelPrediction", "Cancel a prediction", {"200": json_response(ref("Prediction"))})},
+    "/predictions/{id}/images/{index}": {
+        "parameters": [path_id(), {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+        "get": op("getPredictionImage", "Download an output image", {"200": binary("PNG")}),
+    },
+    "/models": {
+        "get": op("listModels", "Browse the public gallery", {"200": json_response(page_of("Model"))}, public=True, params=[
+            *LIST_PARAMS, {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "sort", "in": "query", "required": False, "schema": {"type": "string", "enum": ["newest", "used", "liked"]}},
+            {"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}}]),
+        "post": op("publishModel", "Publish a succeeded training to the gallery", {"201": json_response(ref("Model"), "published (or saved as a draft)")},
+                   body=jbody("ModelPublish")),
+    },
+    "/models/{id}": {"parameters": [path_id()], "get": op("getModel", "Get a gallery model", {"200": json_response(ref("Model"))}, public=True)},
+    "/models/{id}/files/{kind}": {
+        "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights"])],
+        "get": op("downloadModelFile", "Download a published LoRA", {"200": binary(".safetensors")}, public=True),
+    },
+    "/models/{id}/examples/{example_id}": {
+        "parameters": [path_id(), path_id("example_id")],
+        "get": op("getModelExample", "An example image of a model", {"200": binary("image")}, public=True),
+    },
+    "/account": {"get": op("getAccount", "Who this token belongs to", {"200": json_response(ref("Account"))})},
+    "/webhooks/default/secret": {"get": op("getWebhookSecret", "The key webhook signatures are made with", {"200": json_response(ref("WebhookSecret"))})},
+    "/webhooks/default/secret/rotate": {"post": op("rotateWebhookSecret", "Replace the webhook secret", {"200": json_response(ref("WebhookSecret"))})},
+    "/webhooks/deliveries": {"get": op("listWebhookDeliveries", "The delivery log, one row per attempt", {"200": json_response(page_of("Delivery"))}, params=LIST_PARAMS)},
+}
+
+DESCRIPTION = """\
+Train FLUX.1 LoRAs and generate with them, shaped like Replicate's HTTP API.
+
+Authenticate with `Authorization: Bearer <token>` (create tokens at /api/v1/tokens/). Errors are
+RFC 9457 problem documents. Lists are paginated with an opaque `cursor` (follow `next`).
+Requests are rate limited per token (fixed one-minute window; 429 with Retry-After).
+
+Webhooks (`webhook`, `webhook_events_filter` on create) POST the object as GET returns it, signed
+like Standard Webhooks: headers webhook-id, webhook-timestamp and webhook-signature =
+"v1,<base64 HMAC-SHA256 of id.timestamp.body>" keyed with the base64-decoded part of your
+secret after "whsec_" (GET /webhooks/default/secret). Failed deliveries are retried with
+exponential backoff; "logs" events are sent at most once every few seconds per object.
+"""
+
+
+def document(*, server: str = "/api/v1") -> S:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "FLUX Studio API", "version": "1.0.0", "description": DESCRIPTION},
+        "servers": [{"url": server}],
+        "security": [{"bearerAuth": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "a personal API token"}},
+        },
+    }
+
+
+def operations_for_docs() -> list[S]:
+    """Operations flattened for the HTML docs page."""
+    rows = []
+    for path, item in PATHS.items():
+        shared = item.get("parameters", [])
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            body = operation.get("requestBody", {}).get("content", {})
+            body_ref = next((c["schema"].get("$ref", "") for c in body.values()), "").rsplit("/", 1)[-1]
+            rows.append({
+                "method": method.upper(), "path": "/api/v1" + path, "summary": operation["summary"],
+                "description": operation.get("description", ""), "params": [*shared, *operation.get("parameters", [])],
+                "body": body_ref, "body_types": list(body), "responses": operation["responses"],
+                "public": "security" in operation, "id": operation["operationId"],
+            })
+    return rows

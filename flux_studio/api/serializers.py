@@ -1,0 +1,155 @@
+"""API objects: what GET returns for a training, prediction, file or model (and what webhooks send).
+
+Shapes follow Replicate's API (id, status, input, output, logs, error, metrics, timestamps,
+urls) so its users feel at home. Every file URL points at an ownership-checked download view of
+this API, never at storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_studio.api.common import Urls, iso
+from flux_studio.models import Event
+from gallery.models import GalleryModel, Generation, GenerationState
+from trainer.models import JobState, Photo, TrainingJob
+
+# Replicate's statuses: starting, processing, succeeded, failed, canceled.
+TRAINING_STATUS = {
+    JobState.QUEUED: "starting", JobState.STARTING: "starting", JobState.TRAINING: "processing",
+    JobState.SUCCEEDED: "succeeded", JobState.FAILED: "failed", JobState.CANCELED: "canceled",
+}
+PREDICTION_STATUS = {
+    GenerationState.QUEUED: "starting", GenerationState.RUNNING: "processing",
+    GenerationState.SUCCEEDED: "succeeded", GenerationState.FAILED: "failed", GenerationState.CANCELED: "canceled",
+}
+FINAL_STATUSES = ("succeeded", "failed", "canceled")
+MAX_LOG_LINES = 500
+TRAINING_DOWNLOADS = {"weights": "lora_file", "kohya_weights": "kohya_file", "config": "config_file"}
+
+
+def event_logs(topic: str) -> str:
+    """The object's log as text: its log lines and state messages, oldest first."""
+    rows = (Event.objects.filter(topic=topic, kind__in=("log", "state")).order_by("-id")
+            .values_list("kind", "data")[:MAX_LOG_LINES])
+    lines = []
+    for kind, data in reversed(rows):
+        line = data.get("line") if kind == "log" else data.get("message")
+        if line:
+            lines.append(str(line))
+    return "\n".join(lines)
+
+
+def training_input(job: TrainingJob) -> dict[str, Any]:
+    c = job.config
+    return {
+        "dataset": job.dataset_id, "trigger_word": job.trigger_word, "base_model": job.base_model,
+        "preset": c.get("preset"), "steps": job.total_steps, "learning_rate": c.get("learning_rate"),
+        "lora_rank": c.get("lora_rank"), "batch_size": c.get("batch_size"), "resolution": c.get("resolution"),
+        "caption_dropout_rate": c.get("caption_dropout"), "seed": c.get("seed"),
+        "sample_prompts": c.get("sample_prompts", []), "sample_every": c.get("sample_every"),
+    }
+
+
+def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
+    status = TRAINING_STATUS.get(job.state, "starting")
+    output = None
+    if job.state == JobState.SUCCEEDED:
+        output = {name: urls.api("training_download", job.pk, name) if getattr(job, field) else None
+                  for name, field in TRAINING_DOWNLOADS.items()}
+    predict_time = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    error = None
+    if job.state == JobState.FAILED:
+        error = job.error + (f" ({job.error_hint})" if job.error_hint else "")
+    return {
+        "id": job.pk,
+        "name": job.name,
+        "status": status,
+        "input": training_input(job),
+        "output": output,
+        "logs": event_logs(job.topic),
+        "error": error,
+        "metrics": {
+            "step": job.step, "total_steps": job.total_steps, "loss": job.loss, "it_per_s": job.it_per_s,
+            "eta_seconds": job.eta_seconds if status not in FINAL_STATUSES else None, "predict_time": predict_time,
+        },
+        "samples": [{"step": s.step, "prompt": s.prompt, "url": urls.api("training_sample", job.pk, s.pk)}
+                    for s in job.samples.all()],
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "completed_at": iso(job.finished_at) if status in FINAL_STATUSES else None,
+        "urls": {"get": urls.api("training", job.pk), "cancel": urls.api("training_cancel", job.pk),
+                 "web": urls.path(job.get_absolute_url())},
+    }
+
+
+def prediction_object(generation: Generation, urls: Urls) -> dict[str, Any]:
+    status = PREDICTION_STATUS.get(generation.state, "starting")
+    images = list(generation.images.all())
+    predict_time = None
+    if generation.finished_at and generation.started_at:
+        predict_time = (generation.finished_at - generation.started_at).total_seconds()
+    return {
+        "id": generation.pk,
+        "status": status,
+        "input": {
+            "prompt": generation.prompt, "base_model": generation.base_model,
+            "loras": [{"kind": r.get("kind"), "id": r.get("id"), "scale": r.get("scale")} for r in generation.loras],
+            "seed": generation.seed, "steps": generation.steps, "guidance": generation.guidance,
+            "width": generation.width, "height": generation.height, "num_outputs": generation.num_images,
+        },
+        # Like Replicate's image models: a list of image URLs, in order, as they arrive.
+        "output": [urls.api("prediction_image", generation.pk, image.index) for image in images] or None,
+        "logs": event_logs(generation.topic),
+        "error": generation.error or None,
+        "metrics": {"step": generation.step, "predict_time": predict_time,
+                    "seeds": [image.seed for image in images]},
+        "created_at": iso(generation.created_at),
+        "started_at": iso(generation.started_at),
+        "completed_at": iso(generation.finished_at) if status in FINAL_STATUSES else None,
+        "urls": {"get": urls.api("prediction", generation.pk), "cancel": urls.api("prediction_cancel", generation.pk),
+                 "web": urls.path("/generate/")},
+    }
+
+
+def file_object(photo: Photo, urls: Urls) -> dict[str, Any]:
+    return {
+        "id": photo.pk,
+        "name": photo.original_name,
+        "content_type": f"image/{photo.format.lower()}",
+        "size": photo.size_bytes,
+        "checksums": {"sha256": photo.sha256},
+        "dataset": photo.dataset_id,
+        "width": photo.width,
+        "height": photo.height,
+        "caption": photo.caption,
+        "warnings": photo.warnings,
+        "created_at": iso(photo.created_at),
+        "urls": {"get": urls.api("file", photo.pk), "download": urls.api("file_download", photo.pk)},
+    }
+
+
+def model_object(model: GalleryModel, urls: Urls) -> dict[str, Any]:
+    examples = list(model.examples.all())
+    return {
+        "id": model.pk,
+        "title": model.title,
+        "description": model.description,
+        "owner": model.owner.username,
+        "trigger_word": model.trigger_word,
+        "base_model": model.base_model,
+        "license": model.license,
+        "tags": model.tags,
+        "published": model.published,
+        "published_at": iso(model.published_at),
+        "like_count": model.like_count,
+        "use_count": model.use_count,
+        "training": model.training_id,
+        "weights": {"url": urls.api("model_download", model.pk, "weights"), "size": model.lora_size,
+                    "sha256": model.lora_sha256 or None},
+        "kohya_weights": {"url": urls.api("model_download", model.pk, "kohya_weights"), "size": model.kohya_size,
+                          "sha256": model.kohya_sha256 or None},
+        "examples": [{"id": ex.pk, "prompt": ex.prompt, "settings": ex.settings, "is_cover": ex.is_cover,
+                      "url": urls.api("model_example", model.pk, ex.pk)} for ex in examples],
+        "urls": {"get": urls.api("model", model.pk), "web": urls.path(model.get_absolute_url())},
+    }

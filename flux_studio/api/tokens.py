@@ -1,0 +1,59 @@
+"""Token and webhook-secret services: create, authenticate, revoke, rotate."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from flux_studio.api.models import TOKEN_PREFIX, ApiToken, WebhookSecret, hash_token, new_webhook_secret
+
+# Writing last_used_at on every request would make each read a write; once a minute is plenty.
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+MAX_TOKENS = 50
+
+
+def token_create(*, owner: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """A new token; the raw value is returned once and never stored."""
+    name = " ".join(name.split())[:80]
+    if not name:
+        raise ValidationError({"name": "Give the token a name (e.g. the script that will use it)."})
+    if ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_TOKENS:
+        raise ValidationError({"name": f"You already have {MAX_TOKENS} active tokens; revoke one first."})
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(owner=owner, name=name, prefix=raw[:10], key_hash=hash_token(raw))
+    return token, raw
+
+
+def token_authenticate(*, raw: str) -> ApiToken | None:
+    token = (
+        ApiToken.objects.select_related("owner")
+        .filter(key_hash=hash_token(raw), revoked_at__isnull=True, owner__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def webhook_secret_of(user: AbstractBaseUser) -> str:
+    row, _ = WebhookSecret.objects.get_or_create(owner=user)
+    return row.secret
+
+
+def webhook_secret_rotate(*, owner: AbstractBaseUser) -> str:
+    row, _ = WebhookSecret.objects.get_or_create(owner=owner)
+    row.secret = new_webhook_secret()
+    row.save(update_fields=["secret", "rotated_at"])
+    return row.secret

@@ -1,0 +1,122 @@
+"""/models: the public gallery of published LoRAs (search, read, download) and publishing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+
+from flux_studio.api.auth import api_view
+from flux_studio.api.common import Urls, check_keys, paginated_sorted, parse_id
+from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
+from flux_studio.api.serializers import model_object
+from flux_studio.files import serve_file
+from gallery import selectors, services_gallery
+from gallery.models import GalleryModel, GenerationImage
+from trainer.models import TrainingJob
+
+PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "publish")
+MODEL_FILES = {"weights": ("lora_file", "lora.safetensors"), "kohya_weights": ("kohya_file", "lora_kohya.safetensors")}
+
+
+def _visible(request: HttpRequest, pk: int) -> GalleryModel:
+    model = selectors.visible_model(request.user, pk)
+    if model is None:
+        raise ApiError(404, "no such model (or it is not published)")
+    return model
+
+
+@api_view(("GET", "POST"), auth="optional")
+def models(request: HttpRequest) -> HttpResponse:
+    urls = Urls(request)
+    if request.method == "POST":
+        return _publish(request, urls)
+    sort = request.GET.get("sort", "newest")
+    if sort not in selectors.SORTS:
+        raise field_error("sort", f"one of {', '.join(selectors.SORTS)}")
+    rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=request.GET.get("base_model", "")[:200],
+                                   tag=request.GET.get("tag", "")[:40], sort=sort).prefetch_related("examples")
+    return paginated_sorted(request, rows, lambda m: model_object(m, urls))
+
+
+def _text(data: dict[str, Any], key: str, default: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise field_error(key, "a string")
+    return value
+
+
+def _examples(request: HttpRequest, model: GalleryModel, raw: Any) -> None:
+    """Add generated images as examples: [{"prediction": 7, "index": 0}]."""
+    if raw is None:
+        return
+    if not isinstance(raw, list) or len(raw) > 8:
+        raise field_error("examples", 'a list of up to 8 objects like {"prediction": 7, "index": 0}')
+    for n, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise field_error(f"examples[{n}]", 'an object like {"prediction": 7, "index": 0}')
+        check_keys(item, ("prediction", "index"), where=f"examples[{n}]")
+        image = GenerationImage.objects.filter(
+            generation_id=parse_id(item.get("prediction"), f"examples[{n}].prediction"),
+            generation__owner=request.user, index=item.get("index", 0) if isinstance(item.get("index", 0), int) else -1,
+        ).first()
+        if image is None:
+            raise field_error(f"examples[{n}]", "no such image among your predictions")
+        services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+
+
+def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
+    if not getattr(request, "api_token", None):
+        raise ApiError(401, "publishing needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+    data = json_body(request)
+    check_keys(data, PUBLISH_KEYS, where="body")
+    job = get_object_or_404(TrainingJob, pk=parse_id(data.get("training"), "training"), owner=request.user)
+    tags = data.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise field_error("tags", "a list of strings")
+    publish = data.get("publish", True)
+    if not isinstance(publish, bool):
+        raise field_error("publish", "true or false")
+    try:
+        with transaction.atomic():
+            model = services_gallery.draft_for_training(owner=request.user, job=job)
+            services_gallery.gallery_model_update(
+                model=model, title=_text(data, "title", model.title), description=_text(data, "description", model.description),
+                trigger_word=_text(data, "trigger_word", model.trigger_word), license=_text(data, "license", model.license),
+                tags=", ".join(tags or model.tags),
+            )
+            _examples(request, model, data.get("examples"))
+            if publish:
+                services_gallery.gallery_model_publish(model=model)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    model = GalleryModel.objects.select_related("owner").get(pk=model.pk)
+    return JsonResponse(model_object(model, urls), status=201)
+
+
+@api_view(("GET",), auth="optional")
+def model(request: HttpRequest, pk: int) -> HttpResponse:
+    return JsonResponse(model_object(_visible(request, pk), Urls(request)))
+
+
+@api_view(("GET",), auth="optional")
+def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    found = _visible(request, pk)
+    if kind not in MODEL_FILES:
+        raise ApiError(404, f"no such file; one of {', '.join(MODEL_FILES)}")
+    field, suffix = MODEL_FILES[kind]
+    file = getattr(found.training, field)
+    if not file:
+        raise ApiError(404, f"this model has no {kind} file")
+    stem = "".join(ch if ch.isalnum() else "_" for ch in found.trigger_word.lower()) or "lora"
+    return serve_file(file, download_name=f"{stem}_{suffix}", public=found.published)
+
+
+@api_view(("GET",), auth="optional")
+def model_example(request: HttpRequest, pk: int, example_pk: int) -> HttpResponse:
+    found = _visible(request, pk)
+    example = get_object_or_404(found.examples, pk=example_pk)
+    return serve_file(example.image, public=found.published)

@@ -1,0 +1,138 @@
+"""/trainings: launch, list, read and cancel LoRA trainings (TrainingJob rows).
+
+The training's id is the studio's job id, so the web page (urls.web) and the API show the same
+thing, and trainings launched in the browser are listed here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+
+from flux_studio.api.auth import api_view
+from flux_studio.api.common import Urls, check_keys, number, paginated
+from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
+from flux_studio.api.serializers import TRAINING_DOWNLOADS, training_object
+from flux_studio.api.training_input import AUTOCAPTION_KEYS, autocaption_pending, dataset_for_training
+from flux_studio.api.webhooks import parse_webhook, webhook_register
+from flux_studio.files import serve_file
+from trainer import jobs
+from trainer.models import TrainingJob
+from trainer.presets import LIMITS, PRESETS
+
+INPUT_KEYS = (
+    "dataset", "files", "trigger_word", "preset", "base_model", "name", "steps", "learning_rate", "lora_rank",
+    "batch_size", "resolution", "caption_dropout_rate", "seed", "sample_prompts", "sample_every", *AUTOCAPTION_KEYS,
+)
+# API input name -> (service setting name, type)
+SETTINGS = {
+    "steps": ("steps", int), "learning_rate": ("learning_rate", float), "lora_rank": ("lora_rank", int),
+    "batch_size": ("batch_size", int), "resolution": ("resolution", int), "seed": ("seed", int),
+    "caption_dropout_rate": ("caption_dropout", float), "sample_every": ("sample_every", int),
+}
+
+# Service field names -> API input names, so errors point at what the caller sent.
+FIELD_MAP = {**{setting: f"input.{key}" for key, (setting, _) in SETTINGS.items()},
+             **{key: f"input.{key}" for key in INPUT_KEYS}, "settings": "input"}
+
+
+def _own_job(request: HttpRequest, pk: int) -> TrainingJob:
+    return get_object_or_404(TrainingJob, pk=pk, owner=request.user)
+
+
+def _overrides(data: dict[str, Any]) -> dict[str, Any]:
+    values = {}
+    for key, (setting, kind) in SETTINGS.items():
+        low, high = LIMITS[setting]
+        value = number(data, key, kind, low=low, high=high, field=f"input.{key}")
+        if value is not None:
+            values[setting] = value
+    return values
+
+
+def _launch_options(data: dict[str, Any]) -> dict[str, Any]:
+    preset = data.get("preset", "balanced")
+    if preset not in PRESETS:
+        raise field_error("input.preset", f"one of {', '.join(PRESETS)}")
+    base = data.get("base_model") or settings.DEFAULT_BASE_MODEL
+    if base not in settings.BASE_MODELS:
+        raise field_error("input.base_model", f"one of {', '.join(settings.BASE_MODELS)}")
+    prompts = data.get("sample_prompts")
+    if prompts is not None and (not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts)):
+        raise field_error("input.sample_prompts", "a list of strings")
+    name = data.get("name", "")
+    if not isinstance(name, str) or len(name) > 120:
+        raise field_error("input.name", "a string of at most 120 characters")
+    return {"preset": preset, "base_model": base, "sample_prompts": prompts, "name": name.strip()}
+
+
+def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
+    body = json_body(request)
+    check_keys(body, ("input", "webhook", "webhook_events_filter"), where="body")
+    data = body.get("input")
+    if not isinstance(data, dict):
+        raise field_error("input", "an object with the training settings (see /api/v1/docs/)")
+    check_keys(data, INPUT_KEYS)
+    hook = parse_webhook(body)
+    options = _launch_options(data)
+    overrides = _overrides(data)
+    with transaction.atomic():
+        dataset = dataset_for_training(owner=request.user, data=data)
+    # Outside a transaction: captioning must really be queued even though this request fails.
+    pending = autocaption_pending(dataset=dataset, data=data)
+    if pending:
+        raise ApiError(409, pending, type_="captioning", headers={"Retry-After": "15"}, extra={"dataset": dataset.pk})
+    with transaction.atomic():
+        try:
+            job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, **options)
+        except ValidationError as exc:
+            raise from_validation_error(exc, field_map=FIELD_MAP) from None
+        if hook:
+            webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
+    return JsonResponse(training_object(job, urls), status=201)
+
+
+@api_view(("GET", "POST"))
+def trainings(request: HttpRequest) -> HttpResponse:
+    urls = Urls(request)
+    if request.method == "POST":
+        return _create(request, urls)
+    rows = TrainingJob.objects.filter(owner=request.user).prefetch_related("samples")
+    return paginated(request, rows, lambda job: training_object(job, urls))
+
+
+@api_view(("GET",))
+def training(request: HttpRequest, pk: int) -> HttpResponse:
+    return JsonResponse(training_object(_own_job(request, pk), Urls(request)))
+
+
+@api_view(("POST",))
+def training_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    jobs.job_cancel(job=job)  # a finished job stays as it is; the object says so
+    job.refresh_from_db()
+    return JsonResponse(training_object(job, Urls(request)))
+
+
+@api_view(("GET",))
+def training_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    job = _own_job(request, pk)
+    field = TRAINING_DOWNLOADS.get(kind)
+    if field is None or not getattr(job, field):
+        raise ApiError(404, f"this training has no {kind!r} file" + ("" if field else f"; one of {', '.join(TRAINING_DOWNLOADS)}"))
+    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+    suffix = "config.yaml" if kind == "config" else f"{kind}.safetensors"
+    return serve_file(getattr(job, field), download_name=f"{stem}_{suffix}")
+
+
+@api_view(("GET",))
+def training_sample(request: HttpRequest, pk: int, sample_pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    return serve_file(get_object_or_404(job.samples, pk=sample_pk).image)
+
+
