@@ -48,3 +48,9 @@ def make_zip(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    # alice and bob are created with hashed passwords; PBKDF2 costs ~0.5 s each on this machine.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,212 @@
+"""Dataset studio views: pages, uploads, files, caption endpoints, and who may see what."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.urls import reverse
+
+from tests.trainer.conftest import make_zip
+from trainer.models import CaptionSource, Dataset, Photo
+
+pytestmark = pytest.mark.django_db
+
+
+def post_json(client, name: str, args: list, body: dict):
+    return client.post(reverse(f"trainer:{name}", args=args), json.dumps(body), content_type="application/json")
+
+
+def test_list_create_rename_delete(alice_client, alice):
+    assert alice_client.get(reverse("trainer:dataset_list")).status_code == 200
+    res = alice_client.post(reverse("trainer:dataset_list"), {"name": "  Mira  "})
+    ds = Dataset.objects.get(owner=alice)
+    assert res.url == ds.get_absolute_url() and ds.name == "Mira"
+    alice_client.post(reverse("trainer:dataset_rename", args=[ds.pk]), {"name": "Mira v2", "next": "list"})
+    ds.refresh_from_db()
+    assert ds.name == "Mira v2"
+    page = alice_client.get(reverse("trainer:dataset_list")).content.decode()
+    assert "Mira v2" in page
+    alice_client.post(reverse("trainer:dataset_delete", args=[ds.pk]))
+    assert not Dataset.objects.exists()
+
+
+def test_detail_page_links_train_and_shows_photos(alice_client, dataset, add_photo):
+    add_photo(caption="MIRAZX on a sofa")
+    html = alice_client.get(dataset.get_absolute_url()).content.decode()
+    assert reverse("trainer:job_launch", args=[dataset.pk]) in html
+    assert "1 / 1 captioned" in html and "MIRAZX on a sofa" in html and 'id="dropzone"' in html
+
+
+def test_upload_answers_per_file_json(upload, image_bytes, dataset):
+    res = upload("cat.png", image_bytes(600, 600))
+    body = res.json()
+    assert res.status_code == 200 and body["ok"]
+    [row] = body["results"]
+    photo = Photo.objects.get(pk=row["photo"]["id"])
+    assert row["photo"]["thumbnail_url"] == reverse("trainer:photo_file", args=[dataset.pk, photo.pk, "thumb"])
+    assert 'data-id="%d"' % photo.pk in row["html"]
+    assert body["counts"] == {"captioned": 0, "total": 1}
+
+    bad = upload("notes.png", b"not an image at all")
+    assert bad.status_code == 422 and "not an image" in bad.json()["results"][0]["reason"]
+    dup = upload("cat-again.png", image_bytes(600, 600))
+    assert dup.status_code == 422 and "exact duplicate" in dup.json()["results"][0]["reason"]
+
+
+def test_upload_zip_gives_a_row_per_image(upload, image_bytes):
+    archive = make_zip({"a.png": image_bytes(300, 300, pattern=1), "a.txt": "hello",
+                        "b.png": image_bytes(300, 300, pattern=3), "__MACOSX/._a.png": b"x"})
+    body = upload("set.zip", archive).json()
+    assert [r["ok"] for r in body["results"]] == [True, True]
+    assert body["results"][0]["photo"]["caption"] == "hello"
+
+
+def test_photo_files_served_to_owner_only(alice_client, bob_client, dataset, add_photo):
+    photo = add_photo()
+    for kind in ("thumb", "image", "original"):
+        url = reverse("trainer:photo_file", args=[dataset.pk, photo.pk, kind])
+        res = alice_client.get(url)
+        assert res.status_code == 200 and res["Cache-Control"].startswith("private")
+        assert bob_client.get(url).status_code == 404
+    assert alice_client.get(reverse("trainer:photo_file", args=[dataset.pk, photo.pk, "nope"])).status_code == 404
+
+
+def test_bob_gets_404_everywhere(bob_client, dataset, add_photo, image_bytes):
+    photo = add_photo()
+    pk = dataset.pk
+    gets = ["dataset_detail", "dataset_export", "dataset_health", "trigger_check"]
+    for name in gets:
+        assert bob_client.get(reverse(f"trainer:{name}", args=[pk])).status_code == 404, name
+    posts = ["dataset_rename", "dataset_delete", "dataset_duplicate", "dataset_style", "photo_upload",
+             "photos_action", "captions_bulk", "captions_restore", "captions_auto"]
+    for name in posts:
+        assert bob_client.post(reverse(f"trainer:{name}", args=[pk]), {"name": "x"}).status_code == 404, name
+    assert post_json(bob_client, "photo_caption", [pk, photo.pk], {"caption": "hacked"}).status_code == 404
+    photo.refresh_from_db()
+    assert photo.caption == "" and Dataset.objects.filter(pk=pk).exists()
+    assert bob_client.get(reverse("trainer:dataset_list")).content.decode().count("Mira the cat") == 0
+
+
+def test_anonymous_is_sent_to_login(client, dataset):
+    res = client.get(dataset.get_absolute_url())
+    assert res.status_code == 302 and "/login" in res.url
+
+
+def test_caption_autosave_marks_user_source(alice_client, dataset, add_photo):
+    photo = add_photo()
+    res = post_json(alice_client, "photo_caption", [dataset.pk, photo.pk], {"caption": "  MIRAZX   asleep "})
+    assert res.json()["photo"]["caption"] == "MIRAZX asleep" and res.json()["counts"]["captioned"] == 1
+    photo.refresh_from_db()
+    assert photo.caption_source == CaptionSource.USER
+    assert alice_client.get(reverse("trainer:photo_caption", args=[dataset.pk, photo.pk])).status_code == 405
+
+
+def test_bulk_replace_preview_apply_and_undo(alice_client, dataset, add_photo):
+    a, b, c = add_photo(caption="a Cat on a sofa"), add_photo(caption="a cat by a cat"), add_photo(caption="a dog")
+    preview = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": "cat", "replace": "MIRAZX", "dry_run": True}).json()
+    assert [ch["after"] for ch in preview["changes"]] == ["a MIRAZX on a sofa", "a MIRAZX by a MIRAZX"]
+    a.refresh_from_db()
+    assert a.caption == "a Cat on a sofa"  # a preview changes nothing
+    applied = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": "cat", "replace": "MIRAZX", "ids": [a.pk, c.pk]}).json()
+    assert [ch["id"] for ch in applied["changes"]] == [a.pk]
+    a.refresh_from_db()
+    assert a.caption == "a MIRAZX on a sofa" and a.caption_source == CaptionSource.USER
+    undo = post_json(alice_client, "captions_restore", [dataset.pk], {"captions": {str(ch["id"]): ch["before"] for ch in applied["changes"]}}).json()
+    assert undo["ok"]
+    a.refresh_from_db()
+    assert a.caption == "a Cat on a sofa"
+    bad = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": ""})
+    assert bad.status_code == 400 and "find" in bad.json()["error"].lower()
+
+
+def test_prepend_append_insert_trigger_and_template(alice_client, dataset, add_photo):
+    a, b, empty = add_photo(caption="on a sofa"), add_photo(caption="MIRAZX asleep"), add_photo()
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "photo,", "ids": [a.pk]})
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "append", "text": "soft light", "ids": [a.pk]})
+    a.refresh_from_db()
+    assert a.caption == "photo, on a sofa soft light"
+    res = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "insert_trigger"}).json()
+    assert {ch["id"] for ch in res["changes"]} == {a.pk, empty.pk}  # b already carries it
+    a.refresh_from_db(), empty.refresh_from_db()
+    assert a.caption == "MIRAZX, photo, on a sofa soft light"
+    assert empty.caption == "a photo of MIRAZX" and empty.caption_source == CaptionSource.TEMPLATE
+
+
+def test_template_fills_only_empty_captions(alice_client, dataset, add_photo):
+    dataset.caption_suffix = "film grain"
+    dataset.save()
+    kept, empty = add_photo(caption="mine"), add_photo()
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "template"})
+    kept.refresh_from_db(), empty.refresh_from_db()
+    assert kept.caption == "mine" and empty.caption == "a photo of MIRAZX, film grain"
+
+
+def test_photo_actions_exclude_include_delete(alice_client, dataset, add_photo):
+    a, b = add_photo(), add_photo()
+    post_json(alice_client, "photos_action", [dataset.pk], {"action": "exclude", "ids": [a.pk]})
+    a.refresh_from_db()
+    assert a.excluded
+    res = post_json(alice_client, "photos_action", [dataset.pk], {"action": "delete", "ids": [b.pk]})
+    assert res.json()["counts"]["total"] == 0 and not Photo.objects.filter(pk=b.pk).exists()
+    assert post_json(alice_client, "photos_action", [dataset.pk], {"action": "explode", "ids": []}).status_code == 400
+
+
+def test_photo_delete_removes_files(alice_client, dataset, add_photo, django_capture_on_commit_callbacks):
+    photo = add_photo()
+    storage, names = photo.image.storage, [photo.original.name, photo.image.name, photo.thumbnail.name]
+    with django_capture_on_commit_callbacks(execute=True):
+        post_json(alice_client, "photos_action", [dataset.pk], {"action": "delete", "ids": [photo.pk]})
+    assert not any(storage.exists(name) for name in names)
+
+
+def test_trigger_word_style_and_advice(alice_client, dataset):
+    url = reverse("trainer:dataset_style", args=[dataset.pk])
+    ok = alice_client.post(url, {"trigger_word": "JELLOMOLD", "caption_placement": "suffix", "caption_prefix": "",
+                                 "caption_suffix": ""}, HTTP_ACCEPT="application/json").json()
+    assert ok["ok"] and ok["warnings"] == []
+    dataset.refresh_from_db()
+    assert dataset.trigger_word == "JELLOMOLD" and dataset.caption_placement == "suffix"
+    bad = alice_client.post(url, {"trigger_word": "two words", "caption_placement": "prefix"}, HTTP_ACCEPT="application/json")
+    assert bad.status_code == 400 and "letters, digits" in bad.json()["error"]
+    check = alice_client.get(reverse("trainer:trigger_check", args=[dataset.pk]), {"word": "dog"}).json()
+    assert "common English word" in check["warnings"][0]
+
+
+def test_export_zip_has_images_and_captions(alice_client, dataset, add_photo):
+    add_photo(caption="MIRAZX asleep")
+    excluded = add_photo()
+    excluded.excluded = True
+    excluded.save()
+    res = alice_client.get(reverse("trainer:dataset_export", args=[dataset.pk]))
+    assert res["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(res.streaming_content)))
+    assert archive.namelist() == ["p1.jpg", "p1.txt"]
+    assert archive.read("p1.txt").decode() == "MIRAZX asleep\n"
+
+
+def test_duplicate_copies_photos_and_files(alice_client, dataset, add_photo):
+    photo = add_photo(caption="MIRAZX")
+    res = alice_client.post(reverse("trainer:dataset_duplicate", args=[dataset.pk]))
+    copy = Dataset.objects.exclude(pk=dataset.pk).get()
+    assert res.url == copy.get_absolute_url() and copy.trigger_word == "MIRAZX"
+    twin = copy.photos.get()
+    assert twin.caption == "MIRAZX" and twin.image.name != photo.image.name
+    assert twin.image.read() == photo.image.read()
+
+
+def test_health_partial(alice_client, dataset, add_photo):
+    add_photo(caption="no trigger here")
+    html = alice_client.get(reverse("trainer:dataset_health", args=[dataset.pk])).content.decode()
+    assert "Dataset health" in html and "1 caption lack the trigger word" in html and "aim for 10–30" in html
+
+
+def test_auto_caption_endpoint_enqueues_on_commit(alice_client, dataset, add_photo, monkeypatch, django_capture_on_commit_callbacks):
+    calls = []
+    monkeypatch.setattr("trainer.captions.caption_dataset_task", lambda *args: calls.append(args))
+    photo = add_photo()
+    with django_capture_on_commit_callbacks(execute=True):
+        res = post_json(alice_client, "captions_auto", [dataset.pk], {"ids": [photo.pk, 99999], "overwrite": True})
+    assert res.json()["queued"] and calls == [(dataset.pk, [photo.pk], True)]
