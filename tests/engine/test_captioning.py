@@ -183,8 +183,13 @@ def test_loaded_once_and_unloaded(tiny_folders) -> None:
     first.unload()
     with pytest.raises(RuntimeError, match="unloaded"):
         first.caption_batch([Image.new("RGB", (8, 8))])
-    assert load_captioner(spec)._loaded is not second._loaded  # reloaded after unload
+    with pytest.raises(RuntimeError, match="unloaded"):  # it shared the freed model
+        second.caption_batch([Image.new("RGB", (8, 8))])
+    third = load_captioner(spec)  # loads again after unload
+    assert third.caption_batch([Image.new("RGB", (8, 8))])
     assert unload_captioners() >= 1
+    with pytest.raises(RuntimeError, match="unloaded"):
+        third.caption_batch([Image.new("RGB", (8, 8))])
 
 
 def test_missing_local_folder_raises_clear_error(tmp_path: Path) -> None:

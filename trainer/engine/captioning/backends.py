@@ -56,6 +56,12 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
 
+    def release(self) -> None:
+        """Drop the model and processor, so their memory is freed even while Captioner
+        objects that shared them are still referenced (they then refuse to caption)."""
+        self.model = None
+        self.processor = None
+
 
 class Captioner:
     """A loaded captioner with its prompt and generation length. Cheap: the model is shared."""
@@ -112,13 +118,13 @@ class Captioner:
         return [self._strip_prompt(text) for text in texts]
 
     def unload(self) -> None:
-        """Drop the model from the process cache so its memory can be freed before training."""
+        """Free the model (for every Captioner sharing it) so training gets the memory."""
         if self._loaded is not None and self._on_unload is not None:
             self._on_unload(self._loaded)
         self._loaded = None
 
     def _require(self) -> LoadedModel:
-        if self._loaded is None:
+        if self._loaded is None or self._loaded.model is None:
             raise RuntimeError("this captioner was unloaded; call load_captioner() again")
         return self._loaded
 

@@ -29,7 +29,7 @@ from .backends import KINDS, Captioner, LoadedModel
 @dataclass(frozen=True)
 class CaptionerPreset:
     kind: str
-    source: str
+    source: str  # a hub id (or a local folder)
     description: str
 
 
@@ -71,7 +71,7 @@ class CaptionerUnavailable(ValueError):
         super().__init__(" ".join(part for part in (text, hint, _FALLBACK_HINT) if part))
 
 
-_CACHE: dict[tuple[str, str, str, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 _LOCK = threading.Lock()  # a worker may caption from several threads; load each model once
 
 
@@ -96,11 +96,15 @@ def load_captioner(
     if local_files_only is None:
         local_files_only = _offline()
     with _LOCK:
-        key = (kind or "", source, str(torch_device), str(dtype))
+        # Keyed by where the weights are, not by spec: "blip" and "blip:<its hub id>", or a
+        # folder given with and without its kind, share one model.
+        key = (_cache_source(source), str(torch_device), str(dtype))
         loaded = _CACHE.get(key)
         if loaded is None:
             loaded = _load(spec, kind, source, torch_device, dtype, local_files_only)
             _CACHE[key] = loaded
+        elif kind is not None and kind != loaded.kind:
+            raise CaptionerUnavailable(spec, f"it holds a {loaded.kind} model, not a {kind} one")
     return Captioner(
         loaded, spec=spec, prompt=prompt, max_new_tokens=max_new_tokens,
         num_beams=num_beams, on_unload=_forget,
@@ -111,6 +115,8 @@ def unload_captioners() -> int:
     """Free every cached captioner (call before training needs the GPU); returns how many."""
     with _LOCK:
         count = len(_CACHE)
+        for loaded in _CACHE.values():
+            loaded.release()
         _CACHE.clear()
     _free_memory()
     return count
@@ -282,7 +288,13 @@ def _forget(loaded: LoadedModel) -> None:
     with _LOCK:
         for key in [key for key, value in _CACHE.items() if value is loaded]:
             del _CACHE[key]
+        loaded.release()
     _free_memory()
+
+
+def _cache_source(source: str) -> str:
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.is_dir() else source
 
 
 def _free_memory() -> None:
