@@ -1,0 +1,120 @@
+"""Auto-captions: the task body with a real tiny Florence-2, run in-process (no queue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flux_studio.models import Event
+from trainer.captions import UNAVAILABLE_PREFIX, caption_dataset_task, captions_enqueue
+from trainer.models import CaptionSource
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="session")
+def tiny_florence(tmp_path_factory) -> str:
+    from trainer.engine.captioning import build_tiny_florence2
+
+    folder = tmp_path_factory.mktemp("tiny-florence2")
+    build_tiny_florence2(folder)
+    return f"florence2:{folder}"
+
+
+@pytest.fixture
+def captioner(settings, tiny_florence) -> str:
+    settings.CAPTIONER = tiny_florence
+    return tiny_florence
+
+
+def events(dataset, kind):
+    return [e.data for e in Event.objects.filter(topic=dataset.topic, kind=kind).order_by("id")]
+
+
+def test_task_fills_captions_live_with_trigger_prefix_and_suffix(captioner, dataset, add_photo):
+    dataset.caption_prefix, dataset.caption_suffix = "photo of", "film grain"
+    dataset.save()
+    photos = [add_photo() for _ in range(3)]
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    for photo in photos:
+        photo.refresh_from_db()
+        assert photo.caption_source == CaptionSource.AUTO and photo.caption_error == ""
+        assert photo.caption.startswith("photo of") and photo.caption.rstrip(".").endswith("film grain")
+        assert "MIRAZX" in photo.caption
+    live = events(dataset, "caption")
+    assert [e["photo_id"] for e in live] == [p.pk for p in photos]
+    assert all(e["caption"] and e["error"] == "" for e in live)
+    states = [e["state"] for e in events(dataset, "captioning")]
+    assert states == ["started", "finished"]
+
+
+@pytest.mark.parametrize("placement", ["suffix", "replace"])
+def test_trigger_placement(captioner, dataset, add_photo, placement):
+    dataset.caption_placement = placement
+    dataset.save()
+    photo = add_photo()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    photo.refresh_from_db()
+    assert "MIRAZX" in photo.caption
+    if placement == "suffix":
+        assert photo.caption.rstrip(".").endswith("MIRAZX")
+
+
+def test_user_edits_survive_recaption_unless_overwrite(captioner, dataset, add_photo):
+    mine, auto = add_photo(), add_photo()
+    mine.caption, mine.caption_source = "MIRAZX, my words", CaptionSource.USER
+    mine.save()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    mine.refresh_from_db(), auto.refresh_from_db()
+    assert mine.caption == "MIRAZX, my words" and auto.caption_source == CaptionSource.AUTO
+    assert [e["photo_id"] for e in events(dataset, "caption")] == [auto.pk]
+    caption_dataset_task.call_local(dataset.pk, [mine.pk], True)
+    mine.refresh_from_db()
+    assert mine.caption_source == CaptionSource.AUTO and mine.caption != "MIRAZX, my words"
+
+
+def test_a_broken_photo_is_reported_and_the_rest_captioned(captioner, dataset, add_photo):
+    good, broken, other = add_photo(), add_photo(), add_photo()
+    Path(broken.image.path).write_bytes(b"this is no longer a jpeg")
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    for photo in (good, broken, other):
+        photo.refresh_from_db()
+    assert good.caption and other.caption
+    assert broken.caption == "" and broken.caption_error
+    failed = [e for e in events(dataset, "caption") if e["error"]]
+    assert [e["photo_id"] for e in failed] == [broken.pk]
+    assert "1 could not be captioned" in events(dataset, "captioning")[-1]["message"]
+
+
+def test_unavailable_captioner_says_so_plainly(settings, dataset, add_photo, tmp_path):
+    settings.CAPTIONER = f"florence2:{tmp_path / 'no-such-model'}"
+    photo = add_photo()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    photo.refresh_from_db()
+    assert photo.caption == ""
+    [event] = events(dataset, "captioning")
+    assert event["state"] == "unavailable"
+    assert event["message"].startswith(f"{UNAVAILABLE_PREFIX}: ") and "template" in event["message"]
+
+
+def test_nothing_to_caption_when_all_were_written_by_the_person(settings, dataset, add_photo):
+    settings.CAPTIONER = "florence2:/nowhere"  # never loaded: there is no work
+    photo = add_photo()
+    photo.caption, photo.caption_source = "mine", CaptionSource.USER
+    photo.save()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    assert events(dataset, "captioning")[0]["state"] == "finished"
+
+
+def test_enqueue_waits_for_commit_and_keeps_only_this_datasets_photos(dataset, add_photo, monkeypatch,
+                                                                      django_capture_on_commit_callbacks):
+    calls = []
+    monkeypatch.setattr("trainer.captions.caption_dataset_task", lambda *args: calls.append(args))
+    photo = add_photo()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        captions_enqueue(dataset=dataset, photo_ids=[photo.pk, 424242])
+    assert calls == []
+    callbacks[0]()
+    assert calls == [(dataset.pk, [photo.pk], False)]
+    assert events(dataset, "captioning")[0]["state"] == "queued"
