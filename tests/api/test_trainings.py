@@ -1,0 +1,131 @@
+"""/trainings: create from a dataset or file ids, validation, autocaption, ownership, cancel, list."""
+
+from __future__ import annotations
+
+import pytest
+
+from flux_studio import events
+from trainer.models import CaptionSource, JobState, TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+
+def create(api, **input_):
+    return api.post("/api/v1/trainings", {"input": input_})
+
+
+def test_create_from_a_dataset_maps_input_and_status(alice_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=3)
+    response = create(alice_api, dataset=dataset.pk, trigger_word="zxq", preset="fast", steps=12, learning_rate=0.001,
+                      lora_rank=4, resolution=64, caption_dropout_rate=0.1, sample_prompts=["a photo of zxq"])
+    assert response.status_code == 201, response.content
+    body = response.json()
+    job = TrainingJob.objects.get(pk=body["id"])
+    assert no_queue == [job.pk]
+    assert body["status"] == "starting" and body["output"] is None and body["error"] is None
+    assert body["input"]["steps"] == 12 and body["input"]["lora_rank"] == 4 and body["input"]["caption_dropout_rate"] == 0.1
+    assert job.config["caption_dropout"] == 0.1 and job.base_model == "tiny"
+    assert body["urls"]["get"].endswith(f"/api/v1/trainings/{job.pk}") and body["urls"]["web"].endswith(f"/trainings/{job.pk}/")
+    assert body["created_at"].endswith("Z") and body["completed_at"] is None
+
+
+def test_create_from_file_ids_copies_into_a_new_dataset(alice_api, alice, make_dataset, no_queue):
+    source = make_dataset(alice, n=2, size=300)
+    ids = list(source.photos.values_list("pk", flat=True))
+    body = create(alice_api, files=ids, trigger_word="zxq").json()
+    job = TrainingJob.objects.get(pk=body["id"])
+    assert job.dataset_id != source.pk and job.dataset.photos.count() == 2 and job.dataset.trigger_word == "zxq"
+    assert all("zxq" in row["caption"] for row in job.snapshot)
+
+
+@pytest.mark.parametrize("input_, field", [
+    ({"steps": 0}, "input.steps"),
+    ({"steps": "many"}, "input.steps"),
+    ({"learning_rate": 1.0}, "input.learning_rate"),
+    ({"resolution": 70}, "input.resolution"),
+    ({"preset": "slow"}, "input.preset"),
+    ({"base_model": "sdxl"}, "input.base_model"),
+    ({"stepz": 10}, "input.stepz"),
+    ({"autocaption": "yes"}, "input.autocaption"),
+])
+def test_bad_input_is_422_with_field_errors(alice_api, alice, make_dataset, no_queue, input_, field):
+    dataset = make_dataset(alice, n=1)
+    response = create(alice_api, dataset=dataset.pk, **input_)
+    assert response.status_code == 422, response.content
+    assert field in response.json()["errors"], response.json()
+    assert no_queue == []
+
+
+def test_missing_dataset_trigger_and_bad_webhook(alice_api, alice, make_dataset, no_queue):
+    assert "input.dataset" in create(alice_api).json()["errors"]
+    dataset = make_dataset(alice, n=1, trigger="")
+    assert "input.trigger_word" in create(alice_api, dataset=dataset.pk).json()["errors"]
+    bad = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk}, "webhook": "ftp://x"})
+    assert "webhook" in bad.json()["errors"]
+    bad = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk}, "webhook": "http://x.test/",
+                                               "webhook_events_filter": ["everything"]})
+    assert "webhook_events_filter" in bad.json()["errors"]
+
+
+def test_bob_never_sees_alices_trainings(alice_api, bob_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=1)
+    job_id = create(alice_api, dataset=dataset.pk).json()["id"]
+    assert bob_api.get(f"/api/v1/trainings/{job_id}").status_code == 404
+    assert bob_api.post(f"/api/v1/trainings/{job_id}/cancel").status_code == 404
+    assert bob_api.get(f"/api/v1/trainings/{job_id}/files/weights").status_code == 404
+    assert bob_api.get("/api/v1/trainings").json()["results"] == []
+    assert create(bob_api, dataset=dataset.pk).status_code == 422, "someone else's dataset is not found"
+    photo_ids = list(dataset.photos.values_list("pk", flat=True))
+    assert create(bob_api, files=photo_ids).status_code == 422
+
+
+def test_cancel_a_queued_training(alice_api, alice, make_dataset, no_queue):
+    job_id = create(alice_api, dataset=make_dataset(alice, n=1).pk).json()["id"]
+    body = alice_api.post(f"/api/v1/trainings/{job_id}/cancel").json()
+    assert body["status"] == "canceled" and body["completed_at"]
+    assert "Canceled before it started." in body["logs"]
+
+
+def test_outputs_are_owner_only_download_urls(alice_api, bob_api, alice, finished_job):
+    job = finished_job(alice)
+    body = alice_api.get(f"/api/v1/trainings/{job.pk}").json()
+    assert body["status"] == "succeeded" and body["output"]["weights"].endswith(f"/trainings/{job.pk}/files/weights")
+    weights = alice_api.get(body["output"]["weights"])
+    assert weights.status_code == 200 and b"".join(weights.streaming_content) == b"fake-lora-zqx"
+    assert bob_api.get(body["output"]["weights"]).status_code == 404
+    assert alice_api.get(body["samples"][0]["url"]).status_code == 200
+    assert bob_api.get(body["samples"][0]["url"]).status_code == 404
+    assert alice_api.get(f"/api/v1/trainings/{job.pk}/files/nope").status_code == 404
+
+
+def test_list_pages_through_everything(alice_api, alice, finished_job):
+    ids = [finished_job(alice, trigger=f"t{i}").pk for i in range(5)]
+    seen, url = [], "/api/v1/trainings?page_size=2"
+    while url:
+        page = alice_api.get(url).json()
+        assert len(page["results"]) <= 2
+        seen += [t["id"] for t in page["results"]]
+        url = page["next"]
+    assert seen == sorted(ids, reverse=True)
+
+
+def test_autocaption_starts_captioning_then_trains(alice_api, alice, make_dataset, no_queue, monkeypatch,
+                                                  django_capture_on_commit_callbacks):
+    from trainer import captions
+
+    queued = []
+    monkeypatch.setattr(captions, "caption_dataset_task", lambda *args: queued.append(args))
+    dataset = make_dataset(alice, n=2)
+    dataset.photos.update(caption="", caption_source=CaptionSource.NONE)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = create(alice_api, dataset=dataset.pk, autocaption=True, autocaption_prefix="photo style")
+    assert first.status_code == 409 and first.json()["type"].endswith("captioning") and first["Retry-After"]
+    assert len(queued) == 1 and first.json()["dataset"] == dataset.pk
+    dataset.refresh_from_db()
+    assert dataset.caption_prefix == "photo style"
+    busy = create(alice_api, dataset=dataset.pk, autocaption=True)
+    assert busy.status_code == 409 and "queued" in busy.json()["detail"] and len(queued) == 1
+    dataset.photos.update(caption="a photo of zxq", caption_source=CaptionSource.AUTO)
+    events.publish(dataset.topic, "captioning", {"state": "finished"})
+    done = create(alice_api, dataset=dataset.pk, autocaption=True)
+    assert done.status_code == 201 and TrainingJob.objects.get(pk=done.json()["id"]).state == JobState.QUEUED
