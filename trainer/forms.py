@@ -37,7 +37,7 @@ sky sleep slow small smile snow so soft some song space star stone story street 
 table tail take tall tea than that the their them then there they thing this time to top town
 toy train tree true two under up us very walk wall war warm was water way we weather well were
 what wheel when where white who wind window winter with woman wood word work world write year
-yellow yes you young man woman cute robot dragon ghost angel devil ninja pixel neon retro vintage
+yellow yes you young cute robot dragon ghost angel devil ninja pixel neon retro vintage pot pan mug bottle bag
 """.split())
 # Familiar fragments a BPE tokenizer keeps whole; a trigger made of several of them is read as
 # those pieces ("redcat" → red + cat) rather than as one new word.

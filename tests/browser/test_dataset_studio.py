@@ -1,0 +1,105 @@
+"""The dataset studio in real Chromium: uploads (picker and drop), captions, trigger word, Train."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.browser.conftest import screenshot, sign_up
+from tests.conftest import make_image_bytes
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+DROP_JS = """([files]) => {
+  const transfer = new DataTransfer();
+  for (const f of files) {
+    const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
+    transfer.items.add(new File([bytes], f.name, { type: f.type }));
+  }
+  const zone = document.getElementById("dropzone");
+  zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}"""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_dataset_studio_from_photos_to_train(page, tmp_path):
+    sign_up(page, "dana")
+    page.fill("#id_name", "Teapot")
+    page.click("text=Create dataset")
+    page.wait_for_selector("#dropzone")
+    dataset_url = page.url
+
+    # Two photos through the file picker ...
+    picked = []
+    for n in (1, 2):
+        path = tmp_path / f"teapot{n}.png"
+        path.write_bytes(make_image_bytes(600, 600, color=(40 * n, 120, 90), pattern=n))
+        picked.append(str(path))
+    page.set_input_files("#file-input", picked)
+    # ... and one photo plus one bad file dropped on the drop zone.
+    dropped = [
+        {"name": "teapot3.jpg", "type": "image/jpeg", "data": _b64(make_image_bytes(640, 520, color=(200, 30, 30), fmt="JPEG", pattern=4))},
+        {"name": "notes.png", "type": "image/png", "data": _b64(b"this is a shopping list, not a photo")},
+    ]
+    page.evaluate(DROP_JS, [dropped])
+
+    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 3")
+    rejected = page.locator(".upload.rejected")
+    rejected.wait_for()
+    assert "notes.png" in rejected.text_content() and "not an image" in rejected.locator(".reason").text_content()
+    page.wait_for_function("document.querySelectorAll('.upload progress').length === 4 && "
+                           "[...document.querySelectorAll('.upload progress')].every(p => p.value === 100)")
+    assert page.locator(".upload.done img.mini").count() == 3
+    page.wait_for_function("[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("#counter").text_content() == "0 / 3 captioned"
+    screenshot(page, "05-dataset-uploaded")
+
+    # Edit a caption: Ctrl+S saves at once; it is there after a reload.
+    # (Cards arrive in upload-completion order; after a reload they are in upload order.)
+    card_id = page.locator("#photo-grid .photo-card").first.get_attribute("data-id")
+    card = f'#photo-grid .photo-card[data-id="{card_id}"]'
+    page.fill(f"{card} textarea.caption", "a teapot on a wooden table")
+    page.press(f"{card} textarea.caption", "Control+s")
+    page.locator(f"{card} .save-state", has_text="saved").wait_for()
+    page.goto(dataset_url)
+    assert page.input_value(f"{card} textarea.caption") == "a teapot on a wooden table"
+    assert page.locator("#counter").text_content() == "1 / 3 captioned"
+
+    # Find and replace with a preview, then undo.
+    page.click("#bulk summary")
+    page.fill("#find", "wooden table")
+    page.fill("#replace", "desk")
+    page.click("#preview-replace")
+    page.locator("#bulk-result", has_text="1 caption would change").wait_for()
+    screenshot(page, "05-dataset-replace-preview")
+    page.click("#apply-replace")
+    page.locator("#bulk-result", has_text="1 caption changed").wait_for()
+    assert page.input_value(f"{card} textarea.caption") == "a teapot on a desk"
+    page.click("#undo")
+    page.locator("#bulk-result", has_text="restored").wait_for()
+    assert page.input_value(f"{card} textarea.caption") == "a teapot on a wooden table"
+
+    # Trigger word: a common word warns; a good one is saved and put into every caption.
+    page.fill("#id_trigger_word", "flower")
+    page.locator("#trigger-advice", has_text="common English word").wait_for()
+    page.fill("#id_trigger_word", "TPOTZX")
+    page.locator("#trigger-advice", has_text="good trigger word").wait_for()
+    page.click("#save-style")
+    page.locator("#trigger-advice", has_text="Saved").wait_for()
+    page.click("#insert-trigger")
+    page.locator("#bulk-result", has_text="Trigger word added: 3 captions changed").wait_for()
+    captions = page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)")
+    assert all("TPOTZX" in c for c in captions), captions
+    assert page.locator("#counter").text_content() == "3 / 3 captioned"
+    screenshot(page, "05-dataset-captioned")
+
+    # Train: the launch page for this dataset.
+    page.click("#train")
+    page.wait_for_url("**/trainings/launch/**")
+    assert "Teapot" in page.text_content("h1")
+    screenshot(page, "05-dataset-train-launch")
