@@ -48,18 +48,31 @@ def release_pipeline_cache() -> None:
 
 
 def local_lora_path(job: TrainingJob) -> Path:
-    """A path on this machine for a training's LoRA file (copied once from S3 if needed)."""
+    """A `.safetensors` path on this machine for a training's LoRA file.
+
+    diffusers picks its reader by the file's extension, and stored names may be cut short
+    (`UserUploadPath` keeps 10 characters of suffix: `.safetenso`), so the worker links (local
+    storage) or copies (S3) the file under a proper name in WORK_DIR/lora-cache.
+    """
     field = job.lora_file
-    try:
-        return Path(field.path)
-    except NotImplementedError:  # remote storage: keep a local copy keyed by the stored name
-        target = settings.WORK_DIR / "lora-cache" / field.name.replace("/", "_")
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with field.open("rb") as src, open(target.with_suffix(".part"), "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            target.with_suffix(".part").rename(target)
+    target = settings.WORK_DIR / "lora-cache" / (Path(field.name.replace("/", "_")).stem + ".safetensors")
+    if target.exists():
         return target
+    if target.is_symlink():  # pointing at a file that was deleted since
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        source = Path(field.path)
+    except NotImplementedError:  # remote storage: copy once, atomically
+        partial = target.with_suffix(".part")
+        with field.open("rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        partial.rename(target)
+        return target
+    if not source.is_file():
+        return source  # the request check reports the missing file by its stored path
+    target.symlink_to(source)
+    return target
 
 
 def build_request(generation: Generation) -> Any:

@@ -53,4 +53,6 @@ class GenerationRequest:
         for lora in self.loras:
             if not Path(lora.path).is_file():
                 raise RequestError(f"LoRA file {lora.path} does not exist")
+            if Path(lora.path).suffix != ".safetensors":  # diffusers chooses its reader by extension
+                raise RequestError(f"LoRA file {Path(lora.path).name} must end in .safetensors")
         return self

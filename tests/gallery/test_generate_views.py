@@ -1,0 +1,136 @@
+"""The generation page: defaults, validation with clear errors, permissions, enqueue on commit."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from gallery.models import GalleryModel, Generation, GenerationState
+from trainer.models import JobState
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Record enqueued generation ids instead of writing to the GPU queue."""
+    calls: list[int] = []
+    monkeypatch.setattr("gallery.tasks.generate_images_task", calls.append)
+    return calls
+
+
+def form_data(**overrides):
+    data = {"prompt": "a photo of zqx", "base_model": "tiny", "seed_mode": "fixed", "seed": "42", "steps": "3",
+            "guidance": "3.5", "size": "64x64", "num_images": "1", "lora": [], "lora_scale": []}
+    data.update(overrides)
+    return data
+
+
+def test_page_needs_login_and_offers_defaults_and_own_loras(alice_client, alice, bob, make_job):
+    from django.test import Client
+
+    assert Client().get(reverse("gallery:generate")).status_code == 302
+    own = make_job(alice)
+    others = make_job(bob, trigger="bobword")
+    page = alice_client.get(reverse("gallery:generate") + f"?training={own.pk}")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f'value="training:{own.pk}"' in html and f"training:{own.pk}\" data-trigger=\"zqx\" data-base=\"tiny\" selected" in html
+    assert f"training:{others.pk}" not in html  # bob's private training is not offered
+    assert "a photo of zqx" in html
+    assert '"steps": 8' in html  # the tiny preset's sampling steps
+
+
+def test_valid_request_is_stored_and_enqueued_on_commit(alice_client, alice, make_job, queued, django_capture_on_commit_callbacks):
+    job = make_job(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(reverse("gallery:generate"), form_data(lora=[f"training:{job.pk}"], lora_scale=["0.8"]))
+    g = Generation.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("gallery:generation_detail", args=[g.pk])
+    assert queued == [g.pk]
+    assert (g.seed, g.steps, g.width, g.state) == (42, 3, 64, GenerationState.QUEUED)
+    assert g.loras == [{"kind": "training", "id": job.pk, "scale": 0.8, "training_id": job.pk, "label": job.name, "trigger_word": "zqx"}]
+    page = alice_client.get(response["Location"]).content.decode()
+    assert "Position 1 in line" in page and 'data-generation="%d"' % g.pk in page
+
+
+def test_random_seed_is_chosen_and_shown(alice_client, queued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(reverse("gallery:generate"), form_data(seed_mode="random", seed=""))
+    g = Generation.objects.get()
+    assert 0 <= g.seed < 2**32
+    assert str(g.seed) in alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"prompt": "   "}, "This field is required"),
+    ({"prompt": "x" * 1001}, "at most 1000 characters"),
+    ({"steps": "0"}, "greater than or equal to 1"),
+    ({"steps": "500"}, "less than or equal to 100"),
+    ({"guidance": "99"}, "less than or equal to 20"),
+    ({"num_images": "9"}, "less than or equal to 4"),
+    ({"size": "70x64"}, "multiples of 16"),
+    ({"size": "big"}, "choose a size"),
+    ({"seed": "-1"}, "greater than or equal to 0"),
+    ({"seed": ""}, "give a seed"),
+    ({"base_model": "sdxl"}, "Select a valid choice"),
+    ({"lora": ["nonsense"]}, "unknown LoRA reference"),
+])
+def test_bad_input_gives_clear_errors_and_queues_nothing(alice_client, queued, overrides, message, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(reverse("gallery:generate"), form_data(**overrides))
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Generation.objects.exists() and queued == []
+
+
+def test_loras_one_may_not_use_are_refused(alice_client, alice, bob, make_job, queued, django_capture_on_commit_callbacks):
+    bobs = make_job(bob)
+    running = make_job(alice, state=JobState.TRAINING)
+    draft = GalleryModel.objects.create(owner=bob, training=bobs, title="Bob's", trigger_word="zqx", base_model="tiny")
+    other_base = make_job(alice, base="flux-dev")
+    mine = make_job(alice)
+    cases = [
+        ([f"training:{bobs.pk}"], "not yours to use"),
+        ([f"training:{running.pk}"], "not yours to use"),
+        ([f"gallery:{draft.pk}"], "not yours to use"),  # private draft of someone else
+        ([f"training:{other_base.pk}"], "trained on flux-dev"),
+        ([f"training:{mine.pk}", f"training:{mine.pk}"], "chosen twice"),
+    ]
+    for refs, message in cases:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = alice_client.post(reverse("gallery:generate"), form_data(lora=refs, lora_scale=["1"] * len(refs)))
+        assert response.status_code == 400 and message in response.content.decode(), refs
+    response = alice_client.post(reverse("gallery:generate"), form_data(lora=[f"training:{mine.pk}"], lora_scale=["3"]))
+    assert "between -2.0 and 2.0" in response.content.decode()
+    assert not Generation.objects.exists() and queued == []
+
+
+def test_published_models_of_others_are_usable_and_counted(alice_client, alice, bob, make_job, queued, django_capture_on_commit_callbacks):
+    model = GalleryModel.objects.create(owner=bob, training=make_job(bob), title="Bob's", trigger_word="zqx",
+                                        base_model="tiny", published=True)
+    page = alice_client.get(reverse("gallery:generate") + f"?model={model.pk}").content.decode()
+    assert f'value="gallery:{model.pk}"' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(reverse("gallery:generate"), form_data(lora=[f"gallery:{model.pk}"], lora_scale=["1"]))
+    model.refresh_from_db()
+    assert model.use_count == 1 and len(queued) == 1
+
+
+def test_history_settings_again_cancel_and_delete_are_owner_only(alice_client, bob_client, alice, queued):
+    g = Generation.objects.create(owner=alice, prompt="a photo of zqx", base_model="tiny", seed=5, steps=3, guidance=2.0,
+                                  width=64, height=48, num_images=2)
+    history = alice_client.get(reverse("gallery:generation_history")).content.decode()
+    assert "a photo of zqx" in history and "seed 5" in history and "64×48" in history
+    again = alice_client.get(reverse("gallery:generate") + f"?from={g.pk}").content.decode()
+    assert 'name="seed" id="id_seed" value="5"' in again and 'data-value="64x48"' in again
+    for name in ("gallery:generation_detail",):
+        assert bob_client.get(reverse(name, args=[g.pk])).status_code == 404
+    assert bob_client.post(reverse("gallery:generation_cancel", args=[g.pk])).status_code == 404
+    assert bob_client.post(reverse("gallery:generation_delete", args=[g.pk])).status_code == 404
+    alice_client.post(reverse("gallery:generation_cancel", args=[g.pk]))
+    g.refresh_from_db()
+    assert g.state == GenerationState.CANCELED
+    response = alice_client.post(reverse("gallery:generation_delete", args=[g.pk]), {"next": "https://evil.example/"})
+    assert response["Location"] == reverse("gallery:generation_history")
+    assert not Generation.objects.exists()

@@ -1,0 +1,93 @@
+"""The worker's path: a stored generation runs through the cached pipeline and is recorded."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flux_studio.models import Event
+from gallery import generation_run
+from gallery.models import Generation, GenerationState
+from tests.gallery.conftest import PROMPT
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def worker_cache():
+    from gallery.inference.cache import PipelineCache
+
+    return PipelineCache(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _use_cache(monkeypatch, worker_cache):
+    monkeypatch.setattr(generation_run, "_cache", worker_cache)
+
+
+def create(owner, loras, seed=9, num_images=1):
+    return Generation.objects.create(owner=owner, prompt=PROMPT, base_model="tiny", seed=seed, steps=3, guidance=3.5,
+                                     width=64, height=64, num_images=num_images, loras=loras)
+
+
+def lora_row(job, scale=1.0):
+    return {"kind": "training", "id": job.pk, "scale": scale, "training_id": job.pk, "label": job.name, "trigger_word": "zqx"}
+
+
+def stored_pixels(generation, index=0):
+    with generation.images.get(index=index).image.open("rb") as fh:
+        return np.asarray(Image.open(io.BytesIO(fh.read())).convert("RGB"))
+
+
+def test_page_path_equals_plain_diffusers_and_reports_live(alice, make_job, lora_files, worker_cache):
+    from trainer.engine.tiny import build_tiny_pipeline
+
+    job = make_job(alice)
+    g = create(alice, [lora_row(job)], num_images=2)
+    generation_run.run_generation(g.pk)
+    g.refresh_from_db()
+    assert g.state == GenerationState.SUCCEEDED and g.step == 6 and g.images.count() == 2
+    assert [i.seed for i in g.images.all()] == [9, 10]
+
+    plain = build_tiny_pipeline()
+    plain.set_progress_bar_config(disable=True)
+    plain.load_lora_weights(str(lora_files["one"].parent), weight_name="lora.safetensors")
+    expected = plain(PROMPT, height=64, width=64, num_inference_steps=3, guidance_scale=3.5, max_sequence_length=32,
+                     generator=torch.Generator().manual_seed(10)).images[0]
+    assert np.array_equal(stored_pixels(g, 1), np.asarray(expected))
+
+    kinds = list(Event.objects.filter(topic=g.topic).values_list("kind", flat=True))
+    assert kinds[0] == "state" and kinds[-1] == "state" and kinds.count("image") == 2 and "progress" in kinds
+    image_event = Event.objects.filter(topic=g.topic, kind="image").first()
+    assert image_event.data["seed"] == 9 and image_event.data["url"].startswith(f"/generate/{g.pk}/images/")
+
+
+def test_second_generation_with_another_lora_keeps_the_base(alice, make_job, worker_cache):
+    loads = worker_cache.stats.base_loads
+    first = create(alice, [lora_row(make_job(alice, "one"))])
+    second = create(alice, [lora_row(make_job(alice, "two"), 0.6)])
+    generation_run.run_generation(first.pk)
+    generation_run.run_generation(second.pk)
+    assert Generation.objects.filter(state=GenerationState.SUCCEEDED).count() == 2
+    assert worker_cache.stats.base_loads == max(loads, 1)
+    assert not np.array_equal(stored_pixels(first), stored_pixels(Generation.objects.get(pk=second.pk)))
+
+
+def test_canceled_and_taken_generations_are_skipped(alice):
+    g = create(alice, [])
+    Generation.objects.filter(pk=g.pk).update(state=GenerationState.CANCELED, cancel_requested=True)
+    generation_run.run_generation(g.pk)
+    assert not Generation.objects.get(pk=g.pk).images.exists()
+
+
+def test_a_missing_lora_file_fails_with_a_message(alice, make_job):
+    job = make_job(alice)
+    job.lora_file.storage.delete(job.lora_file.name)
+    g = create(alice, [lora_row(job)])
+    generation_run.run_generation(g.pk)
+    g.refresh_from_db()
+    assert g.state == GenerationState.FAILED and "does not exist" in g.error
