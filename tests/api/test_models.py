@@ -1,0 +1,58 @@
+"""/models: publish a training, browse and search anonymously, drafts stay private."""
+
+from __future__ import annotations
+
+import pytest
+
+from gallery.models import GalleryModel
+from tests.api.conftest import ApiClient, body_of
+
+pytestmark = pytest.mark.django_db
+
+
+def publish(api, job, **fields):
+    return api.post("/api/v1/models", {"training": job.pk, **fields})
+
+
+def test_publish_then_anyone_can_browse_search_and_download(alice_api, alice, finished_job):
+    job = finished_job(alice, trigger="zqx")
+    response = publish(alice_api, job, title="Zqx the cat", description="A very good cat", tags=["cat", "pet"], license="mit")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["published"] and body["title"] == "Zqx the cat" and body["tags"] == ["cat", "pet"]
+    assert body["weights"]["sha256"] and body["examples"], "the training's sample became the first example"
+    anonymous = ApiClient(None)
+    listing = anonymous.get("/api/v1/models?q=cat").json()
+    assert [m["id"] for m in listing["results"]] == [body["id"]]
+    assert anonymous.get("/api/v1/models?q=dog").json()["results"] == []
+    assert body_of(anonymous.get(body["weights"]["url"])) == b"fake-lora-zqx"
+    assert anonymous.get(body["examples"][0]["url"]).status_code == 200
+    assert anonymous.get(f"/api/v1/models/{body['id']}").json()["owner"] == "alice"
+
+
+def test_drafts_are_private_and_only_owners_publish(alice_api, bob_api, alice, finished_job):
+    job = finished_job(alice)
+    draft = publish(alice_api, job, publish=False).json()
+    assert draft["published"] is False
+    assert bob_api.get(f"/api/v1/models/{draft['id']}").status_code == 404
+    assert bob_api.get(draft["weights"]["url"]).status_code == 404
+    assert alice_api.get(f"/api/v1/models/{draft['id']}").status_code == 200
+    assert publish(bob_api, job).status_code == 404
+    assert GalleryModel.objects.get(pk=draft["id"]).published is False
+
+
+def test_publish_validation(alice_api, alice, finished_job):
+    job = finished_job(alice)
+    assert "license" in publish(alice_api, job, license="proprietary").json()["errors"]
+    assert "tags" in publish(alice_api, job, tags="cat").json()["errors"]
+    assert publish(alice_api, job, colour="red").status_code == 422
+    assert ApiClient(None).post("/api/v1/models", {"training": job.pk}).status_code == 401
+
+
+def test_sort_and_pagination(alice_api, alice, finished_job):
+    ids = [publish(alice_api, finished_job(alice, trigger=f"t{i}"), title=f"Model {i}").json()["id"] for i in range(3)]
+    first = alice_api.get("/api/v1/models?page_size=2&sort=newest").json()
+    second = alice_api.get(first["next"]).json()
+    assert [m["id"] for m in first["results"] + second["results"]] == list(reversed(ids))
+    assert second["previous"] and second["next"] is None
+    assert alice_api.get("/api/v1/models?sort=random").status_code == 422
