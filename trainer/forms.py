@@ -14,6 +14,8 @@ from django import forms
 
 from trainer.models import CaptionPlacement, Dataset
 
+# Mirrors trainer.engine.captioning.CAPTIONER_PRESETS, which web code must not import (torch).
+CAPTIONER_SUGGESTIONS = ("florence2", "florence2-base", "blip", "smolvlm", "qwen2.5-vl")
 TRIGGER_RE = re.compile(r"^[A-Za-z0-9_-]{2,40}$")
 TRIGGER_ADVICE = "Short and uncommon, like JELLOMOLD or ZXQ_MIRA: a made-up word the model has never seen."
 
@@ -115,7 +117,7 @@ class CaptionStyleForm(forms.ModelForm):
 
     class Meta:
         model = Dataset
-        fields = ["trigger_word", "caption_placement", "caption_prefix", "caption_suffix"]
+        fields = ["trigger_word", "caption_placement", "caption_prefix", "caption_suffix", "captioner"]
 
     def clean_trigger_word(self) -> str:
         word = self.cleaned_data.get("trigger_word", "").strip()
@@ -123,6 +125,11 @@ class CaptionStyleForm(forms.ModelForm):
         if advice.errors:
             raise forms.ValidationError(advice.errors)
         return word
+
+    def clean_captioner(self) -> str:
+        # Free text on purpose (a preset, "kind:hub-id" or "kind:/local/folder"): the worker
+        # resolves it and explains plainly when it cannot be loaded.
+        return " ".join(self.cleaned_data.get("captioner", "").split())
 
     def clean_caption_placement(self) -> str:
         return self.cleaned_data.get("caption_placement") or CaptionPlacement.PREFIX

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from flux_studio.files import serve_file
 from trainer import captions, datasets, photos, selectors
-from trainer.forms import TRIGGER_ADVICE, CaptionStyleForm, DatasetNameForm, trigger_advice
+from trainer.forms import CAPTIONER_SUGGESTIONS, TRIGGER_ADVICE, CaptionStyleForm, DatasetNameForm, trigger_advice
 from trainer.models import Dataset, Photo
 
 PHOTO_FILES = {"thumb": "thumbnail", "image": "image", "original": "original"}
@@ -87,7 +87,8 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "dataset": dataset, "photos": photo_rows, "health": selectors.dataset_health(dataset),
         "style_form": CaptionStyleForm(instance=dataset), "advice": trigger_advice(dataset.trigger_word),
         "trigger_help": TRIGGER_ADVICE, "counts": _counts(dataset), "area": "datasets",
-        "captioner": dataset.captioner or settings.CAPTIONER, "template_caption": datasets.template_text(dataset),
+        "default_captioner": settings.CAPTIONER, "captioner_choices": CAPTIONER_SUGGESTIONS,
+        "template_caption": datasets.template_text(dataset),
         "max_photo_mb": settings.MAX_PHOTO_MB, "max_photos": settings.MAX_PHOTOS_PER_DATASET,
         "formats": photos.FORMAT_NAMES, "last_event_id": selectors.last_event_id(dataset),
     })

@@ -96,6 +96,7 @@ def test_dataset_studio_from_photos_to_train(page, tmp_path):
     captions = page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)")
     assert all("TPOTZX" in c for c in captions), captions
     assert page.locator("#counter").text_content() == "3 / 3 captioned"
+    page.locator("#health", has_text="3 / 3").wait_for()  # the health summary follows the edits
     screenshot(page, "05-dataset-captioned")
 
     # Train: the launch page for this dataset.
@@ -103,3 +104,59 @@ def test_dataset_studio_from_photos_to_train(page, tmp_path):
     page.wait_for_url("**/trainings/launch/**")
     assert "Teapot" in page.text_content("h1")
     screenshot(page, "05-dataset-train-launch")
+
+
+@pytest.fixture
+def tiny_captioner(tmp_path, monkeypatch) -> str:
+    """CAPTIONER for the studio's worker: a tiny offline Florence-2 (random words, real model)."""
+    from trainer.engine.captioning import build_tiny_florence2
+
+    folder = build_tiny_florence2(tmp_path / "tiny-florence2")
+    monkeypatch.setenv("CAPTIONER", f"florence2:{folder}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return str(folder)
+
+
+def _caption_task_registered() -> bool:
+    import trainer.tasks
+
+    return hasattr(trainer.tasks, "caption_dataset_task")
+
+
+@pytest.mark.skipif(not _caption_task_registered(), reason="trainer/tasks.py does not import caption_dataset_task yet")
+def test_auto_captions_fill_the_grid_live(tiny_captioner, page, tmp_path):
+    # tiny_captioner comes before page so the studio's worker starts with it in its environment.
+    sign_up(page, "emil")
+    page.fill("#id_name", "Mugs")
+    page.click("text=Create dataset")
+    paths = []
+    for n in (1, 2):
+        path = tmp_path / f"mug{n}.png"
+        path.write_bytes(make_image_bytes(520, 520, color=(30 * n, 60, 160), pattern=n))
+        paths.append(str(path))
+    page.set_input_files("#file-input", paths)
+    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 2")
+    page.fill("#id_trigger_word", "MUGZX")
+
+    # No weights for the chosen captioner: the page says so and offers the template caption.
+    page.click(".trigger summary")
+    page.fill("#id_captioner", "florence2:/nowhere/at-all")
+    page.click("#save-style")
+    page.locator("#trigger-advice", has_text="Saved").wait_for()
+    page.click("#auto-caption")
+    status = page.locator("#caption-status", has_text="no captioner weights can be loaded here")
+    status.wait_for(timeout=60_000)
+    screenshot(page, "05-dataset-captioner-unavailable")
+    status.locator("button", has_text="template").click()
+    page.wait_for_function("[...document.querySelectorAll('#photo-grid textarea.caption')].every(t => t.value === 'a photo of MUGZX')")
+
+    # The tiny captioner: captions replace the template ones live, each carrying the trigger.
+    page.fill("#id_captioner", "")
+    page.click("#save-style")
+    page.locator("#trigger-advice", has_text="Saved").wait_for()
+    page.click("#auto-caption")
+    page.locator("#caption-status", has_text="Captioned 2 photos").wait_for(timeout=90_000)
+    captions = page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)")
+    assert all("MUGZX" in c and c != "a photo of MUGZX" for c in captions), captions
+    assert page.locator("#counter").text_content() == "2 / 2 captioned"
+    screenshot(page, "05-dataset-auto-captioned")
