@@ -1,0 +1,152 @@
+"""Webhooks: events become signed messages; delivery to a local receiver, with a retry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Iterator
+
+import pytest
+from django.utils import timezone
+
+from flux_studio import events
+from flux_studio.api import delivery, tasks, webhooks
+from flux_studio.api.models import Webhook, WebhookAttempt, WebhookMessage
+from trainer.models import JobState, TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+
+class Receiver:
+    """A tiny webhook receiver on 127.0.0.1 that fails the first `fail_first` requests."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests: list[dict] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"headers": dict(self.headers), "body": body})
+                self.send_response(500 if len(receiver.requests) <= receiver.fail_first else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(fail_first=1)
+    yield r
+    r.server.shutdown()
+
+
+def verify(secret: str, headers: dict, body: bytes) -> bool:
+    """What a receiver does (Standard Webhooks), written independently of the sender's code."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split())
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[str]:
+    sent: list[str] = []
+    monkeypatch.setattr(webhooks, "_enqueue", lambda message_id: sent.append(str(message_id)))
+    return sent
+
+
+def launch(api, dataset, url: str, events_filter=None) -> int:
+    body = {"input": {"dataset": dataset.pk}, "webhook": url}
+    if events_filter:
+        body["webhook_events_filter"] = events_filter
+    response = api.post("/api/v1/trainings", body)
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def test_events_become_messages_once_and_logs_are_throttled(alice_api, alice, make_dataset, no_queue, enqueued,
+                                                          django_capture_on_commit_callbacks):
+    job_id = launch(alice_api, make_dataset(alice, n=1), "http://127.0.0.1:9/hook")
+    topic = f"training-{job_id}"
+    with django_capture_on_commit_callbacks(execute=True):
+        events.publish(topic, "state", {"state": "starting", "message": "Preparing."})
+        events.publish(topic, "state", {"state": "training"})
+        for n in range(5):
+            events.publish(topic, "log", {"line": f"step {n}"})
+        events.publish(topic, "progress", {"step": 1})
+        events.publish(topic, "sample", {"step": 2})
+        TrainingJob.objects.filter(pk=job_id).update(state=JobState.SUCCEEDED, finished_at=timezone.now())
+        events.publish(topic, "state", {"state": "succeeded", "message": "Training finished."})
+        events.publish(topic, "state", {"state": "succeeded"})
+    names = [m.event for m in WebhookMessage.objects.order_by("created_at")]
+    assert names == ["start", "logs", "output", "completed"]
+    assert len(enqueued) == 4
+    completed = json.loads(WebhookMessage.objects.get(event="completed").body)
+    assert completed["id"] == job_id and completed["status"] == "succeeded" and "Training finished." in completed["logs"]
+    assert completed == {**alice_api.get(f"/api/v1/trainings/{job_id}").json(), "urls": completed["urls"]}
+
+
+def test_events_filter_and_other_objects(alice_api, alice, make_dataset, no_queue, enqueued,
+                                         django_capture_on_commit_callbacks):
+    job_id = launch(alice_api, make_dataset(alice, n=1), "http://127.0.0.1:9/hook", ["completed"])
+    with django_capture_on_commit_callbacks(execute=True):
+        events.publish(f"training-{job_id}", "state", {"state": "training"})
+        events.publish(f"training-{job_id}", "log", {"line": "x"})
+        events.publish(f"training-{job_id + 1}", "state", {"state": "failed"})
+        events.publish(f"dataset-{job_id}", "state", {"state": "failed"})
+        events.publish(f"training-{job_id}", "state", {"state": "canceled"})
+    assert list(WebhookMessage.objects.values_list("event", flat=True)) == ["completed"]
+
+
+def test_delivery_is_signed_and_retried_after_a_failure(alice_api, alice, make_dataset, no_queue, enqueued, receiver,
+                                                      django_capture_on_commit_callbacks, monkeypatch):
+    job_id = launch(alice_api, make_dataset(alice, n=1), receiver.url, ["completed"])
+    with django_capture_on_commit_callbacks(execute=True):
+        events.publish(f"training-{job_id}", "state", {"state": "failed"})
+    message_id = enqueued[0]
+    scheduled: list[tuple] = []
+    monkeypatch.setattr(tasks.deliver_webhook_task, "schedule", lambda args, delay: scheduled.append((args, delay)))
+    tasks.deliver_webhook_task.call_local(message_id, 1)
+    assert scheduled == [((message_id, 2), delivery.backoff_seconds(1))]
+    assert delivery.backoff_seconds(3) == 4 * delivery.backoff_seconds(1), "exponential"
+    tasks.deliver_webhook_task.call_local(message_id, 2)
+    assert len(scheduled) == 1, "no retry after success"
+    first, second = receiver.requests
+    assert first["body"] == second["body"] and first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
+    secret = alice_api.get("/api/v1/webhooks/default/secret").json()["key"]
+    assert verify(secret, second["headers"], second["body"])
+    assert not verify(secret, second["headers"], second["body"] + b" ")
+    assert json.loads(second["body"])["id"] == job_id
+    attempts = list(WebhookAttempt.objects.order_by("number"))
+    assert [(a.number, a.status_code) for a in attempts] == [(1, 500), (2, 204)]
+    assert WebhookMessage.objects.get().delivered_at is not None
+    log = alice_api.get("/api/v1/webhooks/deliveries").json()["results"]
+    assert [(row["attempt"], row["status_code"], row["event"]) for row in log] == [(2, 204, "completed"), (1, 500, "completed")]
+
+
+def test_gives_up_after_max_attempts(alice, monkeypatch):
+    hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url="http://127.0.0.1:9/none", events=["completed"])
+    message = WebhookMessage.objects.create(webhook=hook, event="completed", body="{}")
+    assert delivery.deliver(str(message.pk), 1) == delivery.backoff_seconds(1)
+    assert delivery.deliver(str(message.pk), delivery.MAX_ATTEMPTS) is None
+    message.refresh_from_db()
+    assert message.failed_at and WebhookAttempt.objects.filter(message=message).count() == 2
+    assert "ConnectionError" in WebhookAttempt.objects.first().error
+
+
+def test_bob_does_not_see_alices_deliveries(alice, bob_api):
+    hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url="http://x.test/", events=["completed"])
+    WebhookAttempt.objects.create(message=WebhookMessage.objects.create(webhook=hook, event="completed", body="{}"),
+                                  number=1, status_code=200)
+    assert bob_api.get("/api/v1/webhooks/deliveries").json()["results"] == []
