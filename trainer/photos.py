@@ -256,10 +256,18 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
     photo.thumbnail.save(f"{stem}.jpg", ContentFile(_thumbnail(checked.image)), save=False)
     try:
         with transaction.atomic():
+            # The page uploads 2-3 files at once: re-check the limit under a row lock so parallel
+            # uploads cannot push the dataset past it.
+            Dataset.objects.select_for_update().filter(pk=dataset.pk).exists()
+            if dataset.photos.count() >= settings.MAX_PHOTOS_PER_DATASET:
+                raise PhotoRejected(f"the dataset already holds the maximum of {settings.MAX_PHOTOS_PER_DATASET} photos")
             photo.save()
     except IntegrityError:  # the same bytes arrived twice at once (two parallel uploads)
         photo_files_delete(photo)
         raise PhotoRejected("an exact duplicate of a photo uploaded at the same moment") from None
+    except PhotoRejected:
+        photo_files_delete(photo)
+        raise
     dataset.save(update_fields=["updated_at"])
     return photo
 
