@@ -31,12 +31,14 @@ BATCH_SIZE = 4
 def captions_enqueue(*, dataset: Dataset, photo_ids: Iterable[int] | None = None, overwrite: bool = False) -> None:
     """Queue captioning of the dataset (or just `photo_ids`) once this transaction commits."""
     ids = sorted(set(dataset.photos.filter(pk__in=list(photo_ids)).values_list("pk", flat=True))) if photo_ids is not None else None
-    dataset_id = dataset.pk
-    # Publishing "queued" now gives the grid instant feedback even while the GPU is busy training.
-    transaction.on_commit(lambda: (
-        events.publish(f"dataset-{dataset_id}", "captioning", {"state": "queued", "message": "Captioning is queued."}),
-        caption_dataset_task(dataset_id, ids, overwrite),
-    ))
+    dataset_id, topic = dataset.pk, dataset.topic
+
+    def enqueue() -> None:
+        # "queued" gives the grid instant feedback even while the GPU is busy with a training.
+        events.publish(topic, "captioning", {"state": "queued", "message": "Captioning is queued."})
+        caption_dataset_task(dataset_id, ids, overwrite)
+
+    transaction.on_commit(enqueue)
 
 
 @gpu_queue.task()
