@@ -145,3 +145,27 @@ def wait_for(condition: Callable[[], object], timeout: float = 60, interval: flo
             return value
         time.sleep(interval)
     raise AssertionError(message or f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def make_dataset() -> Callable[..., object]:
+    """A dataset of small real images with captions, stored like uploads are."""
+    import hashlib
+
+    from django.core.files.base import ContentFile
+
+    from trainer.models import CaptionSource, Dataset, Photo
+
+    def make(owner, n: int = 4, trigger: str = "zxq", size: int = 64, name: str = "pets") -> Dataset:
+        dataset = Dataset.objects.create(owner=owner, name=name, trigger_word=trigger)
+        for i in range(n):
+            data = make_image_bytes(size, size, color=(40 * i % 256, 120, 200), pattern=i)
+            photo = Photo(dataset=dataset, original_name=f"pet{i}.png", width=size, height=size, format="PNG",
+                          size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                          caption=f"a photo of {trigger} on a mat, view {i}", caption_source=CaptionSource.USER)
+            for field in ("original", "image", "thumbnail"):
+                getattr(photo, field).save(f"pet{i}.png", ContentFile(data), save=False)
+            photo.save()
+        return dataset
+
+    return make

@@ -6,6 +6,7 @@ from huey import crontab
 
 from flux_studio import worker
 from flux_studio.queues import gpu_queue, light_queue
+from trainer.captions import caption_dataset_task  # noqa: F401  (the worker registers it from here)
 
 
 @gpu_queue.task()

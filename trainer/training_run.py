@@ -177,7 +177,7 @@ def _run_claimed(job: TrainingJob) -> None:
     hooks = JobHooks(job)
     try:
         images = materialize_dataset(job, work / "dataset")
-        resume = (work / "out" / "checkpoints").exists()
+        resume = any((work / "out" / "checkpoints").glob("step-*"))
         config = engine.TrainConfig.from_dict(engine_config(job, work, images, resume=resume))
         result = engine.train(config, hooks)
     except engine.EngineError as exc:

@@ -1,0 +1,113 @@
+"""Job creation freezes settings and captions; state changes are compare-and-set; owner only."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from trainer import jobs
+from trainer.models import JobState, TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_real_queue(monkeypatch):
+    """These tests check the web side only; what would be enqueued is recorded, not run."""
+    enqueued: list[int] = []
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: enqueued.append(job.pk))
+    return enqueued
+
+
+def test_create_freezes_captions_and_puts_the_trigger_in_each(alice, make_dataset, _no_real_queue):
+    dataset = make_dataset(alice, n=3, trigger="zxq")
+    first = dataset.photos.first()
+    first.caption = "a tabby cat on a sofa"
+    first.save()
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny")
+    assert job.state == JobState.QUEUED and _no_real_queue == [job.pk]
+    assert all("zxq" in row["caption"] for row in job.snapshot)
+    assert job.snapshot[0]["caption"] == "zxq, a tabby cat on a sofa"
+    first.caption = "changed later"
+    first.save()
+    job.refresh_from_db()
+    assert job.snapshot[0]["caption"] == "zxq, a tabby cat on a sofa"
+    assert job.config["steps"] == job.total_steps and job.config["resolution"] == 64
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"steps": "0"}, "steps"), ({"resolution": "70"}, "resolution"), ({"learning_rate": "fast"}, "learning_rate"),
+    ({"warp_speed": "9"}, "settings"),
+])
+def test_bad_settings_are_refused_and_nothing_is_queued(alice, make_dataset, _no_real_queue, overrides, field):
+    dataset = make_dataset(alice, n=1)
+    with pytest.raises(ValidationError) as info:
+        jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny", overrides=overrides)
+    assert field in info.value.message_dict
+    assert not TrainingJob.objects.exists() and _no_real_queue == []
+
+
+def test_needs_a_trigger_word_and_photos(alice, make_dataset):
+    dataset = make_dataset(alice, n=0, trigger="")
+    with pytest.raises(ValidationError, match="trigger word"):
+        jobs.job_create(owner=alice, dataset=dataset)
+    dataset.trigger_word = "zxq"
+    dataset.save()
+    with pytest.raises(ValidationError, match="no photos"):
+        jobs.job_create(owner=alice, dataset=dataset)
+
+
+def test_cancel_a_queued_job_is_immediate_and_claim_then_fails(alice, make_dataset):
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    assert jobs.job_cancel(job=job)
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED
+    assert jobs.job_claim(job.pk, "w1") is None
+
+
+def test_only_one_worker_claims_a_job(alice, make_dataset):
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    assert jobs.job_claim(job.pk, "w1") is not None
+    assert jobs.job_claim(job.pk, "w2") is None
+    job.refresh_from_db()
+    assert job.worker_id == "w1" and job.attempts == 1 and job.state == JobState.STARTING
+
+
+def test_orphaned_job_is_requeued_then_failed_after_max_attempts(alice, make_dataset, monkeypatch):
+    import trainer.tasks
+
+    requeued: list[int] = []
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    jobs.job_claim(job.pk, "ghost-host:999999:gpu")  # no heartbeat row: that worker is dead
+    assert jobs.recover_orphaned_jobs() == [job.pk]
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and requeued == [job.pk]
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, attempts=jobs.MAX_ATTEMPTS, worker_id="gone")
+    jobs.recover_orphaned_jobs()
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "stopped 3 times" in job.error and job.error_hint
+
+
+def test_launch_page_creates_a_job_and_opens_it(alice_client, alice, make_dataset, _no_real_queue):
+    dataset = make_dataset(alice, n=2)
+    page = alice_client.get(reverse("trainer:job_launch", args=[dataset.pk]))
+    assert b"Balanced" in page.content and b"High quality" in page.content
+    response = alice_client.post(reverse("trainer:job_launch", args=[dataset.pk]), {"preset": "fast", "base_model": "tiny", "steps": "12"})
+    job = TrainingJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
+    assert job.total_steps == 12
+    bad = alice_client.post(reverse("trainer:job_launch", args=[dataset.pk]), {"preset": "fast", "resolution": "65"})
+    assert b"multiple of 16" in bad.content
+
+
+def test_other_users_get_404_everywhere(alice, bob_client, make_dataset, _no_real_queue):
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    for url in (reverse("trainer:job_detail", args=[job.pk]), reverse("trainer:job_download", args=[job.pk, "lora"]),
+                reverse("trainer:job_launch", args=[job.dataset_id])):
+        assert bob_client.get(url).status_code == 404
+    assert bob_client.post(reverse("trainer:job_cancel", args=[job.pk])).status_code == 404
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED
+    assert b"pets" not in bob_client.get(reverse("trainer:job_list")).content
