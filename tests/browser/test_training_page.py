@@ -1,0 +1,62 @@
+"""In Chromium: launch a tiny training, watch progress, the loss chart and a sample arrive live,
+see the finished state in the tab title, then download the LoRA."""
+
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.browser.conftest import screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def log_in(page, username: str, password: str) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/accounts/login" not in url)
+
+
+def test_launch_watch_and_download(page, alice, make_dataset, tmp_path):
+    dataset = make_dataset(alice, n=3, trigger="zxq")
+    log_in(page, "alice", "correct horse battery")
+    page.goto(f"/trainings/launch/{dataset.pk}/")
+    page.check("input[name=preset][value=fast]")
+    page.click("summary")
+    page.fill("#steps", "16")
+    page.fill("#sample_every", "8")
+    page.fill("#sample_prompts", "a photo of zxq on a mat")
+    page.click("#launch")
+    page.wait_for_url("**/trainings/*/")
+    screenshot(page, "06-job-queued")
+
+    # Progress arrives live: the bar moves, the loss chart fills, a sample appears.
+    page.wait_for_function("document.getElementById('progress').value >= 4", timeout=180_000)
+    page.wait_for_selector("#samples figure img", timeout=120_000)
+    page.wait_for_selector("#job-state[data-state=succeeded]", timeout=120_000)
+    assert page.eval_on_selector("#progress", "p => p.value") == 16
+    assert page.text_content("#step") == "16"
+    assert page.locator("#loss-chart canvas").count() == 1
+    points = page.evaluate("document.querySelector('#loss-chart .u-over') !== null")
+    assert points
+    sample = page.locator("#samples figure img").first
+    assert page.evaluate("img => img.complete && img.naturalWidth > 0", sample.element_handle())
+    assert "a photo of zxq on a mat" in page.text_content("#samples")
+    assert "Succeeded" in page.title()
+    assert "checkpoint" in page.text_content("#log") or "step" in page.text_content("#log")
+    screenshot(page, "06-job-finished")
+
+    with page.expect_download() as download_info:
+        page.click("#download-lora")
+    path = tmp_path / "lora.safetensors"
+    download_info.value.save_as(path)
+    assert download_info.value.suggested_filename == "zxq_lora.safetensors"
+    assert any(".lora_A." in key for key in load_file(path))
+
+    # A reload (or a second tab) replays the whole history: the chart and samples come back.
+    page.reload()
+    page.wait_for_selector("#samples figure img")
+    page.wait_for_function("document.getElementById('log').textContent.length > 0")
+    assert page.text_content("#step") == "16"
