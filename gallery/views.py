@@ -9,7 +9,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -20,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from flux_studio.files import serve_file
 from gallery import selectors, services_gallery
-from gallery.models import GalleryExample, GalleryModel, GenerationImage, License, Like
+from gallery.models import GalleryExample, GalleryModel, GenerationImage, Like
 
 PAGE_SIZE = 24
 DOWNLOADS = {"diffusers": ("lora_file", ""), "kohya": ("kohya_file", "-kohya")}

@@ -134,3 +134,29 @@ def test_history_settings_again_cancel_and_delete_are_owner_only(alice_client, b
     response = alice_client.post(reverse("gallery:generation_delete", args=[g.pk]), {"next": "https://evil.example/"})
     assert response["Location"] == reverse("gallery:generation_history")
     assert not Generation.objects.exists()
+
+
+def test_queue_info_estimates_the_wait_behind_a_running_training(alice, bob, make_job):
+    from gallery.selectors import queue_info
+
+    training = make_job(bob, state=JobState.TRAINING)
+    type(training).objects.filter(pk=training.pk).update(step=100, total_steps=500, it_per_s=2.0, eta_seconds=200.0)
+    kwargs = dict(owner=alice, prompt="p", base_model="tiny", seed=1, steps=3, guidance=1.0, width=64, height=64)
+    earlier = Generation.objects.create(**kwargs, num_images=2)
+    mine = Generation.objects.create(**kwargs)
+    info = queue_info(mine)
+    assert info["position"] == 2 and info["ahead"] == 1
+    assert info["training"] == {"step": 100, "total": 500, "eta_s": 200, "it_per_s": 2.0}
+    assert info["wait_s"] >= 200 + 2 * info["per_image_s"] - 1
+    assert queue_info(earlier)["position"] == 1
+
+
+def test_web_code_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'flux_studio.settings'); django.setup(); "
+            "import gallery.views, gallery.views_generate, gallery.views_publish, gallery.services, gallery.tasks, sys; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
