@@ -69,6 +69,9 @@ def dataset_for_training(*, owner: AbstractBaseUser, data: dict[str, Any]) -> Da
         if dataset is None:
             raise field_error("input.dataset", "no such dataset (or it is not yours)")
     elif data.get("files") is not None:
+        if data.get("autocaption"):
+            # A retry after the 409 would copy the files again and caption the copy again.
+            raise field_error("input.autocaption", "needs `dataset` (POST /files answers with one), not `files`")
         dataset = _from_files(owner, data["files"])
     else:
         raise field_error("input.dataset", "give `dataset` (an id from POST /files) or `files` (file ids)")

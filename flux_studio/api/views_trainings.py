@@ -81,19 +81,20 @@ def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
     hook = parse_webhook(body)
     options = _launch_options(data)
     overrides = _overrides(data)
+    # One transaction: a copied dataset never outlives a refused launch. Captioning, when
+    # started, is queued on commit, which happens even though the answer is then a 409.
     with transaction.atomic():
         dataset = dataset_for_training(owner=request.user, data=data)
-    # Outside a transaction: captioning must really be queued even though this request fails.
-    pending = autocaption_pending(dataset=dataset, data=data)
+        pending = autocaption_pending(dataset=dataset, data=data)
+        if not pending:
+            try:
+                job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, **options)
+            except ValidationError as exc:
+                raise from_validation_error(exc, field_map=FIELD_MAP) from None
+            if hook:
+                webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
     if pending:
         raise ApiError(409, pending, type_="captioning", headers={"Retry-After": "15"}, extra={"dataset": dataset.pk})
-    with transaction.atomic():
-        try:
-            job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, **options)
-        except ValidationError as exc:
-            raise from_validation_error(exc, field_map=FIELD_MAP) from None
-        if hook:
-            webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
     return JsonResponse(training_object(job, urls), status=201)
 
 

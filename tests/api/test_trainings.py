@@ -129,3 +129,14 @@ def test_autocaption_starts_captioning_then_trains(alice_api, alice, make_datase
     events.publish(dataset.topic, "captioning", {"state": "finished"})
     done = create(alice_api, dataset=dataset.pk, autocaption=True)
     assert done.status_code == 201 and TrainingJob.objects.get(pk=done.json()["id"]).state == JobState.QUEUED
+
+
+def test_refused_launch_from_files_leaves_no_dataset_behind(alice_api, alice, make_dataset, no_queue):
+    from trainer.models import Dataset
+
+    ids = list(make_dataset(alice, n=1, size=300, trigger="").photos.values_list("pk", flat=True))
+    before = Dataset.objects.count()
+    response = create(alice_api, files=ids)
+    assert response.status_code == 422 and "input.trigger_word" in response.json()["errors"]
+    assert Dataset.objects.count() == before
+    assert "input.autocaption" in create(alice_api, files=ids, trigger_word="zxq", autocaption=True).json()["errors"]
