@@ -8,6 +8,7 @@ once and in order, whether it opened early, late, or reconnected.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -60,10 +61,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"kind": "pong", "data": {}})
 
     async def event_message(self, message: dict) -> None:
-        await self._send_event(message["event"])
+        await self._send_event(message["event"], message.get("text"))
 
-    async def _send_event(self, event: dict) -> None:
+    async def _send_event(self, event: dict, text: str | None = None) -> None:
         if event["id"] <= self.last_id:
             return
         self.last_id = event["id"]
-        await self.send_json(event)
+        # The relay encodes each event once for all its watchers; replayed events are encoded here.
+        await self.send(text_data=text or json.dumps(event))

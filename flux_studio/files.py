@@ -30,7 +30,7 @@ class UserUploadPath:
         self.kind = kind
 
     def __call__(self, instance: object, filename: str) -> str:
-        suffix = PurePosixPath(filename).suffix.lower()[:10]
+        suffix = PurePosixPath(filename).suffix.lower()[:16]  # ".safetensors" must survive whole
         return f"users/{owner_id_of(instance)}/{self.kind}/{uuid.uuid4().hex}{suffix}"
 
     def __eq__(self, other: object) -> bool:

@@ -11,6 +11,7 @@ when tried here; see DESIGN.md.)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -58,7 +59,8 @@ class EventRelay:
             try:
                 rows = await database_sync_to_async(self._fetch)(self.last_id)
                 for event in rows:
-                    await layer.group_send(group_name(event.topic), {"type": "event.message", "event": event.as_message()})
+                    message = event.as_message()
+                    await layer.group_send(group_name(event.topic), {"type": "event.message", "event": message, "text": json.dumps(message)})
                     self.last_id = event.id
                 if len(rows) == BATCH:
                     continue  # a burst: drain it before sleeping

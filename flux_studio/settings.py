@@ -139,7 +139,9 @@ if REDIS_URL:
     }
 else:
     # In-process layer; the worker's events reach it through the events table (flux_studio.relay).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Capacity per socket: a slow browser tab may fall this far behind before events are dropped
+    # (it then replays them from the table when it reconnects).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2000}}}
 
 # How often an ASGI process polls the events table for worker events (embedded shape only).
 EVENTS_POLL_SECONDS = env_float("EVENTS_POLL_SECONDS", 0.15, minimum=0.02)
@@ -198,6 +200,8 @@ BASE_MODELS = env_list("BASE_MODELS", ["tiny", "flux-dev", "flux-schnell"])
 if DEFAULT_BASE_MODEL not in BASE_MODELS:
     raise ImproperlyConfigured(f"DEFAULT_BASE_MODEL={DEFAULT_BASE_MODEL!r} is not listed in BASE_MODELS")
 CAPTIONER = env_str("CAPTIONER", "florence2")
+# Device for generation in the GPU worker: auto (CUDA when present), cpu, cuda, cuda:1, ...
+GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")
 # Where engine outputs (LoRAs, checkpoints, samples) are written by the worker before upload.
 WORK_DIR = env_path("WORK_DIR", DATA_DIR / "work")
 # Cached tiny/demo base pipelines built offline.

@@ -173,6 +173,10 @@ def run_training(job_id: int) -> None:
 def _run_claimed(job: TrainingJob) -> None:
     from trainer import engine  # torch and diffusers load here, in the worker only
 
+    from gallery.generation_run import release_pipeline_cache
+
+    # One GPU, one model in memory: drop the generation cache before training loads its own base.
+    release_pipeline_cache()
     work = job_work_dir(job)
     hooks = JobHooks(job)
     try:
