@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
 
+    from .presets import BasePreset
+
 
 @dataclass(frozen=True)
 class TinySpec:
@@ -159,11 +161,11 @@ def build_tiny_pipeline(spec: TinySpec | None = None) -> "FluxPipeline":
     )
 
 
-def save_tiny_pipeline(folder: str | Path, spec: TinySpec | None = None) -> Path:
-    """Write the tiny pipeline as a diffusers folder (with its preset defaults) and return it."""
+def save_tiny_pipeline(folder: str | Path, spec: TinySpec | None = None, preset: "BasePreset | None" = None) -> Path:
+    """Write the pipeline as a diffusers folder with its preset defaults (tiny's unless given)."""
     from .presets import BASE_PRESETS, write_preset_file
 
     folder = Path(folder)
     build_tiny_pipeline(spec).save_pretrained(folder)
-    write_preset_file(folder, BASE_PRESETS["tiny"])
+    write_preset_file(folder, preset or BASE_PRESETS["tiny"])
     return folder

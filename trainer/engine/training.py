@@ -184,7 +184,9 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: t
 
         return Adafactor(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                          scale_parameter=False, relative_step=False, warmup_init=False)  # fmt: skip
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # The fused kernel updates all LoRA tensors in one pass instead of ~10 small ops per tensor;
+    # with hundreds of small adapter matrices that loop is a visible share of a step.
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:

@@ -1,0 +1,114 @@
+"""Seconds per training step and peak memory of the engine on a small FLUX-architecture base.
+
+    python bench/train_speed.py                      # 60 steps, prints s/step=... peak_rss_mb=...
+    python bench/train_speed.py --export-base DIR    # also keep the exact base as a diffusers folder
+
+The base: 2 double + 4 single blocks, 4 heads x 64, text width 128 (CLIP and T5), 16-channel
+VAE, random but seeded weights (`trainer.engine.tiny.SMALL_SPEC`). The run: 8 images at 256x256
+with one-line captions, batch 1, LoRA rank 16 on the full target set (attention, feed-forward,
+single-block proj_mlp/proj_out), AdamW, fp32 on the CPU. No validation, samples or checkpoints,
+so only training steps are timed. Steady state = the mean of steps after the first `--warmup`.
+Peak RSS is the whole process's high-water mark (model loading and encoding included).
+
+The folder written by --export-base can be handed to diffusers' train_dreambooth_lora_flux.py
+(`--pretrained_model_name_or_path DIR --resolution 256 --rank 16 --cache_latents`) to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trainer.engine import BasePreset, Progress, TrainConfig, TrainHooks, train  # noqa: E402
+from trainer.engine.tiny import SMALL_SPEC, save_tiny_pipeline  # noqa: E402
+
+SMALL_PRESET = BasePreset(
+    name="small", source="small", resolution=256, max_sequence_length=512, sample_steps=20,
+    sample_guidance=3.5, train_guidance=1.0, description="bench base: FLUX architecture at small width",
+)  # fmt: skip
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+RGB = [(220, 40, 40), (40, 180, 60), (40, 60, 220), (230, 210, 40), (140, 50, 200), (240, 140, 30), (250, 250, 250), (10, 10, 10)]
+
+
+class StepTimer(TrainHooks):
+    """Wall and CPU time at each progress report; consecutive reports bracket one optimizer step."""
+
+    def __init__(self) -> None:
+        self.stamps: list[tuple[float, float]] = []
+
+    def on_progress(self, progress: Progress) -> None:
+        self.stamps.append((time.perf_counter(), time.process_time()))
+
+
+def make_images(folder: Path, count: int, size: int) -> None:
+    for i in range(count):
+        image = Image.new("RGB", (size, size), RGB[(i + 3) % len(RGB)])
+        draw = ImageDraw.Draw(image)
+        draw.ellipse((size // 4, size // 4, size * 3 // 4, size * 3 // 4), fill=RGB[i % len(RGB)])
+        image.save(folder / f"{i:02d}.png")
+        (folder / f"{i:02d}.txt").write_text(f"a photo of sks, a {COLOURS[i % len(COLOURS)]} circle")
+
+
+def export_base(folder: Path) -> Path:
+    """Build and save the base in a child process, so its memory is not in our peak RSS."""
+    subprocess.run([sys.executable, __file__, "--child-export", str(folder)], check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child-export"]:
+        save_tiny_pipeline(Path(sys.argv[2]), SMALL_SPEC, SMALL_PRESET)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10, help="steps left out of the steady-state mean")
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--export-base", type=Path, help="write the base trained on here (diffusers folder)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base = export_base(args.export_base or work / "base")
+        images = work / "images"
+        images.mkdir()
+        make_images(images, args.images, args.resolution)
+        config = TrainConfig(
+            base=str(base), images_dir=str(images), output_dir=str(work / "out"), trigger_word="sks",
+            steps=args.steps, resolution=args.resolution, lora_rank=args.rank, batch_size=1, learning_rate=1e-4,
+            caption_dropout=0.0, val_every=0, sample_every=0, checkpoint_every=0, device=args.device,
+            optimizer="adamw", gradient_checkpointing=False,
+        )  # fmt: skip
+        timer = StepTimer()
+        started = time.perf_counter()
+        train(config, timer)
+        total = time.perf_counter() - started
+    steady = timer.stamps[args.warmup :]
+    walls = sorted(b[0] - a[0] for a, b in zip(steady, steady[1:]))
+    per_step = (steady[-1][0] - steady[0][0]) / (len(steady) - 1)
+    cpu_per_step = (steady[-1][1] - steady[0][1]) / (len(steady) - 1)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    load = os.getloadavg()[0]
+    print(f"s/step={per_step:.4f} peak_rss_mb={peak_mb:.0f}")
+    # The machine may be shared: the median step and the load average say how noisy the mean is.
+    print(f"median_s/step={walls[len(walls) // 2]:.4f} cpu_s/step={cpu_per_step:.4f} steps={args.steps} "
+          f"total_s={total:.1f} threads={torch.get_num_threads()} loadavg_1m={load:.2f}")
+    if args.export_base:
+        print(f"base written to {args.export_base}")
+
+
+if __name__ == "__main__":
+    main()
