@@ -143,6 +143,12 @@ else:
     # (it then replays them from the table when it reconnects).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2000}}}
 
+# Shared cache (the API's per-token rate limit): Redis when scaled out, else per process.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "flux"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # How often an ASGI process polls the events table for worker events (embedded shape only).
 EVENTS_POLL_SECONDS = env_float("EVENTS_POLL_SECONDS", 0.15, minimum=0.02)
 
@@ -206,6 +212,13 @@ GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")
 WORK_DIR = env_path("WORK_DIR", DATA_DIR / "work")
 # Cached tiny/demo base pipelines built offline.
 MODEL_CACHE_DIR = env_path("MODEL_CACHE_DIR", DATA_DIR / "models")
+
+# --- HTTP API ---------------------------------------------------------------------------------
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
+API_WEBHOOK_RETRY_BASE_S = env_float("API_WEBHOOK_RETRY_BASE_S", 5.0, minimum=0.1)
+# Webhooks to loopback/private addresses would let a user probe internal services; off by default.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 
 # --- Accounts ---------------------------------------------------------------------------------
 LOGIN_URL = "login"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -31,6 +34,26 @@ def backoff_seconds(attempt: int) -> float:
     return min(MAX_DELAY_S, retry_base_seconds() * 2 ** (attempt - 1))
 
 
+def destination_refusal(url: str) -> str:
+    """Why `url` must not be called, or "" when it may.
+
+    A webhook URL is chosen by the user but called from inside our network, so an address that
+    resolves to loopback, a private range or link-local metadata endpoints is refused (checked at
+    delivery time, after DNS, so a later DNS change cannot sneak one in).
+    """
+    if settings.WEBHOOK_ALLOW_PRIVATE:
+        return ""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot resolve {host!r}: {exc}"
+    for address in sorted(addresses):
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            return f"refused: {host} resolves to the non-public address {address} (WEBHOOK_ALLOW_PRIVATE is off)"
+    return ""
+
+
 def deliver(message_id: str, attempt: int) -> float | None:
     """Try once. Returns the delay before the next try, or None when done (sent or given up)."""
     message = WebhookMessage.objects.select_related("webhook__owner").filter(pk=message_id).first()
@@ -48,6 +71,12 @@ def deliver(message_id: str, attempt: int) -> float | None:
     }
     started = time.monotonic()
     status, error = None, ""
+    refusal = destination_refusal(hook.url)
+    if refusal:
+        WebhookAttempt.objects.create(message=message, number=attempt, status_code=None, error=refusal[:300], duration_ms=0)
+        WebhookMessage.objects.filter(pk=message.pk).update(failed_at=timezone.now())
+        log.warning("webhook %s not sent: %s", message.msg_id, refusal)
+        return None
     try:
         response = requests.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
         status = response.status_code

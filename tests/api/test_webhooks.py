@@ -150,3 +150,16 @@ def test_bob_does_not_see_alices_deliveries(alice, bob_api):
     WebhookAttempt.objects.create(message=WebhookMessage.objects.create(webhook=hook, event="completed", body="{}"),
                                   number=1, status_code=200)
     assert bob_api.get("/api/v1/webhooks/deliveries").json()["results"] == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data",
+                                 "http://[::1]/hook", "http://localhost:8000/admin/"])
+def test_internal_addresses_are_refused_without_a_request(alice, settings, url, receiver):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url=url, events=["completed"])
+    message = WebhookMessage.objects.create(webhook=hook, event="completed", body="{}")
+    assert delivery.deliver(str(message.pk), 1) is None  # no retries for a refused destination
+    message.refresh_from_db()
+    attempt = WebhookAttempt.objects.get(message=message)
+    assert message.failed_at and "non-public address" in attempt.error and attempt.status_code is None
+    assert receiver.requests == []
