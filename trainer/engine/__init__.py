@@ -23,6 +23,7 @@ _LAZY = {
     "build_tiny_pipeline": ".tiny",
     "save_tiny_pipeline": ".tiny",
     "TinySpec": ".tiny",
+    "tiny_base_dir": ".tiny",
 }
 
 __all__ = [

@@ -169,3 +169,27 @@ def save_tiny_pipeline(folder: str | Path, spec: TinySpec | None = None, preset:
     build_tiny_pipeline(spec).save_pretrained(folder)
     write_preset_file(folder, preset or BASE_PRESETS["tiny"])
     return folder
+
+
+def tiny_base_dir(cache_dir: str | Path | None = None) -> Path:
+    """The tiny base as a diffusers folder, built once and reused (for the web side and demos).
+
+    Lives in `cache_dir`, else $FLUX_STUDIO_CACHE, else ~/.cache/flux-studio. Written to a
+    temporary name first, so two processes racing to build it never see a half-written folder.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    root = Path(cache_dir or os.environ.get("FLUX_STUDIO_CACHE") or Path.home() / ".cache" / "flux-studio")
+    folder = root / "tiny-base-v1"  # bump the suffix whenever TinySpec's defaults change
+    if (folder / "model_index.json").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
+    save_tiny_pipeline(partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
