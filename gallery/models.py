@@ -70,6 +70,13 @@ class License(models.TextChoices):
     MIT = "mit", "MIT"
 
 
+class HubState(models.TextChoices):
+    NONE = "", "Not pushed"
+    PUSHING = "pushing", "Pushing"
+    PUSHED = "pushed", "Pushed"
+    FAILED = "failed", "Failed"
+
+
 class GalleryModel(models.Model):
     """A trained LoRA that its owner published (or is preparing to publish)."""
 
@@ -93,6 +100,11 @@ class GalleryModel(models.Model):
     hub_repo = models.CharField(max_length=200, blank=True)
     hub_url = models.URLField(max_length=400, blank=True)
     hub_pushed_at = models.DateTimeField(null=True, blank=True)
+    # Push to the Hugging Face Hub (gallery.hub): state of the last request, when it was asked
+    # for (a push stuck in "pushing" for long may be asked again), and why it failed.
+    hub_state = models.CharField(max_length=10, choices=HubState.choices, default=HubState.NONE, blank=True)
+    hub_requested_at = models.DateTimeField(null=True, blank=True)
+    hub_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flux_studio.queues import gpu_queue
+from flux_studio.queues import gpu_queue, light_queue
 
 # Generations take seconds and a person is watching: they go ahead of queued trainings on the
 # GPU queue (Huey runs higher priority first). A training already running is not interrupted.
@@ -14,3 +14,11 @@ def generate_images_task(generation_id: int) -> None:
     from gallery.generation_run import run_generation
 
     run_generation(generation_id)
+
+
+@light_queue.task()
+def hub_push_task(model_id: int, repo_id: str, token: str, private: bool = False) -> None:
+    """Push a published model to the Hugging Face Hub (network I/O only, so the light queue)."""
+    from gallery.hub import run_hub_push
+
+    run_hub_push(model_id=model_id, repo_id=repo_id, token=token, private=private)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("gallery/<int:pk>/", views.model_detail, name="model_detail"),
     path("gallery/<int:pk>/download/<str:kind>/", views.model_download, name="model_download"),
     path("gallery/<int:pk>/like/", views.model_like, name="model_like"),
+    path("gallery/<int:pk>/hub/", views.model_hub_push, name="model_hub_push"),
     path("gallery/examples/<int:pk>/", views.example_image, name="example_image"),
     path("gallery/examples/add/", views.example_add, name="example_add"),
     path("gallery/publish/<int:job_pk>/", views_publish.publish, name="publish"),

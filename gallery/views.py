@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,8 +19,8 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from flux_studio.files import serve_file
-from gallery import selectors, services_gallery
-from gallery.models import GalleryExample, GalleryModel, GenerationImage, Like
+from gallery import hub, selectors, services_gallery
+from gallery.models import GalleryExample, GalleryModel, GenerationImage, HubState, Like
 
 PAGE_SIZE = 24
 DOWNLOADS = {"diffusers": ("lora_file", ""), "kohya": ("kohya_file", "-kohya")}
@@ -70,6 +71,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "model": model, "examples": [(e, _try_url(model, e)) for e in examples], "summary": selectors.training_summary(job),
         "downloads": downloads, "liked": liked, "try_url": _try_url(model), "is_owner": model.owner_id == request.user.pk,
         "others": selectors.other_models_of(model), "area": "gallery",
+        "hub_pushing": model.hub_state == HubState.PUSHING, "hub_default_repo": slugify(model.title)[:90] or "flux-lora",
     })
 
 
@@ -113,3 +115,18 @@ def example_add(request: HttpRequest) -> HttpResponse:
     services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
     messages.success(request, f"Added to the examples of {model.title}.")
     return redirect("gallery:publish", model.training_id)
+
+
+@login_required
+@require_POST
+def model_hub_push(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner pushes a published model to the Hugging Face Hub; a light worker does it."""
+    model = get_object_or_404(GalleryModel, pk=pk, owner=request.user)
+    try:
+        hub.hub_push_request(user=request.user, model=model, repo_id=request.POST.get("repo_id", ""),
+                             token=request.POST.get("token", ""), private=request.POST.get("private") == "on")
+    except ValidationError as exc:
+        messages.error(request, "; ".join(" ".join(v) for v in exc.message_dict.values()))
+    else:
+        messages.success(request, "Pushing to the Hugging Face Hub: the status below updates when it is done.")
+    return redirect(model)
