@@ -69,9 +69,17 @@ def image_bytes() -> Callable[..., bytes]:
     return make_image_bytes
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _worker_env() -> dict[str, str]:
     """Environment for a worker subprocess that shares this test's database and queues."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     db = connection.settings_dict
     if connection.vendor == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"

@@ -53,9 +53,11 @@ class Command(BaseCommand):
             raise CommandError(f"{failed}; stopped the rest")
 
     def _stop_all(self, procs: dict[str, subprocess.Popen]) -> None:
-        for proc in procs.values():
+        for name, proc in procs.items():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # workers checkpoint running trainings
+                # Workers: SIGINT is Huey's graceful stop (running trainings checkpoint and requeue).
+                # Web: SIGTERM, which Twisted always handles (SIGINT may be ignored when inherited).
+                proc.send_signal(signal.SIGTERM if name == "web" else signal.SIGINT)
         deadline = time.monotonic() + 60
         for proc in procs.values():
             try:

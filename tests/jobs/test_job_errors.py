@@ -1,0 +1,47 @@
+"""A job that cannot train says why, in words a person can act on, and keeps its dataset.
+
+These run the task body in this process (as the worker would), on real engine errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.storage import default_storage
+
+from trainer import jobs
+from trainer.models import Dataset, JobState
+from trainer.training_run import run_training
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _record_enqueue(monkeypatch):
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+
+
+def test_base_model_that_cannot_load_fails_with_the_reason(alice, make_dataset, settings, tmp_path):
+    missing = str(tmp_path / "no-such-flux")
+    settings.BASE_MODELS = [*settings.BASE_MODELS, missing]
+    dataset = make_dataset(alice, n=2)
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model=missing)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED
+    assert "no-such-flux" in job.error and "Internal error" not in job.error
+    assert Dataset.objects.filter(pk=dataset.pk).exists() and dataset.photos.count() == 2
+
+
+def test_unreadable_photo_fails_before_training_and_names_the_file(alice, make_dataset):
+    dataset = make_dataset(alice, n=2)
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny")
+    broken = job.snapshot[1]["image"]
+    default_storage.delete(broken)
+    default_storage.save(broken, __import__("io").BytesIO(b"this is not a picture"))
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED
+    assert "0001" in job.error and "Internal error" not in job.error, job.error
+    assert job.step == 0
+    # Resume is offered for a failed job; the dataset and its captions are untouched.
+    assert dataset.photos.filter(caption__contains="zxq").count() == 2
