@@ -53,6 +53,7 @@ def cat_photo(path: Path, n: int) -> Path:
         for dy in (-4, 6):
             d.line([(cx + side * 12, cy + 16), (cx + side * (r + 25), cy + 16 + dy)], fill=(90, 90, 90), width=2)
     d.polygon([(cx - 7, cy + 8), (cx + 7, cy + 8), (cx, cy + 17)], fill=(240, 130, 150))  # nose
+    img = img.resize((512, 512), Image.Resampling.LANCZOS)  # 512 px: big enough not to train soft
     buf = io.BytesIO()
     img.save(buf, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=92)
     path.write_bytes(buf.getvalue())
@@ -79,13 +80,13 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     page.evaluate(DROP_JS, [dropped])
     page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 4")
     page.wait_for_function("[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
-    assert page.locator(".upload.rejected").count() == 0
+    assert page.locator(".upload.rejected").count() == 0 and page.locator("#photo-grid .photo-warning").count() == 0
     snap(page, "photos-dropped")
 
     # 3. Captions, edited in the grid (Ctrl+S saves each at once).
-    cards = page.locator("#photo-grid .photo-card")
-    for i in range(4):
-        card = cards.nth(i)
+    # (Cards arrive in upload-completion order: find each photo's card by its file name.)
+    for i, f in enumerate(files):
+        card = page.locator("#photo-grid .photo-card", has_text=f.name)
         card.locator("textarea.caption").fill(CAPTIONS[i])
         card.locator("textarea.caption").press("Control+s")
         card.locator(".save-state", has_text="saved").wait_for()
