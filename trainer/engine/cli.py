@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _generate_parser(commands)
     export = commands.add_parser("export-base", help="save the tiny base as a diffusers folder")
     export.add_argument("folder", type=Path)
+    demo = commands.add_parser("pretrain-demo", help="pretrain the demo base from scratch (CPU, ~40 min)")
+    demo.add_argument("--out", type=Path, help="output folder (default: the shipped demo weights folder)")
+    demo.add_argument("--steps", type=int, help="transformer steps")
+    demo.add_argument("--vae-steps", type=int)
+    demo.add_argument("--seed", type=int)
     return parser.parse_args(argv)
 
 
@@ -117,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(args)
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "pretrain-demo":
+            from .demo.pretrain import run_pretrain
+
+            return run_pretrain(args)
         from .tiny import save_tiny_pipeline
 
         print(save_tiny_pipeline(args.folder))

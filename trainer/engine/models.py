@@ -62,6 +62,8 @@ def load_pipeline(
         pipeline = build_tiny_pipeline()  # fp32 on the CPU; cast only when asked for another dtype
         return pipeline.to(device=device) if dtype == torch.float32 else pipeline.to(device=device, dtype=dtype)
     source = preset.source if preset else base
+    if source == "builtin:demo":  # shipped inside the package: trainer/engine/demo/weights
+        source = str(Path(__file__).parent / "demo" / "weights")
     if preset is None and Path(base).exists():
         _check_local_folder(Path(base))
     elif preset is None and not _looks_like_hub_id(base):

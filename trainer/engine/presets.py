@@ -58,6 +58,16 @@ BASE_PRESETS: dict[str, BasePreset] = {
         train_guidance=1.0,
         description="A random FLUX-architecture model built offline, for tests and CPU demos.",
     ),
+    "demo": BasePreset(
+        name="demo",
+        source="builtin:demo",  # the folder trainer/engine/demo/weights, pretrained by `pretrain-demo`
+        resolution=64,
+        max_sequence_length=16,
+        sample_steps=16,
+        sample_guidance=1.0,  # the value fed while pretraining; the base is not guidance-distilled
+        train_guidance=1.0,
+        description="A small FLUX-architecture base pretrained here on procedural shapes; draws on a CPU.",
+    ),
 }
 
 
