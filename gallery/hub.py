@@ -125,7 +125,9 @@ def run_hub_push(*, model_id: int, repo_id: str, token: str, private: bool = Fal
             stage_folder(model, Path(tmp), repo_id)
             api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
                               commit_message=f"{model.title} from FLUX Studio")
-    except Exception as exc:  # network, auth, quota, storage: each ends as a reason on the page
+    # Any failure (network, auth, quota, storage, a bug) must end as a reason on the page, never as
+    # a push stuck in "pushing": so no narrower except here.
+    except Exception as exc:  # noqa: BLE001
         log.warning("hub push of gallery model %s to %s failed: %s", model_id, repo_id, type(exc).__name__)
         _record_failure(model_id, _reason(exc, token))
         return
@@ -168,8 +170,7 @@ def stage_folder(model: GalleryModel, folder: Path, repo_id: str) -> list[Path]:
 def _copy(field: Any, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with field.open("rb") as src, open(dest, "wb") as out:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            out.write(chunk)
+        out.writelines(iter(lambda: src.read(1 << 20), b""))
     return dest
 
 

@@ -12,8 +12,9 @@ import base64
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,14 +57,14 @@ class HubStandIn:
                 self._reply(401, {"error": "Invalid credentials in Authorization header"})
                 return False
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 hub_.calls.append(f"GET {self.path}")
                 if self.path == "/api/whoami-v2" and self._authorized():
                     self._reply(200, {"type": "user", "name": user, "auth": {"accessToken": {"role": "write"}}})
                 elif self.path != "/api/whoami-v2":
                     self._reply(404, {"error": "not here"})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 path = self.path.split("?")[0]
                 hub_.calls.append(f"POST {path}")
@@ -138,8 +139,8 @@ def lora_bytes() -> bytes:
     })
 
 
-@pytest.fixture
-def published(alice) -> GalleryModel:
+def make_published(alice) -> GalleryModel:
+    """A published model on flux-dev with both LoRA files and one example."""
     job = TrainingJob.objects.create(
         owner=alice, name="Pet zqx", state=JobState.SUCCEEDED, base_model="flux-dev", trigger_word="zqxpet",
         config={"learning_rate": 4e-4, "lora_rank": 4, "seed": 7}, total_steps=12, step=12,
@@ -154,6 +155,11 @@ def published(alice) -> GalleryModel:
                              is_cover=True, position=1)
     example.image.save("e.png", ContentFile(make_image_bytes(64, 64)), save=True)
     return services_gallery.gallery_model_publish(model=model)
+
+
+@pytest.fixture
+def published(alice) -> GalleryModel:
+    return make_published(alice)
 
 
 def push(client, model: GalleryModel, repo_id: str = "alice-hf/zqx-cat", token: str = TOKEN, **extra: str):
@@ -259,3 +265,21 @@ def test_card_for_a_local_base_names_no_hub_base(published):
     assert hub.hub_base_model("flux-schnell") == "black-forest-labs/FLUX.1-schnell"
     assert hub.hub_base_model("someone/their-flux") == "someone/their-flux"
     assert hub.hub_base_model("/models/flux") is None
+
+
+@pytest.mark.slow
+def test_a_light_worker_pushes_it(client, transactional_db, alice, stand_in, start_worker, monkeypatch):
+    """The real path: the view enqueues on the light queue; a `run_worker --queue light` process pushes."""
+    from tests.conftest import wait_for
+
+    monkeypatch.setenv("HF_ENDPOINT", stand_in.url)  # the worker process reads the environment
+    model = make_published(alice)
+    client.force_login(alice)
+    worker = start_worker("light")
+    assert push(client, model).status_code == 302
+    wait_for(lambda: GalleryModel.objects.get(pk=model.pk).hub_state != HubState.PUSHING, timeout=60,
+             message="the light worker did not finish the push:\n" + worker.output())
+    model.refresh_from_db()
+    assert model.hub_state == HubState.PUSHED, model.hub_error
+    assert "zqxpet" in stand_in.repos["alice-hf/zqx-cat"]["README.md"].decode()
+    assert TOKEN not in worker.output()
