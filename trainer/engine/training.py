@@ -8,6 +8,7 @@ checkpoints on their schedules, and the stop flag polled before every step.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections import deque
 from pathlib import Path
@@ -152,10 +153,18 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         lora_path, kohya_path = run.save_final(step)
         hooks.on_log(f"saved {lora_path} and {kohya_path.name}")
         return TrainResult(lora_path, kohya_path, config_path, sample_paths, step, False, losses, val_losses, latest)
-    except torch.OutOfMemoryError as error:
-        raise OutOfMemoryError(
-            f"out of memory on {device}: try memory_mode 'low', a smaller resolution, batch size or rank"
-        ) from error
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        # CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError with this text.
+        if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error):
+            raise OutOfMemoryError(
+                f"out of memory on {device}: try memory_mode 'low', a smaller resolution, batch size or rank"
+            ) from error
+        raise
+    finally:
+        # A worker runs many jobs in one process: give the GPU memory back before the next one.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: TrainHooks) -> TrainConfig:
