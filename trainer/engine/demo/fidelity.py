@@ -84,12 +84,20 @@ def mean_abs_difference(a: "Image.Image", b: "Image.Image") -> float:
     return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())
 
 
-def render(pipeline: "FluxPipeline", prompt: str, seeds: list[int], lora: str | None = None) -> list["Image.Image"]:
-    """Images through the engine's `generate()` with the demo preset's defaults."""
+def render(
+    pipeline: "FluxPipeline", prompt: str, seeds: list[int], lora: str | None = None, base: str = "demo"
+) -> list["Image.Image"]:
+    """Images through the engine's `generate()` with the base preset's defaults, one per seed.
+
+    Consecutive seeds go in one batched call (generate() gives image i the seed `seed + i`).
+    """
     from ..generation import GenerateConfig, generate
 
     loras = [(lora, 1.0)] if lora else []
-    return [generate(GenerateConfig(base="demo", prompt=prompt, seed=s, loras=loras, device="cpu"), pipeline)[0]
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        config = GenerateConfig(base=base, prompt=prompt, seed=seeds[0], num_images=len(seeds), loras=loras, device="cpu")
+        return generate(config, pipeline)
+    return [generate(GenerateConfig(base=base, prompt=prompt, seed=s, loras=loras, device="cpu"), pipeline)[0]
             for s in seeds]  # fmt: skip
 
 
@@ -121,7 +129,7 @@ class LoraScores:
     lora_path: str
 
 
-def train_concept_lora(out: str | Path, steps: int = 80, images: int = 16, seed: int = 0) -> Path:
+def train_concept_lora(out: str | Path, steps: int = 80, images: int = 16, seed: int = 0, base: str = "demo") -> Path:
     """A LoRA on the checkerboard concept through the engine's normal `train()`; returns its file."""
     from ..config import TrainConfig
     from ..training import train
@@ -129,7 +137,7 @@ def train_concept_lora(out: str | Path, steps: int = 80, images: int = 16, seed:
     out = Path(out)
     data = write_dataset(out / "data", concept_scenes(images, seed))
     config = TrainConfig(
-        base="demo", device="cpu", images_dir=str(data), trigger_word=CONCEPT_TRIGGER, output_dir=str(out / "run"),
+        base=base, device="cpu", images_dir=str(data), trigger_word=CONCEPT_TRIGGER, output_dir=str(out / "run"),
         steps=steps, learning_rate=2e-3, lora_rank=8, batch_size=4, seed=seed,
         val_every=0, sample_every=0, checkpoint_every=0,
     )  # fmt: skip
