@@ -10,6 +10,7 @@ from django.db import transaction
 from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -20,15 +21,22 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
 
 
+def _safe_next(request: HttpRequest) -> str:
+    """The page a person was heading to (e.g. "Try it" with a LoRA preselected), if it is ours."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    allowed = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return target if allowed else ""
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        return redirect("home")
+        return redirect(_safe_next(request) or "home")
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("trainer:dataset_list")
-    return render(request, "registration/signup.html", {"form": form})
+        return redirect(_safe_next(request) or "trainer:dataset_list")
+    return render(request, "registration/signup.html", {"form": form, "next": _safe_next(request)})
 
 
 @never_cache

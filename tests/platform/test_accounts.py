@@ -61,3 +61,17 @@ def test_admin_is_for_staff(client, alice, django_user_model):
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
     client.force_login(admin)
     assert client.get("/admin/").status_code == 200
+
+
+def test_sign_up_returns_to_where_the_person_was_going(client):
+    response = client.post(reverse("signup") + "?next=/generate/%3Fmodel%3D7", {
+        "username": "fay", "password1": "plants and pots 42", "password2": "plants and pots 42", "next": "/generate/?model=7",
+    })
+    assert response.status_code == 302 and response["Location"] == "/generate/?model=7"
+
+
+def test_sign_up_ignores_a_next_to_another_site(client):
+    response = client.post(reverse("signup"), {
+        "username": "gus", "password1": "plants and pots 42", "password2": "plants and pots 42", "next": "https://evil.example/",
+    })
+    assert response["Location"] == reverse("trainer:dataset_list")
