@@ -174,9 +174,12 @@ def _run_claimed(job: TrainingJob) -> None:
     from trainer import engine  # torch and diffusers load here, in the worker only
 
     from gallery.generation_run import release_pipeline_cache
+    from trainer.engine.captioning import unload_captioners
 
-    # One GPU, one model in memory: drop the generation cache before training loads its own base.
+    # One GPU, one model in memory: drop the generation pipeline and any captioner before the
+    # training loads its own base.
     release_pipeline_cache()
+    unload_captioners()
     work = job_work_dir(job)
     hooks = JobHooks(job)
     try:

@@ -45,3 +45,20 @@ def test_unreadable_photo_fails_before_training_and_names_the_file(alice, make_d
     assert job.step == 0
     # Resume is offered for a failed job; the dataset and its captions are untouched.
     assert dataset.photos.filter(caption__contains="zxq").count() == 2
+
+
+def test_continue_training_starts_from_the_finished_lora(alice, make_dataset):
+    from flux_studio.models import Event
+
+    parent = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
+                             overrides={"steps": 4, "sample_every": 0})
+    run_training(parent.pk)
+    parent.refresh_from_db()
+    assert parent.state == JobState.SUCCEEDED and parent.lora_file
+    child = jobs.job_continue(job=parent, extra_steps=3)
+    assert child.parent_id == parent.pk and child.total_steps == 3 and child.snapshot == parent.snapshot
+    run_training(child.pk)
+    child.refresh_from_db()
+    assert child.state == JobState.SUCCEEDED and child.step == 3 and child.lora_file
+    lines = [e.data.get("line", "") for e in Event.objects.filter(topic=child.topic, kind="log")]
+    assert any(line.startswith("continuing from") and "lora.safetensors" in line for line in lines), lines
