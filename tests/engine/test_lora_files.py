@@ -90,3 +90,20 @@ def test_diffusers_reads_the_kohya_layout_the_same_way(trained: tuple[TrainResul
     assert converted
     for key, value in converted.items():
         assert torch.allclose(value, ours[key], atol=1e-7), key
+
+
+def test_kohya_export_pads_parts_a_run_did_not_adapt() -> None:
+    """Attention-only LoRAs leave proj_mlp out of the fused linear1: a zero block keeps it splittable."""
+    from trainer.engine.kohya import to_kohya
+
+    width, rank = 32, 2
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for part in ("attn.to_q", "attn.to_k", "attn.to_v"):
+        state[f"transformer.single_transformer_blocks.0.{part}.lora_A.weight"] = torch.randn(rank, width, generator=generator)
+        state[f"transformer.single_transformer_blocks.0.{part}.lora_B.weight"] = torch.randn(width, rank, generator=generator)
+    kohya = to_kohya(state)
+    assert kohya["lora_unet_single_blocks_0_linear1.lora_up.weight"].shape == (7 * width, 4 * rank)
+    assert float(kohya["lora_unet_single_blocks_0_linear1.alpha"]) == 4 * rank
+    back = drop_zero_parts(from_kohya(kohya))
+    assert set(back) == set(state) and all(torch.equal(back[k], v) for k, v in state.items())

@@ -1,0 +1,78 @@
+"""The shipped `demo` base draws what its prompts say, and a short LoRA on it learns a new concept.
+
+Metrics are defined in trainer/engine/demo/fidelity.py. Thresholds sit below what the shipped
+weights measure (see the report in bench/demo_fidelity.py), with room for seed-to-seed noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.engine import BASE_PRESETS
+from trainer.engine.demo import WEIGHTS_DIR
+from trainer.engine.demo.fidelity import (
+    CONCEPT_TRIGGER,
+    base_accuracy,
+    concept_score,
+    lora_fidelity,
+    prompt_accuracy,
+    train_concept_lora,
+)
+from trainer.engine.demo.preset import DEMO_PRESET
+from trainer.engine.demo.scenes import Scene, concept_scenes, draw
+
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline():  # type: ignore[no-untyped-def]
+    import torch
+
+    from trainer.engine.models import load_pipeline
+
+    torch.set_num_threads(2)
+    pipeline = load_pipeline("demo", "cpu")
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def test_preset_and_shipped_weights() -> None:
+    assert BASE_PRESETS["demo"] == DEMO_PRESET
+    size = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
+    assert size < 12 * 2**20, f"shipped weights are {size / 2**20:.1f} MB"
+    assert (WEIGHTS_DIR / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_metrics_on_drawn_scenes() -> None:
+    """The metrics give full marks to the procedural pictures they were designed around."""
+    scene = draw(Scene("red", "circle", "blue"))
+    assert prompt_accuracy(scene, "red", "blue") == 1.0
+    assert prompt_accuracy(scene, "blue", "red") == 0.0
+    assert concept_score(scene) == 0.0
+    assert concept_score(draw(concept_scenes(1, seed=0)[0])) > 0.9
+
+
+def test_base_draws_the_colours_prompts_name(demo_pipeline) -> None:  # type: ignore[no-untyped-def]
+    scores = base_accuracy(demo_pipeline, SEEDS)
+    # chance is 1/8 per region; both orders of red/blue are among the prompts
+    assert scores.accuracy >= 0.75, scores.per_prompt
+    assert scores.per_prompt["a red circle on a blue background"] >= 0.75, scores.per_prompt
+
+
+@pytest.fixture(scope="module")
+def concept_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_concept_lora(tmp_path_factory.mktemp("demo-lora"), steps=80)
+
+
+def test_lora_learns_the_concept_and_leaves_other_prompts(demo_pipeline, concept_lora: Path) -> None:  # type: ignore[no-untyped-def]
+    scores = lora_fidelity(demo_pipeline, concept_lora, SEEDS)
+    # the trigger word now brings the pink/teal checkerboard the base never drew
+    assert scores.trigger_before < 0.1, scores
+    assert scores.trigger_after - scores.trigger_before >= 0.5, scores
+    # prompts without the trigger keep their colours and change far less than trigger prompts
+    assert scores.other_after < 0.1, scores
+    assert scores.other_accuracy_after >= scores.other_accuracy_before - 0.125, scores
+    assert scores.other_change < 0.5 * scores.trigger_change, scores
+    assert CONCEPT_TRIGGER in Path(concept_lora).parent.joinpath("config.yaml").read_text()
