@@ -12,7 +12,7 @@ workers on many machines consume the same queues.
 from __future__ import annotations
 
 from django.conf import settings
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, PriorityRedisHuey, SqliteHuey
 
 QUEUE_NAMES = ("gpu", "light")
 
@@ -20,7 +20,8 @@ QUEUE_NAMES = ("gpu", "light")
 def _make_queue(name: str) -> Huey:
     immediate = settings.HUEY_IMMEDIATE
     if settings.REDIS_URL:
-        return RedisHuey(f"flux-studio-{name}", url=settings.REDIS_URL, immediate=immediate, utc=True)
+        # The priority flavour: generations jump ahead of waiting trainings (SQLite supports it too).
+        return PriorityRedisHuey(f"flux-studio-{name}", url=settings.REDIS_URL, immediate=immediate, utc=True)
     return SqliteHuey(
         f"flux-studio-{name}",
         filename=str(settings.DATA_DIR / f"queue-{name}.sqlite3"),

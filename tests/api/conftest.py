@@ -88,4 +88,9 @@ def finished_job() -> Callable[..., TrainingJob]:
 
 
 def body_of(response) -> bytes:
+    """A download's bytes: streamed (local storage) or behind a signed S3 redirect (scaled out)."""
+    if response.status_code == 302:
+        import requests
+
+        return requests.get(response["Location"], timeout=10).content
     return b"".join(response.streaming_content) if response.streaming else response.content
