@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file

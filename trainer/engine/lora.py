@@ -143,11 +143,3 @@ def start_from(transformer: torch.nn.Module, state: dict[str, torch.Tensor], alp
     live.update(ours)
     load_raw_state_dict(transformer, live)
 
-
-def lora_file_rank(path: str | Path) -> int:
-    """The rank of a LoRA file (read from its first lora_A/lora_down matrix)."""
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():
-            if ".lora_A." in key or ".lora_down." in key:
-                return handle.get_slice(key).get_shape()[0]
-    raise ConfigError(f"{Path(path).name} holds no LoRA matrices")

@@ -79,70 +79,87 @@ def build_t5_tokenizer() -> "object":
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
+def _transformer(spec: TinySpec) -> "object":
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
+        in_channels=64,  # 16 latent channels packed 2x2
+        num_layers=spec.double_blocks,
+        num_single_layers=spec.single_blocks,
+        attention_head_dim=spec.head_dim,
+        num_attention_heads=spec.heads,
+        joint_attention_dim=spec.text_width,  # = T5 d_model
+        pooled_projection_dim=spec.text_width,  # = CLIP hidden size
+        guidance_embeds=True,  # like FLUX.1-dev, so the guidance path is exercised
+        axes_dims_rope=spec.rope_axes,
+    )
+
+
+def _vae(spec: TinySpec) -> "object":
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
+        block_out_channels=spec.vae_channels,
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=min(spec.vae_channels),
+        scaling_factor=0.3611,  # FLUX.1's VAE statistics
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def _text_encoders(spec: TinySpec, clip_vocab: int, t5_vocab: int) -> tuple["object", "object"]:
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=clip_vocab,
+            hidden_size=spec.text_width,
+            intermediate_size=spec.text_width * 2,
+            num_hidden_layers=spec.text_layers,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=spec.text_width,
+            bos_token_id=0,
+            eos_token_id=1,  # the pooled vector is read at the first end-of-text token
+            pad_token_id=1,
+        )
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=t5_vocab,
+            d_model=spec.text_width,
+            d_kv=spec.text_width // 2,
+            d_ff=spec.text_width * 2,
+            num_layers=spec.text_layers,
+            num_heads=2,
+            feed_forward_proj="gated-gelu",  # T5 v1.1, as FLUX uses
+            is_encoder_decoder=False,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    return clip, t5
+
+
 def build_tiny_pipeline(spec: TinySpec | None = None) -> "FluxPipeline":
     """Build a seeded FLUX pipeline from configs, in fp32 on the CPU, in eval mode."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     spec = spec or TinySpec()
     clip_tokenizer, t5_tokenizer = build_clip_tokenizer(), build_t5_tokenizer()
     # fork_rng keeps the caller's global RNG untouched: building a base is not a training step.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        transformer = FluxTransformer2DModel(
-            in_channels=64,  # 16 latent channels packed 2x2
-            num_layers=spec.double_blocks,
-            num_single_layers=spec.single_blocks,
-            attention_head_dim=spec.head_dim,
-            num_attention_heads=spec.heads,
-            joint_attention_dim=spec.text_width,
-            pooled_projection_dim=spec.text_width,
-            guidance_embeds=True,  # like FLUX.1-dev, so the guidance path is exercised
-            axes_dims_rope=spec.rope_axes,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
-            up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
-            block_out_channels=spec.vae_channels,
-            layers_per_block=1,
-            latent_channels=16,
-            norm_num_groups=min(spec.vae_channels),
-            scaling_factor=0.3611,  # FLUX.1's VAE statistics
-            shift_factor=0.1159,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        )
-        clip = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(clip_tokenizer),
-                hidden_size=spec.text_width,
-                intermediate_size=spec.text_width * 2,
-                num_hidden_layers=spec.text_layers,
-                num_attention_heads=2,
-                max_position_embeddings=77,
-                projection_dim=spec.text_width,
-                bos_token_id=0,
-                eos_token_id=1,  # the pooled vector is read at the first end-of-text token
-                pad_token_id=1,
-            )
-        )
-        t5 = T5EncoderModel(
-            T5Config(
-                vocab_size=len(t5_tokenizer),
-                d_model=spec.text_width,
-                d_kv=spec.text_width // 2,
-                d_ff=spec.text_width * 2,
-                num_layers=spec.text_layers,
-                num_heads=2,
-                feed_forward_proj="gated-gelu",  # T5 v1.1, as FLUX uses
-                is_encoder_decoder=False,
-                pad_token_id=0,
-                eos_token_id=1,
-            )
-        )
+        transformer, vae = _transformer(spec), _vae(spec)
+        clip, t5 = _text_encoders(spec, len(clip_tokenizer), len(t5_tokenizer))
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096,
@@ -151,14 +168,9 @@ def build_tiny_pipeline(spec: TinySpec | None = None) -> "FluxPipeline":
         model.eval()  # models built from configs start in train mode (dropout on)
         model.requires_grad_(False)
     return FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=clip,
-        tokenizer=clip_tokenizer,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tokenizer,
-        transformer=transformer,
-    )
+        scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tokenizer,
+        text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer,
+    )  # fmt: skip
 
 
 def save_tiny_pipeline(folder: str | Path, spec: TinySpec | None = None, preset: "BasePreset | None" = None) -> Path:
