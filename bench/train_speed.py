@@ -66,6 +66,54 @@ def export_base(folder: Path) -> Path:
     return folder
 
 
+def compare_steps(rank: int, rounds: int = 6, per_round: int = 5) -> None:
+    """Interleaved timing of this engine's step and an emulation of the diffusers example's step.
+
+    The emulation is not that script (we cannot download it): it does the work the script does
+    per step with --cache_latents: CLIP and T5 on the caption (T5 padded to 512, no mask), then
+    the same transformer step with 512 text tokens. Interleaving rounds exposes both to the same
+    load on a shared machine; the minimum is the least disturbed figure.
+    """
+    from trainer.engine.batches import Batch, loss_of
+    from trainer.engine.flow import image_ids
+    from trainer.engine.lora import add_lora
+    from trainer.engine.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(SMALL_SPEC)
+    transformer = pipe.transformer
+    params = add_lora(transformer, rank, float(rank), "full")
+    transformer.train()
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    caption = "a photo of sks, a red circle"
+    latents = torch.randn(1, 256, 64)
+
+    def step(text_tokens: int, encode: bool) -> float:
+        started = time.perf_counter()
+        with torch.no_grad():
+            text, pooled, _ = pipe.encode_prompt(caption, None, max_sequence_length=text_tokens)
+        if not encode:  # the engine encodes once, before training: only the step is timed
+            started = time.perf_counter()
+        sigmas = torch.rand(1)
+        batch = Batch(latents, latents.clone(), sigmas, text, pooled, image_ids(32, 32), torch.zeros(text.shape[1], 3))
+        loss_of(transformer, batch, 1.0).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    engine_tokens = len(pipe.tokenizer_2(caption).input_ids)
+    timings: dict[str, list[float]] = {"engine": [], "example": []}
+    step(engine_tokens, False), step(512, True)  # warm-up
+    for _ in range(rounds):
+        timings["engine"] += [step(engine_tokens, False) for _ in range(per_round)]
+        timings["example"] += [step(512, True) for _ in range(per_round)]
+    for name, values in timings.items():
+        values.sort()
+        print(f"{name}: min_s/step={values[0]:.4f} median_s/step={values[len(values) // 2]:.4f}")
+    ratio_min = min(timings["engine"]) / min(timings["example"])
+    print(f"engine/example: {ratio_min:.2f} (minimum) with {engine_tokens} vs 512 T5 tokens, "
+          f"loadavg_1m={os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child-export"]:
         save_tiny_pipeline(Path(sys.argv[2]), SMALL_SPEC, SMALL_PRESET)
@@ -78,7 +126,11 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--export-base", type=Path, help="write the base trained on here (diffusers folder)")
+    parser.add_argument("--compare", action="store_true", help="also time an emulated diffusers-example step")
     args = parser.parse_args()
+    if args.compare:
+        compare_steps(args.rank)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
