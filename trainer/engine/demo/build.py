@@ -33,7 +33,7 @@ class DemoSpec:
     head_dim: int = 32
     text_width: int = 128
     text_layers: int = 2
-    vae_channels: tuple[int, ...] = (8, 16, 32, 32)  # four levels: 8x downsampling like FLUX
+    vae_channels: tuple[int, ...] = (16, 32, 32, 32)  # four levels: 8x downsampling like FLUX
     seed: int = 0
 
     @property
@@ -125,7 +125,10 @@ def build_demo_pipeline(spec: DemoSpec | None = None) -> "FluxPipeline":
             block_out_channels=spec.vae_channels,
             layers_per_block=1,
             latent_channels=16,
-            norm_num_groups=8,
+            # 4 groups of 4+ channels. With as many groups as channels GroupNorm is an instance
+            # norm, which maps every flat colour to zero, and the decoder cannot paint one; with
+            # one group the VAE learned far slower (measured: 59 vs 37/255 error after 80-120 steps).
+            norm_num_groups=4,
             scaling_factor=1.0,  # measured on the data after the VAE is trained
             shift_factor=0.0,
             use_quant_conv=False,
