@@ -100,3 +100,17 @@ def test_low_memory_mode_computes_the_same_losses(tiny_base: Path, dataset: Path
     low = train(train_config(tiny_base, dataset, tmp_path / "low", memory_mode="low", **common), low_hooks)
     assert low.losses == pytest.approx(fast.losses, rel=1e-5)
     assert any("low memory" in line for line in low_hooks.logs)
+
+
+def test_other_optimizer_schedule_sampling_and_targets_run(tiny_base: Path, dataset: Path, tmp_path: Path) -> None:
+    """The less common switches: Adafactor, cosine with warmup, uniform noise levels, attention only."""
+    from safetensors.torch import load_file
+
+    config = train_config(tiny_base, dataset, tmp_path / "other", steps=3, optimizer="adafactor", lr_scheduler="cosine",
+                          warmup_steps=1, timestep_sampling="uniform", lora_targets="attention", sample_prompts=[],
+                          val_every=0, checkpoint_every=0)  # fmt: skip
+    result = train(config)
+    assert len(result.losses) == 3 and all(loss == loss for loss in result.losses)  # no NaN
+    keys = load_file(str(result.lora_path)).keys()
+    assert not any(".ff." in key or "proj_mlp" in key for key in keys)
+    assert "lora_unet_single_blocks_0_linear1.lora_up.weight" in load_file(str(result.kohya_path))
