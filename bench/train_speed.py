@@ -127,7 +127,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--export-base", type=Path, help="write the base trained on here (diffusers folder)")
     parser.add_argument("--compare", action="store_true", help="also time an emulated diffusers-example step")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.compare:
         compare_steps(args.rank)
         return
