@@ -1,4 +1,4 @@
-"""Fidelity of the shipped `demo` base and of a concept LoRA trained on it (CPU, ~2-4 min).
+"""Fidelity of the shipped `demo` base and of a concept LoRA trained on it (CPU, a few minutes).
 
     python bench/demo_fidelity.py [--seeds 4] [--steps 80] [--docs docs/demo]
 
@@ -35,7 +35,7 @@ def grid(rows: list[list["object"]], scale: int = 2) -> "object":
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=80, help="LoRA training steps")
+    parser.add_argument("--steps", type=int, default=100, help="LoRA training steps")
     parser.add_argument("--docs", type=Path, help="write sample grids (PNG) to this folder")
     args = parser.parse_args()
 

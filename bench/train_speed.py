@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--export-base", type=Path, help="write the base trained on here (diffusers folder)")
     parser.add_argument("--compare", action="store_true", help="also time an emulated diffusers-example step")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (less memory, slower)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,7 +146,7 @@ def main() -> None:
             base=str(base), images_dir=str(images), output_dir=str(work / "out"), trigger_word="sks",
             steps=args.steps, resolution=args.resolution, lora_rank=args.rank, batch_size=1, learning_rate=1e-4,
             caption_dropout=0.0, val_every=0, sample_every=0, checkpoint_every=0, device=args.device,
-            optimizer="adamw", gradient_checkpointing=False,
+            optimizer="adamw", gradient_checkpointing=args.checkpointing,
         )  # fmt: skip
         timer = StepTimer()
         started = time.perf_counter()
