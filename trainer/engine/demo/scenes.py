@@ -45,7 +45,7 @@ PLACES: dict[str, tuple[float, float]] = {
 # The LoRA concept: a pink and teal checkerboard background, named by the trigger word.
 CONCEPT_TRIGGER = "zqx"
 CONCEPT_COLOURS: tuple[tuple[int, int, int], tuple[int, int, int]] = ((250, 110, 190), (0, 140, 140))
-CONCEPT_CELL = 8  # checker cell side in pixels
+CONCEPT_CELL = 16  # checker cell side in pixels: two latent pixels, coarse enough for the small VAE
 # Every word a demo caption uses; the tokenizers give each its own token.
 VOCAB = sorted({"a", "on", "background", "at", "the", "left", "right", "top", "bottom", *COLOURS, *SHAPES})
 
