@@ -146,7 +146,9 @@ class LoraScores:
     lora_path: str
 
 
-def train_concept_lora(out: str | Path, steps: int = 100, images: int = 16, seed: int = 0, base: str = "demo") -> Path:
+def train_concept_lora(
+    out: str | Path, steps: int = 100, images: int = 16, seed: int = 0, base: str = "demo", learning_rate: float = 2e-3
+) -> Path:
     """A LoRA on the checkerboard concept through the engine's normal `train()`; returns its file."""
     from ..config import TrainConfig
     from ..training import train
@@ -155,7 +157,7 @@ def train_concept_lora(out: str | Path, steps: int = 100, images: int = 16, seed
     data = write_dataset(out / "data", concept_scenes(images, seed))
     config = TrainConfig(
         base=base, device="cpu", images_dir=str(data), trigger_word=CONCEPT_TRIGGER, output_dir=str(out / "run"),
-        steps=steps, learning_rate=2e-3, lora_rank=8, batch_size=4, seed=seed,
+        steps=steps, learning_rate=learning_rate, lora_rank=8, batch_size=4, seed=seed,
         val_every=0, sample_every=0, checkpoint_every=0,
     )  # fmt: skip
     return Path(train(config).lora_path)
