@@ -82,3 +82,10 @@ def test_lora_learns_the_concept_and_leaves_other_prompts(demo_pipeline, concept
     assert scores.other_accuracy_after >= scores.other_accuracy_before - 0.125, scores
     assert scores.other_change < 0.75 * scores.trigger_change, scores
     assert CONCEPT_TRIGGER in Path(concept_lora).parent.joinpath("config.yaml").read_text()
+
+
+def test_pretrain_demo_command_parses() -> None:
+    from trainer.engine.cli import parse_args
+
+    args = parse_args(["pretrain-demo", "--out", "somewhere", "--steps", "3", "--vae-steps", "2", "--seed", "1"])
+    assert (args.command, args.steps, args.vae_steps, args.seed, str(args.out)) == ("pretrain-demo", 3, 2, 1, "somewhere")

@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _generate_parser(commands)
     export = commands.add_parser("export-base", help="save the tiny base as a diffusers folder")
     export.add_argument("folder", type=Path)
-    demo = commands.add_parser("pretrain-demo", help="pretrain the demo base from scratch (CPU, ~40 min)")
+    demo = commands.add_parser("pretrain-demo", help="pretrain the demo base from scratch (seeded; ~20-30 min on 2 CPU cores)")
     demo.add_argument("--out", type=Path, help="output folder (default: the shipped demo weights folder)")
     demo.add_argument("--steps", type=int, help="transformer steps")
     demo.add_argument("--vae-steps", type=int)
