@@ -199,10 +199,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # --- Models -----------------------------------------------------------------------------------
-# Base model used when a person does not choose one: "tiny" runs anywhere (CPU, offline);
-# "flux-dev" / "flux-schnell" / a hub id / a local folder need a GPU and the weights.
-DEFAULT_BASE_MODEL = env_str("DEFAULT_BASE_MODEL", "tiny")
-BASE_MODELS = env_list("BASE_MODELS", ["tiny", "flux-dev", "flux-schnell"])
+# Base model used when a person does not choose one. "demo" is a small FLUX-architecture model
+# this project pretrained to draw simple coloured shapes: it runs anywhere (CPU, offline) and shows
+# whether a fine-tune learned something. "tiny" is random (for tests); "flux-dev" /
+# "flux-schnell" / a hub id / a local folder need a GPU and the weights.
+DEFAULT_BASE_MODEL = env_str("DEFAULT_BASE_MODEL", "demo")
+BASE_MODELS = env_list("BASE_MODELS", ["demo", "tiny", "flux-dev", "flux-schnell"])
 if DEFAULT_BASE_MODEL not in BASE_MODELS:
     raise ImproperlyConfigured(f"DEFAULT_BASE_MODEL={DEFAULT_BASE_MODEL!r} is not listed in BASE_MODELS")
 CAPTIONER = env_str("CAPTIONER", "florence2")

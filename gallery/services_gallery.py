@@ -23,7 +23,7 @@ from trainer.models import JobState, TrainingJob, TrainingSample
 
 MAX_TAGS = 8
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,29}$")
-DEFAULT_LICENSE = {"flux-schnell": License.APACHE_2, "tiny": License.MIT}
+DEFAULT_LICENSE = {"flux-schnell": License.APACHE_2, "tiny": License.MIT, "demo": License.MIT}
 
 
 def parse_tags(raw: str) -> list[str]:

@@ -18,6 +18,8 @@ import time
 
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="flux-studio-test-"))
 os.environ.setdefault("HUEY_IMMEDIATE", "0")
+# Tests train the random `tiny` base (fastest); the `demo` base has its own tests.
+os.environ.setdefault("DEFAULT_BASE_MODEL", "tiny")
 # Test webhook receivers listen on loopback; production refuses such addresses by default.
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE", "1")
 

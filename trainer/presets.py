@@ -26,9 +26,9 @@ PRESETS: dict[str, Preset] = {
     "high": Preset("high", "High quality", "More steps, a lower learning rate and a larger rank: finer detail, slower, for 20+ photos.", 2000, 2e-4, 32, 1),
 }
 
-# The CPU base learns in seconds, so its presets are scaled down to keep the demo snappy.
-TINY_STEP_SCALE = 0.06
-DEFAULT_RESOLUTION = {"tiny": 64}
+# The CPU bases learn in seconds, so their presets are scaled down to keep the demo snappy.
+CPU_STEP_SCALE = {"tiny": 0.06, "demo": 0.2}
+DEFAULT_RESOLUTION = {"tiny": 64, "demo": 64}
 FLUX_RESOLUTION = 1024
 
 LIMITS = {
@@ -46,7 +46,7 @@ LIMITS = {
 def preset_settings(preset: str, base_model: str) -> dict:
     """Concrete settings for a preset on a base model."""
     p = PRESETS[preset]
-    scale = TINY_STEP_SCALE if base_model == "tiny" else 1.0
+    scale = CPU_STEP_SCALE.get(base_model, 1.0)
     steps = max(20, int(p.steps * scale))
     return {
         "steps": steps,
@@ -62,6 +62,7 @@ def preset_settings(preset: str, base_model: str) -> dict:
 
 def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
     """A rough time estimate shown before launch (measured on a CPU for tiny, an H100 for FLUX)."""
-    per_step = 0.05 if base_model == "tiny" else 0.35 * (settings["resolution"] / 1024) ** 2 * 2 + 0.05
-    warmup = 5 if base_model == "tiny" else 90 + photo_count
+    on_cpu = base_model in CPU_STEP_SCALE
+    per_step = 0.1 if on_cpu else 0.35 * (settings["resolution"] / 1024) ** 2 * 2 + 0.05
+    warmup = 10 if on_cpu else 90 + photo_count
     return int(warmup + settings["steps"] * settings["batch_size"] * per_step)

@@ -62,3 +62,17 @@ def test_continue_training_starts_from_the_finished_lora(alice, make_dataset):
     assert child.state == JobState.SUCCEEDED and child.step == 3 and child.lora_file
     lines = [e.data.get("line", "") for e in Event.objects.filter(topic=child.topic, kind="log")]
     assert any(line.startswith("continuing from") and "lora.safetensors" in line for line in lines), lines
+
+
+def test_the_default_demo_base_trains_through_the_studio(alice, make_dataset, settings):
+    """The product default on a CPU: the shipped `demo` base, through the same task body."""
+    from django.conf import settings as dj_settings
+
+    assert "demo" in dj_settings.BASE_MODELS
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="demo",
+                          overrides={"steps": 6, "sample_every": 6}, sample_prompts=["a zxq circle on a blue background"])
+    assert job.config["resolution"] == 64
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.step == 6 and job.lora_file and job.samples.count() == 1
