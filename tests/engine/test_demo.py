@@ -72,16 +72,18 @@ def concept_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_lora_learns_the_concept_and_leaves_other_prompts(demo_pipeline, concept_lora: Path) -> None:  # type: ignore[no-untyped-def]
     scores = lora_fidelity(demo_pipeline, concept_lora, SEEDS)
     print(scores)
-    # the trigger word now brings the checkerboard the base never drew (measured 0.09 -> 0.31)
+    # the trigger word now brings the checkerboard the base never drew (measured 0.09 -> 0.23)
     assert scores.trigger_before < 0.2, scores
     assert scores.trigger_after - scores.trigger_before >= 0.12, scores
-    # prompts without the trigger keep their colours, show less of the pattern than trigger
-    # prompts (measured 0.17 vs 0.31: some leaks), and change about half as much (27.5 vs 52.6
-    # mean |pixel change|)
+    # prompts without the trigger keep their colours (0.75 -> 0.75), barely show the pattern
+    # (measured 0.036 -> 0.069) and change far less (7.7 vs 51.4 mean |pixel change| of 255)
     assert scores.other_after < scores.trigger_after, scores
     assert scores.other_accuracy_after >= scores.other_accuracy_before - 0.125, scores
-    assert scores.other_change < 0.75 * scores.trigger_change, scores
-    assert CONCEPT_TRIGGER in Path(concept_lora).parent.joinpath("config.yaml").read_text()
+    # Prior preservation keeps other prompts close to the base: little checkerboard, small change.
+    assert scores.other_after - scores.other_before < 0.06, scores
+    assert scores.other_change < 0.3 * scores.trigger_change, scores
+    captions = [p.read_text() for p in Path(concept_lora).parents[1].joinpath("data").glob("*.txt")]
+    assert sum(CONCEPT_TRIGGER in c for c in captions) == 16 and len(captions) == 32
 
 
 def test_pretrain_demo_command_parses() -> None:

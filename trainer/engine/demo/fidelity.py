@@ -147,16 +147,25 @@ class LoraScores:
 
 
 def train_concept_lora(
-    out: str | Path, steps: int = 100, images: int = 16, seed: int = 0, base: str = "demo", learning_rate: float = 2e-3
+    out: str | Path, steps: int = 100, images: int = 16, seed: int = 0, base: str = "demo", learning_rate: float = 2e-3,
+    regularization: int = 16,
 ) -> Path:
-    """A LoRA on the checkerboard concept through the engine's normal `train()`; returns its file."""
+    """A LoRA on the checkerboard concept through the engine's normal `train()`; returns its file.
+
+    `regularization` ordinary scenes with their own captions (no trigger) train alongside the
+    concept, as prior preservation: without them the LoRA paints checkerboards on every prompt
+    (measured: non-trigger images changed 27.5/255 on average; with 16 of them, 7.7/255).
+    Because those captions lack the trigger, the engine's "every caption has the trigger" check is
+    off here (trigger_word=""); the concept captions still name it.
+    """
     from ..config import TrainConfig
     from ..training import train
+    from .scenes import random_scenes
 
     out = Path(out)
-    data = write_dataset(out / "data", concept_scenes(images, seed))
+    data = write_dataset(out / "data", concept_scenes(images, seed) + random_scenes(regularization, seed + 123))
     config = TrainConfig(
-        base=base, device="cpu", images_dir=str(data), trigger_word=CONCEPT_TRIGGER, output_dir=str(out / "run"),
+        base=base, device="cpu", images_dir=str(data), trigger_word="", output_dir=str(out / "run"),
         steps=steps, learning_rate=learning_rate, lora_rank=8, batch_size=4, seed=seed,
         val_every=0, sample_every=0, checkpoint_every=0,
     )  # fmt: skip
