@@ -60,7 +60,7 @@ def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], s
     return values
 
 
-def _snapshot(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
+def snapshot_of(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
     """The photos and captions as they will be trained; every caption carries the trigger."""
     rows = []
     for photo in dataset.photos.filter(excluded=False).order_by("id"):
@@ -76,8 +76,13 @@ def _snapshot(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
 def job_create(
     *, owner: AbstractBaseUser, dataset: Dataset, preset: str = "balanced", base_model: str | None = None,
     overrides: dict[str, Any] | None = None, sample_prompts: list[str] | None = None, name: str = "",
+    autocaption: bool = False,
 ) -> TrainingJob:
-    """Freeze a dataset and settings into a queued job and enqueue it after commit."""
+    """Freeze a dataset and settings into a queued job and enqueue it after commit.
+
+    With `autocaption`, the worker first captions the photos that have no caption, then freezes
+    the captions again, all in the same GPU task (one request for an API client).
+    """
     if dataset.owner_id != owner.pk:
         raise PermissionError("not your dataset")
     trigger = dataset.trigger_word.strip()
@@ -86,13 +91,14 @@ def job_create(
     base = base_model or settings.DEFAULT_BASE_MODEL
     prompts = sample_prompts if sample_prompts is not None else [f"a photo of {trigger}"]
     values = clean_settings(preset=preset, base_model=base, overrides=overrides or {}, sample_prompts=prompts)
-    snapshot = _snapshot(dataset, trigger)
+    snapshot = snapshot_of(dataset, trigger)
     if not snapshot:
         raise ValidationError({"dataset": "the dataset has no photos to train on (all are excluded or none were uploaded)"})
     with transaction.atomic():
         job = TrainingJob.objects.create(
             owner=owner, dataset=dataset, name=name or f"{dataset.name} · {trigger}", base_model=base,
-            trigger_word=trigger, config={"preset": preset, **values}, snapshot=snapshot, total_steps=values["steps"],
+            trigger_word=trigger, config={"preset": preset, **values, "autocaption": autocaption}, snapshot=snapshot,
+            total_steps=values["steps"],
         )
         job_enqueue(job)
     return job

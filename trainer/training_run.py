@@ -19,8 +19,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flux_studio import events, worker
+from flux_studio.models import Event
 from trainer.jobs import job_claim, publish_state
-from trainer.models import JobState, TrainingJob, TrainingSample
+from trainer.models import CaptionSource, JobState, TrainingJob, TrainingSample
 
 log = logging.getLogger("trainer.worker")
 
@@ -138,6 +139,31 @@ class JobHooks:
         return self.stop
 
 
+def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
+    """Caption the dataset's uncaptioned photos, then freeze the captions again for this job.
+
+    Photos the captioner cannot handle (or every photo, when no captioner weights load here)
+    keep the trigger-word template caption; the log says which happened.
+    """
+    from trainer.captions import run_captioning
+    from trainer.jobs import snapshot_of
+
+    dataset = job.dataset
+    if dataset is None:
+        return
+    todo = list(dataset.photos.filter(excluded=False, caption_source=CaptionSource.NONE).values_list("pk", flat=True))
+    if todo:
+        hooks.on_log(f"Captioning {len(todo)} photo(s) before training.")
+        run_captioning(dataset_id=dataset.pk, photo_ids=todo, overwrite=False)
+        outcome = Event.objects.filter(topic=dataset.topic, kind="captioning").order_by("-id").first()
+        if outcome is not None and outcome.data.get("message"):
+            hooks.on_log(outcome.data["message"])
+    snapshot = snapshot_of(dataset, job.trigger_word)
+    job.snapshot = snapshot or job.snapshot
+    job.config = {**job.config, "autocaptioned": True}
+    job.save(update_fields=["snapshot", "config"])
+
+
 def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> None:
     TrainingJob.objects.filter(pk=job.pk).filter(~Q(state__in=(JobState.SUCCEEDED, JobState.FAILED))).update(
         state=state, finished_at=timezone.now() if state != JobState.QUEUED else None, **fields
@@ -176,12 +202,18 @@ def _run_claimed(job: TrainingJob) -> None:
     from gallery.generation_run import release_pipeline_cache
     from trainer.engine.captioning import unload_captioners
 
+    hooks = JobHooks(job)
+    if job.config.get("autocaption") and not job.config.get("autocaptioned"):
+        try:
+            autocaption_first(job, hooks)
+        except Exception as exc:  # captions are a help, not a must: the template captions train
+            log.exception("job %s: captioning before training failed", job.pk)
+            hooks.on_log(f"Captioning failed ({exc}); training on the captions as they are.")
     # One GPU, one model in memory: drop the generation pipeline and any captioner before the
     # training loads its own base.
     release_pipeline_cache()
     unload_captioners()
     work = job_work_dir(job)
-    hooks = JobHooks(job)
     try:
         images = materialize_dataset(job, work / "dataset")
         resume = any((work / "out" / "checkpoints").glob("step-*"))

@@ -66,7 +66,7 @@ SCHEMAS: S = {
         "dataset": {**ID, "description": "a dataset of yours, e.g. the one POST /files answered with"},
         "files": {"type": "array", "items": ID, "minItems": 1, "maxItems": 200, "description": "file ids (copied into a new dataset)"},
         "trigger_word": {"type": "string", "maxLength": 40},
-        "autocaption": {"type": "boolean", "description": "caption photos without a caption first (answers 409 while captioning runs)"},
+        "autocaption": {"type": "boolean", "description": "caption photos without a caption on the GPU worker first, as the training's first stage"},
         "autocaption_prefix": {"type": "string", "maxLength": 200}, "autocaption_suffix": {"type": "string", "maxLength": 200},
         "preset": {"type": "string", "enum": ["fast", "balanced", "high"]}, "base_model": {"type": "string"},
         "name": {"type": "string", "maxLength": 120},
@@ -202,8 +202,7 @@ PATHS: S = {
     "/files/{id}/download": {"parameters": [path_id()], "get": op("downloadFile", "Download the original", {"200": binary("the file")})},
     "/trainings": {
         "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))}, params=LIST_PARAMS),
-        "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")}, body=jbody("TrainingCreate"),
-                   description="409 (type captioning, Retry-After) while autocaption runs; repeat the request afterwards."),
+        "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")}, body=jbody("TrainingCreate")),
     },
     "/trainings/{id}": {"parameters": [path_id()], "get": op("getTraining", "Get a training", {"200": json_response(ref("Training"))})},
     "/trainings/{id}/cancel": {"parameters": [path_id()], "post": op("cancelTraining", "Cancel a training", {"200": json_response(ref("Training"))})},

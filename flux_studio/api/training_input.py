@@ -6,9 +6,8 @@ Three ways to say what to train on:
   training never depends on photos that are later deleted from another dataset;
 - both absent: an error that says how to upload.
 
-`autocaption: true` captions photos that have no caption yet with the studio's captioner
-before the training is created. Captioning runs on the GPU worker, so the first request starts
-it and answers 409 (type `captioning`, Retry-After); repeat the same request once it is done.
+`autocaption: true` captions photos that have no caption yet with the studio's captioner, on
+the GPU worker, as the first stage of the training itself (one request, like Replicate's).
 """
 
 from __future__ import annotations
@@ -16,19 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Max
 
 from flux_studio.api.common import parse_id
 from flux_studio.api.problems import field_error
-from flux_studio.models import Event
-from trainer.captions import captions_enqueue
 from trainer.datasets import dataset_create
 from trainer.models import CaptionSource, Dataset, Photo
 from trainer.photos import PhotoRejected, photo_ingest
 
 AUTOCAPTION_KEYS = ("autocaption", "autocaption_prefix", "autocaption_suffix")
 MAX_FILES = 200
-CAPTIONING_BUSY = ("queued", "started")
 
 
 def _text(data: dict[str, Any], key: str, limit: int) -> str | None:
@@ -69,9 +64,6 @@ def dataset_for_training(*, owner: AbstractBaseUser, data: dict[str, Any]) -> Da
         if dataset is None:
             raise field_error("input.dataset", "no such dataset (or it is not yours)")
     elif data.get("files") is not None:
-        if data.get("autocaption"):
-            # A retry after the 409 would copy the files again and caption the copy again.
-            raise field_error("input.autocaption", "needs `dataset` (POST /files answers with one), not `files`")
         dataset = _from_files(owner, data["files"])
     else:
         raise field_error("input.dataset", "give `dataset` (an id from POST /files) or `files` (file ids)")
@@ -86,22 +78,8 @@ def dataset_for_training(*, owner: AbstractBaseUser, data: dict[str, Any]) -> Da
     return dataset
 
 
-def autocaption_pending(*, dataset: Dataset, data: dict[str, Any]) -> str:
-    """'' when training may start; else why not yet (captioning was started or is running)."""
+def autocaption_flag(data: dict[str, Any]) -> bool:
     flag = data.get("autocaption", False)
     if not isinstance(flag, bool):
         raise field_error("input.autocaption", "true or false")
-    if not flag:
-        return ""
-    todo = dataset.photos.filter(excluded=False, caption_source=CaptionSource.NONE)
-    if not todo.exists():
-        return ""
-    newest_photo = dataset.photos.aggregate(at=Max("created_at"))["at"]
-    last = Event.objects.filter(topic=dataset.topic, kind="captioning").order_by("-id").first()
-    if last is not None and last.created_at >= newest_photo:
-        state = last.data.get("state")
-        if state in CAPTIONING_BUSY:
-            return f"captioning dataset {dataset.pk} is {state}; repeat this request when it has finished"
-        return ""  # it ran (or cannot run here): photos it could not caption train on the template
-    captions_enqueue(dataset=dataset, photo_ids=list(todo.values_list("pk", flat=True)))
-    return f"captioning {todo.count()} photo(s) of dataset {dataset.pk} has started; repeat this request when it has finished"
+    return flag

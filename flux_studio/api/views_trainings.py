@@ -18,7 +18,7 @@ from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
 from flux_studio.api.serializers import TRAINING_DOWNLOADS, training_object
-from flux_studio.api.training_input import AUTOCAPTION_KEYS, autocaption_pending, dataset_for_training
+from flux_studio.api.training_input import AUTOCAPTION_KEYS, autocaption_flag, dataset_for_training
 from flux_studio.api.webhooks import parse_webhook, webhook_register
 from flux_studio.files import serve_file
 from trainer import jobs
@@ -81,20 +81,16 @@ def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
     hook = parse_webhook(body)
     options = _launch_options(data)
     overrides = _overrides(data)
-    # One transaction: a copied dataset never outlives a refused launch. Captioning, when
-    # started, is queued on commit, which happens even though the answer is then a 409.
+    autocaption = autocaption_flag(data)
+    # One transaction: a copied dataset never outlives a refused launch.
     with transaction.atomic():
         dataset = dataset_for_training(owner=request.user, data=data)
-        pending = autocaption_pending(dataset=dataset, data=data)
-        if not pending:
-            try:
-                job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, **options)
-            except ValidationError as exc:
-                raise from_validation_error(exc, field_map=FIELD_MAP) from None
-            if hook:
-                webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
-    if pending:
-        raise ApiError(409, pending, type_="captioning", headers={"Retry-After": "15"}, extra={"dataset": dataset.pk})
+        try:
+            job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, autocaption=autocaption, **options)
+        except ValidationError as exc:
+            raise from_validation_error(exc, field_map=FIELD_MAP) from None
+        if hook:
+            webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
     return JsonResponse(training_object(job, urls), status=201)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from flux_studio import events
 from trainer.models import CaptionSource, JobState, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -109,26 +108,15 @@ def test_list_pages_through_everything(alice_api, alice, finished_job):
     assert seen == sorted(ids, reverse=True)
 
 
-def test_autocaption_starts_captioning_then_trains(alice_api, alice, make_dataset, no_queue, monkeypatch,
-                                                  django_capture_on_commit_callbacks):
-    from trainer import captions
-
-    queued = []
-    monkeypatch.setattr(captions, "caption_dataset_task", lambda *args: queued.append(args))
+def test_autocaption_is_one_request_and_a_stage_of_the_training(alice_api, alice, make_dataset, no_queue):
     dataset = make_dataset(alice, n=2)
     dataset.photos.update(caption="", caption_source=CaptionSource.NONE)
-    with django_capture_on_commit_callbacks(execute=True):
-        first = create(alice_api, dataset=dataset.pk, autocaption=True, autocaption_prefix="photo style")
-    assert first.status_code == 409 and first.json()["type"].endswith("captioning") and first["Retry-After"]
-    assert len(queued) == 1 and first.json()["dataset"] == dataset.pk
+    response = create(alice_api, dataset=dataset.pk, autocaption=True, autocaption_prefix="photo style")
+    assert response.status_code == 201, response.content
+    job = TrainingJob.objects.get(pk=response.json()["id"])
+    assert job.state == JobState.QUEUED and job.config["autocaption"] is True
     dataset.refresh_from_db()
     assert dataset.caption_prefix == "photo style"
-    busy = create(alice_api, dataset=dataset.pk, autocaption=True)
-    assert busy.status_code == 409 and "queued" in busy.json()["detail"] and len(queued) == 1
-    dataset.photos.update(caption="a photo of zxq", caption_source=CaptionSource.AUTO)
-    events.publish(dataset.topic, "captioning", {"state": "finished"})
-    done = create(alice_api, dataset=dataset.pk, autocaption=True)
-    assert done.status_code == 201 and TrainingJob.objects.get(pk=done.json()["id"]).state == JobState.QUEUED
 
 
 def test_refused_launch_from_files_leaves_no_dataset_behind(alice_api, alice, make_dataset, no_queue):
@@ -139,4 +127,4 @@ def test_refused_launch_from_files_leaves_no_dataset_behind(alice_api, alice, ma
     response = create(alice_api, files=ids)
     assert response.status_code == 422 and "input.trigger_word" in response.json()["errors"]
     assert Dataset.objects.count() == before
-    assert "input.autocaption" in create(alice_api, files=ids, trigger_word="zxq", autocaption=True).json()["errors"]
+    assert create(alice_api, files=ids, trigger_word="zxq", autocaption=True).status_code == 201

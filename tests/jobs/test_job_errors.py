@@ -76,3 +76,39 @@ def test_the_default_demo_base_trains_through_the_studio(alice, make_dataset, se
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.step == 6 and job.lora_file and job.samples.count() == 1
+
+
+def test_autocaption_captions_first_then_trains_on_those_captions(alice, make_dataset, settings, tmp_path):
+    """The API's one-request autocaption: a real (tiny, offline) captioner runs inside the task."""
+    from trainer.engine.captioning import build_tiny_florence2
+    from trainer.models import CaptionSource
+
+    settings.CAPTIONER = f"florence2:{build_tiny_florence2(tmp_path / 'florence')}"
+    dataset = make_dataset(alice, n=2)
+    dataset.photos.update(caption="", caption_source=CaptionSource.NONE)
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny", overrides={"steps": 2},
+                          autocaption=True)
+    assert all(row["caption"] == "a photo of zxq" for row in job.snapshot)  # template until captioned
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.error
+    photos = list(dataset.photos.order_by("id"))
+    assert all(p.caption_source == CaptionSource.AUTO and "zxq" in p.caption for p in photos)
+    assert [row["caption"] for row in job.snapshot] == [p.caption for p in photos]
+    assert job.config["autocaptioned"] is True
+
+
+def test_autocaption_without_weights_trains_on_templates_and_says_so(alice, make_dataset, settings, tmp_path):
+    from flux_studio.models import Event
+    from trainer.models import CaptionSource
+
+    settings.CAPTIONER = f"florence2:{tmp_path / 'no-weights-here'}"
+    dataset = make_dataset(alice, n=1)
+    dataset.photos.update(caption="", caption_source=CaptionSource.NONE)
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny", overrides={"steps": 2},
+                          autocaption=True)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED and job.snapshot[0]["caption"] == "a photo of zxq"
+    lines = " ".join(e.data.get("line", "") for e in Event.objects.filter(topic=job.topic, kind="log"))
+    assert "no captioner weights can be loaded here" in lines
