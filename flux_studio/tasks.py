@@ -11,6 +11,6 @@ from flux_studio.queues import gpu_queue
 @gpu_queue.task()
 def worker_ping_task(user_id: int, nonce: str) -> None:
     events.publish(f"user-{user_id}", "pong", {
-        "nonce": nonce, "pid": os.getpid(), "worker": worker._state["worker_id"] or "inline",
+        "nonce": nonce, "pid": os.getpid(), "worker": worker.current_worker_id(),
         "device": worker.detect_device(),
     })

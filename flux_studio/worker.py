@@ -55,6 +55,11 @@ def worker_id(queue: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{queue}"
 
 
+def current_worker_id() -> str:
+    """This process's worker id, or "inline" when a task body runs outside a worker (tests, shell)."""
+    return _state["worker_id"] or "inline"
+
+
 def set_current_task(description: str) -> None:
     _state["current_task"] = description[:255]
     beat()

@@ -183,8 +183,7 @@ def _store_outputs(job: TrainingJob, result: Any) -> dict[str, Any]:
 
 
 def run_training(job_id: int) -> None:
-    wid = worker.worker_id("gpu") if worker._state["worker_id"] else "inline"
-    job = job_claim(job_id, wid)
+    job = job_claim(job_id, worker.current_worker_id())
     if job is None:
         log.info("job %s is not queued (taken, canceled or gone); skipping", job_id)
         return

@@ -1,6 +1,7 @@
-"""A job that cannot train says why, in words a person can act on, and keeps its dataset.
+"""The training task body, run in this process exactly as the worker runs it, on real models.
 
-These run the task body in this process (as the worker would), on real engine errors.
+A job that cannot train says why, in words a person can act on, and keeps its dataset; continue
+training starts from the finished LoRA; the default `demo` base trains; autocaption captions first.
 """
 
 from __future__ import annotations
