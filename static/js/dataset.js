@@ -303,20 +303,29 @@
   // ---- trigger word: advice as you type, save, insert into captions --------------------
   const trigger = $("id_trigger_word");
   trigger.dataset.saved = trigger.value;
+  // Each advice request and each save takes a ticket; an answer whose ticket is no longer the
+  // newest is dropped, so slow advice for what was typed never hides a later "Saved.".
   let adviceTimer = null;
+  let adviceTicket = 0;
   trigger.addEventListener("input", () => {
     clearTimeout(adviceTimer);
+    const ticket = ++adviceTicket;
     adviceTimer = setTimeout(async () => {
       const data = await api(`${cfg.triggerUrl}?word=${encodeURIComponent(trigger.value)}`, undefined, "GET");
+      if (ticket !== adviceTicket) return;
       $("trigger-advice").innerHTML = [...(data.errors || []).map((t) => `<p class="bad">${escapeHtml(t)}</p>`),
         ...(data.warnings || []).map((t) => `<p class="warn">${escapeHtml(t)}</p>`)].join("")
         || (trigger.value ? '<p class="ok">Looks like a good trigger word.</p>' : "");
     }, 250);
   });
   async function saveStyle() {
+    clearTimeout(adviceTimer);
+    const ticket = ++adviceTicket;
+    $("trigger-advice").innerHTML = `<p class="hint">Saving…</p>`;
     const res = await fetch(cfg.styleUrl, { method: "POST", body: new FormData($("style-form")), credentials: "same-origin",
       headers: { "X-CSRFToken": cfg.csrf, Accept: "application/json" } });
     const data = await res.json();
+    if (ticket !== adviceTicket) return data.ok;
     if (!data.ok) { $("trigger-advice").innerHTML = `<p class="bad" role="alert">${escapeHtml(data.error)}</p>`; return false; }
     trigger.dataset.saved = data.trigger_word;
     $("fill-template").title = data.template_caption;
