@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE_PREFIX = "no captioner weights can be loaded here"
 BATCH_SIZE = 4
+# Captions a person chose: typed in the grid, or brought along as same-name .txt files in a
+# zip. Re-captioning never replaces them unless the person asks to overwrite.
+PROTECTED_SOURCES = (CaptionSource.USER, CaptionSource.FILE)
 
 
 def captions_enqueue(*, dataset: Dataset, photo_ids: Iterable[int] | None = None, overwrite: bool = False) -> None:
@@ -47,12 +50,12 @@ def caption_dataset_task(dataset_id: int, photo_ids: list[int] | None, overwrite
 
 
 def photos_to_caption(dataset: Dataset, photo_ids: list[int] | None, overwrite: bool) -> list[Photo]:
-    """The chosen photos, minus the captions the person wrote unless `overwrite`."""
+    """The chosen photos, minus the captions the person wrote or uploaded unless `overwrite`."""
     photos = dataset.photos.all()
     if photo_ids is not None:
         photos = photos.filter(pk__in=photo_ids)
     if not overwrite:
-        photos = photos.exclude(caption_source=CaptionSource.USER)
+        photos = photos.exclude(caption_source__in=PROTECTED_SOURCES)
     return list(photos.order_by("id"))
 
 
@@ -67,7 +70,7 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
     photos = photos_to_caption(dataset, photo_ids, overwrite)
     if not photos:
         events.publish(topic, "captioning", {"state": "finished", "total": 0, "done": 0,
-                                             "message": "Nothing to caption: every chosen caption was written by you."})
+                                             "message": "Nothing to caption: every chosen caption was written or uploaded by you."})
         return
     spec = dataset.captioner or settings.CAPTIONER
     try:
@@ -109,7 +112,7 @@ def _save_caption(photo: Photo, caption: str, error: str | None, *, overwrite: b
         current = Photo.objects.select_for_update().filter(pk=photo.pk).first()
         if current is None:
             return False  # deleted meanwhile
-        if current.caption_source == CaptionSource.USER and not overwrite:
+        if current.caption_source in PROTECTED_SOURCES and not overwrite:
             photo.caption, photo.caption_source = current.caption, current.caption_source
             return False
         if error:

@@ -74,6 +74,19 @@ def test_user_edits_survive_recaption_unless_overwrite(captioner, dataset, add_p
     assert mine.caption_source == CaptionSource.AUTO and mine.caption != "MIRAZX, my words"
 
 
+def test_captions_from_a_zips_txt_files_survive_recaption_unless_overwrite(captioner, dataset, add_photo):
+    uploaded, empty = add_photo(caption="MIRAZX asleep on the windowsill"), add_photo()
+    assert uploaded.caption_source == CaptionSource.FILE
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    uploaded.refresh_from_db(), empty.refresh_from_db()
+    assert uploaded.caption == "MIRAZX asleep on the windowsill" and uploaded.caption_source == CaptionSource.FILE
+    assert empty.caption_source == CaptionSource.AUTO
+    assert [e["photo_id"] for e in events(dataset, "caption")] == [empty.pk]
+    caption_dataset_task.call_local(dataset.pk, [uploaded.pk], True)
+    uploaded.refresh_from_db()
+    assert uploaded.caption_source == CaptionSource.AUTO and uploaded.caption != "MIRAZX asleep on the windowsill"
+
+
 def test_a_broken_photo_is_reported_and_the_rest_captioned(captioner, dataset, add_photo):
     good, broken, other = add_photo(), add_photo(), add_photo()
     Path(broken.image.path).write_bytes(b"this is no longer a jpeg")
