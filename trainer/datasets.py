@@ -29,6 +29,9 @@ class CaptionChange:
     id: int
     before: str
     after: str
+    # Where the caption came from before the change, so an undo puts the source back too (an
+    # auto caption restored by undo must stay re-captionable, not become "written by you").
+    before_source: str = CaptionSource.NONE
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -165,23 +168,35 @@ def captions_bulk_edit(
                                    case_sensitive=case_sensitive).split())[:MAX_CAPTION]
             if after == photo.caption:
                 continue
-            changes.append(CaptionChange(photo.pk, photo.caption, after))
+            changes.append(CaptionChange(photo.pk, photo.caption, after, photo.caption_source))
             if not dry_run:
                 photo.caption, photo.caption_source = after, _bulk_source(op, photo, after)
                 photo.save(update_fields=["caption", "caption_source"])
     return changes
 
 
-def captions_restore(*, dataset: Dataset, captions: dict[int, str]) -> list[CaptionChange]:
-    """Undo: put back the given captions (only on this dataset's photos)."""
+def captions_restore(
+    *, dataset: Dataset, captions: dict[int, str], sources: dict[int, str] | None = None,
+) -> list[CaptionChange]:
+    """Undo: put back the given captions (only on this dataset's photos) and their sources.
+
+    `sources` holds the `before_source` of each change; a photo without a valid one is marked
+    USER, the safe side (re-captioning will not replace it).
+    """
+    sources = sources or {}
     changes = []
     with transaction.atomic():
         for photo in dataset.photos.filter(pk__in=list(captions)).select_for_update():
-            before, after = photo.caption, " ".join(str(captions[photo.pk]).split())[:MAX_CAPTION]
-            photo.caption = after
-            photo.caption_source = CaptionSource.USER if after else CaptionSource.NONE
+            before, before_source = photo.caption, photo.caption_source
+            after = " ".join(str(captions[photo.pk]).split())[:MAX_CAPTION]
+            source = sources.get(photo.pk)
+            if not after:
+                source = CaptionSource.NONE
+            elif source not in CaptionSource.values or source == CaptionSource.NONE:
+                source = CaptionSource.USER
+            photo.caption, photo.caption_source = after, source
             photo.save(update_fields=["caption", "caption_source"])
-            changes.append(CaptionChange(photo.pk, before, after))
+            changes.append(CaptionChange(photo.pk, before, after, before_source))
     return changes
 
 

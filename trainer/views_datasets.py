@@ -232,11 +232,13 @@ def captions_bulk(request: HttpRequest, pk: int) -> JsonResponse:
 def captions_restore(request: HttpRequest, pk: int) -> JsonResponse:
     dataset = _own_dataset(request, pk)
     try:
-        raw = _json_body(request).get("captions") or {}
-        wanted = {int(k): str(v) for k, v in dict(raw).items()}
+        body = _json_body(request)
+        wanted = {int(k): str(v) for k, v in dict(body.get("captions") or {}).items()}
+        sources = {int(k): str(v) for k, v in dict(body.get("sources") or {}).items()}
     except (ValidationError, TypeError, ValueError):
-        return JsonResponse({"ok": False, "error": "expected {captions: {photo id: text}}"}, status=400)
-    changes = datasets.captions_restore(dataset=dataset, captions=wanted)
+        return JsonResponse({"ok": False, "error": "expected {captions: {photo id: text}, sources: {photo id: source}}"},
+                            status=400)
+    changes = datasets.captions_restore(dataset=dataset, captions=wanted, sources=sources)
     return JsonResponse({"ok": True, "changes": [c.as_dict() for c in changes], "counts": _counts(dataset)})
 
 

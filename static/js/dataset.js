@@ -236,13 +236,13 @@
   });
 
   // ---- bulk edits with preview and undo -----------------------------------------------
-  function applyChanges(changes, source) {
+  function applyChanges(changes, sources) {
     for (const ch of changes) {
       const card = cardById(ch.id);
       if (!card) continue;
       const box = card.querySelector("textarea.caption");
       box.value = box.dataset.saved = ch.after;
-      if (source) card.dataset.source = source;
+      if (sources && sources[ch.id]) card.dataset.source = sources[ch.id];
       setState(card, "changed", "ok");
     }
     applyFilter();
@@ -263,10 +263,11 @@
   }
   async function undo(changes) {
     const captions = {};
-    for (const ch of changes) captions[ch.id] = ch.before;
-    const data = await api(cfg.restoreUrl, { captions });
+    const sources = {};  // the source each caption had, so an undone auto caption stays auto
+    for (const ch of changes) { captions[ch.id] = ch.before; sources[ch.id] = ch.before_source; }
+    const data = await api(cfg.restoreUrl, { captions, sources });
     if (!data.ok) { showBulk(`<p class="bad">${escapeHtml(data.error)}</p>`); return; }
-    applyChanges(data.changes);
+    applyChanges(data.changes, sources);
     setCounts(data.counts);
     showBulk(`<p class="muted">Undone: ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} restored.</p>`);
   }

@@ -122,6 +122,23 @@ def test_bulk_replace_preview_apply_and_undo(alice_client, dataset, add_photo):
     assert bad.status_code == 400 and "find" in bad.json()["error"].lower()
 
 
+def test_undo_restores_where_each_caption_came_from(alice_client, dataset, add_photo):
+    auto, uploaded, typed = add_photo(), add_photo(caption="a cat from the zip"), add_photo()
+    Photo.objects.filter(pk=auto.pk).update(caption="a cat by the captioner", caption_source=CaptionSource.AUTO)
+    Photo.objects.filter(pk=typed.pk).update(caption="a cat I described", caption_source=CaptionSource.USER)
+    applied = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": "cat", "replace": "MIRAZX"}).json()
+    assert {ch["id"]: ch["before_source"] for ch in applied["changes"]} == {
+        auto.pk: "auto", uploaded.pk: "file", typed.pk: "user"}
+    body = {"captions": {ch["id"]: ch["before"] for ch in applied["changes"]},
+            "sources": {ch["id"]: ch["before_source"] for ch in applied["changes"]}}
+    assert post_json(alice_client, "captions_restore", [dataset.pk], body).json()["ok"]
+    sources = dict(dataset.photos.values_list("pk", "caption_source"))
+    assert sources == {auto.pk: CaptionSource.AUTO, uploaded.pk: CaptionSource.FILE, typed.pk: CaptionSource.USER}
+    # An auto caption put back by undo is auto again: the next auto-caption may refresh it.
+    from trainer.captions import photos_to_caption
+    assert [p.pk for p in photos_to_caption(dataset, None, False)] == [auto.pk]
+
+
 def test_prepend_append_insert_trigger_and_template(alice_client, dataset, add_photo):
     a, b, empty = add_photo(caption="on a sofa"), add_photo(caption="MIRAZX asleep"), add_photo()
     post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "photo,", "ids": [a.pk]})
