@@ -9,7 +9,6 @@
   let ema = null, chart = null, startedAt = root.dataset.started ? new Date(root.dataset.started) : null;
   let finishedAt = root.dataset.finished ? new Date(root.dataset.finished) : null;
   const baseTitle = document.title.split(" · ")[0];
-  const initialState = root.dataset.state;
 
   function fmtSeconds(s) {
     if (s == null || !isFinite(s)) return "–";
@@ -38,25 +37,34 @@
     if (chart) chart.setData([steps, raw, smooth]);
   }
 
-  function setState(data) {
+  // Events replayed on (re)connect describe the past: a resumed job's history holds its old
+  // "canceled" or "failed" state. Side effects that answer a change (reload, notification) run
+  // only for events that arrive after the replay, so an old final state never reloads the page.
+  let live = false;
+
+  function setState(data, ev) {
+    const at = ev && ev.ts ? new Date(ev.ts) : new Date();
     const badge = $("job-state");
     badge.textContent = data.state.charAt(0).toUpperCase() + data.state.slice(1);
     badge.className = "badge " + data.state;
     badge.dataset.state = data.state;
     root.dataset.state = data.state;
     $("queue-note").hidden = data.state !== "queued";
-    if (data.state === "training" && !startedAt) startedAt = new Date();
-    if (data.error) { $("error").hidden = false; $("error").textContent = data.error + (data.error_hint ? " — " + data.error_hint : ""); }
+    if (data.state === "training" && !startedAt) startedAt = at;
+    $("error").hidden = !data.error;
+    if (data.error) $("error").textContent = data.error + (data.error_hint ? " — " + data.error_hint : "");
     if (data.message) appendLog(data.message);
     document.title = `${baseTitle} · ${badge.textContent}`;
-    if (FINAL.includes(data.state)) {
-      finishedAt = finishedAt || new Date();
-      const cancel = $("cancel-form"); if (cancel) cancel.hidden = true;
-      if (data.state === "succeeded") { $("finished").hidden = false; notify(`Training finished: ${baseTitle}`); }
-      else notify(`Training ${data.state}: ${baseTitle}`);
-      // The resume button is drawn by the server; fetch it once the job has just ended.
-      if (data.state !== "succeeded" && !FINAL.includes(initialState)) setTimeout(() => location.reload(), 800);
-    }
+    const final = FINAL.includes(data.state);
+    const cancel = $("cancel-form"); if (cancel) cancel.hidden = final;
+    const resume = $("resume-form"); if (resume) resume.hidden = !final;
+    if (!final) { finishedAt = null; return; }
+    finishedAt = at;
+    if (data.state === "succeeded") $("finished").hidden = false;
+    if (!live) return;
+    notify(data.state === "succeeded" ? `Training finished: ${baseTitle}` : `Training ${data.state}: ${baseTitle}`);
+    // The resume button is drawn by the server; fetch it once the job has just ended.
+    if (data.state !== "succeeded") setTimeout(() => location.reload(), 800);
   }
 
   function notify(text) {
@@ -109,5 +117,6 @@
     sample: addSample,
     log: (d) => appendLog(d.line),
     checkpoint: (d) => appendLog(`checkpoint saved at step ${d.step}`),
+    replayed: () => { live = true; },
   }, { onStatus: (s) => { $("conn").textContent = s === "live" ? "● live" : s; } });
 })();

@@ -60,3 +60,30 @@ def test_launch_watch_and_download(page, alice, make_dataset, tmp_path):
     page.wait_for_selector("#samples figure img")
     page.wait_for_function("document.getElementById('log').textContent.length > 0")
     assert page.text_content("#step") == "16"
+
+
+def test_cancel_then_resume_keeps_the_page_live_without_reloading(page, alice, make_dataset):
+    """A resumed job's history holds its old 'canceled' state: replaying it must not reload the page."""
+    from trainer import jobs
+    from trainer.models import TrainingJob
+
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
+                          overrides={"steps": 2000, "sample_every": 0})
+    log_in(page, "alice", "correct horse battery")
+    page.goto(f"/trainings/{job.pk}/")
+    page.wait_for_function("Number(document.getElementById('step').textContent) >= 3", timeout=180_000)
+    with page.expect_navigation():
+        page.click("#cancel")
+    page.wait_for_selector("#resume", timeout=60_000)  # the page reloads once to draw the button
+    stopped_at = TrainingJob.objects.get(pk=job.pk).checkpoint_step
+    assert page.get_attribute("#job-state", "data-state") == "canceled"
+
+    with page.expect_navigation():
+        page.click("#resume")
+    page.evaluate("window.stillThisPage = true")
+    page.wait_for_function(f"Number(document.getElementById('step').textContent) > {stopped_at + 2}", timeout=120_000)
+    assert page.evaluate("window.stillThisPage") is True, "the page reloaded after resume"
+    assert page.get_attribute("#job-state", "data-state") == "training"
+    assert f"Resuming from step {stopped_at}" in page.text_content("#log")
+    assert "Canceled" not in page.title()
+    jobs.job_cancel(job=TrainingJob.objects.get(pk=job.pk))
