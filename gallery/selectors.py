@@ -126,6 +126,8 @@ def _with_cover(qs: QuerySet[GalleryModel]) -> QuerySet[GalleryModel]:
 
 def browse_models(*, q: str = "", base: str = "", tag: str = "", sort: str = "newest") -> QuerySet[GalleryModel]:
     """Published models matching a search (title, trigger, tags, description) and filters."""
+    # PostgreSQL refuses NUL in text parameters (an error, not "no match"); no stored text has one.
+    q, base, tag = (text.replace("\x00", "") for text in (q, base, tag))
     # Tags are a JSON list; its text form ('["film", "portrait"]') is searchable on SQLite and PostgreSQL.
     qs = GalleryModel.objects.filter(published=True).annotate(tags_text=Cast("tags", TextField()))
     for word in q.split()[:8]:

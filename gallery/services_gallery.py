@@ -64,6 +64,10 @@ def gallery_model_update(
     *, model: GalleryModel, title: str, description: str, trigger_word: str, license: str, tags: str,
 ) -> GalleryModel:
     errors = {}
+    # PostgreSQL cannot store NUL (the trigger word and tags patterns already refuse it).
+    for name, value in (("title", title), ("description", description)):
+        if "\x00" in value:
+            errors[name] = "may not contain NUL characters"
     if not title.strip():
         errors["title"] = "give the model a title"
     if not re.fullmatch(r"[\w-]{1,40}", trigger_word.strip()):

@@ -15,8 +15,11 @@ from typing import Callable
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import (
+    ObjectDoesNotExist, PermissionDenied, RequestDataTooBig, SuspiciousOperation, ValidationError,
+)
+from django.http import Http404, HttpRequest, HttpResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from flux_studio.api.problems import ApiError, from_validation_error, problem_response
@@ -88,6 +91,25 @@ def check_rate_limit(request: HttpRequest) -> None:
                        headers={"Retry-After": str(retry)})
 
 
+def unexpected_error(exc: Exception, request: HttpRequest) -> ApiError:
+    """What a failure outside the view's own checks means to the caller.
+
+    Django raises these while reading request.body / POST / FILES, i.e. inside the view: a body
+    over DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields or files, or a broken multipart body. Any
+    other exception is a bug: logged with its traceback, answered with a generic 500.
+    """
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return ApiError(413, f"the request body is too large (over {limit} bytes outside file parts); "
+                             "send images as multipart `file` parts or in a .zip")
+    if isinstance(exc, SuspiciousOperation):  # TooManyFieldsSent, TooManyFilesSent, ...
+        return ApiError(400, f"the request was refused: {exc}")
+    if isinstance(exc, (MultiPartParserError, UnreadablePostError)):
+        return ApiError(400, f"the multipart body could not be read: {exc}")
+    log.error("API error on %s %s", request.method, request.path, exc_info=exc)
+    return ApiError(500, "an internal error happened; it was logged. Try again, or report it if it persists.")
+
+
 def api_view(methods: tuple[str, ...], *, auth: str = "required") -> Callable[[View], View]:
     """Wrap a function view: allowed methods, auth, rate limit, and errors as problem JSON.
 
@@ -115,6 +137,8 @@ def api_view(methods: tuple[str, ...], *, auth: str = "required") -> Callable[[V
             except (Http404, ObjectDoesNotExist, PermissionError, PermissionDenied):
                 # Someone else's object answers exactly like a missing one: ids are not oracles.
                 return problem_response(ApiError(404, "no such object (or it is not yours)"), request)
+            except Exception as exc:  # never Django's HTML page: a script gets JSON it can act on
+                return problem_response(unexpected_error(exc, request), request)
 
         wrapper.api_methods = allowed  # type: ignore[attr-defined]
         return wrapper

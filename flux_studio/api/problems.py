@@ -25,7 +25,8 @@ class ApiError(Exception):
         self.status = status
         self.detail = detail
         self.type = type_ or {400: "bad-request", 401: "unauthenticated", 404: "not-found", 405: "method-not-allowed",
-                              409: "conflict", 422: "validation", 429: "rate-limited"}.get(status, "error")
+                              409: "conflict", 413: "too-large", 422: "validation", 429: "rate-limited",
+                              500: "internal"}.get(status, "error")
         self.errors = errors or {}
         self.headers = headers or {}
         self.extra = extra or {}
@@ -76,6 +77,25 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         data = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
+    if _has_nul(data):  # PostgreSQL cannot store it; say so instead of failing on save
+        raise ApiError(422, "text in the body may not contain NUL (\\u0000) characters")
     return data
+
+
+def _has_nul(data: Any) -> bool:
+    """Any NUL in a key or string value (iterative: a deeply nested body cannot overflow it)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
