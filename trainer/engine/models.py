@@ -100,28 +100,15 @@ def _from_pretrained(source: str, kwargs: dict[str, Any]) -> "FluxPipeline":
     try:
         return FluxPipeline.from_pretrained(source, **kwargs)
     except Exception as error:  # translate the hub's many error types into one actionable message
-        raise BaseModelLoadError(_explain_load_failure(source, error)) from error
+        raise BaseModelLoadError(_explain_load_failure(source, error, kwargs.get("token"))) from error
 
 
-def _explain_load_failure(source: str, error: Exception) -> str:
-    kind = type(error).__name__
-    text = str(error)
-    if kind == "GatedRepoError" or "gated" in text.lower() or "401" in text or "403" in text:
-        return (
-            f"{source} is a gated model: accept its license on https://huggingface.co/{source} and set "
-            "HF_TOKEN (or `hf auth login`) on the worker."
-        )
-    if kind in ("RepositoryNotFoundError", "RevisionNotFoundError") or "404" in text:
-        return f"{source} was not found on the Hugging Face hub; check the id (or give a local folder)."
-    offline_signs = ("offline", "not fully cached", "outgoing traffic", "connect", "name or service not known")
-    if kind in ("LocalEntryNotFoundError", "ConnectionError", "OfflineModeIsEnabled") or any(
-        sign in text.lower() for sign in offline_signs
-    ):
-        return (
-            f"{source} is not in the local cache and the hub cannot be reached (no network or HF_HUB_OFFLINE=1). "
-            "Download it on a machine with network and copy the cache, or give a local diffusers folder."
-        )
-    return f"could not load {source}: {kind}: {text.splitlines()[0] if text else ''}"
+def _explain_load_failure(source: str, error: Exception, token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    from .hub_errors import explain_load_failure
+
+    return explain_load_failure(source, error, has_token=bool(token or get_token()))
 
 
 def _load_quantized_transformer(source: str, dtype: "torch.dtype", device: "torch.device", token: str | None) -> Any:
@@ -139,7 +126,7 @@ def _load_quantized_transformer(source: str, dtype: "torch.dtype", device: "torc
             source, subfolder="transformer", quantization_config=config, dtype=dtype, token=token
         )
     except Exception as error:
-        raise BaseModelLoadError(_explain_load_failure(source, error)) from error
+        raise BaseModelLoadError(_explain_load_failure(source, error, token)) from error
 
 
 def can_quantize(device: "torch.device") -> bool:
