@@ -21,6 +21,15 @@ def test_an_unreadable_image_is_named(tmp_path: Path) -> None:
         load_dataset(tmp_path, 64, "", False)
 
 
+def test_a_truncated_image_is_refused_before_any_model_loads(tmp_path: Path) -> None:
+    """A JPEG cut off mid-upload has a valid header; only decoding it shows the damage."""
+    make_image(tmp_path / "whole.jpg", (256, 256), (200, 30, 30))
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"cannot read image cut.jpg: .*truncated"):
+        load_dataset(tmp_path, 64, "", False)
+
+
 def test_captions_without_the_trigger_are_refused_or_fixed_on_request(tmp_path: Path) -> None:
     make_image(tmp_path / "a.png", (64, 64), (10, 10, 10))
     make_image(tmp_path / "b.png", (64, 64), (10, 10, 10))

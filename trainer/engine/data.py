@@ -84,13 +84,14 @@ def check_trigger(captions: dict[Path, str], trigger_word: str, add_trigger: boo
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Width and height as displayed (EXIF orientation applied); fails on unreadable files."""
+    """Width and height as displayed (EXIF orientation applied); fails on unreadable or truncated files."""
     try:
-        with Image.open(path) as image:
-            image.verify()  # checks the file structure without decoding every pixel
         with Image.open(path) as image:
             orientation = image.getexif().get(0x0112, 1)
             width, height = image.size
+            # Decode every pixel now: verify() only checks the structure, so a truncated upload
+            # would pass it and fail minutes later, after the base model has loaded.
+            image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"cannot read image {path.name}: {error}") from error
     if width < 16 or height < 16:
