@@ -170,6 +170,11 @@ def job_claim(job_id: int, worker_id: str) -> TrainingJob | None:
         state=JobState.STARTING, worker_id=worker_id, attempts=F("attempts") + 1, updated_at=timezone.now()
     )
     if not claimed:
+        # A queued job whose cancel came in while no worker held it ends here, not in the queue.
+        if TrainingJob.objects.filter(pk=job_id, state=JobState.QUEUED, cancel_requested=True).update(
+            state=JobState.CANCELED, finished_at=timezone.now()
+        ):
+            publish_state(TrainingJob.objects.get(pk=job_id), "Canceled before it started.")
         return None
     job = TrainingJob.objects.get(pk=job_id)
     if job.started_at is None:
@@ -201,7 +206,11 @@ def recover_orphaned_jobs() -> list[int]:
     for job in TrainingJob.objects.filter(state__in=(JobState.STARTING, JobState.TRAINING)):
         if not _worker_dead(job.worker_id):
             continue
-        if job.attempts >= MAX_ATTEMPTS:
+        if job.cancel_requested:  # the person asked it to stop: keep the checkpoint, do not re-run
+            done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
+                state=JobState.CANCELED, finished_at=timezone.now(), worker_id="",
+            )
+        elif job.attempts >= MAX_ATTEMPTS:
             done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
                 state=JobState.FAILED, finished_at=timezone.now(),
                 error=f"The worker running this job stopped {job.attempts} times (killed or out of memory).",
@@ -213,8 +222,10 @@ def recover_orphaned_jobs() -> list[int]:
             )
         if done:
             job.refresh_from_db()
-            message = (f"The worker stopped unexpectedly; resuming from step {job.checkpoint_step}."
-                       if job.state == JobState.QUEUED else job.error)
+            message = {
+                JobState.QUEUED: f"The worker stopped unexpectedly; resuming from step {job.checkpoint_step}.",
+                JobState.CANCELED: f"Canceled; the worker stopped before it could say so. Checkpoint at step {job.checkpoint_step} kept.",
+            }.get(job.state, job.error)
             log.warning("job %s: %s", job.pk, message)
             publish_state(job, message)
             if job.state == JobState.QUEUED:

@@ -130,13 +130,17 @@ class JobHooks:
         events.publish(self.job.topic, "checkpoint", {"step": step})
 
     def should_stop(self) -> bool:
-        if worker.shutting_down.is_set():
-            return True
+        # A shutdown stops the run at once, but the cancel flag is still read: a job canceled
+        # while its worker stops must end 'canceled', not go back to the queue.
+        shutting_down = worker.shutting_down.is_set()
         now = time.monotonic()
-        if now - self.last_stop_poll >= STOP_POLL_S:
+        if shutting_down or now - self.last_stop_poll >= STOP_POLL_S:
             self.last_stop_poll = now
-            self.stop = TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
-        return self.stop
+            self.stop = self.stop or self.cancel_requested()
+        return self.stop or shutting_down
+
+    def cancel_requested(self) -> bool:
+        return TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
 
 
 def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
@@ -230,7 +234,7 @@ def _run_claimed(job: TrainingJob) -> None:
         _finish(job, JobState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}",
                 error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
         return
-    if result.canceled and worker.shutting_down.is_set() and not hooks.stop:
+    if result.canceled and worker.shutting_down.is_set() and not (hooks.stop or hooks.cancel_requested()):
         _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id="")
         from trainer.tasks import train_job_task
 

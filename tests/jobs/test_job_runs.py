@@ -113,3 +113,31 @@ def test_autocaption_without_weights_trains_on_templates_and_says_so(alice, make
     assert job.state == JobState.SUCCEEDED and job.snapshot[0]["caption"] == "a photo of zxq"
     lines = " ".join(e.data.get("line", "") for e in Event.objects.filter(topic=job.topic, kind="log"))
     assert "no captioner weights can be loaded here" in lines
+
+
+def test_cancel_that_meets_a_worker_shutdown_ends_canceled_not_queued(alice, make_dataset, monkeypatch):
+    """Ctrl-C on the worker while a cancel is pending: the job is canceled, never re-queued with the flag."""
+    import trainer.tasks
+    from flux_studio import worker
+    from trainer.training_run import JobHooks
+
+    requeued: list[int] = []
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
+                          overrides={"steps": 50, "sample_every": 0})
+    progress = JobHooks.on_progress
+
+    def cancel_then_shut_down(self, p):  # both arrive between two steps
+        progress(self, p)
+        if p.step == 2:
+            jobs.job_cancel(job=self.job)
+            worker.shutting_down.set()
+
+    monkeypatch.setattr(JobHooks, "on_progress", cancel_then_shut_down)
+    try:
+        run_training(job.pk)
+    finally:
+        worker.shutting_down.clear()
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED, job.state
+    assert job.checkpoint_step >= 2 and requeued == []

@@ -90,6 +90,32 @@ def test_orphaned_job_is_requeued_then_failed_after_max_attempts(alice, make_dat
     assert job.state == JobState.FAILED and "stopped 3 times" in job.error and job.error_hint
 
 
+def test_orphaned_job_with_a_cancel_request_ends_canceled_not_requeued(alice, make_dataset, monkeypatch):
+    import trainer.tasks
+
+    requeued: list[int] = []
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    jobs.job_claim(job.pk, "ghost-host:999999:gpu:dead")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, checkpoint_step=5)
+    assert jobs.job_cancel(job=job)  # the cancel lands, then the worker dies before reading it
+    assert jobs.recover_orphaned_jobs() == [job.pk]
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED and job.finished_at and requeued == []
+    assert job.checkpoint_step == 5
+
+
+def test_a_queued_job_flagged_canceled_is_closed_when_a_worker_picks_it(alice, make_dataset):
+    from flux_studio.models import Event
+
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=True)  # left so by an older release
+    assert jobs.job_claim(job.pk, "w1") is None
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED
+    assert Event.objects.filter(topic=job.topic, kind="state", data__state="canceled").exists()
+
+
 def test_launch_page_creates_a_job_and_opens_it(alice_client, alice, make_dataset, _no_real_queue):
     dataset = make_dataset(alice, n=2)
     page = alice_client.get(reverse("trainer:job_launch", args=[dataset.pk]))
