@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from typing import Callable
 
 from django.conf import settings
@@ -51,8 +52,14 @@ def detect_device() -> str:
     return "cpu"
 
 
+# Host and pid alone repeat after a container restart (pid 1 again, same hostname): the new worker
+# would refresh the dead one's heartbeat row and its job would never be recovered. A random part
+# drawn once per process makes every start a new worker.
+_INSTANCE = uuid.uuid4().hex[:12]
+
+
 def worker_id(queue: str) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{queue}"
+    return f"{socket.gethostname()}:{os.getpid()}:{queue}:{_INSTANCE}"
 
 
 def current_worker_id() -> str:

@@ -191,6 +191,8 @@ def _worker_dead(worker_id: str) -> bool:
     if row is None or not worker.is_alive(worker_id):
         return True
     if row.hostname == os.uname().nodename:
+        if row.pid == os.getpid() and worker_id != worker.current_worker_id():
+            return True  # our pid, another worker id: a dead process before a restart reused the pid
         try:
             os.kill(row.pid, 0)
         except ProcessLookupError:

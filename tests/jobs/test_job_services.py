@@ -116,6 +116,37 @@ def test_a_queued_job_flagged_canceled_is_closed_when_a_worker_picks_it(alice, m
     assert Event.objects.filter(topic=job.topic, kind="state", data__state="canceled").exists()
 
 
+def test_a_restarted_worker_with_the_same_host_and_pid_recovers_the_dead_ones_job(alice, make_dataset, monkeypatch):
+    """A container restart gives the new worker the old hostname and pid; it must not pass for the old one."""
+    import os
+    import socket
+
+    import trainer.tasks
+    from django.utils import timezone
+
+    from flux_studio import worker
+    from flux_studio.models import WorkerHeartbeat
+
+    requeued: list[int] = []
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
+    old_id = worker.worker_id("gpu")
+    # The dead worker beat just before the restart, so its row still looks fresh.
+    WorkerHeartbeat.objects.create(worker_id=old_id, hostname=socket.gethostname(), pid=os.getpid(), queue="gpu",
+                                   last_seen=timezone.now())
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    jobs.job_claim(job.pk, old_id)
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING)
+    monkeypatch.setattr(worker, "_INSTANCE", "restarted")  # what a fresh process draws
+    try:
+        worker.register("gpu", "cpu")
+        assert worker.current_worker_id() != old_id and str(os.getpid()) in worker.current_worker_id()
+        worker.run_start_hooks()
+    finally:
+        worker.unregister()
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and requeued == [job.pk]
+
+
 def test_launch_page_creates_a_job_and_opens_it(alice_client, alice, make_dataset, _no_real_queue):
     dataset = make_dataset(alice, n=2)
     page = alice_client.get(reverse("trainer:job_launch", args=[dataset.pk]))
