@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -50,8 +51,9 @@ def caption_dataset_task(dataset_id: int, photo_ids: list[int] | None, overwrite
 
 
 def photos_to_caption(dataset: Dataset, photo_ids: list[int] | None, overwrite: bool) -> list[Photo]:
-    """The chosen photos, minus the captions the person wrote or uploaded unless `overwrite`."""
-    photos = dataset.photos.all()
+    """The chosen photos that train (excluded ones never do, so they are not captioned), minus
+    the captions the person wrote or uploaded unless `overwrite`."""
+    photos = dataset.photos.filter(excluded=False)
     if photo_ids is not None:
         photos = photos.filter(pk__in=photo_ids)
     if not overwrite:
@@ -61,7 +63,7 @@ def photos_to_caption(dataset: Dataset, photo_ids: list[int] | None, overwrite: 
 
 def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: bool) -> None:
     """The task body: load the captioner once, caption each photo, save and publish each result."""
-    from trainer.engine.captioning import CaptionerUnavailable, CaptionStyle, caption_images, load_captioner
+    from trainer.engine.captioning import CaptionerUnavailable, CaptionStyle, load_captioner
 
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None:
@@ -81,40 +83,64 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
     style = CaptionStyle(trigger=dataset.trigger_word, placement=dataset.caption_placement,
                          prefix=dataset.caption_prefix, suffix=dataset.caption_suffix)
     events.publish(topic, "captioning", {"state": "started", "total": len(photos), "done": 0,
-                                         "message": f"Captioning {len(photos)} photo{'s' if len(photos) != 1 else ''} with {spec}…"})
-    done = {"ok": 0, "failed": 0}
+                                         "message": f"Captioning {_photos(len(photos))} with {spec}…"})
     try:
-        with _local_paths(photos) as paths:
-            by_path = {str(path): photo for path, photo in zip(paths, photos)}
-
-            def on_caption(result: Any) -> None:
-                photo = by_path[str(result.path)]
-                ok = _save_caption(photo, result.caption, result.error, overwrite=overwrite)
-                done["ok" if ok and not result.error else "failed"] += 1
-                events.publish(topic, "caption", {"photo_id": photo.pk, "caption": photo.caption,
-                                                  "source": photo.caption_source, "error": result.error or ""})
-
-            caption_images(captioner, paths, batch_size=BATCH_SIZE, style=style, on_caption=on_caption)
+        counts = _caption_photos(captioner, photos, style, topic=topic, overwrite=overwrite)
     except Exception as exc:  # report, do not leave the page waiting forever
         log.exception("captioning dataset %s failed", dataset_id)
         events.publish(topic, "captioning", {"state": "failed", "message": f"Captioning stopped: {exc}"})
         return
-    message = f"Captioned {done['ok']} photo{'s' if done['ok'] != 1 else ''}."
-    if done["failed"]:
-        message += f" {done['failed']} could not be captioned."
-    events.publish(topic, "captioning", {"state": "finished", "total": len(photos), "done": done["ok"],
-                                         "failed": done["failed"], "message": message})
+    events.publish(topic, "captioning", {"state": "finished", "total": len(photos), "done": counts["saved"],
+                                         "kept": counts["kept"], "failed": counts["failed"],
+                                         "message": _summary(counts)})
 
 
-def _save_caption(photo: Photo, caption: str, error: str | None, *, overwrite: bool) -> bool:
-    """Save one result, unless the person edited this caption while the task ran."""
+def _caption_photos(captioner: Any, photos: list[Photo], style: Any, *, topic: str, overwrite: bool) -> Counter[str]:
+    """Caption `photos`, saving and publishing each result as it comes; count the outcomes."""
+    from trainer.engine.captioning import caption_images
+
+    counts: Counter[str] = Counter()
+    with _local_paths(photos) as paths:
+        by_path = {str(path): photo for path, photo in zip(paths, photos)}
+
+        def on_caption(result: Any) -> None:
+            photo = by_path[str(result.path)]
+            outcome = _save_caption(photo, result.caption, result.error, overwrite=overwrite)
+            counts[outcome] += 1
+            if outcome != "gone":
+                error = result.error if outcome == "failed" else ""
+                events.publish(topic, "caption", {"photo_id": photo.pk, "caption": photo.caption,
+                                                  "source": photo.caption_source, "error": error or ""})
+
+        caption_images(captioner, paths, batch_size=BATCH_SIZE, style=style, on_caption=on_caption)
+    return counts
+
+
+def _photos(count: int) -> str:
+    return f"{count} photo{'s' if count != 1 else ''}"
+
+
+def _summary(counts: Counter[str]) -> str:
+    message = f"Captioned {_photos(counts['saved'])}."
+    if counts["kept"]:
+        message += f" Kept your caption on {_photos(counts['kept'])} (edited while captioning ran)."
+    if counts["failed"]:
+        message += f" {counts['failed']} could not be captioned."
+    return message
+
+
+def _save_caption(photo: Photo, caption: str, error: str | None, *, overwrite: bool) -> str:
+    """Save one result; "saved", "failed" (the captioner's error is recorded), "gone" (the
+    photo was deleted meanwhile) or "kept": a caption the person owns stays, and one they
+    edited while the task ran stays even when `overwrite` was asked (it was asked before)."""
     with transaction.atomic():
         current = Photo.objects.select_for_update().filter(pk=photo.pk).first()
         if current is None:
-            return False  # deleted meanwhile
-        if current.caption_source in PROTECTED_SOURCES and not overwrite:
+            return "gone"
+        edited_meanwhile = (current.caption, current.caption_source) != (photo.caption, photo.caption_source)
+        if current.caption_source in PROTECTED_SOURCES and (edited_meanwhile or not overwrite):
             photo.caption, photo.caption_source = current.caption, current.caption_source
-            return False
+            return "kept"
         if error:
             current.caption_error = error[:300]
             current.save(update_fields=["caption_error"])
@@ -122,7 +148,7 @@ def _save_caption(photo: Photo, caption: str, error: str | None, *, overwrite: b
             current.caption, current.caption_source, current.caption_error = caption, CaptionSource.AUTO, ""
             current.save(update_fields=["caption", "caption_source", "caption_error"])
     photo.caption, photo.caption_source, photo.caption_error = current.caption, current.caption_source, current.caption_error
-    return True
+    return "failed" if error else "saved"
 
 
 @contextmanager

@@ -16,6 +16,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import QuerySet
 
+# The caption style's pure-Python part: importing it loads no torch (see its package).
+from trainer.engine.captioning.style import replace_subject
 from trainer.models import CaptionSource, Dataset, Photo
 from trainer.photos import photo_files_delete
 
@@ -116,9 +118,16 @@ def template_text(dataset: Dataset) -> str:
 
 
 def _with_trigger(caption: str, dataset: Dataset) -> str:
+    """The caption with the trigger placed as the dataset's caption style says: "replace" puts
+    it instead of the subject noun phrase, as auto-captions do, and falls back to the front
+    when no subject is found ("sleeping on a sofa")."""
     trigger = dataset.trigger_word
     if not caption:
         return template_text(dataset)
+    if dataset.caption_placement == "replace":
+        replaced = replace_subject(caption, trigger)
+        if replaced is not None:
+            return replaced
     if dataset.caption_placement == "suffix":
         return f"{caption.rstrip(' .')}, {trigger}."
     return f"{trigger}, {caption}"

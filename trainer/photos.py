@@ -69,9 +69,23 @@ def max_photo_bytes() -> int:
     return settings.MAX_PHOTO_MB * 1024 * 1024
 
 
+def max_zip_bytes() -> int:
+    """A zip may hold at most a full dataset of photos at the per-photo limit (compressed or
+    not): more cannot all be kept, and unpacking it would only fill the disk and the CPU."""
+    return settings.MAX_PHOTOS_PER_DATASET * max_photo_bytes()
+
+
+def _zip_limit_text() -> str:
+    mb = settings.MAX_PHOTOS_PER_DATASET * settings.MAX_PHOTO_MB
+    return (f"{mb} MB, a full dataset ({settings.MAX_PHOTOS_PER_DATASET} photos × {settings.MAX_PHOTO_MB} MB); "
+            "split it into smaller zips")
+
+
 def upload_ingest(*, dataset: Dataset, upload: IO[bytes], name: str, size: int) -> list[IngestOutcome]:
     """Ingest one uploaded file: a .zip gives one outcome per image inside, else one outcome."""
     if PurePosixPath(name).suffix.lower() == ".zip" or _looks_like_zip(upload):
+        if size > max_zip_bytes():
+            return [IngestOutcome(name, reason=f"this zip is {size / 1048576:.0f} MB, over the limit of {_zip_limit_text()}")]
         return zip_ingest(dataset=dataset, upload=upload, name=name)
     if size > max_photo_bytes():
         return [IngestOutcome(name, reason=f"{size / 1048576:.1f} MB is over the {settings.MAX_PHOTO_MB} MB limit per photo")]
@@ -100,6 +114,9 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
         return [IngestOutcome(name, reason="not a readable .zip archive")]
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir() and not _is_junk(m.filename)]
+        too_big = _zip_too_big(members)
+        if too_big:
+            return [IngestOutcome(name, reason=too_big)]
         captions = _zip_captions(archive, members)
         outcomes = []
         for member in members:
@@ -128,6 +145,22 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
     if not outcomes:
         outcomes.append(IngestOutcome(name, reason="the zip holds no images"))
     return outcomes
+
+
+def _zip_too_big(members: list[zipfile.ZipInfo]) -> str:
+    """Why the whole zip is refused before anything is unpacked, or "" when it may be read.
+
+    Sizes are the ones the zip declares; reads are capped at the per-photo limit as well, so a
+    zip that lies about them still cannot unpack more than this.
+    """
+    images = [m for m in members if PurePosixPath(m.filename).suffix.lower() in IMAGE_SUFFIXES]
+    if len(images) > settings.MAX_PHOTOS_PER_DATASET:
+        return (f"the zip holds {len(images)} images; a dataset takes at most {settings.MAX_PHOTOS_PER_DATASET}: "
+                "split it into smaller zips")
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > max_zip_bytes():
+        return f"the zip unpacks to {unpacked / 1048576:.0f} MB, over the limit of {_zip_limit_text()}"
+    return ""
 
 
 def _is_junk(filename: str) -> bool:

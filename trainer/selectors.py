@@ -102,7 +102,7 @@ def _problems(h: Health, dataset: Dataset) -> list[str]:
     if not dataset.trigger_word:
         problems.append("No trigger word set.")
     elif h.missing_trigger:
-        problems.append(f"{h.missing_trigger} caption{'s' if h.missing_trigger != 1 else ''} lack the trigger word.")
+        problems.append(f"{h.missing_trigger} caption{'s lack' if h.missing_trigger != 1 else ' lacks'} the trigger word.")
     if h.small:
         problems.append(f"{h.small} photo{'s are' if h.small != 1 else ' is'} under {WARN_SIDE} px.")
     if h.near_duplicates:

@@ -371,7 +371,7 @@
         if (document.activeElement !== box || box.value === box.dataset.saved) box.value = d.caption;
         box.dataset.saved = d.caption;
         card.dataset.source = d.source;
-        setState(card, "auto caption", "ok");
+        setState(card, d.source === "auto" ? "auto caption" : "your caption kept", "ok");
         done += 1;
         applyFilter();
         refreshCounter();

@@ -8,7 +8,7 @@ import pytest
 
 from flux_studio.models import Event
 from trainer.captions import UNAVAILABLE_PREFIX, caption_dataset_task, captions_enqueue
-from trainer.models import CaptionSource
+from trainer.models import CaptionSource, Photo
 
 pytestmark = pytest.mark.django_db
 
@@ -85,6 +85,41 @@ def test_captions_from_a_zips_txt_files_survive_recaption_unless_overwrite(capti
     caption_dataset_task.call_local(dataset.pk, [uploaded.pk], True)
     uploaded.refresh_from_db()
     assert uploaded.caption_source == CaptionSource.AUTO and uploaded.caption != "MIRAZX asleep on the windowsill"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_edit_made_while_captioning_runs_is_kept_and_counted_as_kept(captioner, dataset, add_photo, monkeypatch,
+                                                                         overwrite):
+    from flux_studio import events as event_module
+    from trainer.datasets import photo_caption_set
+
+    first, edited = add_photo(), add_photo()
+    publish = event_module.publish
+
+    def publish_then_type(topic, kind, data):
+        publish(topic, kind, data)
+        if kind == "captioning" and data["state"] == "started":  # the task has read the photos
+            photo_caption_set(photo=Photo.objects.get(pk=edited.pk), caption="MIRAZX, typed while it ran")
+
+    monkeypatch.setattr(event_module, "publish", publish_then_type)
+    caption_dataset_task.call_local(dataset.pk, None, overwrite)
+    first.refresh_from_db(), edited.refresh_from_db()
+    assert first.caption_source == CaptionSource.AUTO
+    assert edited.caption == "MIRAZX, typed while it ran" and edited.caption_source == CaptionSource.USER
+    finished = events(dataset, "captioning")[-1]
+    assert finished["done"] == 1 and finished["kept"] == 1 and finished["failed"] == 0
+    assert "could not be captioned" not in finished["message"] and "Kept your caption on 1 photo" in finished["message"]
+    assert [e["source"] for e in events(dataset, "caption")] == ["auto", "user"]
+
+
+def test_excluded_photos_are_not_captioned(captioner, dataset, add_photo):
+    used, excluded = add_photo(), add_photo()
+    Photo.objects.filter(pk=excluded.pk).update(excluded=True)
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    caption_dataset_task.call_local(dataset.pk, [excluded.pk], True)
+    excluded.refresh_from_db()
+    assert excluded.caption == "" and excluded.caption_source == CaptionSource.NONE
+    assert [e["photo_id"] for e in events(dataset, "caption")] == [used.pk]
 
 
 def test_a_broken_photo_is_reported_and_the_rest_captioned(captioner, dataset, add_photo):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import pytest
 from PIL import Image
@@ -131,3 +132,35 @@ def test_zip_with_captions_skips_junk_and_reports_non_images(dataset, image_byte
 def test_bad_zip_is_reported(dataset):
     [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(b"PK\x03\x04broken"), name="x.zip", size=10)
     assert not outcome.ok and "not a readable .zip" in outcome.reason
+
+
+def test_animated_gif_keeps_its_first_frame(dataset):
+    frames = [Image.new("RGB", (300, 300), color) for color in ((220, 30, 30), (30, 200, 40), (20, 40, 210))]
+    data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    photo = photo_ingest(dataset=dataset, data=data, name="wave.gif")
+    stored = Image.open(photo.image)
+    assert photo.format == "GIF" and stored.format == "JPEG" and getattr(stored, "n_frames", 1) == 1
+    red, green, blue = stored.convert("RGB").getpixel((150, 150))
+    assert red > 180 and green < 80 and blue < 80  # the first (red) frame, not a later one
+
+
+def test_zip_size_and_count_limits_refuse_the_whole_zip_with_a_reason(dataset, image_bytes, settings):
+    settings.MAX_PHOTO_MB, settings.MAX_PHOTOS_PER_DATASET = 1, 2  # a zip may hold up to 2 MB
+    stored = make_zip({"a.png": image_bytes(300, 300, pattern=1)})
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(stored), name="big.zip", size=3 * 1024 * 1024)
+    assert not outcome.ok and "this zip is 3 MB, over the limit of 2 MB" in outcome.reason and "split it" in outcome.reason
+
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.png", image_bytes(300, 300, pattern=1))
+        archive.writestr("padding.txt", b"\0" * (3 * 1024 * 1024))  # a few kB that unpack to 3 MB
+    data = bomb.getvalue()
+    assert len(data) < 1024 * 1024
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(data), name="bomb.zip", size=len(data))
+    assert not outcome.ok and "unpacks to 3 MB, over the limit of 2 MB" in outcome.reason
+
+    many = make_zip({f"{n}.png": image_bytes(300, 300, pattern=n) for n in range(3)})
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(many), name="many.zip", size=len(many))
+    assert not outcome.ok and "holds 3 images; a dataset takes at most 2" in outcome.reason
+    assert dataset.photos.count() == 0  # nothing was half-imported

@@ -152,6 +152,33 @@ def test_prepend_append_insert_trigger_and_template(alice_client, dataset, add_p
     assert empty.caption == "a photo of MIRAZX" and empty.caption_source == CaptionSource.TEMPLATE
 
 
+def test_insert_trigger_follows_the_caption_style_placement(alice_client, dataset, add_photo):
+    dataset.caption_placement = "replace"
+    dataset.save()
+    subject, no_subject = add_photo(caption="a fluffy cat sleeping on a sofa"), add_photo(caption="sleeping on a sofa")
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "insert_trigger"})
+    subject.refresh_from_db(), no_subject.refresh_from_db()
+    assert subject.caption == "MIRAZX sleeping on a sofa"  # the subject noun phrase became the trigger
+    assert no_subject.caption == "MIRAZX, sleeping on a sofa"  # nothing to replace: put in front
+    dataset.caption_placement = "suffix"
+    dataset.save()
+    Photo.objects.filter(pk=subject.pk).update(caption="a fluffy cat sleeping on a sofa")
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "insert_trigger", "ids": [subject.pk]})
+    subject.refresh_from_db()
+    assert subject.caption == "a fluffy cat sleeping on a sofa, MIRAZX."
+
+
+def test_web_code_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'flux_studio.settings'); django.setup(); "
+            "import trainer.views_datasets, trainer.datasets, trainer.forms, trainer.selectors, trainer.captions, sys; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_template_fills_only_empty_captions(alice_client, dataset, add_photo):
     dataset.caption_suffix = "film grain"
     dataset.save()
@@ -217,7 +244,10 @@ def test_duplicate_copies_photos_and_files(alice_client, dataset, add_photo):
 def test_health_partial(alice_client, dataset, add_photo):
     add_photo(caption="no trigger here")
     html = alice_client.get(reverse("trainer:dataset_health", args=[dataset.pk])).content.decode()
-    assert "Dataset health" in html and "1 caption lack the trigger word" in html and "aim for 10–30" in html
+    assert "Dataset health" in html and "1 caption lacks the trigger word" in html and "aim for 10–30" in html
+    add_photo(caption="nor here"), add_photo()
+    html = alice_client.get(reverse("trainer:dataset_health", args=[dataset.pk])).content.decode()
+    assert "2 captions lack the trigger word" in html and "1 caption is missing" in html
 
 
 def test_auto_caption_endpoint_enqueues_on_commit(alice_client, dataset, add_photo, monkeypatch, django_capture_on_commit_callbacks):

@@ -20,21 +20,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .presets import DEFAULT_PROMPTS, FLORENCE_TASKS
+
 KINDS: tuple[str, ...] = ("florence2", "blip", "vlm")
 
-FLORENCE_TASKS: tuple[str, ...] = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
-# The VLM prompt asks for what a FLUX caption needs: prose about subject, setting and look,
-# without the "The image shows" opener that every caption would otherwise share.
-DEFAULT_VLM_PROMPT = (
-    "Write a caption for this image to train a text-to-image model: one to three natural "
-    "sentences describing the main subject, what it is doing, the setting, the lighting and "
-    "the photographic style. Start with the subject; do not begin with 'The image shows'."
-)
-DEFAULT_PROMPTS: dict[str, str] = {
-    "florence2": "<MORE_DETAILED_CAPTION>",
-    "blip": "",  # unconditional captioning
-    "vlm": DEFAULT_VLM_PROMPT,
-}
 # Longest caption each family writes unless the caller or the model's generation config says
 # otherwise; a detailed Florence-2 caption runs to ~100 tokens, BLIP's to ~20.
 DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {"florence2": 256, "blip": 60, "vlm": 200}

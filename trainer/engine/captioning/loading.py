@@ -16,7 +16,6 @@ import gc
 import os
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,39 +23,8 @@ from urllib.parse import urlparse
 import torch
 
 from .backends import KINDS, Captioner, LoadedModel
+from .presets import CAPTIONER_PRESETS, DEFAULT_CAPTIONER
 
-
-@dataclass(frozen=True)
-class CaptionerPreset:
-    kind: str
-    source: str  # a hub id (or a local folder)
-    description: str
-
-
-# Florence-2-large is the default: the best detail per second of the three families, and
-# florence-community/* is its native-transformers conversion (microsoft/Florence-2-* needs
-# trust_remote_code, which we never enable). 0.77B parameters: ~1.6 GB in bf16.
-CAPTIONER_PRESETS: dict[str, CaptionerPreset] = {
-    "florence2": CaptionerPreset(
-        "florence2", "florence-community/Florence-2-large", "Florence-2 large, detailed captions"
-    ),
-    "florence2-base": CaptionerPreset(
-        "florence2", "florence-community/Florence-2-base", "Florence-2 base, faster, less detail"
-    ),
-    "blip": CaptionerPreset(
-        "blip", "Salesforce/blip-image-captioning-large", "BLIP large, short one-line captions"
-    ),
-    # SmolVLM v1 (Idefics3 classes): its processor needs no torchvision, so it runs anywhere.
-    "smolvlm": CaptionerPreset(
-        "vlm", "HuggingFaceTB/SmolVLM-Instruct", "SmolVLM 2.2B, follows an edited prompt"
-    ),
-    # Qwen2.5-VL's processor includes a video processor that transformers 5 builds only with
-    # torchvision installed (the CUDA box has it; the CPU-only install here does not).
-    "qwen2.5-vl": CaptionerPreset(
-        "vlm", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL 3B, best prose, ~8 GB GPU, torchvision"
-    ),
-}
-DEFAULT_CAPTIONER = "florence2"
 _KIND_ALIASES = {"florence2": "florence2", "florence": "florence2", "blip": "blip", "vlm": "vlm",
                  "smolvlm": "vlm", "qwen2.5-vl": "vlm", "qwen2-vl": "vlm"}
 _FALLBACK_HINT = "Use the template caption instead."
