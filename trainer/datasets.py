@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 
 # The caption style's pure-Python part: importing it loads no torch (see its package).
 from trainer.engine.captioning.style import replace_subject
-from trainer.models import CaptionSource, Dataset, Photo
+from trainer.models import CaptionSource, Dataset, Photo, TrainingJob
 from trainer.photos import photo_files_delete
 
 BulkOp = Literal["replace", "prepend", "append", "insert_trigger", "template"]
@@ -58,8 +58,38 @@ def dataset_rename(*, dataset: Dataset, name: str) -> Dataset:
 def dataset_delete(*, dataset: Dataset) -> None:
     """Delete the rows now and the files once the delete has committed (never the reverse)."""
     photos = list(dataset.photos.all())
+    owner_id = dataset.owner_id
     dataset.delete()
-    transaction.on_commit(lambda: [photo_files_delete(photo) for photo in photos])
+    _delete_files_after_commit(photos, owner_id)
+
+
+def images_in_training_snapshots(owner_id: int) -> frozenset[str]:
+    """Stored image names that some training job of this owner trains on.
+
+    A job freezes its photos as storage names (trainer.jobs.snapshot_of) and reads them again
+    when it starts, resumes or is continued; deleting those files would break it, so they stay
+    while any job names them. Only the owner's jobs can name the owner's photos.
+    """
+    names = set()
+    for snapshot in TrainingJob.objects.filter(owner_id=owner_id).values_list("snapshot", flat=True):
+        names.update(row.get("image", "") for row in snapshot or [] if isinstance(row, dict))
+    return frozenset(names)
+
+
+def _delete_files_after_commit(photos: list[Photo], owner_id: int) -> None:
+    """Delete the photos' files once the rows are gone, keeping any a training job still needs.
+
+    The jobs are read after the commit, so a job launched up to that moment keeps its files.
+    """
+    if not photos:
+        return
+
+    def delete() -> None:
+        keep = images_in_training_snapshots(owner_id)
+        for photo in photos:
+            photo_files_delete(photo, keep=keep)
+
+    transaction.on_commit(delete)
 
 
 @transaction.atomic
@@ -97,7 +127,7 @@ def photo_caption_set(*, photo: Photo, caption: str) -> Photo:
 def photos_delete(*, dataset: Dataset, photo_ids: Iterable[int]) -> int:
     photos = list(dataset.photos.filter(pk__in=list(photo_ids)))
     Photo.objects.filter(pk__in=[p.pk for p in photos]).delete()
-    transaction.on_commit(lambda: [photo_files_delete(photo) for photo in photos])
+    _delete_files_after_commit(photos, dataset.owner_id)
     return len(photos)
 
 

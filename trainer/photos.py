@@ -305,10 +305,11 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
     return photo
 
 
-def photo_files_delete(photo: Photo) -> None:
-    """Remove a photo's stored files; a file already gone is not an error."""
+def photo_files_delete(photo: Photo, *, keep: frozenset[str] = frozenset()) -> None:
+    """Remove a photo's stored files, except those named in `keep`; a file already gone is not
+    an error."""
     for file in (photo.original, photo.image, photo.thumbnail):
-        if file and file.name:
+        if file and file.name and file.name not in keep:
             try:
                 file.storage.delete(file.name)
             except OSError:

@@ -206,6 +206,31 @@ def test_photo_delete_removes_files(alice_client, dataset, add_photo, django_cap
     assert not any(storage.exists(name) for name in names)
 
 
+@pytest.mark.parametrize("delete", ["photo", "dataset"])
+def test_files_a_training_job_needs_outlive_the_photo(alice_client, alice, dataset, add_photo, tmp_path, delete,
+                                                       django_capture_on_commit_callbacks):
+    from trainer.jobs import job_create
+    from trainer.training_run import materialize_dataset
+
+    trained, other = add_photo(caption="MIRAZX asleep"), add_photo()
+    other.excluded = True
+    other.save()
+    with django_capture_on_commit_callbacks(execute=False):  # queued: no worker picks it up here
+        job = job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny")
+    storage = trained.image.storage
+    with django_capture_on_commit_callbacks(execute=True):
+        if delete == "photo":
+            post_json(alice_client, "photos_action", [dataset.pk], {"action": "delete", "ids": [trained.pk, other.pk]})
+        else:
+            alice_client.post(reverse("trainer:dataset_delete", args=[dataset.pk]))
+    assert storage.exists(trained.image.name)  # the job trains on this copy
+    assert not storage.exists(trained.thumbnail.name) and not storage.exists(trained.original.name)
+    assert not any(storage.exists(f.name) for f in (other.image, other.thumbnail, other.original))  # no job uses it
+    job.refresh_from_db()
+    folder = materialize_dataset(job, tmp_path / "job")  # what the worker does when the job starts or resumes
+    assert (folder / "0000.txt").read_text() == "MIRAZX asleep" and (folder / "0000.jpg").stat().st_size > 0
+
+
 def test_trigger_word_style_and_advice(alice_client, dataset):
     url = reverse("trainer:dataset_style", args=[dataset.pk])
     ok = alice_client.post(url, {"trigger_word": "JELLOMOLD", "caption_placement": "suffix", "caption_prefix": "",
