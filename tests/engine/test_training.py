@@ -1,11 +1,13 @@
 """Training on the tiny base: it learns, resumes exactly, and stops when told to."""
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from trainer.engine import TrainResult, train
+from trainer.engine import CheckpointError, TrainResult, train
+from trainer.engine.checkpoint import check_resumable
 
 from .conftest import RecordingHooks, train_config
 
@@ -43,6 +45,38 @@ def test_resume_reproduces_the_uninterrupted_losses(trained: tuple[TrainResult, 
     assert hooks.steps[0] == 21 and resumed.final_step == 40
     assert resumed.losses == full.losses  # exact on the CPU, first 20 from the checkpoint
     assert resumed.val_losses == full.val_losses
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("learning_rate", 1e-3), ("lr_scheduler", "cosine"), ("warmup_steps", 5), ("optimizer", "adafactor"),
+     ("timestep_sampling", "sigmoid"), ("caption_dropout", 0.0), ("flip", False), ("lora_rank", 8),
+     ("lora_alpha", 2.0), ("lora_targets", "attention"), ("resolution", 32), ("batch_size", 2), ("seed", 7),
+     ("grad_accum", 2), ("max_sequence_length", 16), ("guidance", 3.0)],
+)  # fmt: skip
+def test_resume_refuses_a_changed_setting_by_name(
+    trained: tuple[TrainResult, RecordingHooks], tmp_path: Path, setting: str, value: object
+) -> None:
+    """Any setting that decides what a step computes must match, or the 'resumed' losses are another run's."""
+    full, _ = trained
+    out = tmp_path / "changed"
+    shutil.copytree(full.config_path.parent / "checkpoints" / "step-000020", out / "checkpoints" / "step-000020")
+    config = train_config(_base(full), _images(full), out, resume=True, **{setting: value})
+    named = rf"cannot resume from step-000020: (.*, )?{setting} \S+ -> {re.escape(repr(value))}(,| changed)"
+    with pytest.raises(CheckpointError, match=named):
+        train(config)
+
+
+def test_resume_allows_more_steps_and_other_memory_settings_but_not_fewer_steps(
+    trained: tuple[TrainResult, RecordingHooks],
+) -> None:
+    full, _ = trained
+    saved = train_config(_base(full), _images(full), Path("a"), resume=True).resolve().to_dict()
+    moved = dict(saved, steps=400, output_dir="elsewhere", images_dir="copy", device="auto", memory_mode="low",
+                 gradient_checkpointing=True, sample_prompts=[], sample_every=5, checkpoint_every=5, val_every=0)  # fmt: skip
+    check_resumable("step-000020", saved, moved, step=20)  # no error
+    with pytest.raises(CheckpointError, match="at step 20, beyond steps=10"):
+        check_resumable("step-000020", saved, dict(saved, steps=10), step=20)
 
 
 def test_cancel_stops_within_a_step_and_leaves_a_usable_checkpoint(

@@ -17,8 +17,16 @@ from .errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
-# Settings a resumed run must share with the checkpoint, or its losses would mean something else.
-MUST_MATCH = ("base", "lora_rank", "lora_alpha", "lora_targets", "batch_size", "grad_accum", "seed", "resolution")
+# An exact resume replays the uninterrupted run, so every setting that decides what a step computes
+# must be the checkpoint's. Only these may differ: `steps` (it may grow, to train further), where
+# files live (a resumed job may land on another worker), the side jobs' schedules, and how memory
+# is spent (low memory mode and checkpointing compute the same losses; a job that ran out of memory
+# resumes with them). Everything else, including any setting added later, must match.
+MAY_CHANGE = frozenset({
+    "steps", "images_dir", "output_dir", "resume", "init_lora", "device", "memory_mode", "gradient_checkpointing",
+    "sample_prompts", "sample_every", "sample_steps", "sample_guidance", "checkpoint_every", "keep_checkpoints",
+    "val_every",
+})  # fmt: skip
 
 
 def checkpoint_root(output_dir: Path) -> Path:
@@ -59,9 +67,21 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
-    saved = state.get("config", {})
-    changed = [key for key in MUST_MATCH if saved.get(key) != config.get(key)]
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-        raise CheckpointError(f"cannot resume from {path.name}: settings changed ({details})")
+    check_resumable(path.name, state.get("config", {}), config, state.get("step", 0))
     return state
+
+
+def check_resumable(name: str, saved: dict[str, Any], config: dict[str, Any], step: int) -> None:
+    """Raise a CheckpointError naming each setting that differs from the checkpoint's.
+
+    Keys the checkpoint does not record (written before a setting existed) are not compared.
+    """
+    changed = sorted(key for key in saved if key not in MAY_CHANGE and saved[key] != config.get(key))
+    if changed:
+        details = ", ".join(f"{k} {saved[k]!r} -> {config.get(k)!r}" for k in changed)
+        raise CheckpointError(
+            f"cannot resume from {name}: {details} changed since it was saved. An exact resume needs the same "
+            "settings (only steps may grow); set them back, or start a new run."
+        )
+    if config.get("steps", step) < step:
+        raise CheckpointError(f"cannot resume from {name}: it is at step {step}, beyond steps={config['steps']}")
