@@ -177,9 +177,11 @@
     const card = e.target.closest(".photo-card");
     if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") { e.preventDefault(); save(card); }
     else if (e.key === "Escape") { e.target.value = e.target.dataset.saved; clearTimeout(e.target._timer); setState(card, "changes undone"); }
-    else if (e.key === "Tab") {  // caption to caption, skipping the buttons in between
+    else if (e.altKey && (e.key === "ArrowDown" || e.key === "ArrowUp")) {
+      // Caption to caption; Tab stays native so the select box and the per-photo buttons can
+      // be reached from the keyboard.
       const boxes = cards().filter((c) => !c.hidden).map((c) => c.querySelector("textarea.caption"));
-      const next = boxes[boxes.indexOf(e.target) + (e.shiftKey ? -1 : 1)];
+      const next = boxes[boxes.indexOf(e.target) + (e.key === "ArrowUp" ? -1 : 1)];
       if (next) { e.preventDefault(); next.focus(); }
     }
   });

@@ -160,3 +160,41 @@ def test_auto_captions_fill_the_grid_live(tiny_captioner, page, tmp_path):
     assert all("MUGZX" in c and c != "a photo of MUGZX" for c in captions), captions
     assert page.locator("#counter").text_content() == "2 / 2 captioned"
     screenshot(page, "05-dataset-auto-captioned")
+
+
+def _dataset_with_photos(username: str, captions: list[str], trigger: str = "") -> str:
+    """A dataset of the signed-up user with one photo per caption, made through the services."""
+    from django.contrib.auth import get_user_model
+
+    from trainer.datasets import dataset_create
+    from trainer.models import CaptionSource
+    from trainer.photos import photo_ingest
+
+    dataset = dataset_create(owner=get_user_model().objects.get(username=username), name="Plants")
+    dataset.trigger_word = trigger
+    dataset.save()
+    for n, caption in enumerate(captions, start=1):
+        photo = photo_ingest(dataset=dataset, data=make_image_bytes(520, 520, color=(20 * n, 150, 60), pattern=n),
+                             name=f"plant{n}.png")
+        if caption:
+            photo.caption, photo.caption_source = caption, CaptionSource.USER
+            photo.save()
+    return dataset.get_absolute_url()
+
+
+def test_keyboard_tab_reaches_the_buttons_and_alt_arrows_move_between_captions(page):
+    sign_up(page, "kira")
+    page.goto(_dataset_with_photos("kira", ["a fern", "a cactus", ""]))
+    boxes = page.locator("#photo-grid textarea.caption")
+    boxes.nth(0).focus()
+    page.keyboard.press("Tab")  # native Tab: on to this photo's Exclude button, not the next caption
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Exclude"
+    page.keyboard.press("Enter")
+    page.locator("#photo-grid .photo-card").nth(0).locator(".toggle-exclude", has_text="Include").wait_for()
+    boxes.nth(0).focus()
+    page.keyboard.press("Alt+ArrowDown")
+    assert page.evaluate("document.activeElement.value") == "a cactus"
+    page.keyboard.press("Alt+ArrowDown")
+    page.keyboard.press("Alt+ArrowUp")
+    assert page.evaluate("document.activeElement.value") == "a cactus"
+    assert "Alt" in page.text_content("#keyboard-help")
