@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files import File
-from django.db.models import Q
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -82,11 +82,25 @@ def fetch_file(field: Any, target: Path) -> Path:
     return target
 
 
+RUNNING = (JobState.STARTING, JobState.TRAINING)
+
+
+class JobTakenOver(Exception):
+    """The job's row no longer names this worker: recovery gave it to another one. Not a
+    RuntimeError, so the engine lets it through and stops without writing a checkpoint."""
+
+
 class JobHooks:
-    """Engine hooks for one job (duck-typed to trainer.engine.TrainHooks)."""
+    """Engine hooks for one job (duck-typed to trainer.engine.TrainHooks).
+
+    Every write is fenced on the worker id that claimed the job: if the heartbeat went stale
+    (say a long database outage) and recovery handed the job to another worker, this one's next
+    write matches no row, and the run stops instead of fighting over the job.
+    """
 
     def __init__(self, job: TrainingJob) -> None:
         self.job = job
+        self.worker_id = job.worker_id
         self.pending_losses: list[list[float]] = []
         self.last_progress = 0.0
         self.last_stop_poll = 0.0
@@ -100,7 +114,7 @@ class JobHooks:
     def on_progress(self, p: Any) -> None:
         if not self.started:
             self.started = True
-            TrainingJob.objects.filter(pk=self.job.pk, state=JobState.STARTING).update(state=JobState.TRAINING)
+            self.update(state=JobState.TRAINING)
             self.job.state = JobState.TRAINING
             publish_state(self.job)
         self.pending_losses.append([p.step, float(p.loss)])
@@ -108,9 +122,8 @@ class JobHooks:
         if now - self.last_progress < PROGRESS_EVERY_S and p.step < p.total_steps:
             return
         self.last_progress = now
-        TrainingJob.objects.filter(pk=self.job.pk).update(
-            step=p.step, loss=float(p.loss), it_per_s=float(p.it_per_s), eta_seconds=float(p.eta_s), updated_at=timezone.now()
-        )
+        self.update(step=p.step, loss=float(p.loss), it_per_s=float(p.it_per_s), eta_seconds=float(p.eta_s),
+                    updated_at=timezone.now())
         events.publish(self.job.topic, "progress", {
             "step": p.step, "total": p.total_steps, "loss": float(p.loss), "lr": float(p.lr),
             "it_per_s": round(float(p.it_per_s), 3), "eta_s": round(float(p.eta_s), 1),
@@ -126,8 +139,13 @@ class JobHooks:
         events.publish(self.job.topic, "sample", {"step": step, "prompt": prompt, "url": url, "id": sample.pk})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
-        TrainingJob.objects.filter(pk=self.job.pk).update(checkpoint_step=step)
+        self.update(checkpoint_step=step)
         events.publish(self.job.topic, "checkpoint", {"step": step})
+
+    def update(self, **fields: Any) -> None:
+        """Write to the job's row while this worker still holds it; stop the run when it does not."""
+        if not mine(self.job, self.worker_id).update(**fields):
+            raise JobTakenOver(f"job {self.job.pk} is no longer held by worker {self.worker_id}")
 
     def should_stop(self) -> bool:
         # A shutdown stops the run at once, but the cancel flag is still read: a job canceled
@@ -168,12 +186,19 @@ def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
     job.save(update_fields=["snapshot", "config"])
 
 
-def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> None:
-    TrainingJob.objects.filter(pk=job.pk).filter(~Q(state__in=(JobState.SUCCEEDED, JobState.FAILED))).update(
-        state=state, finished_at=timezone.now() if state != JobState.QUEUED else None, **fields
-    )
+def mine(job: TrainingJob, worker_id: str) -> QuerySet[TrainingJob]:
+    """The job's row, only while it is running and held by `worker_id` (the fence of every write)."""
+    return TrainingJob.objects.filter(pk=job.pk, worker_id=worker_id, state__in=RUNNING)
+
+
+def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> bool:
+    held_by = job.worker_id
+    if not mine(job, held_by).update(state=state, finished_at=timezone.now() if state != JobState.QUEUED else None, **fields):
+        log.warning("job %s was taken over by another worker; not recording %s from %s", job.pk, state, held_by)
+        return False
     job.refresh_from_db()
     publish_state(job, message)
+    return True
 
 
 def _store_outputs(job: TrainingJob, result: Any) -> dict[str, Any]:
@@ -222,6 +247,9 @@ def _run_claimed(job: TrainingJob) -> None:
         resume = any((work / "out" / "checkpoints").glob("step-*"))
         config = engine.TrainConfig.from_dict(engine_config(job, work, images, resume=resume))
         result = engine.train(config, hooks)
+    except JobTakenOver as exc:
+        log.warning("%s; stopping this run and leaving the job to its new worker", exc)
+        return
     except engine.EngineError as exc:
         hint = getattr(exc, "hint", "") or ""
         if isinstance(exc, getattr(engine, "OutOfMemoryError", ())) and not hint:
@@ -235,10 +263,10 @@ def _run_claimed(job: TrainingJob) -> None:
                 error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
         return
     if result.canceled and worker.shutting_down.is_set() and not (hooks.stop or hooks.cancel_requested()):
-        _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id="")
-        from trainer.tasks import train_job_task
+        if _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id=""):
+            from trainer.tasks import train_job_task
 
-        train_job_task(job.pk)
+            train_job_task(job.pk)
         return
     if result.canceled:
         _finish(job, JobState.CANCELED, f"Canceled at step {result.final_step}; checkpoint kept.", step=result.final_step)

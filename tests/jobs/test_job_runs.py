@@ -141,3 +141,29 @@ def test_cancel_that_meets_a_worker_shutdown_ends_canceled_not_queued(alice, mak
     job.refresh_from_db()
     assert job.state == JobState.CANCELED, job.state
     assert job.checkpoint_step >= 2 and requeued == []
+
+
+def test_a_run_whose_job_was_taken_over_stops_and_leaves_the_job_alone(alice, make_dataset, monkeypatch):
+    """Recovery thought this worker dead and another claimed the job: this run must not finish it."""
+    from flux_studio.models import Event
+    from trainer.models import TrainingJob
+    from trainer.training_run import JobHooks
+
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
+                          overrides={"steps": 200, "sample_every": 0})
+    progress = JobHooks.on_progress
+    taken_at: list[int] = []
+
+    def taken_over_at_step_2(self, p):
+        if p.step == 2:
+            TrainingJob.objects.filter(pk=self.job.pk).update(worker_id="other-host:7:gpu:abc", step=0, checkpoint_step=0)
+            taken_at.append(Event.objects.order_by("-id").values_list("id", flat=True).first())
+        progress(self, p)
+
+    monkeypatch.setattr(JobHooks, "on_progress", taken_over_at_step_2)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.worker_id == "other-host:7:gpu:abc" and job.state == JobState.TRAINING
+    assert job.step == 0 and job.checkpoint_step == 0 and not job.lora_file
+    after = Event.objects.filter(topic=job.topic, id__gt=taken_at[0])
+    assert not after.filter(kind__in=("progress", "checkpoint", "state")).exists()
