@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from flux_studio import events
 from flux_studio.events import events_after, group_name, layer_is_shared
 from flux_studio.relay import relay
 from flux_studio.topics import may_watch, topic_for
@@ -45,9 +46,16 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return 0
 
     async def _replay(self, after: int) -> None:
-        self.last_id = after
-        for event in await database_sync_to_async(events_after)(self.topic, after):
-            await self._send_event(event.as_message())
+        # Page by page: a long training writes tens of thousands of events, and "replayed" must
+        # only be sent once the page has seen all of them.
+        self.last_id = cursor = after
+        while True:
+            page = await database_sync_to_async(events_after)(self.topic, cursor)
+            for event in page:
+                await self._send_event(event.as_message())
+            if len(page) < events.REPLAY_PAGE:
+                break
+            cursor = page[-1].id
         await self.send_json({"kind": "replayed", "data": {"last_id": self.last_id}})
 
     async def disconnect(self, code: int) -> None:

@@ -20,7 +20,7 @@ from flux_studio.models import Event
 log = logging.getLogger(__name__)
 
 _TOPIC_RE = re.compile(r"^[a-z][a-z0-9_-]{0,60}-\d+$")
-REPLAY_LIMIT = 5000
+REPLAY_PAGE = 2000  # rows per replay query; a replay reads pages until the log is exhausted
 
 
 def group_name(topic: str) -> str:
@@ -55,4 +55,4 @@ def events_after(topic: str, after_id: int = 0, *, kinds: list[str] | None = Non
     qs = Event.objects.filter(topic=topic, id__gt=after_id)
     if kinds:
         qs = qs.filter(kind__in=kinds)
-    return list(qs.order_by("id")[:REPLAY_LIMIT])
+    return list(qs.order_by("id")[:REPLAY_PAGE])

@@ -80,6 +80,23 @@ def test_late_page_gets_replay_then_live_events_once_each_in_order(alice):
     async_to_sync(scenario)()
 
 
+def test_replay_longer_than_one_page_is_complete_before_replayed(alice, monkeypatch):
+    monkeypatch.setattr(events, "REPLAY_PAGE", 7)
+    topic = f"user-{alice.pk}"
+    for i in range(23):
+        events.publish(topic, "progress", {"step": i})
+
+    async def scenario():
+        communicator = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        assert (await communicator.connect())[0]
+        replay = await _receive_until(communicator, "replayed")
+        assert [m["data"]["step"] for m in replay[:-1]] == list(range(23))
+        await communicator.disconnect()
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
 def test_burst_to_many_sockets_delivers_everything(alice):
     topic = f"user-{alice.pk}"
 
