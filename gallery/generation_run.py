@@ -181,3 +181,5 @@ def _run_claimed(generation: Generation) -> None:
     else:
         Generation.objects.filter(pk=generation.pk).update(step=F("steps") * F("num_images"))
         _finish(generation, GenerationState.SUCCEEDED, "Done.")
+        if generation.state == GenerationState.SUCCEEDED:
+            services.generation_count_uses(generation)

@@ -116,7 +116,10 @@ def queue_info(generation: Generation) -> dict:
 
 
 # -- gallery ---------------------------------------------------------------------------------
-SORTS = {"newest": ("-published_at", "-pk"), "used": ("-use_count", "-published_at"), "liked": ("-like_count", "-published_at")}
+# Every sort ends in the id: rows that tie (same count) keep one order, so offset pages never
+# repeat or skip a model.
+SORTS = {"newest": ("-published_at", "-pk"), "used": ("-use_count", "-published_at", "-pk"),
+         "liked": ("-like_count", "-published_at", "-pk")}
 
 
 def _with_cover(qs: QuerySet[GalleryModel]) -> QuerySet[GalleryModel]:
@@ -169,8 +172,13 @@ def training_summary(job: TrainingJob) -> dict[str, object]:
     }
 
 
+def made_with(generation: Generation, training_id: int) -> bool:
+    """Whether a generation used this training's LoRA (directly or through its gallery model)."""
+    return any(row.get("training_id") == training_id for row in generation.loras)
+
+
 def generation_images_with(user: AbstractBaseUser, job: TrainingJob) -> QuerySet[GenerationImage]:
     """The owner's generated images that used this training's LoRA (candidates for examples)."""
     ids = [g.pk for g in Generation.objects.filter(owner=user, state=GenerationState.SUCCEEDED).only("pk", "loras")[:500]
-           if any(row.get("training_id") == job.pk for row in g.loras)]
+           if made_with(g, job.pk)]
     return GenerationImage.objects.filter(generation_id__in=ids).select_related("generation").order_by("-pk")[:60]

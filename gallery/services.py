@@ -101,9 +101,18 @@ def generation_create(
             owner=owner, prompt=prompt, base_model=base_model, loras=rows, seed=seed, steps=steps,
             guidance=guidance, width=width, height=height, num_images=num_images,
         )
-        GalleryModel.objects.filter(training_id__in=[r["training_id"] for r in rows]).update(use_count=F("use_count") + 1)
         generation_enqueue(generation)
     return generation
+
+
+def generation_count_uses(generation: Generation) -> None:
+    """A succeeded generation counts one use of each gallery model it used, except its owner's.
+
+    Counted when the images exist, not when asked for: a failed or canceled generation, or an
+    owner trying their own model, says nothing about how useful the model is to others.
+    """
+    (GalleryModel.objects.filter(training_id__in=[row["training_id"] for row in generation.loras])
+     .exclude(owner_id=generation.owner_id).update(use_count=F("use_count") + 1))
 
 
 def generation_enqueue(generation: Generation) -> None:

@@ -18,6 +18,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from gallery.imaging import thumbnail_of_stored
+from gallery.selectors import made_with
 from gallery.models import GalleryExample, GalleryModel, GenerationImage, License, Like
 from trainer.models import JobState, TrainingJob, TrainingSample
 
@@ -41,21 +42,37 @@ def parse_tags(raw: str) -> list[str]:
     return tags
 
 
-def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
-    """The gallery entry of a finished training: existing, or a new private draft."""
+def check_publishable(*, owner: AbstractBaseUser, job: TrainingJob) -> None:
     if job.owner_id != owner.pk:
         raise PermissionDenied("not your training")
     if job.state != JobState.SUCCEEDED or not job.lora_file:
         raise ValidationError({"training": "only a finished training with a LoRA file can be published"})
+
+
+def draft_preview(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
+    """The draft a training would get, unsaved: the publishing page shows it before any POST."""
+    check_publishable(owner=owner, job=job)
+    return GalleryModel(owner=owner, training=job, title=job.name[:120], trigger_word=job.trigger_word,
+                        base_model=job.base_model, license=DEFAULT_LICENSE.get(job.base_model, License.FLUX_DEV_NC))
+
+
+def first_example_samples(job: TrainingJob) -> list[TrainingSample]:
+    """A new draft's first examples: the training's last sample for each sample prompt (up to 4)."""
+    latest: dict[str, TrainingSample] = {}
+    for sample in job.samples.order_by("step"):
+        latest[sample.prompt] = sample
+    return list(latest.values())[:4]
+
+
+def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
+    """The gallery entry of a finished training: existing, or a new private draft (writes: POST only)."""
+    check_publishable(owner=owner, job=job)
+    preview = draft_preview(owner=owner, job=job)
     model, created = GalleryModel.objects.get_or_create(training=job, defaults={
-        "owner": owner, "title": job.name[:120], "trigger_word": job.trigger_word, "base_model": job.base_model,
-        "license": DEFAULT_LICENSE.get(job.base_model, License.FLUX_DEV_NC),
+        field: getattr(preview, field) for field in ("owner", "title", "trigger_word", "base_model", "license")
     })
-    if created:  # start with the training's last sample per prompt as examples
-        latest: dict[str, TrainingSample] = {}
-        for sample in job.samples.order_by("step"):
-            latest[sample.prompt] = sample
-        for sample in list(latest.values())[:4]:
+    if created:
+        for sample in first_example_samples(job):
             example_add_from_sample(model=model, sample=sample)
     return model
 
@@ -101,11 +118,15 @@ def _copy_example(model: GalleryModel, field: Any, prompt: str, settings: dict[s
     return example
 
 
+def sample_source(sample: TrainingSample) -> str:
+    return f"training sample, step {sample.step}"
+
+
 def example_add_from_sample(*, model: GalleryModel, sample: TrainingSample) -> GalleryExample:
     if sample.job_id != model.training_id:
         raise PermissionDenied("that sample belongs to another training")
     job = model.training
-    settings = {"seed": job.config.get("seed"), "base_model": job.base_model, "source": f"training sample, step {sample.step}"}
+    settings = {"seed": job.config.get("seed"), "base_model": job.base_model, "source": sample_source(sample)}
     return _copy_example(model, sample.image, sample.prompt, settings)
 
 
@@ -114,6 +135,8 @@ def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel,
     g = image.generation
     if model.owner_id != owner.pk or g.owner_id != owner.pk:
         raise PermissionDenied("both the image and the model must be yours")
+    if not made_with(g, model.training_id):  # an example must show what this LoRA does
+        raise ValidationError({"examples": "that image was not generated with this model's LoRA"})
     settings = {
         "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
         "base_model": g.base_model, "loras": [{"label": r["label"], "scale": r["scale"]} for r in g.loras],

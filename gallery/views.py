@@ -112,7 +112,11 @@ def example_add(request: HttpRequest) -> HttpResponse:
     image = get_object_or_404(GenerationImage.objects.select_related("generation"), pk=request.POST.get("image") or 0,
                               generation__owner=request.user)
     model = get_object_or_404(GalleryModel, pk=request.POST.get("gallery_model") or 0, owner=request.user)
-    services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+    try:
+        services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("gallery:generation_detail", image.generation_id)
     messages.success(request, f"Added to the examples of {model.title}.")
     return redirect("gallery:publish", model.training_id)
 

@@ -79,7 +79,9 @@ def _page(request: HttpRequest, form: GenerationForm, refs: list[tuple[str, floa
         context["is_final"] = generation.state not in (GenerationState.QUEUED, GenerationState.RUNNING)
         if generation.state == GenerationState.QUEUED:
             context["queue"] = selectors.queue_info(generation)
-        context["gallery_models"] = list(request.user.gallery_models.all())
+        # Only the person's models whose LoRA made these images: examples show what a LoRA does.
+        context["gallery_models"] = list(request.user.gallery_models.filter(
+            training_id__in=[row.get("training_id") for row in generation.loras]))
     return render(request, "gallery/generate.html", context, status=status)
 
 
@@ -113,8 +115,7 @@ def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def generation_history(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.generations_of(request.user), 20).get_page(request.GET.get("page"))
-    return render(request, "gallery/history.html", {"page": page, "area": "generate",
-                                                    "gallery_models": list(request.user.gallery_models.all())})
+    return render(request, "gallery/history.html", {"page": page, "area": "generate"})
 
 
 @login_required

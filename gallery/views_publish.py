@@ -41,7 +41,10 @@ def _unpublish(request: HttpRequest, model: GalleryModel) -> str:
 
 
 def _add_samples(request: HttpRequest, model: GalleryModel) -> str:
-    samples = model.training.samples.filter(pk__in=request.POST.getlist("sample"))
+    # A draft made by this very POST already holds the first samples: do not add them twice.
+    present = {(e.prompt, e.settings.get("source")) for e in model.examples.all()}
+    samples = [s for s in model.training.samples.filter(pk__in=request.POST.getlist("sample"))
+               if (s.prompt, services_gallery.sample_source(s)) not in present]
     for sample in samples:
         services_gallery.example_add_from_sample(model=model, sample=sample)
     # The candidates are a sliced query (newest 60), which cannot be filtered further: pick in Python.
@@ -67,11 +70,19 @@ ACTIONS: dict[str, Callable[[HttpRequest, GalleryModel], str]] = {
 }
 
 
+def _model_for(request: HttpRequest, job: TrainingJob) -> GalleryModel:
+    """The training's gallery model; a GET shows an unsaved preview rather than writing a draft."""
+    if request.method == "POST":
+        return services_gallery.draft_for_training(owner=request.user, job=job)
+    services_gallery.check_publishable(owner=request.user, job=job)
+    return GalleryModel.objects.filter(training=job).first() or services_gallery.draft_preview(owner=request.user, job=job)
+
+
 @login_required
 def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
     job = get_object_or_404(TrainingJob, pk=job_pk, owner=request.user)
     try:
-        model = services_gallery.draft_for_training(owner=request.user, job=job)
+        model = _model_for(request, job)
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
         return redirect(job)
@@ -85,9 +96,11 @@ def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
             except ValidationError as exc:
                 messages.error(request, _error_text(exc))
         return redirect("gallery:publish", job.pk)
-    used = {e.settings.get("source") for e in model.examples.all()}
+    examples = list(model.examples.all()) if model.pk else []
     return render(request, "gallery/publish.html", {
-        "model": model, "job": job, "examples": model.examples.all(), "licenses": License.choices,
+        "model": model, "job": job, "examples": examples, "licenses": License.choices,
+        # Before the first save, the samples that will become the first examples.
+        "first_samples": [] if model.pk else services_gallery.first_example_samples(job),
         "samples": job.samples.order_by("-step")[:24], "images": selectors.generation_images_with(request.user, job),
-        "area": "gallery", "used": used,
+        "area": "gallery",
     })

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
+
 from flux_studio.api.common import Urls, iso
 from flux_studio.models import Event
 from gallery.models import GalleryModel, Generation, GenerationState
@@ -108,7 +110,7 @@ def prediction_object(generation: Generation, urls: Urls) -> dict[str, Any]:
         "started_at": iso(generation.started_at),
         "completed_at": iso(generation.finished_at) if status in FINAL_STATUSES else None,
         "urls": {"get": urls.api("prediction", generation.pk), "cancel": urls.api("prediction_cancel", generation.pk),
-                 "web": urls.path("/generate/")},
+                 "web": urls.path(reverse("gallery:generation_detail", args=[generation.pk]))},
     }
 
 

@@ -18,7 +18,7 @@ from gallery import selectors, services_gallery
 from gallery.models import GalleryModel, GenerationImage
 from trainer.models import TrainingJob
 
-PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "publish")
+PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "published", "publish")
 MODEL_FILES = {"weights": ("lora_file", "lora.safetensors"), "kohya_weights": ("kohya_file", "lora_kohya.safetensors")}
 
 
@@ -68,29 +68,47 @@ def _examples(request: HttpRequest, model: GalleryModel, raw: Any) -> None:
         services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
 
 
+def _publish_flag(data: dict[str, Any]) -> bool:
+    """`published` (the object's own field name) or the older `publish`; true when absent."""
+    if "published" in data and "publish" in data:
+        raise field_error("published", "give `published` or `publish`, not both")
+    flag = data.get("published", data.get("publish", True))
+    if not isinstance(flag, bool):
+        raise field_error("published" if "published" in data else "publish", "true or false")
+    return flag
+
+
+def _tags(data: dict[str, Any], model: GalleryModel) -> str:
+    """The tags to store: the given list (an empty one clears them), or the current ones."""
+    if "tags" not in data:
+        return ", ".join(model.tags)
+    tags = data["tags"]
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise field_error("tags", "a list of strings")
+    return ", ".join(tags)
+
+
 def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
+    """Create or update the model of a training; `"published": false` unpublishes it."""
     if not getattr(request, "api_token", None):
         raise ApiError(401, "publishing needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
     data = json_body(request)
     check_keys(data, PUBLISH_KEYS, where="body")
     job = get_object_or_404(TrainingJob, pk=parse_id(data.get("training"), "training"), owner=request.user)
-    tags = data.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise field_error("tags", "a list of strings")
-    publish = data.get("publish", True)
-    if not isinstance(publish, bool):
-        raise field_error("publish", "true or false")
+    publish = _publish_flag(data)
     try:
         with transaction.atomic():
             model = services_gallery.draft_for_training(owner=request.user, job=job)
             services_gallery.gallery_model_update(
                 model=model, title=_text(data, "title", model.title), description=_text(data, "description", model.description),
                 trigger_word=_text(data, "trigger_word", model.trigger_word), license=_text(data, "license", model.license),
-                tags=", ".join(tags or model.tags),
+                tags=_tags(data, model),
             )
             _examples(request, model, data.get("examples"))
             if publish:
                 services_gallery.gallery_model_publish(model=model)
+            elif model.published:
+                services_gallery.gallery_model_unpublish(model=model)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     model = GalleryModel.objects.select_related("owner").get(pk=model.pk)

@@ -94,3 +94,15 @@ def body_of(response) -> bytes:
 
         return requests.get(response["Location"], timeout=10).content
     return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def all_pages(api: ApiClient, url: str, page_size: int) -> list[int]:
+    """Follow `next` links from the first page; the ids seen, in order (each page within size)."""
+    seen: list[int] = []
+    url = f"{url}?page_size={page_size}"
+    while url:
+        page = api.get(url).json()
+        assert len(page["results"]) <= page_size
+        seen += [row["id"] for row in page["results"]]
+        url = page["next"]
+    return seen

@@ -56,3 +56,50 @@ def test_sort_and_pagination(alice_api, alice, finished_job):
     assert [m["id"] for m in first["results"] + second["results"]] == list(reversed(ids))
     assert second["previous"] and second["next"] is None
     assert alice_api.get("/api/v1/models?sort=random").status_code == 422
+
+
+def test_published_false_unpublishes_and_an_empty_tag_list_clears(alice_api, alice, finished_job):
+    job = finished_job(alice)
+    body = publish(alice_api, job, title="Cats", tags=["cat", "pet"]).json()
+    assert body["published"] and body["tags"] == ["cat", "pet"]
+    kept = publish(alice_api, job, title="Cats again").json()
+    assert kept["tags"] == ["cat", "pet"], "tags absent: unchanged"
+    hidden = publish(alice_api, job, published=False, tags=[]).json()
+    assert hidden["published"] is False and hidden["tags"] == []
+    anonymous = ApiClient(None)
+    assert anonymous.get(f"/api/v1/models/{body['id']}").status_code == 404
+    assert anonymous.get(body["weights"]["url"]).status_code == 404
+    assert anonymous.get("/api/v1/models").json()["results"] == []
+    assert publish(alice_api, job, published=True, publish=False).status_code == 422
+    assert publish(alice_api, job, published="no").status_code == 422
+
+
+def test_examples_only_from_predictions_made_with_that_lora(alice_api, alice, finished_job):
+    from django.core.files.base import ContentFile
+
+    from gallery.models import Generation, GenerationImage
+    from tests.conftest import make_image_bytes
+
+    job, other = finished_job(alice), finished_job(alice, trigger="oth")
+
+    def prediction_with(training):
+        row = {"kind": "training", "id": training.pk, "scale": 1.0, "training_id": training.pk, "label": "x"}
+        g = Generation.objects.create(owner=alice, prompt=f"with {training.trigger_word}", base_model="tiny", seed=1,
+                                      steps=3, guidance=1.0, width=64, height=64, state="succeeded", loras=[row])
+        GenerationImage(generation=g, index=0, seed=1).image.save("i.png", ContentFile(make_image_bytes(64, 64)), save=True)
+        return g
+
+    refused = publish(alice_api, job, examples=[{"prediction": prediction_with(other).pk, "index": 0}])
+    assert refused.status_code == 422 and "not generated with this model" in refused.json()["detail"]
+    assert not GalleryModel.objects.filter(training=job, published=True).exists()
+    accepted = publish(alice_api, job, examples=[{"prediction": prediction_with(job).pk, "index": 0}]).json()
+    assert "with zqx" in [e["prompt"] for e in accepted["examples"]]
+
+
+def test_kohya_weights_download_is_the_real_file(alice_api, alice, finished_job):
+    job = finished_job(alice)
+    body = publish(alice_api, job).json()
+    assert body["kohya_weights"]["size"] == len(b"fake-kohya")
+    assert body_of(ApiClient(None).get(body["kohya_weights"]["url"])) == b"fake-kohya"
+    training = alice_api.get(f"/api/v1/trainings/{job.pk}").json()
+    assert body_of(alice_api.get(training["output"]["kohya_weights"])) == b"fake-kohya"

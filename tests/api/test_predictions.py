@@ -9,7 +9,7 @@ from django.utils import timezone
 from flux_studio.api import views_predictions
 from gallery import services
 from gallery.models import Generation, GenerationImage, GenerationState
-from tests.api.conftest import body_of
+from tests.api.conftest import all_pages, body_of
 from tests.conftest import make_image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +105,19 @@ def test_images_cancel_and_ownership(alice_api, bob_api, alice, no_gpu):
     canceled = alice_api.post(f"/api/v1/predictions/{generation.pk}/cancel").json()
     assert canceled["status"] == "canceled"
     assert [p["id"] for p in alice_api.get("/api/v1/predictions").json()["results"]] == [generation.pk]
+
+
+def test_web_url_is_the_predictions_own_page(alice_api, alice, no_gpu):
+    from django.test import Client
+
+    body = create(alice_api, prompt="a cat in a hat").json()
+    assert body["urls"]["web"].endswith(f"/generate/{body['id']}/")
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(body["urls"]["web"].replace("http://testserver", ""))
+    assert page.status_code == 200 and "a cat in a hat" in page.content.decode()
+
+
+def test_list_pages_through_every_prediction(alice_api, no_gpu):
+    ids = [create(alice_api, prompt=f"cat {i}").json()["id"] for i in range(5)]
+    assert all_pages(alice_api, "/api/v1/predictions", 2) == list(reversed(ids))

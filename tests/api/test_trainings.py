@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.api.conftest import all_pages
 from trainer.models import CaptionSource, JobState, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -99,13 +100,7 @@ def test_outputs_are_owner_only_download_urls(alice_api, bob_api, alice, finishe
 
 def test_list_pages_through_everything(alice_api, alice, finished_job):
     ids = [finished_job(alice, trigger=f"t{i}").pk for i in range(5)]
-    seen, url = [], "/api/v1/trainings?page_size=2"
-    while url:
-        page = alice_api.get(url).json()
-        assert len(page["results"]) <= 2
-        seen += [t["id"] for t in page["results"]]
-        url = page["next"]
-    assert seen == sorted(ids, reverse=True)
+    assert all_pages(alice_api, "/api/v1/trainings", 2) == sorted(ids, reverse=True)
 
 
 def test_autocaption_is_one_request_and_a_stage_of_the_training(alice_api, alice, make_dataset, no_queue):

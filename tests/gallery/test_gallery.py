@@ -32,11 +32,21 @@ def published(owner, job, **fields):
     return services_gallery.gallery_model_publish(model=model)
 
 
-def test_publish_page_makes_a_private_draft_then_publishes_and_unpublishes(alice_client, alice, make_job):
+def stored_files(settings) -> list:
+    return [p for p in (settings.MEDIA_ROOT / "users").rglob("*") if p.is_file()]
+
+
+def test_publish_page_makes_a_private_draft_then_publishes_and_unpublishes(alice_client, alice, make_job, settings):
     job = make_job(alice)
     add_sample(job)
     url = reverse("gallery:publish", args=[job.pk])
-    assert alice_client.get(url).status_code == 200
+    files_before = stored_files(settings)
+    page = alice_client.get(url)
+    assert page.status_code == 200 and "first examples when you save or publish" in page.content.decode()
+    # Opening the page writes nothing: no draft row, no copied example files.
+    assert not GalleryModel.objects.exists() and stored_files(settings) == files_before
+    alice_client.post(url, {"action": "save", "title": "Zqx draft", "description": "", "trigger_word": "zqx",
+                            "license": "mit", "tags": ""})
     model = GalleryModel.objects.get(training=job)
     assert not model.published and model.examples.count() == 1 and model.examples.get().is_cover
     anonymous = Client()
@@ -60,6 +70,7 @@ def test_publishing_needs_a_finished_own_training_and_valid_details(alice_client
     job = make_job(alice)
     assert bob_client.get(reverse("gallery:publish", args=[job.pk])).status_code == 404
     alice_client.get(reverse("gallery:publish", args=[job.pk]))  # no samples: no examples
+    assert not GalleryModel.objects.exists()
     alice_client.post(reverse("gallery:publish", args=[job.pk]), {"action": "publish", "title": "T", "trigger_word": "zqx",
                                                                   "license": "mit", "tags": ""})
     assert not GalleryModel.objects.get().published  # needs an example first
@@ -153,3 +164,35 @@ def test_generated_image_becomes_an_example_with_its_settings(alice, alice_clien
     model = services_gallery.gallery_model_publish(model=model)
     page = Client().get(model.get_absolute_url()).content.decode()
     assert "Copy prompt" in page and "seed=77" in page and "size=64x64" in page
+
+
+def test_sorts_that_tie_fall_back_to_the_newest_id(alice, make_job):
+    models = [published(alice, make_job(alice, trigger=f"t{i}"), title=f"Tied {i}") for i in range(4)]
+    GalleryModel.objects.update(use_count=3, like_count=2, published_at=models[0].published_at)
+    newest_first = [m.pk for m in reversed(models)]
+    for sort in ("used", "liked", "newest"):
+        html = Client().get(reverse("gallery:browse"), {"sort": sort}).content.decode()
+        assert sorted(newest_first, key=lambda pk: html.index(f'data-model="{pk}"')) == newest_first, sort
+
+
+def test_only_images_made_with_the_lora_become_its_examples(alice, alice_client, make_job):
+    job, other = make_job(alice), make_job(alice, "two", trigger="other")
+    model = services_gallery.draft_for_training(owner=alice, job=job)
+    g = Generation.objects.create(owner=alice, prompt="made with the other LoRA", base_model="tiny", seed=1, steps=3,
+                                  guidance=2.5, width=64, height=64, state="succeeded",
+                                  loras=[{"kind": "training", "id": other.pk, "scale": 1.0, "training_id": other.pk, "label": "o"}])
+    image = GenerationImage(generation=g, index=0, seed=1)
+    image.image.save("i.png", ContentFile(make_image_bytes(64, 64)), save=True)
+    response = alice_client.post(reverse("gallery:example_add"), {"image": image.pk, "gallery_model": model.pk}, follow=True)
+    assert "not generated with this model" in response.content.decode()
+    assert not model.examples.filter(prompt="made with the other LoRA").exists()
+    # The generation page offers only models whose LoRA made the images.
+    page = alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+    assert 'id="example-form"' not in page
+
+
+def test_adding_samples_to_a_new_draft_adds_each_once(alice, alice_client, make_job):
+    job = make_job(alice)
+    sample = add_sample(job)
+    alice_client.post(reverse("gallery:publish", args=[job.pk]), {"action": "add", "sample": [sample.pk]})
+    assert GalleryModel.objects.get(training=job).examples.count() == 1

@@ -91,3 +91,22 @@ def test_a_missing_lora_file_fails_with_a_message(alice, make_job):
     generation_run.run_generation(g.pk)
     g.refresh_from_db()
     assert g.state == GenerationState.FAILED and "does not exist" in g.error
+
+
+def test_use_count_counts_others_successful_generations_only(alice, bob, make_job):
+    from gallery.models import GalleryModel
+
+    job = make_job(bob)
+    model = GalleryModel.objects.create(owner=bob, training=job, title="Bob's", trigger_word="zqx", base_model="tiny",
+                                        published=True)
+    row = {**lora_row(job), "kind": "gallery", "id": model.pk}
+    for owner in (alice, bob):  # alice's use counts; bob trying his own model does not
+        generation_run.run_generation(create(owner, [row]).pk)
+    model.refresh_from_db()
+    assert model.use_count == 1
+    job.lora_file.storage.delete(job.lora_file.name)  # alice's next generation fails
+    failed = create(alice, [row])
+    generation_run.run_generation(failed.pk)
+    assert Generation.objects.get(pk=failed.pk).state == GenerationState.FAILED
+    model.refresh_from_db()
+    assert model.use_count == 1
