@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.engine import CheckpointError, TrainResult, train
+from trainer.engine import CheckpointError, OutOfMemoryError, TrainResult, train
 from trainer.engine.checkpoint import check_resumable
 
 from .conftest import RecordingHooks, train_config
@@ -148,3 +148,26 @@ def test_other_optimizer_schedule_sampling_and_targets_run(tiny_base: Path, data
     keys = load_file(str(result.lora_path)).keys()
     assert not any(".ff." in key or "proj_mlp" in key for key in keys)
     assert "lora_unet_single_blocks_0_linear1.lora_up.weight" in load_file(str(result.kohya_path))
+
+
+def test_out_of_memory_becomes_the_engines_error_with_advice(
+    tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA OOM in a step (injected: no GPU here) reaches the caller as OutOfMemoryError that says what to change."""
+    import torch
+
+    import trainer.engine.training as training
+
+    def out_of_memory(*args: object, **kwargs: object) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(training, "loss_of", out_of_memory)
+    common = dict(steps=2, sample_prompts=[], val_every=0, checkpoint_every=0)
+    with pytest.raises(OutOfMemoryError, match=r"out of memory on cpu\. Try memory_mode 'low'") as fast:
+        train(train_config(tiny_base, dataset, tmp_path / "fast", **common))
+    assert isinstance(fast.value.__cause__, torch.cuda.OutOfMemoryError)
+    with pytest.raises(OutOfMemoryError) as low:
+        train(train_config(tiny_base, dataset, tmp_path / "low", memory_mode="low", batch_size=2, **common))
+    message = str(low.value)
+    assert "memory_mode" not in message  # already low: the advice moves on to the next lever
+    assert "batch_size 1 with grad_accum 2" in message and "smaller resolution than 64" in message

@@ -156,15 +156,23 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     except (torch.OutOfMemoryError, RuntimeError) as error:
         # CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError with this text.
         if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error):
-            raise OutOfMemoryError(
-                f"out of memory on {device}: try memory_mode 'low', a smaller resolution, batch size or rank"
-            ) from error
+            raise OutOfMemoryError(out_of_memory_advice(cfg, device)) from error
         raise
     finally:
         # A worker runs many jobs in one process: give the GPU memory back before the next one.
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def out_of_memory_advice(cfg: TrainConfig, device: torch.device) -> str:
+    """What to change after running out of memory, the lightest change first."""
+    # low memory computes the same steps, so it is the one change a resume from a checkpoint accepts
+    lighter = [] if cfg.memory_mode == "low" else ["memory_mode 'low' (a resume may switch to it)"]
+    if cfg.batch_size > 1:
+        lighter.append(f"batch_size 1 with grad_accum {cfg.batch_size * cfg.grad_accum} (same effective batch)")
+    lighter += [f"a smaller resolution than {cfg.resolution}", f"a lower lora_rank than {cfg.lora_rank}"]
+    return f"out of memory on {device}. Try " + "; or ".join(lighter) + "."
 
 
 def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: TrainHooks) -> TrainConfig:
