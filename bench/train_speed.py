@@ -146,7 +146,7 @@ def main() -> None:
             base=str(base), images_dir=str(images), output_dir=str(work / "out"), trigger_word="sks",
             steps=args.steps, resolution=args.resolution, lora_rank=args.rank, batch_size=1, learning_rate=1e-4,
             caption_dropout=0.0, val_every=0, sample_every=0, checkpoint_every=0, device=args.device,
-            optimizer="adamw", gradient_checkpointing=args.checkpointing,
+            optimizer="adamw", gradient_checkpointing=args.checkpointing, sample_prompts=[],
         )  # fmt: skip
         timer = StepTimer()
         started = time.perf_counter()

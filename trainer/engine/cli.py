@@ -40,7 +40,8 @@ def _train_parser(commands: Any) -> None:
     p.add_argument("--memory-mode", choices=["fast", "low"])
     p.add_argument("--optimizer", choices=["auto", "adamw", "adamw8bit", "adafactor"])
     p.add_argument("--timestep-sampling", choices=["shift", "logit_normal", "sigmoid", "uniform"])
-    p.add_argument("--sample-prompt", dest="sample_prompts", action="append", help="repeat for several")
+    p.add_argument("--sample-prompt", dest="sample_prompts", action="append",
+                   help="repeat for several; default: 'a photo of TRIGGER' (sample_prompts: [] in --config for none)")
     p.add_argument("--init-lora", help="continue training from this lora.safetensors")
     p.add_argument("--add-trigger", action="store_true", help="prepend the trigger to captions lacking it")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")

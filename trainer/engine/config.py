@@ -62,7 +62,7 @@ class TrainConfig:
     val_every: int = 50  # validation loss every N steps (0: never)
     val_timesteps: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
     # --- sample ------------------------------------------------------------------------------
-    sample_prompts: list[str] = field(default_factory=list)
+    sample_prompts: list[str] | None = None  # None: ["a photo of <trigger>"], so samples/ is never empty; []: none
     sample_every: int = 250  # 0: only at the end
     sample_steps: int | None = None
     sample_guidance: float | None = None
@@ -100,6 +100,7 @@ class TrainConfig:
             gradient_checkpointing=(
                 self.gradient_checkpointing if self.gradient_checkpointing is not None else self.memory_mode == "low"
             ),
+            sample_prompts=default_sample_prompts(self.trigger_word) if self.sample_prompts is None else self.sample_prompts,
             sample_steps=self.sample_steps or preset.sample_steps,
             sample_guidance=self.sample_guidance if self.sample_guidance is not None else preset.sample_guidance,
         )
@@ -130,6 +131,11 @@ class TrainConfig:
                               ("lora_targets", LORA_TARGETS)):  # fmt: skip
             value = getattr(self, name)
             _check(value in allowed, f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def default_sample_prompts(trigger_word: str) -> list[str]:
+    """One prompt that shows what the trigger word learned (the web form offers the same default)."""
+    return [f"a photo of {trigger_word}" if trigger_word else "a photo"]
 
 
 def _check(ok: bool, message: str) -> None:

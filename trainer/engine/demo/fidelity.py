@@ -167,7 +167,7 @@ def train_concept_lora(
     config = TrainConfig(
         base=base, device="cpu", images_dir=str(data), trigger_word="", output_dir=str(out / "run"),
         steps=steps, learning_rate=learning_rate, lora_rank=8, batch_size=4, seed=seed,
-        val_every=0, sample_every=0, checkpoint_every=0,
+        val_every=0, sample_every=0, checkpoint_every=0, sample_prompts=[],
     )  # fmt: skip
     return Path(train(config).lora_path)
 
