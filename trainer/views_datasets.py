@@ -20,7 +20,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from flux_studio.files import serve_file
 from trainer import captions, datasets, photos, selectors
-from trainer.forms import CAPTIONER_SUGGESTIONS, TRIGGER_ADVICE, CaptionStyleForm, DatasetNameForm, trigger_advice
+from trainer.forms import CAPTIONER_SUGGESTIONS, CaptionStyleForm, DatasetNameForm
+from trainer.trigger_words import TRIGGER_ADVICE, TriggerAdvice, trigger_advice
 from trainer.models import Dataset, Photo
 
 PHOTO_FILES = {"thumb": "thumbnail", "image": "image", "original": "original"}
@@ -263,8 +264,17 @@ def captions_auto(request: HttpRequest, pk: int) -> JsonResponse:
 @require_GET
 def trigger_check(request: HttpRequest, pk: int) -> JsonResponse:
     _own_dataset(request, pk)
-    advice = trigger_advice(request.GET.get("word", ""))
-    return JsonResponse({"ok": advice.ok, "errors": advice.errors, "warnings": advice.warnings})
+    base = request.GET.get("base") or settings.DEFAULT_BASE_MODEL
+    if base not in settings.BASE_MODELS:
+        return JsonResponse({"ok": False, "error": f"{base!r} is not a base model offered here"}, status=400)
+    return JsonResponse(_advice_json(trigger_advice(request.GET.get("word", ""), base)))
+
+
+def _advice_json(advice: TriggerAdvice) -> dict[str, Any]:
+    """The advice as the page shows it: blocking errors, warnings, and how each of the base's
+    tokenizers splits the word."""
+    return {"ok": advice.ok, "base": advice.base, "errors": advice.errors, "warnings": advice.warnings,
+            "notes": advice.notes, "splits": [split.as_dict() for split in advice.splits]}
 
 
 @login_required
@@ -281,8 +291,8 @@ def dataset_style(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(dataset)
     dataset = form.save()
     if wants_json:
-        advice = trigger_advice(dataset.trigger_word)
-        return JsonResponse({"ok": True, "trigger_word": dataset.trigger_word, "warnings": advice.warnings,
+        advice = _advice_json(trigger_advice(dataset.trigger_word))
+        return JsonResponse({**advice, "ok": True, "trigger_word": dataset.trigger_word,
                              "template_caption": datasets.template_text(dataset)})
     messages.success(request, "Saved the trigger word and caption style.")
     return redirect(dataset)

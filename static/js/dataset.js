@@ -316,11 +316,14 @@
     adviceTimer = setTimeout(async () => {
       const data = await api(`${cfg.triggerUrl}?word=${encodeURIComponent(trigger.value)}`, undefined, "GET");
       if (ticket !== adviceTicket) return;
-      $("trigger-advice").innerHTML = [...(data.errors || []).map((t) => `<p class="bad">${escapeHtml(t)}</p>`),
+      const verdict = [...(data.errors || []).map((t) => `<p class="bad">${escapeHtml(t)}</p>`),
         ...(data.warnings || []).map((t) => `<p class="warn">${escapeHtml(t)}</p>`)].join("")
         || (trigger.value ? '<p class="ok">Looks like a good trigger word.</p>' : "");
+      $("trigger-advice").innerHTML = verdict + tokenNotes(data);
     }, 250);
   });
+  // How the base model's tokenizers split the word (or why a word list was used instead).
+  const tokenNotes = (data) => (data.notes || []).map((t) => `<p class="hint token-note">${escapeHtml(t)}</p>`).join("");
   async function saveStyle() {
     clearTimeout(adviceTimer);
     const ticket = ++adviceTicket;
@@ -332,7 +335,8 @@
     if (!data.ok) { $("trigger-advice").innerHTML = `<p class="bad" role="alert">${escapeHtml(data.error)}</p>`; return false; }
     trigger.dataset.saved = data.trigger_word;
     $("fill-template").title = data.template_caption;
-    $("trigger-advice").innerHTML = `<p class="ok">Saved.</p>` + data.warnings.map((t) => `<p class="warn">${escapeHtml(t)}</p>`).join("");
+    $("trigger-advice").innerHTML = `<p class="ok">Saved.</p>` + data.warnings.map((t) => `<p class="warn">${escapeHtml(t)}</p>`).join("")
+      + tokenNotes(data);
     refreshHealth();
     applyFilter();
     return true;

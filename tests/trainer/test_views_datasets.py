@@ -244,6 +244,17 @@ def test_trigger_word_style_and_advice(alice_client, dataset):
     assert "common English word" in check["warnings"][0]
 
 
+def test_trigger_check_reports_the_base_models_token_splits(alice_client, dataset, settings):
+    url = reverse("trainer:trigger_check", args=[dataset.pk])
+    settings.DEFAULT_BASE_MODEL = "demo"
+    check = alice_client.get(url, {"word": "circle"}).json()
+    assert check["base"] == "demo" and [s["count"] for s in check["splits"]] == [1, 1]
+    assert "single token the CLIP and T5 tokenizers already know" in check["warnings"][0]
+    page = alice_client.get(dataset.get_absolute_url()).content.decode()
+    assert "CLIP tokenizer of the demo base: 6 pieces (m · i · r · a · z · x)" in page  # the saved trigger, MIRAZX
+    assert alice_client.get(url, {"word": "circle", "base": "no-such-base"}).status_code == 400
+
+
 def test_export_zip_has_images_and_captions(alice_client, dataset, add_photo):
     add_photo(caption="MIRAZX asleep")
     excluded = add_photo()
