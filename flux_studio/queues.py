@@ -12,6 +12,7 @@ workers on many machines consume the same queues.
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import close_old_connections
 from huey import Huey, PriorityRedisHuey, SqliteHuey
 
 QUEUE_NAMES = ("gpu", "light")
@@ -31,8 +32,26 @@ def _make_queue(name: str) -> Huey:
     )
 
 
+def _close_old_connections(huey: Huey) -> None:
+    """Give every task a usable database connection, as Django does around each request.
+
+    Huey's worker threads live for days and Django never closes their connections for them:
+    after a database restart, every later task would fail on the dead connection. Closing
+    broken or expired ones before and after each task makes the next query reconnect. Skipped
+    when tasks run inline (immediate mode), inside a request's or a test's transaction.
+    """
+    def close(*_: object) -> None:
+        if not huey.immediate:
+            close_old_connections()
+
+    huey.pre_execute(name="close_old_connections")(close)
+    huey.post_execute(name="close_old_connections")(close)
+
+
 gpu_queue = _make_queue("gpu")
 light_queue = _make_queue("light")
+for _queue in (gpu_queue, light_queue):
+    _close_old_connections(_queue)
 
 
 def queue_by_name(name: str) -> Huey:

@@ -65,3 +65,43 @@ def test_healthz_reports_each_part_and_the_worker(start_worker, client):
     (row,) = body["worker"]["workers"]
     assert row["queue"] == "gpu" and row["device"] == "cpu" and row["alive"]
     assert str(worker.pid) in row["id"]
+
+
+def test_each_task_starts_on_a_usable_database_connection(transactional_db, alice, monkeypatch):
+    """A connection that failed (the database went away) is replaced before the next task runs."""
+    from django.db import connection
+
+    from flux_studio.models import Event
+    from flux_studio.queues import gpu_queue
+    from flux_studio.tasks import worker_ping_task
+
+    connection.ensure_connection()
+    broken = connection.connection
+    connection.errors_occurred = True
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
+    gpu_queue.execute(worker_ping_task.s(alice.pk, "after-restart"))
+    assert connection.connection is not broken
+    assert Event.objects.filter(kind="pong", data__nonce="after-restart").exists()
+
+
+def test_worker_tasks_go_on_after_the_database_drops_their_connections(start_worker, client, alice):
+    """Scaled out: terminating the worker's PostgreSQL sessions stands in for a database restart."""
+    from django.db import connection
+
+    from flux_studio.models import Event
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (FLUX_TEST_SHAPE=scaled)")
+    worker = start_worker("gpu")
+    client.force_login(alice)
+
+    def ping() -> None:
+        nonce = client.post(reverse("worker_ping")).json()["nonce"]
+        wait_for(lambda: Event.objects.filter(kind="pong", data__nonce=nonce).exists(), timeout=90,
+                 message="no pong:\n" + worker.output()[-3000:])
+
+    ping()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    ping()
