@@ -63,7 +63,7 @@ def photos_to_caption(dataset: Dataset, photo_ids: list[int] | None, overwrite: 
 
 def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: bool) -> None:
     """The task body: load the captioner once, caption each photo, save and publish each result."""
-    from trainer.engine.captioning import CaptionerUnavailable, CaptionStyle, load_captioner
+    from trainer.engine.captioning import CaptionerUnavailable, CaptionStyle
 
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None:
@@ -76,7 +76,7 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
         return
     spec = dataset.captioner or settings.CAPTIONER
     try:
-        captioner = load_captioner(spec)
+        captioner = _load_with_prompt(spec, caption_prompt(dataset))
     except CaptionerUnavailable as exc:
         events.publish(topic, "captioning", {"state": "unavailable", "message": f"{UNAVAILABLE_PREFIX}: {exc}"})
         return
@@ -93,6 +93,22 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
     events.publish(topic, "captioning", {"state": "finished", "total": len(photos), "done": counts["saved"],
                                          "kept": counts["kept"], "failed": counts["failed"],
                                          "message": _summary(counts)})
+
+
+def caption_prompt(dataset: Dataset) -> str:
+    """The dataset's caption prompt, else the studio's CAPTION_PROMPT, else "" (the engine's
+    default instruction)."""
+    return dataset.caption_prompt.strip() or getattr(settings, "CAPTION_PROMPT", "").strip()
+
+
+def _load_with_prompt(spec: str, prompt: str) -> Any:
+    """The captioner for `spec`, given `prompt` where its family can use it (see
+    trainer.engine.captioning.prompt_for_kind); the family is known once the model is loaded."""
+    from trainer.engine.captioning import load_captioner, prompt_for_kind
+
+    captioner = load_captioner(spec)
+    usable = prompt_for_kind(captioner.kind, prompt)
+    return captioner if usable is None else load_captioner(spec, prompt=usable)  # same cached model
 
 
 def _caption_photos(captioner: Any, photos: list[Photo], style: Any, *, topic: str, overwrite: bool) -> Counter[str]:

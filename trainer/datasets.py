@@ -98,7 +98,7 @@ def dataset_duplicate(*, dataset: Dataset, name: str = "") -> Dataset:
     copy = Dataset.objects.create(
         owner=dataset.owner, name=(name or f"{dataset.name} (copy)")[:120], trigger_word=dataset.trigger_word,
         caption_placement=dataset.caption_placement, caption_prefix=dataset.caption_prefix,
-        caption_suffix=dataset.caption_suffix, captioner=dataset.captioner,
+        caption_suffix=dataset.caption_suffix, captioner=dataset.captioner, caption_prompt=dataset.caption_prompt,
     )
     id_map: dict[int, Photo] = {}
     for photo in dataset.photos.order_by("id"):

@@ -23,7 +23,7 @@ class CaptionStyleForm(forms.ModelForm):
 
     class Meta:
         model = Dataset
-        fields = ["trigger_word", "caption_placement", "caption_prefix", "caption_suffix", "captioner"]
+        fields = ["trigger_word", "caption_placement", "caption_prefix", "caption_suffix", "captioner", "caption_prompt"]
 
     def clean_trigger_word(self) -> str:
         word = self.cleaned_data.get("trigger_word", "").strip()
@@ -35,6 +35,9 @@ class CaptionStyleForm(forms.ModelForm):
         # Free text on purpose (a preset, "kind:hub-id" or "kind:/local/folder"): the worker
         # resolves it and explains plainly when it cannot be loaded.
         return " ".join(self.cleaned_data.get("captioner", "").split())
+
+    def clean_caption_prompt(self) -> str:
+        return " ".join(self.cleaned_data.get("caption_prompt", "").split())
 
     def clean_caption_placement(self) -> str:
         return self.cleaned_data.get("caption_placement") or CaptionPlacement.PREFIX

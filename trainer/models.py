@@ -26,6 +26,9 @@ class Dataset(models.Model):
     caption_suffix = models.CharField(max_length=200, blank=True)
     # A captioner spec (preset name or kind:path); blank means settings.CAPTIONER.
     captioner = models.CharField(max_length=200, blank=True)
+    # The instruction an instruction-following captioner (SmolVLM, Qwen2.5-VL) is given, or a
+    # Florence-2 task token; blank means settings.CAPTION_PROMPT, else the engine's default.
+    caption_prompt = models.CharField(max_length=1000, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from flux_studio.files import serve_file
 from trainer import captions, datasets, photos, selectors
+from trainer.engine.captioning.presets import DEFAULT_VLM_PROMPT, FLORENCE_TASKS
 from trainer.forms import CAPTIONER_SUGGESTIONS, CaptionStyleForm, DatasetNameForm
 from trainer.trigger_words import TRIGGER_ADVICE, TriggerAdvice, trigger_advice
 from trainer.models import Dataset, Photo
@@ -89,6 +90,8 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "style_form": CaptionStyleForm(instance=dataset), "advice": trigger_advice(dataset.trigger_word),
         "trigger_help": TRIGGER_ADVICE, "counts": _counts(dataset), "area": "datasets",
         "default_captioner": settings.CAPTIONER, "captioner_choices": CAPTIONER_SUGGESTIONS,
+        "default_caption_prompt": getattr(settings, "CAPTION_PROMPT", "") or DEFAULT_VLM_PROMPT,
+        "florence_tasks": FLORENCE_TASKS,
         "template_caption": datasets.template_text(dataset),
         "max_photo_mb": settings.MAX_PHOTO_MB, "max_photos": settings.MAX_PHOTOS_PER_DATASET,
         "formats": photos.FORMAT_NAMES, "last_event_id": selectors.last_event_id(dataset),

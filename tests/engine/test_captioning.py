@@ -320,3 +320,24 @@ def test_template_caption() -> None:
         template_caption(TRIGGER, template="no placeholder")
     with pytest.raises(ValueError, match="placement"):
         CaptionStyle(trigger=TRIGGER, placement="middle")  # type: ignore[arg-type]
+
+
+def test_what_an_edited_prompt_means_for_each_family() -> None:
+    from trainer.engine.captioning import prompt_for_kind
+
+    assert prompt_for_kind("vlm", "  Describe   the cat. ") == "Describe the cat."
+    assert prompt_for_kind("florence2", "<DETAILED_CAPTION>") == "<DETAILED_CAPTION>"
+    assert prompt_for_kind("florence2", "Describe the cat.") is None  # not instruction-following: its default task
+    assert prompt_for_kind("blip", "Describe the cat.") is None  # would only derail it
+    assert prompt_for_kind("vlm", "   ") is None
+
+
+def test_presets_prompts_and_styling_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from trainer.engine.captioning import CAPTIONER_PRESETS, DEFAULT_VLM_PROMPT, style_caption; "
+            "from trainer.engine.captioning.style import replace_subject; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"

@@ -22,6 +22,15 @@ def tiny_florence(tmp_path_factory) -> str:
     return f"florence2:{folder}"
 
 
+@pytest.fixture(scope="session")
+def tiny_smolvlm(tmp_path_factory) -> str:
+    from trainer.engine.captioning import build_tiny_smolvlm
+
+    folder = tmp_path_factory.mktemp("tiny-smolvlm")
+    build_tiny_smolvlm(folder)
+    return f"vlm:{folder}"
+
+
 @pytest.fixture
 def captioner(settings, tiny_florence) -> str:
     settings.CAPTIONER = tiny_florence
@@ -166,3 +175,29 @@ def test_enqueue_waits_for_commit_and_keeps_only_this_datasets_photos(dataset, a
     callbacks[0]()
     assert calls == [(dataset.pk, [photo.pk], False)]
     assert events(dataset, "captioning")[0]["state"] == "queued"
+
+
+def test_the_caption_prompt_reaches_the_instruction_following_captioner(settings, dataset, add_photo, tiny_smolvlm,
+                                                                         monkeypatch):
+    from transformers import Idefics3Processor
+
+    settings.CAPTIONER, settings.CAPTION_PROMPT = tiny_smolvlm, "Describe the houseplant, studio-wide."
+    prompts: list[str] = []
+    original = Idefics3Processor.__call__
+
+    def recording_call(self, *args, **kwargs):  # the real processor, watched
+        prompts.extend(kwargs.get("text") or [])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Idefics3Processor, "__call__", recording_call)
+    photo = add_photo()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    photo.refresh_from_db()
+    assert photo.caption_source == CaptionSource.AUTO and "MIRAZX" in photo.caption
+    assert prompts and all("Describe the houseplant, studio-wide." in text for text in prompts)
+
+    dataset.caption_prompt = "Say what MIRAZX is doing, in one sentence."  # the dataset's own prompt wins
+    dataset.save()
+    prompts.clear()
+    caption_dataset_task.call_local(dataset.pk, None, True)
+    assert prompts and all("Say what MIRAZX is doing" in t and "studio-wide" not in t for t in prompts)

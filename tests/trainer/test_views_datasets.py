@@ -244,6 +244,20 @@ def test_trigger_word_style_and_advice(alice_client, dataset):
     assert "common English word" in check["warnings"][0]
 
 
+def test_caption_prompt_is_part_of_the_caption_style(alice_client, dataset, settings):
+    settings.CAPTION_PROMPT = ""
+    page = alice_client.get(dataset.get_absolute_url()).content.decode()
+    assert 'id="id_caption_prompt"' in page and "Write a caption for this image" in page  # the default, as placeholder
+    url = reverse("trainer:dataset_style", args=[dataset.pk])
+    res = alice_client.post(url, {"trigger_word": "MIRAZX", "caption_placement": "prefix",
+                                  "caption_prompt": "  Describe   the cat.  "}, HTTP_ACCEPT="application/json")
+    assert res.json()["ok"]
+    dataset.refresh_from_db()
+    assert dataset.caption_prompt == "Describe the cat."
+    copy = alice_client.post(reverse("trainer:dataset_duplicate", args=[dataset.pk]))
+    assert Dataset.objects.exclude(pk=dataset.pk).get().caption_prompt == "Describe the cat." and copy.status_code == 302
+
+
 def test_trigger_check_reports_the_base_models_token_splits(alice_client, dataset, settings):
     url = reverse("trainer:trigger_check", args=[dataset.pk])
     settings.DEFAULT_BASE_MODEL = "demo"

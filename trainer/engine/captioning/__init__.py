@@ -21,7 +21,7 @@ from typing import Any
 
 from .presets import (
     CAPTIONER_PRESETS, DEFAULT_CAPTIONER, DEFAULT_PROMPTS, DEFAULT_VLM_PROMPT, FLORENCE_TASKS,
-    CaptionerPreset,
+    CaptionerPreset, prompt_for_kind,
 )
 from .style import CaptionStyle, clean_caption, replace_subject, style_caption, template_caption
 
@@ -43,7 +43,7 @@ _LAZY = {
 
 __all__ = [
     "CAPTIONER_PRESETS", "DEFAULT_CAPTIONER", "DEFAULT_PROMPTS", "DEFAULT_VLM_PROMPT", "FLORENCE_TASKS",
-    "CaptionStyle", "CaptionerPreset", "clean_caption", "replace_subject", "style_caption",
+    "CaptionStyle", "CaptionerPreset", "clean_caption", "prompt_for_kind", "replace_subject", "style_caption",
     "template_caption", *_LAZY,
 ]  # fmt: skip
 

@@ -54,3 +54,23 @@ DEFAULT_PROMPTS: dict[str, str] = {
     "blip": "",  # unconditional captioning
     "vlm": DEFAULT_VLM_PROMPT,
 }
+
+
+def prompt_for_kind(kind: str, prompt: str | None) -> str | None:
+    """What an edited caption prompt means for each family; None keeps the family's default.
+
+    - ``vlm`` (SmolVLM, Qwen2.5-VL): the instruction itself, sent as the user's chat message.
+    - ``florence2``: not instruction-following; it takes one of FLORENCE_TASKS (e.g.
+      ``<DETAILED_CAPTION>`` for shorter captions). Any other text is ignored.
+    - ``blip``: continues a text prefix that is then cut from the caption, so an instruction
+      would only derail it; it always captions unconditionally (the caption style's prefix
+      text is the way to start every caption the same).
+    """
+    prompt = " ".join((prompt or "").split())
+    if not prompt:
+        return None
+    if kind == "vlm":
+        return prompt
+    if kind == "florence2" and prompt in FLORENCE_TASKS:
+        return prompt
+    return None
