@@ -168,3 +168,23 @@ def test_other_users_get_404_everywhere(alice, bob_client, make_dataset, _no_rea
     job.refresh_from_db()
     assert job.state == JobState.QUEUED
     assert b"pets" not in bob_client.get(reverse("trainer:job_list")).content
+
+
+def test_bob_gets_404_for_alices_resume_continue_and_samples(alice, bob_client, make_dataset):
+    from django.core.files.base import ContentFile
+
+    from tests.conftest import make_image_bytes
+    from trainer.models import TrainingSample
+
+    canceled = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    jobs.job_cancel(job=canceled)
+    finished = jobs.job_create(owner=alice, dataset=canceled.dataset, base_model="tiny")
+    TrainingJob.objects.filter(pk=finished.pk).update(state=JobState.SUCCEEDED)
+    sample = TrainingSample(job=finished, step=4, prompt="a photo of zxq")
+    sample.image.save("sample.png", ContentFile(make_image_bytes(32, 32)), save=True)
+
+    assert bob_client.post(reverse("trainer:job_resume", args=[canceled.pk])).status_code == 404
+    assert bob_client.post(reverse("trainer:job_continue", args=[finished.pk]), {"steps": "5"}).status_code == 404
+    assert bob_client.get(reverse("trainer:job_sample", args=[finished.pk, sample.pk])).status_code == 404
+    canceled.refresh_from_db()
+    assert canceled.state == JobState.CANCELED and TrainingJob.objects.count() == 2

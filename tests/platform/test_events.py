@@ -53,6 +53,26 @@ def test_owner_only(alice, bob):
     async_to_sync(scenario)()
 
 
+def test_bob_cannot_watch_alices_training(alice, bob, make_dataset, monkeypatch):
+    from trainer import jobs
+
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    events.publish(job.topic, "log", {"line": "alice's private progress"})
+
+    async def scenario():
+        connected, code = await _connect(bob, f"/ws/events/training/{job.pk}/").connect()
+        assert not connected and code == 4403
+        owner = _connect(alice, f"/ws/events/training/{job.pk}/")
+        assert (await owner.connect())[0]
+        replay = await _receive_until(owner, "replayed")
+        assert replay[0]["data"]["line"] == "alice's private progress"
+        await owner.disconnect()
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
 def test_late_page_gets_replay_then_live_events_once_each_in_order(alice):
     topic = f"user-{alice.pk}"
     first = events.publish(topic, "log", {"line": "one"})
