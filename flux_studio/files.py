@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import uuid
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.cache import get_conditional_response
 from django.utils.deconstruct import deconstructible
+from django.utils.http import http_date
 
 
 def owner_id_of(instance: object) -> int:
@@ -37,20 +41,62 @@ class UserUploadPath:
         return isinstance(other, UserUploadPath) and other.kind == self.kind
 
 
-def serve_file(field: FieldFile, *, download_name: str | None = None, public: bool = False) -> HttpResponse:
+# Published files may sit in shared caches, but only briefly and revalidated: after an unpublish
+# a cache serves them for at most PUBLIC_MAX_AGE seconds more, then asks again and gets a 404.
+PUBLIC_MAX_AGE = 300
+PUBLIC_CACHE = f"public, max-age={PUBLIC_MAX_AGE}, must-revalidate"
+# Private files: the owner's browser only, and not for long.
+PRIVATE_CACHE = "private, max-age=300"
+PRIVATE_REDIRECT_MAX_AGE = 60
+
+
+def _redirect_max_age(public: bool) -> int:
+    """How long a redirect to a signed URL may be reused: well inside the URL's own lifetime.
+
+    A cached redirect hands out the same URL until it expires, and the URL must still work when
+    the last client to get it follows it.
+    """
+    lifetime = int(getattr(settings, "STORAGES", {}).get("default", {}).get("OPTIONS", {}).get("querystring_expire", 3600))
+    wanted = PUBLIC_MAX_AGE if public else PRIVATE_REDIRECT_MAX_AGE
+    return max(0, min(wanted, lifetime // 2))
+
+
+def _signed_redirect(field: FieldFile, download_name: str | None, public: bool) -> HttpResponse:
+    params = {"ResponseCacheControl": PUBLIC_CACHE if public else PRIVATE_CACHE}
+    if download_name:
+        params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+    response: HttpResponse = HttpResponseRedirect(field.storage.url(field.name, parameters=params))
+    response["Cache-Control"] = f"{'public' if public else 'private'}, max-age={_redirect_max_age(public)}"
+    return response
+
+
+def _validators(field: FieldFile) -> tuple[str, datetime]:
+    """A strong-enough ETag (name, size, time) and Last-Modified, from one stat of the file."""
+    modified = field.storage.get_modified_time(field.name)
+    size = field.storage.size(field.name)
+    digest = hashlib.sha256(f"{field.name}:{size}:{modified.timestamp()}".encode()).hexdigest()[:32]
+    return f'"{digest}"', modified
+
+
+def serve_file(field: FieldFile, *, download_name: str | None = None, public: bool = False,
+               request: HttpRequest | None = None) -> HttpResponse:
     """Answer with a stored file after the caller has checked who may see it.
 
-    Local storage: the bytes are streamed. S3: a redirect to a short-lived signed URL, so the
-    bucket stays private. Public (published) files may be cached by browsers and proxies.
+    Local storage: the bytes are streamed, with ETag and Last-Modified; given the request, a
+    matching If-None-Match / If-Modified-Since gets a 304. S3: a redirect to a signed URL, so the
+    bucket stays private; the URL's response carries the same Cache-Control. Published files
+    may be cached by shared caches for PUBLIC_MAX_AGE seconds, then revalidated; private ones
+    only by the owner's browser.
     """
-    cache = "public, max-age=86400" if public else "private, max-age=3600"
     if settings.S3_BUCKET:
-        params = {}
-        if download_name:
-            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
-        response: HttpResponse = HttpResponseRedirect(field.storage.url(field.name, parameters=params))
-        response["Cache-Control"] = "private, max-age=60"
-        return response
+        return _signed_redirect(field, download_name, public)
+    etag, modified = _validators(field)
+    cache = PUBLIC_CACHE if public else PRIVATE_CACHE
+    if request is not None:
+        unchanged = get_conditional_response(request, etag=etag, last_modified=int(modified.timestamp()))
+        if unchanged is not None:
+            unchanged["Cache-Control"] = cache
+            return unchanged
     content_type = mimetypes.guess_type(download_name or field.name)[0] or "application/octet-stream"
     response = FileResponse(
         field.open("rb"),
@@ -59,4 +105,6 @@ def serve_file(field: FieldFile, *, download_name: str | None = None, public: bo
         content_type=content_type,
     )
     response["Cache-Control"] = cache
+    response["ETag"] = etag
+    response["Last-Modified"] = http_date(modified.timestamp())
     return response

@@ -84,14 +84,14 @@ def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     if not field:
         raise Http404("this model has no file in that format")
     name = f"{slugify(model.title) or 'lora'}-{model.trigger_word}{suffix}.safetensors"
-    return serve_file(field, download_name=name, public=model.published)
+    return serve_file(field, download_name=name, public=model.published, request=request)
 
 
 def example_image(request: HttpRequest, pk: int) -> HttpResponse:
     example = get_object_or_404(GalleryExample.objects.select_related("gallery_model"), pk=pk)
     model = _visible_or_404(request, example.gallery_model_id)
     field = example.thumbnail if request.GET.get("size") == "thumb" and example.thumbnail else example.image
-    return serve_file(field, public=model.published)
+    return serve_file(field, public=model.published, request=request)
 
 
 @require_POST

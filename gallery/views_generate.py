@@ -125,9 +125,9 @@ def generation_image(request: HttpRequest, pk: int, image_pk: int) -> HttpRespon
         raise Http404("no such generation")
     image = get_object_or_404(generation.images, pk=image_pk)
     if request.GET.get("size") == "thumb" and image.thumbnail:
-        return serve_file(image.thumbnail)
+        return serve_file(image.thumbnail, request=request)
     name = f"flux-studio-{generation.pk}-{image.index}-seed{image.seed}.png" if request.GET.get("download") else None
-    return serve_file(image.image, download_name=name)
+    return serve_file(image.image, download_name=name, request=request)
 
 
 @login_required

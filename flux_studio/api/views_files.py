@@ -90,4 +90,4 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @api_view(("GET",))
 def file_download(request: HttpRequest, pk: int) -> HttpResponse:
     photo = _own_photo(request, pk)
-    return serve_file(photo.original, download_name=photo.original_name)
+    return serve_file(photo.original, download_name=photo.original_name, request=request)

@@ -130,11 +130,11 @@ def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     if not file:
         raise ApiError(404, f"this model has no {kind} file")
     stem = "".join(ch if ch.isalnum() else "_" for ch in found.trigger_word.lower()) or "lora"
-    return serve_file(file, download_name=f"{stem}_{suffix}", public=found.published)
+    return serve_file(file, download_name=f"{stem}_{suffix}", public=found.published, request=request)
 
 
 @api_view(("GET",), auth="optional")
 def model_example(request: HttpRequest, pk: int, example_pk: int) -> HttpResponse:
     found = _visible(request, pk)
     example = get_object_or_404(found.examples, pk=example_pk)
-    return serve_file(example.image, public=found.published)
+    return serve_file(example.image, public=found.published, request=request)

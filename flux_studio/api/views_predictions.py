@@ -147,6 +147,6 @@ def prediction_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @api_view(("GET",))
 def prediction_image(request: HttpRequest, pk: int, index: int) -> HttpResponse:
     image = get_object_or_404(_own(request, pk).images, index=index)
-    return serve_file(image.image, download_name=f"prediction_{pk}_{index}.png")
+    return serve_file(image.image, download_name=f"prediction_{pk}_{index}.png", request=request)
 
 

@@ -124,12 +124,12 @@ def training_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
         raise ApiError(404, f"this training has no {kind!r} file" + ("" if field else f"; one of {', '.join(TRAINING_DOWNLOADS)}"))
     stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
     suffix = "config.yaml" if kind == "config" else f"{kind}.safetensors"
-    return serve_file(getattr(job, field), download_name=f"{stem}_{suffix}")
+    return serve_file(getattr(job, field), download_name=f"{stem}_{suffix}", request=request)
 
 
 @api_view(("GET",))
 def training_sample(request: HttpRequest, pk: int, sample_pk: int) -> HttpResponse:
     job = _own_job(request, pk)
-    return serve_file(get_object_or_404(job.samples, pk=sample_pk).image)
+    return serve_file(get_object_or_404(job.samples, pk=sample_pk).image, request=request)
 
 

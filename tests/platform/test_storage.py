@@ -13,6 +13,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from flux_studio.files import serve_file
+from tests.api.conftest import finished_job  # noqa: F401  (a fixture: a succeeded job with a sample)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 
@@ -50,3 +51,34 @@ def test_private_file_is_a_short_lived_signed_url():
     unsigned = requests.get(url.split("?")[0], timeout=10)
     assert unsigned.status_code == 403
     default_storage.delete(name)
+
+
+@pytest.mark.skipif(not settings.S3_BUCKET, reason="signed URLs exist only in the scaled-out (S3) shape")
+def test_published_thumbnail_is_cached_briefly_inside_the_url_lifetime(alice, finished_job):
+    """A published file: the redirect may be shared for less than the signed URL lives, and the
+    bytes behind it carry the same short, revalidated caching; a private file stays private."""
+    from urllib.parse import parse_qs, urlparse
+
+    from django.test import Client
+    from django.urls import reverse
+
+    from gallery import services_gallery
+
+    model = services_gallery.draft_for_training(owner=alice, job=finished_job(alice))
+    example = model.examples.get()
+    thumb = reverse("gallery:example_image", args=[example.pk]) + "?size=thumb"
+    owner = Client()
+    owner.force_login(alice)
+    draft_redirect = owner.get(thumb)
+    assert draft_redirect.status_code == 302 and draft_redirect["Cache-Control"].startswith("private")
+    assert requests.get(draft_redirect["Location"], timeout=10).headers["Cache-Control"].startswith("private")
+
+    services_gallery.gallery_model_publish(model=model)
+    redirect = Client().get(thumb)
+    assert redirect.status_code == 302
+    cache = dict(part.strip().partition("=")[::2] for part in redirect["Cache-Control"].split(","))
+    lifetime = int(parse_qs(urlparse(redirect["Location"]).query)["X-Amz-Expires"][0])
+    assert "public" in cache and 0 < int(cache["max-age"]) < lifetime
+    fetched = requests.get(redirect["Location"], timeout=10)
+    assert fetched.status_code == 200 and fetched.content[:3] == b"\xff\xd8\xff"  # the JPEG thumbnail
+    assert fetched.headers["Cache-Control"] == "public, max-age=300, must-revalidate"
