@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -23,8 +24,48 @@ DROP_JS = """([files]) => {
 }"""
 
 
+# Records every state an upload row goes through, from the page itself: the progress value,
+# the status text ("37%") and whether its thumbnail is shown yet.
+WATCH_UPLOADS_JS = """() => {
+  window.uploadLog = [];
+  const record = () => {
+    for (const row of document.querySelectorAll("#uploads .upload")) {
+      window.uploadLog.push({ name: row.querySelector(".upload-name").textContent,
+        status: row.querySelector(".upload-status").textContent, value: row.querySelector("progress").value,
+        thumb: !!row.querySelector("img.mini") });
+    }
+  };
+  new MutationObserver(record).observe(document.getElementById("uploads"),
+    { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _noisy_png(side: int, seed: int) -> bytes:
+    """A photo-sized PNG that does not compress (~side² × 3 bytes), so its upload takes a while."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def _check_each_upload_showed_progress_before_its_thumbnail(page, names: list[str]) -> None:
+    log = page.evaluate("window.uploadLog")
+    for name in names:
+        states = [entry for entry in log if entry["name"] == name]
+        first_thumb = next(i for i, entry in enumerate(states) if entry["thumb"])
+        before = states[:first_thumb]
+        assert any(re.fullmatch(r"\d+%", entry["status"]) for entry in before), (name, before)
+        # Uploads are throttled, so the bar is seen part-way, not only empty and then full.
+        assert any(0 < entry["value"] < 100 for entry in before), (name, before)
 
 
 def test_dataset_studio_from_photos_to_train(page, tmp_path):
@@ -34,41 +75,56 @@ def test_dataset_studio_from_photos_to_train(page, tmp_path):
     page.wait_for_selector("#dropzone")
     dataset_url = page.url
 
-    # Two photos through the file picker ...
-    picked = []
-    for n in (1, 2):
-        path = tmp_path / f"teapot{n}.png"
-        path.write_bytes(make_image_bytes(600, 600, color=(40 * n, 120, 90), pattern=n))
-        picked.append(str(path))
-    page.set_input_files("#file-input", picked)
-    # ... and one photo plus one bad file dropped on the drop zone.
-    dropped = [
-        {"name": "teapot3.jpg", "type": "image/jpeg", "data": _b64(make_image_bytes(640, 520, color=(200, 30, 30), fmt="JPEG", pattern=4))},
-        {"name": "notes.png", "type": "image/png", "data": _b64(b"this is a shopping list, not a photo")},
-    ]
+    # Several photos and one bad file dropped on the drop zone in ONE drop, over a slow uplink.
+    page.evaluate(WATCH_UPLOADS_JS)
+    network = page.context.new_cdp_session(page)
+    network.send("Network.enable")
+    network.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20, "downloadThroughput": -1,
+                                                      "uploadThroughput": 400_000})
+    dropped = [{"name": f"teapot{n}.png", "type": "image/png", "data": _b64(_noisy_png(360, n))} for n in (1, 2, 3)]
+    dropped.append({"name": "notes.png", "type": "image/png", "data": _b64(b"this is a shopping list, not a photo")})
     page.evaluate(DROP_JS, [dropped])
+    # ... and one more through the file picker.
+    picked = tmp_path / "teapot4.jpg"
+    picked.write_bytes(make_image_bytes(640, 520, color=(200, 30, 30), fmt="JPEG", pattern=4))
+    page.set_input_files("#file-input", [str(picked)])
 
-    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 3")
+    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 4", timeout=60_000)
     rejected = page.locator(".upload.rejected")
     rejected.wait_for()
     assert "notes.png" in rejected.text_content() and "not an image" in rejected.locator(".reason").text_content()
-    page.wait_for_function("document.querySelectorAll('.upload progress').length === 4 && "
+    page.wait_for_function("document.querySelectorAll('.upload progress').length === 5 && "
                            "[...document.querySelectorAll('.upload progress')].every(p => p.value === 100)")
-    assert page.locator(".upload.done img.mini").count() == 3
+    network.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                      "uploadThroughput": -1})
+    _check_each_upload_showed_progress_before_its_thumbnail(page, ["teapot1.png", "teapot2.png", "teapot3.png"])
+    assert page.locator(".upload.done img.mini").count() == 4
     page.wait_for_function("[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
-    assert page.locator("#counter").text_content() == "0 / 3 captioned"
+    assert page.locator("#counter").text_content() == "0 / 4 captioned"
     screenshot(page, "05-dataset-uploaded")
 
-    # Edit a caption: Ctrl+S saves at once; it is there after a reload.
-    # (Cards arrive in upload-completion order; after a reload they are in upload order.)
+    # Edit a caption and leave it: the autosave timer saves it (no Ctrl+S, no blur); it is there
+    # after a reload. (Cards arrive in upload-completion order; after a reload, in upload order.)
     card_id = page.locator("#photo-grid .photo-card").first.get_attribute("data-id")
     card = f'#photo-grid .photo-card[data-id="{card_id}"]'
-    page.fill(f"{card} textarea.caption", "a teapot on a wooden table")
-    page.press(f"{card} textarea.caption", "Control+s")
+    page.click(f"{card} textarea.caption")
+    page.keyboard.type("a teapot on a wooden table")
     page.locator(f"{card} .save-state", has_text="saved").wait_for()
+    assert page.evaluate("document.activeElement.matches('textarea.caption')")  # saved while still typing there
     page.goto(dataset_url)
     assert page.input_value(f"{card} textarea.caption") == "a teapot on a wooden table"
-    assert page.locator("#counter").text_content() == "1 / 3 captioned"
+    assert page.locator("#counter").text_content() == "1 / 4 captioned"
+
+    # Filter: only the photos without a caption; search: only matches, the words highlighted.
+    page.select_option("#filter", "missing")
+    assert page.locator("#photo-grid .photo-card:not([hidden])").count() == 3
+    assert page.locator(f"{card}").is_hidden()
+    page.select_option("#filter", "all")
+    page.fill("#search", "wooden")
+    assert page.locator("#photo-grid .photo-card:not([hidden])").count() == 1
+    assert page.inner_html(f"{card} .match") == "a teapot on a <mark>wooden</mark> table"
+    page.fill("#search", "")
+    assert page.locator("#photo-grid .photo-card:not([hidden])").count() == 4
 
     # Find and replace with a preview, then undo.
     page.click("#bulk summary")
@@ -92,11 +148,11 @@ def test_dataset_studio_from_photos_to_train(page, tmp_path):
     page.click("#save-style")
     page.locator("#trigger-advice", has_text="Saved").wait_for()
     page.click("#insert-trigger")
-    page.locator("#bulk-result", has_text="Trigger word added: 3 captions changed").wait_for()
+    page.locator("#bulk-result", has_text="Trigger word added: 4 captions changed").wait_for()
     captions = page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)")
     assert all("TPOTZX" in c for c in captions), captions
-    assert page.locator("#counter").text_content() == "3 / 3 captioned"
-    page.locator("#health", has_text="3 / 3").wait_for()  # the health summary follows the edits
+    assert page.locator("#counter").text_content() == "4 / 4 captioned"
+    page.locator("#health", has_text="4 / 4").wait_for()  # the health summary follows the edits
     screenshot(page, "05-dataset-captioned")
 
     # Train: the launch page for this dataset.
@@ -117,13 +173,6 @@ def tiny_captioner(tmp_path, monkeypatch) -> str:
     return str(folder)
 
 
-def _caption_task_registered() -> bool:
-    import trainer.tasks
-
-    return hasattr(trainer.tasks, "caption_dataset_task")
-
-
-@pytest.mark.skipif(not _caption_task_registered(), reason="trainer/tasks.py does not import caption_dataset_task yet")
 def test_auto_captions_fill_the_grid_live(tiny_captioner, page, tmp_path):
     # tiny_captioner comes before page so the studio's worker starts with it in its environment.
     sign_up(page, "emil")
