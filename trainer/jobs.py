@@ -20,12 +20,14 @@ from django.utils import timezone
 from flux_studio import events, worker
 from flux_studio.models import WorkerHeartbeat
 from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, TrainingJob
-from trainer.presets import LIMITS, PRESETS, preset_settings
+from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_settings
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-SETTING_KEYS = ("steps", "learning_rate", "lora_rank", "batch_size", "resolution", "sample_every", "seed", "caption_dropout")
+SETTING_KEYS = ("steps", "learning_rate", "lora_rank", "batch_size", "resolution", "sample_every", "seed", "caption_dropout",
+                "memory_mode")
+CHOICES = {"memory_mode": tuple(MEMORY_MODES)}
 
 
 def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], sample_prompts: list[str]) -> dict[str, Any]:
@@ -42,22 +44,33 @@ def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], s
     for key, raw in overrides.items():
         if raw in (None, ""):
             continue
-        kind = float if isinstance(values[key], float) else int
         try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            errors[key] = f"{raw!r} is not a number"
-            continue
-        low, high = LIMITS[key]
-        if not low <= value <= high:
-            errors[key] = f"must be between {low} and {high}"
-        values[key] = value
+            values[key] = _clean_value(key, raw, values[key])
+        except ValueError as exc:
+            errors[key] = str(exc)
     if values["resolution"] % 16:
         errors["resolution"] = "must be a multiple of 16"
     if errors:
         raise ValidationError(errors)
     values["sample_prompts"] = [p.strip() for p in sample_prompts if p.strip()][:4]
     return values
+
+
+def _clean_value(key: str, raw: Any, default: Any) -> Any:
+    """One explicit setting, as the type of the preset's value; ValueError says what is wrong."""
+    if key in CHOICES:
+        if raw not in CHOICES[key]:
+            raise ValueError(f"{raw!r} is not one of {', '.join(CHOICES[key])}")
+        return raw
+    kind = float if isinstance(default, float) else int
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{raw!r} is not a number") from None
+    low, high = LIMITS[key]
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}")
+    return value
 
 
 def snapshot_of(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
@@ -133,8 +146,14 @@ def job_cancel(*, job: TrainingJob) -> bool:
     return bool(updated)
 
 
-def job_resume(*, job: TrainingJob) -> TrainingJob:
-    """Resume a canceled or failed job from its last checkpoint (same job, step count goes on)."""
+def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJob:
+    """Resume a canceled or failed job from its last checkpoint (same job, step count goes on).
+
+    `memory_mode` may switch a job that ran out of memory to "low": it computes the same steps,
+    so the checkpoint still fits (the engine checks the other settings did not change).
+    """
+    if memory_mode is not None and memory_mode not in MEMORY_MODES:
+        raise ValidationError({"memory_mode": f"{memory_mode!r} is not one of {', '.join(MEMORY_MODES)}"})
     with transaction.atomic():
         updated = TrainingJob.objects.filter(pk=job.pk, state__in=(JobState.CANCELED, JobState.FAILED)).update(
             state=JobState.QUEUED, cancel_requested=False, error="", error_hint="", finished_at=None, attempts=0
@@ -142,7 +161,12 @@ def job_resume(*, job: TrainingJob) -> TrainingJob:
         if not updated:
             raise ValidationError("only a canceled or failed job can be resumed")
         job.refresh_from_db()
-        publish_state(job, f"Resuming from step {job.checkpoint_step}.")
+        mode = ""
+        if memory_mode and memory_mode != job.config.get("memory_mode", "fast"):
+            job.config = {**job.config, "memory_mode": memory_mode}
+            job.save(update_fields=["config"])
+            mode = f" in {memory_mode} memory mode"
+        publish_state(job, f"Resuming from step {job.checkpoint_step}{mode}.")
         job_enqueue(job)
     return job
 

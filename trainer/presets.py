@@ -31,6 +31,13 @@ CPU_STEP_SCALE = {"tiny": 0.06, "demo": 0.2}
 DEFAULT_RESOLUTION = {"tiny": 64, "demo": 64}
 FLUX_RESOLUTION = 1024
 
+# How the engine spends GPU memory (trainer/engine/config.py MEMORY_MODES). Both compute the
+# same steps, so a job that ran out of memory can resume from its checkpoint in "low".
+MEMORY_MODES = {
+    "fast": "Fast: everything on the GPU in bf16 (FLUX.1 needs about 40 GB)",
+    "low": "Low memory: gradient checkpointing, offloading and a 4-bit base (fits 16–24 GB, about 30% slower)",
+}
+
 LIMITS = {
     "steps": (1, 20000),
     "learning_rate": (1e-6, 1e-2),
@@ -57,6 +64,7 @@ def preset_settings(preset: str, base_model: str) -> dict:
         "sample_every": max(10, steps // 4),
         "seed": 42,
         "caption_dropout": 0.05,
+        "memory_mode": "fast",
     }
 
 

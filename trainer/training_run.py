@@ -66,6 +66,7 @@ def engine_config(job: TrainingJob, work: Path, images: Path, *, resume: bool) -
         "batch_size": c["batch_size"],
         "seed": c["seed"],
         "caption_dropout": c.get("caption_dropout", 0.0),
+        "memory_mode": c.get("memory_mode", "fast"),  # jobs launched before the setting existed: fast
         "sample_prompts": c.get("sample_prompts", []),
         "sample_every": c.get("sample_every", 0),
         "checkpoint_every": max(1, min(c.get("sample_every") or 50, 100)),
@@ -201,6 +202,15 @@ def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> b
     return True
 
 
+def out_of_memory_hint(job: TrainingJob) -> str:
+    """What the person can do next; the dataset and checkpoints stay, so a resume loses nothing."""
+    if job.config.get("memory_mode", "fast") != "low":
+        return ("Resume in low-memory mode (it continues from the last checkpoint), or launch again with a smaller "
+                "resolution or batch size. The dataset and checkpoints are kept.")
+    return ("Already in low-memory mode: launch again with a smaller resolution, batch size or LoRA rank. "
+            "The dataset and checkpoints are kept.")
+
+
 def _store_outputs(job: TrainingJob, result: Any) -> dict[str, Any]:
     stored = {}
     for field, path in (("lora_file", result.lora_path), ("kohya_file", result.kohya_path), ("config_file", result.config_path)):
@@ -252,8 +262,8 @@ def _run_claimed(job: TrainingJob) -> None:
         return
     except engine.EngineError as exc:
         hint = getattr(exc, "hint", "") or ""
-        if isinstance(exc, getattr(engine, "OutOfMemoryError", ())) and not hint:
-            hint = "The GPU ran out of memory: choose the low-memory mode, a smaller resolution or batch size."
+        if isinstance(exc, engine.OutOfMemoryError) and not hint:
+            hint = out_of_memory_hint(job)
         log.warning("job %s failed: %s", job.pk, exc)
         _finish(job, JobState.FAILED, str(exc), error=str(exc), error_hint=hint[:300])
         return

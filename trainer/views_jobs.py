@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from trainer import jobs
 from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
-from trainer.presets import PRESETS, estimate_seconds, preset_settings
+from trainer.presets import MEMORY_MODES, PRESETS, estimate_seconds, preset_settings
 
 DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
 
@@ -57,7 +57,8 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
             presets.append({"preset": p, "values": values, "eta": estimate_seconds(values, base, photo_count)})
     return render(request, "trainer/job_launch.html", {
         "dataset": dataset, "presets": presets, "chosen": preset, "base": base, "bases": settings.BASE_MODELS,
-        "photo_count": photo_count, "error": error, "area": "training",
+        "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
+        "memory_mode": request.POST.get("memory_mode") or "fast",
         "default_prompt": f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "",
     })
 
@@ -88,7 +89,7 @@ def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 def job_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
     try:
-        jobs.job_resume(job=job)
+        jobs.job_resume(job=job, memory_mode=request.POST.get("memory_mode") or None)
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
     return redirect(job)

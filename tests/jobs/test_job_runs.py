@@ -167,3 +167,40 @@ def test_a_run_whose_job_was_taken_over_stops_and_leaves_the_job_alone(alice, ma
     assert job.step == 0 and job.checkpoint_step == 0 and not job.lora_file
     after = Event.objects.filter(topic=job.topic, id__gt=taken_at[0])
     assert not after.filter(kind__in=("progress", "checkpoint", "state")).exists()
+
+
+def test_out_of_memory_fails_with_advice_keeps_everything_and_resumes_in_low_memory(alice, make_dataset, monkeypatch):
+    """CUDA running out of memory mid-run (injected): FAILED with what to do, not a fake success."""
+    import torch
+
+    from flux_studio.models import Event
+    from trainer.engine import training
+
+    dataset = make_dataset(alice, n=2)
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny",
+                          overrides={"steps": 6, "sample_every": 2})
+    real_loss_of, calls = training.loss_of, []
+
+    def out_of_memory_at_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_loss_of(*args, **kwargs)
+
+    monkeypatch.setattr(training, "loss_of", out_of_memory_at_step_3)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "out of memory" in job.error and "Internal error" not in job.error
+    assert "low-memory mode" in job.error_hint and "checkpoints are kept" in job.error_hint
+    assert job.checkpoint_step == 2 and dataset.photos.count() == 2
+
+    monkeypatch.setattr(training, "loss_of", real_loss_of)
+    failed_at = Event.objects.filter(topic=job.topic).latest("id").id
+    jobs.job_resume(job=job, memory_mode="low")
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.error
+    after = Event.objects.filter(topic=job.topic, id__gt=failed_at)
+    assert any("low memory" in e.data.get("line", "") for e in after.filter(kind="log"))
+    steps = [s for e in after.filter(kind="progress") for s, _ in e.data["losses"]]
+    assert steps == [3, 4, 5, 6], "the step count goes on from the checkpoint after the failure"

@@ -38,7 +38,7 @@ def test_create_freezes_captions_and_puts_the_trigger_in_each(alice, make_datase
 
 @pytest.mark.parametrize("overrides, field", [
     ({"steps": "0"}, "steps"), ({"resolution": "70"}, "resolution"), ({"learning_rate": "fast"}, "learning_rate"),
-    ({"warp_speed": "9"}, "settings"),
+    ({"warp_speed": "9"}, "settings"), ({"memory_mode": "tiny-gpu"}, "memory_mode"),
 ])
 def test_bad_settings_are_refused_and_nothing_is_queued(alice, make_dataset, _no_real_queue, overrides, field):
     dataset = make_dataset(alice, n=1)
@@ -188,3 +188,18 @@ def test_bob_gets_404_for_alices_resume_continue_and_samples(alice, bob_client, 
     assert bob_client.get(reverse("trainer:job_sample", args=[finished.pk, sample.pk])).status_code == 404
     canceled.refresh_from_db()
     assert canceled.state == JobState.CANCELED and TrainingJob.objects.count() == 2
+
+
+def test_memory_mode_is_a_launch_setting_and_a_resume_may_switch_to_low(alice_client, alice, make_dataset):
+    dataset = make_dataset(alice, n=1)
+    page = alice_client.get(reverse("trainer:job_launch", args=[dataset.pk]))
+    assert b'name="memory_mode"' in page.content and b"Low memory" in page.content
+    alice_client.post(reverse("trainer:job_launch", args=[dataset.pk]), {"preset": "fast", "base_model": "tiny", "memory_mode": "low"})
+    assert TrainingJob.objects.get().config["memory_mode"] == "low"
+    default = jobs.job_create(owner=alice, dataset=dataset, base_model="tiny")
+    assert default.config["memory_mode"] == "fast"
+    TrainingJob.objects.filter(pk=default.pk).update(state=JobState.FAILED, error="out of memory on cuda:0")
+    assert b'id="resume-low-memory"' in alice_client.get(default.get_absolute_url()).content
+    alice_client.post(reverse("trainer:job_resume", args=[default.pk]), {"memory_mode": "low"})
+    default.refresh_from_db()
+    assert default.state == JobState.QUEUED and default.config["memory_mode"] == "low"
