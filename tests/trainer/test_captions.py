@@ -201,3 +201,35 @@ def test_the_caption_prompt_reaches_the_instruction_following_captioner(settings
     prompts.clear()
     caption_dataset_task.call_local(dataset.pk, None, True)
     assert prompts and all("Say what MIRAZX is doing" in t and "studio-wide" not in t for t in prompts)
+
+
+def test_the_captioner_is_freed_before_training_starts(captioner, alice, dataset, add_photo, monkeypatch):
+    from PIL import Image
+
+    import trainer.engine
+    from trainer import jobs
+    from trainer.engine.captioning import load_captioner, loading
+    from trainer.models import JobState
+    from trainer.training_run import run_training
+
+    add_photo(), add_photo()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    assert loading._CACHE  # the worker keeps the captioner loaded between captioning runs
+    held = load_captioner(captioner)
+
+    real_train, at_start = trainer.engine.train, []
+
+    def train_and_note_the_cache(config, hooks):  # the real training, noting what is loaded when it starts
+        at_start.append(len(loading._CACHE))
+        return real_train(config, hooks)
+
+    monkeypatch.setattr(trainer.engine, "train", train_and_note_the_cache)
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)  # run below, in this process
+    job = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny",
+                          overrides={"steps": 2, "sample_every": 0})
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert at_start == [0] and not loading._CACHE
+    with pytest.raises(RuntimeError, match="unloaded"):  # a captioner held from before cannot pin the memory
+        held.caption_batch([Image.new("RGB", (32, 32))])
