@@ -1,10 +1,12 @@
 """Captions per second, end to end (open photo, batch, generate, decode, style).
 
-    python bench/caption_speed.py                                # tiny offline models, CPU
+    python bench/caption_speed.py                                # tiny offline models (+ see below)
     python bench/caption_speed.py --model florence2 --device cuda    # real weights, if cached
     python bench/caption_speed.py --arch-only florence2-large --device cuda
 
---arch-only builds the real Florence-2 architecture from its config with random weights (no
+With no --model or --arch-only it times the tiny models and, when a CUDA GPU is visible, the
+default captioner's architecture (florence2-large, random weights) on it too (--no-arch skips
+that). --arch-only builds the real Florence-2 architecture from its config with random weights (no
 download): it times exactly what the default captioner costs on this GPU. Random weights never
 emit EOS, so every caption runs the full --max-new-tokens, a pessimistic but fixed length
 (a real <MORE_DETAILED_CAPTION> is ~60-120 tokens). Its tokenizer is the tiny one; the vocabulary
@@ -42,12 +44,17 @@ FLORENCE2_ARCHS = {
                             d_model=1024, layers=12, text_heads=16, ffn=4096),
 }
 
+# The architecture of the studio's default captioner (trainer.engine.captioning DEFAULT_CAPTIONER).
+DEFAULT_ARCH = "florence2-large"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="a captioner spec with real weights (preset, kind:path)")
     parser.add_argument("--arch-only", choices=sorted(FLORENCE2_ARCHS),
                         help="time a real-size Florence-2 built from its config, random weights")
+    parser.add_argument("--no-arch", action="store_true",
+                        help="with the tiny models, skip the florence2-large timing on a CUDA GPU")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1,8")
@@ -84,6 +91,12 @@ def _captioners(args: argparse.Namespace, tmp: Path):
         folder = build(tmp / f"tiny-{kind}")
         spec = f"{kind}:{folder}"
         yield f"tiny {kind}", load_captioner(spec, args.device, max_new_tokens=args.max_new_tokens)
+    if torch.cuda.is_available() and not args.no_arch:
+        # What the studio's default captioner costs on this GPU, without downloading it.
+        yield f"{DEFAULT_ARCH} (random weights)", _florence2_architecture(
+            DEFAULT_ARCH, "cuda", args.max_new_tokens or 96, tmp)
+    else:
+        print(f"{DEFAULT_ARCH}: skipped ({'--no-arch' if args.no_arch else 'no CUDA GPU visible'})")
 
 
 def _florence2_architecture(name: str, device: str, new_tokens: int, tmp: Path) -> Captioner:
