@@ -114,3 +114,21 @@ class WebhookAttempt(models.Model):
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class FileUpload(models.Model):
+    """One POST /files request: the photos it added, so its URL can be a training's `input_images`.
+
+    Like Replicate's file URLs: upload a zip once, then pass `urls.get` of the answer as a
+    training's input. The photos stay in their dataset; a training copies them.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_uploads")
+    dataset = models.ForeignKey("trainer.Dataset", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=255, blank=True)  # the uploaded file name(s), for people
+    photos = models.ManyToManyField("trainer.Photo", related_name="+")
+    rejected = models.JSONField(default=list, blank=True)  # [{"name": ..., "reason": ...}]
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]

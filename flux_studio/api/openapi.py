@@ -59,12 +59,18 @@ SCHEMAS: S = {
         "urls": obj({"get": URL, "download": URL}),
     }, ["id", "name", "dataset", "urls"], closed=False),
     "FileUploadResult": obj({
-        "dataset": ID, "files": {"type": "array", "items": ref("File")},
+        "id": ID, "name": {"type": "string"}, "dataset": ID, "files": {"type": "array", "items": ref("File")},
         "rejected": {"type": "array", "items": obj({"name": {"type": "string"}, "reason": {"type": "string"}})},
+        "created_at": STAMP,
+        "urls": obj({"get": {**URL, "description": "give it to POST /trainings as `input_images`"}}),
     }, ["dataset", "files", "rejected"], closed=False),
     "TrainingInput": obj({
+        "input_images": {"type": "string", "maxLength": 1000, "description": (
+            "the `urls.get` of a POST /files answer (e.g. an uploaded zip) or of one file; or, in a multipart "
+            "request, `input_images` file parts. Give one of input_images, files, dataset")},
         "dataset": {**ID, "description": "a dataset of yours, e.g. the one POST /files answered with"},
-        "files": {"type": "array", "items": ID, "minItems": 1, "maxItems": 200, "description": "file ids (copied into a new dataset)"},
+        "files": {"anyOf": [ID, {"type": "array", "items": ID, "minItems": 1, "maxItems": 200}],
+                  "description": "a file id or file ids (copied into a new dataset)"},
         "trigger_word": {"type": "string", "maxLength": 40},
         "autocaption": {"type": "boolean", "description": "caption photos without a caption on the GPU worker first, as the training's first stage"},
         "autocaption_prefix": {"type": "string", "maxLength": 200}, "autocaption_suffix": {"type": "string", "maxLength": 200},
@@ -196,6 +202,9 @@ PATHS: S = {
                        "dataset": {"type": "integer", "minimum": 1}}, ["file"])}},
                    description="Each file goes through the studio's photo checks. Lands in `dataset` or your 'API uploads' dataset."),
     },
+    "/files/uploads/{id}": {"parameters": [path_id()], "get": op(
+        "getFileUpload", "An upload (one POST /files): its files; its URL is a training's input_images",
+        {"200": json_response(ref("FileUploadResult"))})},
     "/files/{id}": {
         "parameters": [path_id()],
         "get": op("getFile", "Get a file", {"200": json_response(ref("File"))}),
@@ -204,7 +213,15 @@ PATHS: S = {
     "/files/{id}/download": {"parameters": [path_id()], "get": op("downloadFile", "Download the original", {"200": binary("the file")})},
     "/trainings": {
         "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))}, params=LIST_PARAMS),
-        "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")}, body=jbody("TrainingCreate")),
+        "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")},
+                   body={**jbody("TrainingCreate"), "multipart/form-data": {"schema": obj({
+                       "input": {"type": "string", "description": "the TrainingInput object as JSON text"},
+                       "input_images": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
+                       "webhook": WEBHOOK_FIELDS["webhook"],
+                       "webhook_events_filter": {"type": "string", "description": "e.g. start,completed"}},
+                       ["input", "input_images"])}},
+                   description="JSON, or multipart with the images (a zip) as `input_images` file parts; the answer "
+                               "then lists `rejected_files` with reasons."),
     },
     "/trainings/{id}": {"parameters": [path_id()], "get": op("getTraining", "Get a training", {"200": json_response(ref("Training"))})},
     "/trainings/{id}/cancel": {"parameters": [path_id()], "post": op("cancelTraining", "Cancel a training", {"200": json_response(ref("Training"))})},

@@ -73,16 +73,21 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(415, f"send JSON (Content-Type: application/json), not {content_type}")
     if not request.body:
         return {}
+    return json_object(request.body)
+
+
+def json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any]:
+    """Parse a JSON object (a body, or a multipart field holding JSON), refusing what cannot be stored."""
     try:
-        data = json.loads(request.body)
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+        raise ApiError(400, f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ApiError(400, "the JSON body is nested too deeply") from None
+        raise ApiError(400, f"{what} is nested too deeply") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object")
+        raise ApiError(400, f"{what} must be a JSON object")
     if _has_nul(data):  # PostgreSQL cannot store it; say so instead of failing on save
-        raise ApiError(422, "text in the body may not contain NUL (\\u0000) characters")
+        raise ApiError(422, f"text in {what} may not contain NUL (\\u0000) characters")
     return data
 
 

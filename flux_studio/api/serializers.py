@@ -12,6 +12,7 @@ from typing import Any
 from django.urls import reverse
 
 from flux_studio.api.common import Urls, iso
+from flux_studio.api.models import FileUpload
 from flux_studio.models import Event
 from gallery.models import GalleryModel, Generation, GenerationState
 from trainer.models import JobState, Photo, TrainingJob
@@ -128,6 +129,19 @@ def file_object(photo: Photo, urls: Urls) -> dict[str, Any]:
         "warnings": photo.warnings,
         "created_at": iso(photo.created_at),
         "urls": {"get": urls.api("file", photo.pk), "download": urls.api("file_download", photo.pk)},
+    }
+
+
+def upload_object(upload: FileUpload, urls: Urls, rejected: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """One POST /files request; `urls.get` is what a training's `input_images` takes."""
+    return {
+        "id": upload.pk,
+        "name": upload.name,
+        "dataset": upload.dataset_id,
+        "files": [file_object(photo, urls) for photo in upload.photos.order_by("pk")],
+        "rejected": upload.rejected if rejected is None else rejected,
+        "created_at": iso(upload.created_at),
+        "urls": {"get": urls.api("file_upload", upload.pk)},
     }
 
 

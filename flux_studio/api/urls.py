@@ -11,6 +11,7 @@ urlpatterns = [
     path("tokens/webhook-secret/rotate/", views_pages.webhook_secret_rotate_view, name="webhook_secret_rotate"),
     path("account", views_pages.account, name="account"),
     path("files", views_files.files, name="files"),
+    path("files/uploads/<int:pk>", views_files.file_upload, name="file_upload"),
     path("files/<int:pk>", views_files.file_detail, name="file"),
     path("files/<int:pk>/download", views_files.file_download, name="file_download"),
     path("trainings", views_trainings.trainings, name="trainings"),

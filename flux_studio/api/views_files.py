@@ -4,8 +4,9 @@ A file is a photo in one of your datasets. POST /files takes one or more images 
 (multipart, field `file`, repeatable) and runs them through the studio's photo ingest (the same
 checks as the browser: really an image, not a bomb, big enough, not a duplicate). They land in
 the dataset named by the `dataset` form field, or in your "API uploads" dataset. The answer lists
-the accepted files and, per rejected file, the reason; the dataset id can be given to
-POST /trainings directly.
+the accepted files and, per rejected file, the reason. Its `urls.get` (GET /files/uploads/<id>)
+can be given to POST /trainings as `input_images`, like a Replicate file URL; the dataset id and
+the file ids can be given too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from django.shortcuts import get_object_or_404
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, paginated, parse_id
 from flux_studio.api.problems import ApiError, field_error
-from flux_studio.api.serializers import file_object
+from flux_studio.api.models import FileUpload
+from flux_studio.api.serializers import file_object, upload_object
+from flux_studio.api.uploads import ingest_uploads
 from flux_studio.files import serve_file
 from trainer.datasets import dataset_create, photos_delete
 from trainer.models import Dataset, Photo
-from trainer.photos import upload_ingest
 
 API_DATASET_NAME = "API uploads"
 MAX_FILES_PER_REQUEST = 50
@@ -56,22 +58,24 @@ def _upload(request: HttpRequest, urls: Urls) -> JsonResponse:
         raise field_error("file", f"at most {MAX_FILES_PER_REQUEST} files per request (a .zip counts as one)")
     with transaction.atomic():
         dataset = _target_dataset(request)
-    accepted, rejected = [], []
-    for upload in uploads:
-        for outcome in upload_ingest(dataset=dataset, upload=upload, name=upload.name or "upload", size=upload.size or 0):
-            if outcome.ok:
-                accepted.append(file_object(outcome.photo, urls))
-            else:
-                rejected.append({"name": outcome.name, "reason": outcome.reason})
-    status = 201 if accepted else 422
-    body = {"dataset": dataset.pk, "files": accepted, "rejected": rejected}
-    if not accepted:
+    photos, rejected = ingest_uploads(dataset, uploads)
+    if not photos:
         # Still a problem document, with the per-file reasons, so a script sees why at once.
         reasons = "; ".join(f"{r['name']}: {r['reason']}" for r in rejected)
         return JsonResponse({"type": "https://flux-studio.local/problems/validation", "title": "Invalid input",
-                             "status": 422, "detail": f"no file was accepted ({reasons})", **body},
+                             "status": 422, "detail": f"no file was accepted ({reasons})",
+                             "dataset": dataset.pk, "files": [], "rejected": rejected},
                             status=422, content_type="application/problem+json")
-    return JsonResponse(body, status=status)
+    upload = FileUpload.objects.create(owner=request.user, dataset=dataset, rejected=rejected,
+                                       name=", ".join(u.name or "upload" for u in uploads)[:255])
+    upload.photos.set(photos)
+    return JsonResponse(upload_object(upload, urls), status=201)
+
+
+@api_view(("GET",))
+def file_upload(request: HttpRequest, pk: int) -> HttpResponse:
+    upload = get_object_or_404(FileUpload, pk=pk, owner=request.user)
+    return JsonResponse(upload_object(upload, Urls(request)))
 
 
 def _own_photo(request: HttpRequest, pk: int) -> Photo:

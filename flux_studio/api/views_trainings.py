@@ -6,17 +6,20 @@ thing, and trainings launched in the browser are listed here too.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
-from flux_studio.api.common import Urls, check_keys, number, paginated
-from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
+from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
+from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body, json_object
 from flux_studio.api.serializers import TRAINING_DOWNLOADS, training_object
 from flux_studio.api.training_input import AUTOCAPTION_KEYS, autocaption_flag, dataset_for_training
 from flux_studio.api.webhooks import parse_webhook, webhook_register
@@ -26,7 +29,7 @@ from trainer.models import TrainingJob
 from trainer.presets import LIMITS, PRESETS
 
 INPUT_KEYS = (
-    "dataset", "files", "trigger_word", "preset", "base_model", "name", "steps", "learning_rate", "lora_rank",
+    "dataset", "files", "input_images", "trigger_word", "preset", "base_model", "name", "steps", "learning_rate", "lora_rank",
     "batch_size", "resolution", "caption_dropout_rate", "seed", "sample_prompts", "sample_every", *AUTOCAPTION_KEYS,
 )
 # API input name -> (service setting name, type)
@@ -71,8 +74,45 @@ def _launch_options(data: dict[str, Any]) -> dict[str, Any]:
     return {"preset": preset, "base_model": base, "sample_prompts": prompts, "name": name.strip()}
 
 
+def _multipart_body(request: HttpRequest) -> tuple[dict[str, Any], list[UploadedFile]]:
+    """A multipart create: `input` (the JSON input), optional `webhook` and
+    `webhook_events_filter` (JSON list) fields, and `input_images` file parts (a zip or images)."""
+    check_keys(request.POST, ("input", "webhook", "webhook_events_filter"), where="form")
+    check_keys(request.FILES, ("input_images",), where="file part")
+    body: dict[str, Any] = {"input": json_object(request.POST.get("input") or "{}", "the `input` field")}
+    if "webhook" in request.POST:
+        body["webhook"] = request.POST["webhook"]
+    if "webhook_events_filter" in request.POST:
+        body["webhook_events_filter"] = _events_field(request.POST["webhook_events_filter"].strip())
+    uploads = request.FILES.getlist("input_images")
+    if not uploads:
+        raise field_error("input_images", "attach the zip (or images) as `input_images` file parts")
+    return body, uploads
+
+
+def _events_field(raw: str) -> Any:
+    """"start,completed" (easy with curl -F) or a JSON list; parse_webhook checks the names."""
+    if not raw.startswith("["):
+        return [event.strip() for event in raw.split(",") if event.strip()]
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise field_error("webhook_events_filter", "a JSON list or comma-separated event names") from None
+
+
+def _request_body(request: HttpRequest) -> tuple[dict[str, Any], list[UploadedFile]]:
+    if (request.content_type or "").startswith("multipart/form-data"):
+        return _multipart_body(request)
+    return json_body(request), []
+
+
+def _hosts(request: HttpRequest) -> set[str]:
+    """Host names under which this studio's own URLs may arrive in `input_images`."""
+    return {request.get_host().lower(), urlsplit(public_base_url()).netloc.lower()}
+
+
 def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
-    body = json_body(request)
+    body, uploads = _request_body(request)
     check_keys(body, ("input", "webhook", "webhook_events_filter"), where="body")
     data = body.get("input")
     if not isinstance(data, dict):
@@ -84,14 +124,17 @@ def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
     autocaption = autocaption_flag(data)
     # One transaction: a copied dataset never outlives a refused launch.
     with transaction.atomic():
-        dataset = dataset_for_training(owner=request.user, data=data)
+        dataset, rejected = dataset_for_training(owner=request.user, data=data, uploads=uploads, hosts=_hosts(request))
         try:
             job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, autocaption=autocaption, **options)
         except ValidationError as exc:
             raise from_validation_error(exc, field_map=FIELD_MAP) from None
         if hook:
             webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
-    return JsonResponse(training_object(job, urls), status=201)
+    answer = training_object(job, urls)
+    if uploads:
+        answer["rejected_files"] = rejected  # files of the request that did not pass the photo checks
+    return JsonResponse(answer, status=201)
 
 
 @api_view(("GET", "POST"))
