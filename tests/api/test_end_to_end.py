@@ -60,3 +60,25 @@ def test_train_wait_generate(start_worker, alice, monkeypatch):
         assert len(body["output"]) == 2 and body_of(api.get(body["output"][0]))[:4] == b"\x89PNG"
     finally:
         receiver.server.shutdown()
+
+
+def test_prefer_wait_answers_with_the_finished_prediction(start_worker, alice):
+    """A real GPU worker finishes within the wait: the POST itself answers succeeded, with image URLs."""
+    from flux_studio.api.tokens import token_create
+
+    gpu = start_worker("gpu")
+    api = ApiClient(token_create(owner=alice, name="wait")[1])
+    request = {"input": {"prompt": "a red circle", "base_model": "tiny", "steps": 2, "width": 64, "height": 64, "seed": 1}}
+    # The first prediction loads the base (can take long on a busy machine): wait for it by polling.
+    first = api.post("/api/v1/predictions", request).json()
+    warm = wait_for(lambda: (p := api.get(first["urls"]["get"]).json())["status"] in ("succeeded", "failed") and p,
+                    timeout=240, interval=0.5, message=f"warm-up prediction did not finish: {gpu.output()[-2000:]}")
+    assert warm["status"] == "succeeded", (warm["error"], gpu.output()[-3000:])
+
+    request["input"].update(seed=2, num_outputs=2)
+    response = api.post("/api/v1/predictions", request, headers={"Prefer": "wait=60"})
+    assert response.status_code == 201 and response["Preference-Applied"] == "wait=60"
+    body = response.json()
+    assert body["status"] == "succeeded", (body, gpu.output()[-3000:])
+    assert body["completed_at"] and body["metrics"]["seeds"] == [2, 3] and len(body["output"]) == 2
+    assert body_of(api.get(body["output"][1]))[:4] == b"\x89PNG"
