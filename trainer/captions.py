@@ -98,7 +98,7 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
 def caption_prompt(dataset: Dataset) -> str:
     """The dataset's caption prompt, else the studio's CAPTION_PROMPT, else "" (the engine's
     default instruction)."""
-    return dataset.caption_prompt.strip() or getattr(settings, "CAPTION_PROMPT", "").strip()
+    return dataset.caption_prompt.strip() or settings.CAPTION_PROMPT.strip()
 
 
 def _load_with_prompt(spec: str, prompt: str) -> Any:

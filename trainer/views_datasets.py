@@ -90,7 +90,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "style_form": CaptionStyleForm(instance=dataset), "advice": trigger_advice(dataset.trigger_word),
         "trigger_help": TRIGGER_ADVICE, "counts": _counts(dataset), "area": "datasets",
         "default_captioner": settings.CAPTIONER, "captioner_choices": CAPTIONER_SUGGESTIONS,
-        "default_caption_prompt": getattr(settings, "CAPTION_PROMPT", "") or DEFAULT_VLM_PROMPT,
+        "default_caption_prompt": settings.CAPTION_PROMPT or DEFAULT_VLM_PROMPT,
         "florence_tasks": FLORENCE_TASKS,
         "template_caption": datasets.template_text(dataset),
         "max_photo_mb": settings.MAX_PHOTO_MB, "max_photos": settings.MAX_PHOTOS_PER_DATASET,
