@@ -3,7 +3,8 @@
 Sign up, drop photos of a pet into the dataset studio, edit captions, pick a trigger word, train
 the tiny base for a few steps while watching it live, generate with the trigger word, publish with
 that image as the cover; then an anonymous visitor finds the model by search, downloads the LoRA
-and clicks "Try it". A screenshot at each step lands in artifacts/screenshots/08-journey-*.png.
+and clicks "Try it". A screenshot at each step lands in artifacts/screenshots/08-journey-*.png,
+including one taken while the training runs and one of the finished download.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from safetensors import safe_open
 
-from tests.browser.conftest import screenshot, sign_up
+from tests.browser.conftest import ARTIFACTS, screenshot, sign_up
 from tests.browser.test_dataset_studio import DROP_JS
 from trainer.models import TrainingJob
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TRIGGER = "zqxpet"
-STEPS, SAMPLE_EVERY = 12, 6
+# Enough steps (about 0.1 s each on a CPU) that the page can be caught mid-training for its screenshot.
+STEPS, SAMPLE_EVERY = 60, 30
 # (fur, background, eye) colours and where the cat sits: four different photos of "the pet".
 CATS = [((230, 140, 40), (40, 70, 160), (60, 200, 60), (130, 150)),
         ((40, 40, 40), (220, 210, 180), (240, 200, 30), (210, 190)),
@@ -62,12 +64,15 @@ def cat_photo(path: Path, n: int) -> Path:
 
 def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, tmp_path):
     shot = iter(range(1, 100))
+    for old in ARTIFACTS.glob("08-journey-*.png"):  # numbers shift when steps are added: no stale files
+        old.unlink()
 
     def snap(pg, step: str) -> None:
         screenshot(pg, f"08-journey-{next(shot):02d}-{step}")
 
     # 1. Sign up and create a dataset.
     sign_up(page, "pat")
+    snap(page, "signed-up")
     page.fill("#id_name", "My cat")
     page.click("text=Create dataset")
     page.wait_for_selector("#dropzone")
@@ -118,7 +123,14 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     page.wait_for_url(re.compile(r".*/trainings/\d+/$"))
     job_url = page.url
 
-    # 6. Watch it live: the bar runs to the end, a sample image appears, the state turns succeeded.
+    # 6. Watch it live: the bar moves (a screenshot mid-run), a sample image appears, the state
+    # turns succeeded.
+    running = ("document.getElementById('job-state').dataset.state === 'training' && "
+               "document.getElementById('progress').value >= 10")  # a stretch of loss curve to show
+    page.wait_for_function(running, timeout=180_000)
+    snap(page, "training-live")
+    live_step = page.eval_on_selector("#progress", "p => p.value")
+    assert 10 <= live_step < STEPS, live_step
     page.wait_for_selector("#samples figure img", timeout=180_000)
     page.wait_for_selector("#job-state[data-state=succeeded]", timeout=180_000)
     assert page.eval_on_selector("#progress", "p => p.value") == STEPS
@@ -134,6 +146,7 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     page.fill("#id_steps", "4")
     page.click("#generate-button")
     page.wait_for_url(re.compile(r".*/generate/\d+/$"))
+    snap(page, "generating")
     page.wait_for_selector("#gen-images img", timeout=120_000)
     page.wait_for_function("document.getElementById('result').dataset.state === 'succeeded'", timeout=60_000)
     image = page.request.get(page.get_attribute("#gen-images img", "src")).body()
@@ -144,6 +157,7 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     page.goto(job_url)
     page.click("#publish")
     page.wait_for_url("**/gallery/publish/*/")
+    snap(page, "publish-page")
     page.locator("#add-examples input[name=image]").first.check()
     page.click("#add-examples button[value=add]")
     ours = page.locator(".examples figure.example", has_text=gen_prompt)
@@ -188,6 +202,8 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     with safe_open(str(path), framework="np") as f:
         keys = list(f.keys())
     assert any(".lora_A." in k for k in keys) and any(".lora_B." in k for k in keys), keys[:5]
+    other.locator("#downloads").scroll_into_view_if_needed()
+    snap(other, "visitor-downloaded")
 
     # 11. "Try it": generation needs an account, so the login page keeps the LoRA in `next` ...
     other.click("#try-it")
