@@ -2,6 +2,8 @@
 
     python bench/train_speed.py                      # 60 steps, prints s/step=... peak_rss_mb=...
     python bench/train_speed.py --export-base DIR    # also keep the exact base as a diffusers folder
+    python bench/train_speed.py --make-data IMGS     # only draw the 8 images and captions
+    python bench/train_speed.py --base DIR --data IMGS   # train on an exported base and that folder
 
 The base: 2 double + 4 single blocks, 4 heads x 64, text width 128 (CLIP and T5), 16-channel
 VAE, random but seeded weights (`trainer.engine.tiny.SMALL_SPEC`). The run: 8 images at 256x256
@@ -126,6 +128,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--export-base", type=Path, help="write the base trained on here (diffusers folder)")
+    parser.add_argument("--base", type=Path, help="train on this exported base instead of building one")
+    parser.add_argument("--data", type=Path, help="train on this image folder instead of drawing --images")
+    parser.add_argument("--make-data", type=Path, help="only draw the bench images (and captions) into this folder")
     parser.add_argument("--compare", action="store_true", help="also time an emulated diffusers-example step")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (less memory, slower)")
@@ -135,13 +140,18 @@ def main() -> None:
     if args.compare:
         compare_steps(args.rank)
         return
+    if args.make_data:
+        args.make_data.mkdir(parents=True, exist_ok=True)
+        make_images(args.make_data, args.images, args.resolution)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base = export_base(args.export_base or work / "base")
-        images = work / "images"
-        images.mkdir()
-        make_images(images, args.images, args.resolution)
+        base = args.base or export_base(args.export_base or work / "base")
+        images = args.data or work / "images"
+        if not args.data:
+            images.mkdir()
+            make_images(images, args.images, args.resolution)
         config = TrainConfig(
             base=str(base), images_dir=str(images), output_dir=str(work / "out"), trigger_word="sks",
             steps=args.steps, resolution=args.resolution, lora_rank=args.rank, batch_size=1, learning_rate=1e-4,

@@ -11,12 +11,13 @@ import dataclasses
 import gc
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .batches import BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
+from .batches import Batch, BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
 from .cache import CachedDataset, build_cache
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -94,7 +95,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
 
         run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler)
-        plan = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed)
+        plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
         val_set = validation_batches(cache, cfg.val_timesteps, cfg.seed) if cfg.val_every else []
         if val_set and step == 0:
             val_losses.append((0, validation_loss(transformer, val_set, cfg.guidance, device, dtype)))
@@ -111,21 +112,12 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 break
             step += 1
             started = time.perf_counter()
-            step_loss = 0.0
-            for micro in range(cfg.grad_accum):
-                k = (step - 1) * cfg.grad_accum + micro  # global micro-batch index: picks data and noise
-                batch = make_batch(
-                    cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
-                    sampling=cfg.timestep_sampling, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
-                )  # fmt: skip
-                loss = loss_of(transformer, batch.to(device, dtype), cfg.guidance)
-                (loss / cfg.grad_accum).backward()  # average the gradient over micro-batches
-                step_loss += loss.item() / cfg.grad_accum
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)  # one bad batch cannot wreck the adapter
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            micro_batches = (
+                make_batch(cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
+                           sampling=cfg.timestep_sampling, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)
+                for k in range((step - 1) * cfg.grad_accum, step * cfg.grad_accum)  # global micro-batch index k
+            )  # fmt: skip
+            step_loss = optimizer_step(transformer, micro_batches, cfg.grad_accum, update)
             losses.append(step_loss)
             durations.append(time.perf_counter() - started)
 
@@ -163,6 +155,34 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+@dataclasses.dataclass
+class Update:
+    """How one optimizer step updates the adapter (shared with bench/gpu_train_speed.py)."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    guidance: float | None
+    max_grad_norm: float
+    device: torch.device
+    dtype: torch.dtype
+
+
+def optimizer_step(transformer: torch.nn.Module, micro_batches: Iterable[Batch], count: int, update: Update) -> float:
+    """One optimizer step over `count` micro-batches (gradient accumulation); returns the mean loss."""
+    step_loss = 0.0
+    for batch in micro_batches:
+        loss = loss_of(transformer, batch.to(update.device, update.dtype), update.guidance)
+        (loss / count).backward()  # average the gradient over micro-batches
+        step_loss += loss.item() / count
+    if update.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(update.params, update.max_grad_norm)  # one bad batch cannot wreck the adapter
+    update.optimizer.step()
+    update.scheduler.step()
+    update.optimizer.zero_grad(set_to_none=True)
+    return step_loss
 
 
 def out_of_memory_advice(cfg: TrainConfig, device: torch.device) -> str:
@@ -228,6 +248,11 @@ class _Run:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: Any
+
+    @property
+    def update(self) -> Update:
+        cfg = self.cfg
+        return Update(self.params, self.optimizer, self.scheduler, cfg.guidance, cfg.max_grad_norm, self.device, self.dtype)
 
     @property
     def scale(self) -> float:

@@ -1,0 +1,43 @@
+"""bench/gpu_train_speed.py runs its real code path on the CPU with a small variant of its builder.
+
+No GPU here: the FLUX.1-dev build is checked on the meta device (shapes only, no memory), and the
+whole training path (engine LoRA, engine optimizer step, FLOP count, timing) runs at small size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_train_speed.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_train_speed", BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_train_speed"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_flux_dev_architecture_is_the_real_one(bench: ModuleType) -> None:
+    model = bench.build_transformer("flux-dev", torch.device("meta"), torch.bfloat16)
+    assert (len(model.transformer_blocks), len(model.single_transformer_blocks)) == (19, 38)
+    assert model.config.num_attention_heads * model.config.attention_head_dim == 3072
+    assert model.config.guidance_embeds and next(model.parameters()).dtype == torch.bfloat16
+    assert 11.8e9 < sum(p.numel() for p in model.parameters()) < 12.0e9  # FLUX.1-dev: 11.9B
+
+
+@pytest.mark.parametrize("mode", ["fast", "low"])
+def test_the_small_variant_trains_and_reports_on_the_cpu(bench: ModuleType, mode: str) -> None:
+    result = bench.run("small", 64, mode, device="cpu", max_seq=16, steps=1, warmup=1)
+    assert result.lora_moved  # the engine's optimizer step really updated the adapter
+    assert result.s_per_step > 0 and result.flops_per_step > 1e8 and result.tflops > 0
+    assert result.peak_vram_gb is None and result.optimizer == "AdamW"
