@@ -15,6 +15,7 @@ urlpatterns = [
     path("generate/", views_generate.generate, name="generate"),
     path("generate/history/", views_generate.generation_history, name="generation_history"),
     path("generate/<int:pk>/", views_generate.generation_detail, name="generation_detail"),
+    path("generate/<int:pk>/queue/", views_generate.generation_queue, name="generation_queue"),
     path("generate/<int:pk>/cancel/", views_generate.generation_cancel, name="generation_cancel"),
     path("generate/<int:pk>/delete/", views_generate.generation_delete, name="generation_delete"),
     path("generate/<int:pk>/images/<int:image_pk>/", views_generate.generation_image, name="generation_image"),

@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -110,6 +110,18 @@ def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("no such generation")
     values, refs = _initial_from_generation(generation)
     return _page(request, GenerationForm(initial=values), refs, generation=generation)
+
+
+@login_required
+def generation_queue(request: HttpRequest, pk: int) -> JsonResponse:
+    """Where a queued generation stands now: the page refreshes its wait estimate from this
+    while it waits (a running training's progress is in the database, not on this page's topic)."""
+    generation = selectors.generation_of(request.user, pk)
+    if generation is None:
+        raise Http404("no such generation")
+    if generation.state != GenerationState.QUEUED:
+        return JsonResponse({"state": generation.state})
+    return JsonResponse({"state": generation.state, **selectors.queue_info(generation)})
 
 
 @login_required

@@ -129,17 +129,50 @@
     images.append(fig);
   }
 
-  function showQueue(q) {
+  // The wait estimate stays live while the generation waits: it counts down every second from
+  // the last estimate, and a fresh one (the running training's step and ETA as the worker last
+  // wrote them) is fetched every few seconds, besides the queue events on this page's topic.
+  const QUEUE_REFRESH_MS = 5000;
+  let queueInfo = null;
+  let queueAt = 0;
+
+  function renderQueue() {
+    if (!queueInfo || result.dataset.state !== "queued") return;
+    const q = queueInfo;
+    const gone = (Date.now() - queueAt) / 1000;
     let text = q.ahead ? `Position ${q.position} in line (${q.ahead} ahead of you).` : "Next in line.";
     if (q.training) {
-      text += ` The GPU is busy with a training (step ${q.training.step}/${q.training.total}, about ${duration(q.training.eta_s)} left);` +
-        " generations run as soon as it finishes.";
+      const left = Math.max(0, q.training.eta_s - gone);
+      text += ` The GPU is busy with a training (step ${q.training.step}/${q.training.total}, ` +
+        (left > 0 ? `about ${duration(left)} left);` : "finishing);") + " generations run as soon as it finishes.";
     }
     if (!q.gpu_workers) text += " No GPU worker is running right now.";
-    if (q.wait_s > 0) text += ` Expected to start in about ${duration(q.wait_s)}.`;
+    const wait = q.wait_s - gone;
+    if (q.wait_s > 0) text += wait > 0 ? ` Expected to start in about ${duration(wait)}.` : " Expected to start any moment now.";
     queueLine.textContent = text;
     queueLine.hidden = false;
   }
+
+  function showQueue(q) {
+    queueInfo = q;
+    queueAt = Date.now();
+    renderQueue();
+  }
+
+  async function refreshQueue() {
+    if (result.dataset.state !== "queued" || document.hidden) return;
+    try {
+      const response = await fetch(result.dataset.queueUrl, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const q = await response.json();
+      if (q.state === "queued" && result.dataset.state === "queued") showQueue(q);
+    } catch (err) {
+      // A missed refresh is harmless: the countdown goes on and the next one retries.
+    }
+  }
+
+  setInterval(renderQueue, 1000);
+  setInterval(refreshQueue, QUEUE_REFRESH_MS);
 
   function setState(state) {
     result.dataset.state = state;

@@ -1,4 +1,5 @@
-"""In Chromium: prompt with a tiny LoRA, watch progress live, see the image, repeat the seed, same image."""
+"""In Chromium: prompt with a tiny LoRA, watch progress live, see the image, repeat the seed, same image;
+and a generation waiting behind a training says so, with an estimate that stays live."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
+from django.utils import timezone
 
-from tests.browser.conftest import screenshot, sign_up
+from tests.browser.conftest import LiveStudio, screenshot, sign_up
 from tests.gallery.conftest import make_lora
 from trainer.models import JobState, TrainingJob
 
@@ -62,3 +64,45 @@ def test_generate_with_a_lora_and_repeat_the_seed(page, studio, tmp_path):
     screenshot(page, "generate-02-same-seed")
     page.goto("/generate/history/")
     assert page.locator("table.history tbody tr").count() == 2
+
+
+@pytest.fixture
+def studio_without_worker(transactional_db, tmp_path):
+    """The web server only: a generation stays queued, as behind a long training on one GPU."""
+    live = LiveStudio(tmp_path).start(worker=False)
+    yield live
+    live.stop()
+
+
+def test_waiting_behind_a_training_says_so_and_stays_live(chromium, studio_without_worker, django_user_model):
+    context = chromium.new_context(base_url=studio_without_worker.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    sign_up(page, "wendy")
+    other = django_user_model.objects.create_user("trainer-user", password="x" * 12)
+    running = TrainingJob.objects.create(owner=other, name="long run", state=JobState.TRAINING, base_model="tiny",
+                                         trigger_word="zqx", config={"seed": 1}, total_steps=500, step=100, it_per_s=2.0, eta_seconds=50.0,
+                                         started_at=timezone.now())
+    page.goto("/generate/")
+    page.fill("#id_prompt", "a red circle")
+    page.click("#generate-button")
+    page.wait_for_url(re.compile(r".*/generate/\d+/$"))
+    queue = page.locator("#gen-queue")
+    queue.filter(has_text="The GPU is busy with a training (step 100/500, about").wait_for()
+    text = queue.text_content()
+    assert "generations run as soon as it finishes" in text and "Expected to start in about" in text, text
+    assert "No GPU worker is running right now." in text
+    screenshot(page, "generate-03-waiting-for-training")
+
+    # The estimate counts down between updates ...
+    first_left = int(re.search(r"about (\d+) s left", text).group(1))
+    page.wait_for_function(
+        "n => { const m = /about (\\d+) s left/.exec(document.getElementById('gen-queue').textContent);"
+        " return m && Number(m[1]) < n; }", arg=first_left)
+    # ... and follows the training's progress as the worker records it.
+    TrainingJob.objects.filter(pk=running.pk).update(step=450, eta_seconds=25.0)
+    queue.filter(has_text="step 450/500").wait_for()
+    page.click("#cancel-form button")
+    page.wait_for_function("document.getElementById('result').dataset.state === 'canceled'")
+    assert queue.is_hidden()
+    context.close()

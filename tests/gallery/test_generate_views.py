@@ -160,3 +160,19 @@ def test_web_code_never_imports_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_queue_endpoint_gives_the_owner_a_fresh_estimate(alice_client, bob_client, alice, bob, make_job):
+    training = make_job(bob, state=JobState.TRAINING)
+    type(training).objects.filter(pk=training.pk).update(step=10, total_steps=50, it_per_s=1.0, eta_seconds=40.0)
+    g = Generation.objects.create(owner=alice, prompt="p", base_model="tiny", seed=1, steps=3, guidance=1.0, width=64, height=64)
+    url = reverse("gallery:generation_queue", args=[g.pk])
+    body = alice_client.get(url).json()
+    assert body["state"] == "queued" and body["training"]["step"] == 10 and body["wait_s"] >= 40
+    type(training).objects.filter(pk=training.pk).update(step=45, eta_seconds=5.0)
+    assert alice_client.get(url).json()["training"] == {"step": 45, "total": 50, "eta_s": 5, "it_per_s": 1.0}
+    assert bob_client.get(url).status_code == 404
+    Generation.objects.filter(pk=g.pk).update(state=GenerationState.RUNNING)
+    assert alice_client.get(url).json() == {"state": "running"}
+    page = alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+    assert f'data-queue-url="{url}"' in page
