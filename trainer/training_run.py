@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from flux_studio import events, worker
 from flux_studio.models import Event
+from trainer import checkpoint_store
 from trainer.jobs import job_claim, publish_state
 from trainer.models import CaptionSource, JobState, TrainingJob, TrainingSample
 
@@ -140,7 +141,21 @@ class JobHooks:
         events.publish(self.job.topic, "sample", {"step": step, "prompt": prompt, "url": url, "id": sample.pk})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
+        # Storage first, then the row: `checkpoint_step` only ever names a checkpoint that any
+        # worker can fetch. If storage fails, the older stored one stays the one to resume from.
+        if not mine(self.job, self.worker_id).exists():
+            raise JobTakenOver(f"job {self.job.pk} is no longer held by worker {self.worker_id}")
+        try:
+            checkpoint_store.upload(self.job, step, Path(path))
+        except Exception as exc:
+            log.warning("job %s: storing the checkpoint of step %s failed", self.job.pk, step, exc_info=True)
+            self.on_log(f"The checkpoint of step {step} could not be copied to storage ({exc}); only this machine has it.")
+            return
         self.update(checkpoint_step=step)
+        try:
+            checkpoint_store.prune(self.job, keep_step=step)
+        except Exception:
+            log.warning("job %s: removing older stored checkpoints failed", self.job.pk, exc_info=True)
         events.publish(self.job.topic, "checkpoint", {"step": step})
 
     def update(self, **fields: Any) -> None:
@@ -160,6 +175,26 @@ class JobHooks:
 
     def cancel_requested(self) -> bool:
         return TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+
+
+def checkpoint_here(job: TrainingJob, hooks: JobHooks, out: Path) -> bool:
+    """Whether the engine can resume: the job's checkpoint is in this WORK_DIR, or fetched into it.
+
+    A job resumed or recovered on another machine finds no local checkpoint; without the fetch it
+    would start again at step 0 while its page said "resuming from step N".
+    """
+    from trainer.engine.checkpoint import checkpoint_root, latest_checkpoint
+
+    latest = latest_checkpoint(out)
+    local_step = int(latest.name.rsplit("-", 1)[1]) if latest else 0
+    wanted = job.checkpoint_step
+    if wanted > local_step:
+        if checkpoint_store.fetch(job, wanted, checkpoint_root(out)) is not None:
+            hooks.on_log(f"Fetched the checkpoint of step {wanted} from storage.")
+            return True
+        hooks.on_log(f"The checkpoint of step {wanted} is neither on this machine nor in storage: "
+                     + (f"resuming from step {local_step} instead." if local_step else "starting again from step 0."))
+    return latest is not None
 
 
 def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
@@ -254,7 +289,7 @@ def _run_claimed(job: TrainingJob) -> None:
     work = job_work_dir(job)
     try:
         images = materialize_dataset(job, work / "dataset")
-        resume = any((work / "out" / "checkpoints").glob("step-*"))
+        resume = checkpoint_here(job, hooks, work / "out")
         config = engine.TrainConfig.from_dict(engine_config(job, work, images, resume=resume))
         result = engine.train(config, hooks)
     except JobTakenOver as exc:
@@ -282,4 +317,8 @@ def _run_claimed(job: TrainingJob) -> None:
         _finish(job, JobState.CANCELED, f"Canceled at step {result.final_step}; checkpoint kept.", step=result.final_step)
         return
     stored = _store_outputs(job, result)
-    _finish(job, JobState.SUCCEEDED, "Training finished.", step=result.final_step, **stored)
+    if _finish(job, JobState.SUCCEEDED, "Training finished.", step=result.final_step, **stored):
+        try:  # a finished job resumes no more ("continue" starts from its LoRA): free the space
+            checkpoint_store.prune(job)
+        except Exception:
+            log.warning("job %s: removing its stored checkpoints failed", job.pk, exc_info=True)

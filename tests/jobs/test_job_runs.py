@@ -204,3 +204,45 @@ def test_out_of_memory_fails_with_advice_keeps_everything_and_resumes_in_low_mem
     assert any("low memory" in e.data.get("line", "") for e in after.filter(kind="log"))
     steps = [s for e in after.filter(kind="progress") for s, _ in e.data["losses"]]
     assert steps == [3, 4, 5, 6], "the step count goes on from the checkpoint after the failure"
+
+
+def test_resume_on_a_machine_without_the_checkpoint_fetches_it_from_storage(alice, make_dataset, monkeypatch, settings,
+                                                                            tmp_path):
+    """Another GPU machine has another WORK_DIR: the step count still goes on from the checkpoint."""
+    from django.core.files.storage import default_storage
+
+    from flux_studio.models import Event
+    from trainer import checkpoint_store
+    from trainer.training_run import JobHooks
+
+    # No sample images (checkpoints every 3 steps still): steps stay short, and 30 of them leave
+    # room for the cancel, which is read within half a second.
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
+                          overrides={"steps": 30, "sample_every": 3}, sample_prompts=[])
+    progress = JobHooks.on_progress
+
+    def cancel_at_step_5(self, p):
+        progress(self, p)
+        if p.step == 5:
+            jobs.job_cancel(job=self.job)
+
+    monkeypatch.setattr(JobHooks, "on_progress", cancel_at_step_5)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED, job.state
+    assert job.checkpoint_step >= 5
+    stored, stopped_at = checkpoint_store.job_prefix(job), job.checkpoint_step
+    assert default_storage.listdir(stored)[0] == [f"step-{stopped_at:06d}"], "only the latest is kept"
+
+    monkeypatch.setattr(JobHooks, "on_progress", progress)
+    settings.WORK_DIR = tmp_path / "second-machine"
+    canceled_at = Event.objects.filter(topic=job.topic).latest("id").id
+    jobs.job_resume(job=job)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, job.error
+    after = Event.objects.filter(topic=job.topic, id__gt=canceled_at)
+    steps = [s for e in after.filter(kind="progress") for s, _ in e.data["losses"]]
+    assert steps[0] == stopped_at + 1 and steps[-1] == 30, steps
+    assert any("from storage" in e.data.get("line", "") for e in after.filter(kind="log"))
+    assert default_storage.listdir(stored)[0] == [], "a finished job's checkpoints are removed"

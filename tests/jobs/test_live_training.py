@@ -1,7 +1,8 @@
 """A real worker process trains the tiny model while a WebSocket client watches.
 
 Also: cancel stops within a step and keeps a checkpoint; a worker killed with SIGKILL is
-detected by the next worker, which resumes the job from its checkpoint (the step count goes on).
+detected by the next worker (here with another WORK_DIR, like a second GPU machine), which
+resumes the job from its stored checkpoint (the step count goes on).
 Runs in the embedded shape and again against Redis/PostgreSQL/S3 (marker `services`).
 """
 
@@ -98,7 +99,8 @@ def test_cancel_stops_within_a_step_and_resume_goes_on(start_worker, alice, make
     wait_for(lambda: TrainingJob.objects.get(pk=job.pk).state == JobState.CANCELED, timeout=30)
 
 
-def test_killed_worker_is_detected_and_the_next_resumes_from_the_checkpoint(start_worker, alice, make_dataset):
+def test_killed_worker_is_detected_and_the_next_resumes_from_the_checkpoint(start_worker, alice, make_dataset, settings,
+                                                                           tmp_path):
     first = start_worker("gpu")
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
                           overrides={"steps": 40, "sample_every": 5})
@@ -108,6 +110,9 @@ def test_killed_worker_is_detected_and_the_next_resumes_from_the_checkpoint(star
     job.refresh_from_db()
     assert job.state == JobState.TRAINING  # nobody has noticed yet
     killed_at = job.checkpoint_step
+    # The next worker stands for another GPU machine: its WORK_DIR is empty, so the checkpoint
+    # must come from storage (S3 in the scaled-out run).
+    settings.WORK_DIR = tmp_path / "second-gpu-machine"
     start_worker("gpu")
     wait_for(lambda: TrainingJob.objects.get(pk=job.pk).state == JobState.SUCCEEDED, timeout=240,
              message="the job was not resumed to the end")
