@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from flux_studio import events, worker
 from flux_studio.models import WorkerHeartbeat
+from trainer import job_queue
 from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_settings
 
@@ -121,7 +122,8 @@ def job_enqueue(job: TrainingJob) -> None:
     """Queue the GPU task once the row that it reads is committed."""
     from trainer.tasks import train_job_task
 
-    transaction.on_commit(lambda: train_job_task(job.pk))
+    job_queue.mark_enqueued(job)
+    transaction.on_commit(lambda: (train_job_task(job.pk), job_queue.publish_queue_positions()))
 
 
 def publish_state(job: TrainingJob, message: str = "") -> None:
@@ -139,6 +141,7 @@ def job_cancel(*, job: TrainingJob) -> bool:
     if updated:
         job.refresh_from_db()
         publish_state(job, "Canceled before it started.")
+        transaction.on_commit(job_queue.publish_queue_positions)
         return True
     updated = TrainingJob.objects.filter(pk=job.pk, state__in=ACTIVE_STATES).update(cancel_requested=True)
     if updated:
@@ -204,6 +207,7 @@ def job_claim(job_id: int, worker_id: str) -> TrainingJob | None:
     if job.started_at is None:
         TrainingJob.objects.filter(pk=job_id).update(started_at=timezone.now())
         job.started_at = timezone.now()
+    job_queue.publish_queue_positions()  # everyone behind it moves up
     return job
 
 
@@ -257,7 +261,10 @@ def recover_orphaned_jobs() -> list[int]:
             if job.state == JobState.QUEUED:
                 from trainer.tasks import train_job_task
 
+                job_queue.mark_enqueued(job)  # Huey puts it at the back of the queue
                 train_job_task(job.pk)
             recovered.append(job.pk)
+    if recovered:
+        job_queue.publish_queue_positions()
     WorkerHeartbeat.objects.filter(last_seen__lt=timezone.now() - timezone.timedelta(hours=1)).delete()
     return recovered

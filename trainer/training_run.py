@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from flux_studio import events, worker
 from flux_studio.models import Event
-from trainer import checkpoint_store
+from trainer import checkpoint_store, job_queue
 from trainer.jobs import job_claim, publish_state
 from trainer.models import CaptionSource, JobState, TrainingJob, TrainingSample
 
@@ -234,6 +234,9 @@ def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> b
         return False
     job.refresh_from_db()
     publish_state(job, message)
+    if state == JobState.QUEUED:
+        job_queue.mark_enqueued(job)  # the caller re-enqueues it: back of the queue
+    job_queue.publish_queue_positions()
     return True
 
 

@@ -10,8 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from trainer import jobs
-from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
+from trainer import job_queue, jobs
+from trainer.models import Dataset, TrainingJob
 from trainer.presets import MEMORY_MODES, PRESETS, estimate_seconds, preset_settings
 
 DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
@@ -66,9 +66,7 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
-    queue_position = 0
-    if job.state == JobState.QUEUED:
-        queue_position = TrainingJob.objects.filter(state__in=ACTIVE_STATES, created_at__lt=job.created_at).count() + 1
+    queue_position = job_queue.queue_position(job)
     return render(request, "trainer/job_detail.html", {
         "job": job, "samples": job.samples.all(), "queue_position": queue_position, "area": "training",
         "downloads": [(kind, name) for kind, (field, name) in DOWNLOADS.items() if getattr(job, field)],

@@ -91,6 +91,11 @@
     $("samples").append(fig);
   }
 
+  function queuePosition(data) {
+    const running = data.running ? `; ${data.running} training${data.running > 1 ? "s" : ""} running` : "";
+    $("queue-position").textContent = data.position ? ` — position ${data.position} in the queue${running}` : "";
+  }
+
   function progress(data) {
     $("progress").max = data.total; $("progress").value = data.step;
     $("step").textContent = data.step; $("total").textContent = data.total;
@@ -115,6 +120,7 @@
     state: setState,
     progress: progress,
     sample: addSample,
+    queue: queuePosition,
     log: (d) => appendLog(d.line),
     checkpoint: (d) => appendLog(`checkpoint saved at step ${d.step}`),
     replayed: () => { live = true; },

@@ -10,6 +10,7 @@ from trainer import jobs
 from trainer.models import JobState, TrainingJob
 
 pytestmark = pytest.mark.django_db
+REAL_ENQUEUE = jobs.job_enqueue
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +204,31 @@ def test_memory_mode_is_a_launch_setting_and_a_resume_may_switch_to_low(alice_cl
     alice_client.post(reverse("trainer:job_resume", args=[default.pk]), {"memory_mode": "low"})
     default.refresh_from_db()
     assert default.state == JobState.QUEUED and default.config["memory_mode"] == "low"
+
+
+def test_queue_position_is_live_and_counts_from_the_re_enqueue(alice_client, alice, make_dataset, monkeypatch,
+                                                               django_capture_on_commit_callbacks):
+    import trainer.tasks
+    from flux_studio.models import Event
+
+    monkeypatch.setattr(jobs, "job_enqueue", REAL_ENQUEUE)
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: None)  # no worker: only the positions
+
+    def position(job) -> int:
+        return Event.objects.filter(topic=job.topic, kind="queue").latest("id").data["position"]
+
+    dataset = make_dataset(alice, n=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = jobs.job_create(owner=alice, dataset=dataset, base_model="tiny")
+        second = jobs.job_create(owner=alice, dataset=dataset, base_model="tiny")
+    assert (position(first), position(second)) == (1, 2)
+    jobs.job_claim(first.pk, "w1")
+    assert position(second) == 1
+    TrainingJob.objects.filter(pk=first.pk).update(state=JobState.CANCELED)
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.job_resume(job=first)  # created first, but back in the queue after `second`
+    assert (position(second), position(first)) == (1, 2)
+    assert b"position 2 in the queue" in alice_client.get(first.get_absolute_url()).content
+    jobs.job_claim(second.pk, "w1")
+    assert position(first) == 1
+    assert Event.objects.filter(topic=first.topic, kind="queue").latest("id").data["running"] == 1
