@@ -40,3 +40,16 @@ def test_t5_runs_to_the_caption_length_and_the_encoders_are_freed(tmp_path: Path
     gc.collect()
     assert all(ref() is None for ref in encoders), "a text encoder is still referenced after caching"
     assert len(cache.latents) == 2 and cache.latents[0].shape == (16, 8, 8)
+
+
+def test_one_encoder_at_a_time_gives_the_pipelines_own_encoding() -> None:
+    """The staged encoding (CLIP, dropped, then T5) equals what encode_prompt gives at inference."""
+    from trainer.engine.cache import encode_prompt_sets
+
+    prompts = ["a photo of zxq", "zxq on a red mat", ""]
+    reference = build_tiny_pipeline()
+    expected_text, expected_pooled, _ = reference.encode_prompt(prompt=prompts, prompt_2=None, max_sequence_length=32)
+    staged = build_tiny_pipeline()
+    (encoded,) = encode_prompt_sets(staged, [(prompts, 32)], torch.device("cpu"))
+    assert torch.equal(encoded.text, expected_text) and torch.equal(encoded.pooled, expected_pooled)
+    assert staged.text_encoder is None and staged.text_encoder_2 is None

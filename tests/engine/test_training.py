@@ -171,3 +171,40 @@ def test_out_of_memory_becomes_the_engines_error_with_advice(
     message = str(low.value)
     assert "memory_mode" not in message  # already low: the advice moves on to the next lever
     assert "batch_size 1 with grad_accum 2" in message and "smaller resolution than 64" in message
+
+
+def test_low_memory_with_a_4bit_base_loads_the_transformer_only_after_encoding(
+    tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA with bitsandbytes the low memory mode never holds T5, CLIP and the transformer at once.
+
+    No GPU here, so quantization is reported available and the 'quantized' loader is the plain one
+    (same weights): what is checked is the order of the stages and that training is unchanged.
+    """
+    import trainer.engine.training as training
+
+    events: list[tuple[str, bool]] = []
+    real_pipeline, real_cache, real_transformer = training.load_pipeline, training.build_cache, training.load_transformer
+
+    def load_pipeline(*args: object, **kwargs: object) -> object:
+        pipeline = real_pipeline(*args, **kwargs)
+        events.append(("pipeline without transformer", pipeline.transformer is None))
+        return pipeline
+
+    def build_cache(pipeline: object, *args: object, **kwargs: object) -> object:
+        cache = real_cache(pipeline, *args, **kwargs)
+        events.append(("encoders dropped", pipeline.text_encoder is None and pipeline.text_encoder_2 is None))
+        return cache
+
+    def load_transformer(base: str, device: object, dtype: object, *, quantize: bool) -> object:
+        events.append(("transformer loaded in 4-bit", quantize))
+        return real_transformer(base, device, dtype)
+
+    common = dict(steps=2, optimizer="adamw", sample_prompts=[], val_every=0, checkpoint_every=0)
+    plain = train(train_config(tiny_base, dataset, tmp_path / "plain", memory_mode="low", **common))
+    monkeypatch.setattr(training, "can_quantize", lambda device: True)
+    for name, fake in (("load_pipeline", load_pipeline), ("build_cache", build_cache), ("load_transformer", load_transformer)):
+        monkeypatch.setattr(training, name, fake)
+    staged = train(train_config(tiny_base, dataset, tmp_path / "staged", memory_mode="low", **common))
+    assert events == [("pipeline without transformer", True), ("encoders dropped", True), ("transformer loaded in 4-bit", True)]
+    assert staged.losses == plain.losses

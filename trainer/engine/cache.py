@@ -2,7 +2,8 @@
 
 The diffusers example re-runs CLIP and T5 every step and pads T5 to 512 tokens. Here captions
 are encoded once, padded only to the longest caption (the transformer's cost grows with the
-text length too), and T5 and CLIP are dropped from memory before the first training step.
+text length too), one encoder at a time, and T5 and CLIP are dropped from memory before the
+first training step.
 """
 
 from __future__ import annotations
@@ -50,17 +51,34 @@ def caption_length(pipeline: object, captions: list[str], cap: int) -> tuple[int
 
 
 @torch.no_grad()
-def encode_prompts(pipeline: object, prompts: list[str], length: int, device: torch.device) -> EncodedPrompts:
-    """CLIP pooled vectors and T5 states through the pipeline's own encode_prompt (same as inference)."""
-    texts, pooled = [], []
-    for start in range(0, len(prompts), 16):
-        chunk = prompts[start : start + 16]
-        embeds, pooled_embeds, _ = pipeline.encode_prompt(  # type: ignore[attr-defined]
-            prompt=chunk, prompt_2=None, device=device, max_sequence_length=length
-        )
-        texts.append(embeds.cpu())
-        pooled.append(pooled_embeds.cpu())
-    return EncodedPrompts(torch.cat(texts), torch.cat(pooled))
+def encode_prompt_sets(
+    pipeline: object, sets: list[tuple[list[str], int]], device: torch.device, chunk: int = 16
+) -> list[EncodedPrompts]:
+    """Each (prompts, T5 length) set encoded as the pipeline's `encode_prompt` would, one encoder at a time.
+
+    CLIP runs over every set first and is dropped; only then does T5 come to the device. The two
+    never share it: T5-XXL alone is ~9.5 GB in bf16, which is what the low memory mode is about.
+    The pipeline's own `_get_clip_prompt_embeds` / `_get_t5_prompt_embeds` are what `encode_prompt`
+    calls, so the numbers are those of inference.
+    """
+    pooled: list[torch.Tensor] = []
+    clip = pipeline.text_encoder.to(device)  # type: ignore[attr-defined]
+    for prompts, _ in sets:
+        parts = [pipeline._get_clip_prompt_embeds(prompt=prompts[i : i + chunk], device=device, num_images_per_prompt=1)  # type: ignore[attr-defined]
+                 for i in range(0, len(prompts), chunk)]  # fmt: skip
+        pooled.append(torch.cat([part.cpu() for part in parts]))
+    del clip
+    _drop(pipeline, "text_encoder")
+    texts: list[torch.Tensor] = []
+    t5 = pipeline.text_encoder_2.to(device)  # type: ignore[attr-defined]
+    for prompts, length in sets:
+        parts = [pipeline._get_t5_prompt_embeds(prompt=prompts[i : i + chunk], num_images_per_prompt=1,  # type: ignore[attr-defined]
+                                                max_sequence_length=length, device=device, dtype=t5.dtype)
+                 for i in range(0, len(prompts), chunk)]  # fmt: skip
+        texts.append(torch.cat([part.cpu() for part in parts]))
+    del t5
+    _drop(pipeline, "text_encoder_2")
+    return [EncodedPrompts(text, pool) for text, pool in zip(texts, pooled)]
 
 
 @torch.no_grad()
@@ -75,10 +93,9 @@ def encode_latents(vae: torch.nn.Module, images: list[Image.Image], device: torc
     return latents
 
 
-def free_text_encoders(pipeline: object) -> None:
-    """Drop CLIP and T5 (T5-XXL alone is ~9 GB in bf16) once every prompt is encoded."""
-    pipeline.text_encoder = None  # type: ignore[attr-defined]
-    pipeline.text_encoder_2 = None  # type: ignore[attr-defined]
+def _drop(pipeline: object, name: str) -> None:
+    """Forget a text encoder for good and give its memory back (the pipeline holds the last reference)."""
+    setattr(pipeline, name, None)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -96,22 +113,19 @@ def build_cache(
     offload: bool,
     log: Callable[[str], None],
 ) -> CachedDataset:
-    """Encode captions, sample prompts and images; afterwards only the VAE remains.
+    """Encode captions, sample prompts and images; afterwards only the VAE (and transformer) remain.
 
-    With `offload`, each encoder visits the device only while it is used (low memory mode).
+    Each text encoder visits the device alone and is then dropped. With `offload` (low memory
+    mode) the VAE goes back to the CPU after encoding too, until samples are drawn.
     """
     captions = [example.caption for example in examples]
     length, cut = caption_length(pipeline, captions, max_sequence_length)
     if cut:
         log(f"{cut} caption(s) longer than {max_sequence_length} T5 tokens were cut")
     log(f"encoding {len(captions)} captions ({length} T5 tokens, not {sample_sequence_length})")
-    encoders = (pipeline.text_encoder, pipeline.text_encoder_2)  # type: ignore[attr-defined]
-    for encoder in encoders:
-        encoder.to(device)
-    encoded = encode_prompts(pipeline, captions, length, device)
-    empty = encode_prompts(pipeline, [""], length, device)
-    samples = encode_prompts(pipeline, sample_prompts, sample_sequence_length, device) if sample_prompts else None
-    free_text_encoders(pipeline)
+    sets = [(captions, length), ([""], length)] + ([(sample_prompts, sample_sequence_length)] if sample_prompts else [])
+    encoded, empty, *rest = encode_prompt_sets(pipeline, sets, device)
+    samples = rest[0] if rest else None
 
     vae = pipeline.vae  # type: ignore[attr-defined]
     vae.to(device)

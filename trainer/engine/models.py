@@ -44,12 +44,15 @@ def load_pipeline(
     *,
     quantize: bool = False,
     token: str | None = None,
+    with_transformer: bool = True,
 ) -> "FluxPipeline":
     """Load a FluxPipeline from a preset name, a local diffusers folder, or a hub id.
 
     `tiny` is built offline from configs. Everything else goes through diffusers'
     `from_pretrained`; its failures are turned into a `BaseModelLoadError` that says what to do.
     `quantize` loads the transformer in 4-bit NF4 (bitsandbytes, CUDA only) for the low-memory mode.
+    `with_transformer=False` leaves `pipeline.transformer` None, to be loaded later with
+    `load_transformer` (the low memory mode encodes the dataset first); `tiny` always has one.
     """
     import torch
 
@@ -61,21 +64,45 @@ def load_pipeline(
 
         pipeline = build_tiny_pipeline()  # fp32 on the CPU; cast only when asked for another dtype
         return pipeline.to(device=device) if dtype == torch.float32 else pipeline.to(device=device, dtype=dtype)
-    source = preset.source if preset else base
-    if source == "builtin:demo":  # shipped inside the package: trainer/engine/demo/weights
-        source = str(Path(__file__).parent / "demo" / "weights")
+    source = _source(base)  # builtin:demo is shipped inside the package: trainer/engine/demo/weights
     if preset is None and Path(base).exists():
         _check_local_folder(Path(base))
     elif preset is None and not _looks_like_hub_id(base):
         names = ", ".join(BASE_PRESETS)
         raise BaseModelLoadError(f"base {base!r} is not a preset ({names}), an existing folder, or a hub id 'org/name'")
     kwargs: dict[str, Any] = {"dtype": dtype, "token": token or os.environ.get("HF_TOKEN")}
-    if quantize:
+    if not with_transformer:
+        kwargs["transformer"] = None
+    elif quantize:
         kwargs["transformer"] = _load_quantized_transformer(source, dtype, device, kwargs["token"])
     pipeline = _from_pretrained(source, kwargs)
     if not quantize:  # a quantized transformer is already placed by bitsandbytes
         pipeline.to(device)
     return pipeline
+
+
+def load_transformer(
+    base: str, device: "str | torch.device", dtype: "torch.dtype", *, quantize: bool = False, token: str | None = None
+) -> Any:
+    """The transformer of `base` alone, on `device` (4-bit NF4 with `quantize`), for a pipeline loaded without it."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    device, token = torch.device(device), token or os.environ.get("HF_TOKEN")
+    source = _source(base)
+    if quantize:
+        return _load_quantized_transformer(source, dtype, device, token)
+    try:
+        return FluxTransformer2DModel.from_pretrained(source, subfolder="transformer", dtype=dtype, token=token).to(device)
+    except Exception as error:
+        raise BaseModelLoadError(_explain_load_failure(source, error, token)) from error
+
+
+def _source(base: str) -> str:
+    """Where diffusers loads `base` from: a preset's hub id or shipped folder, else `base` itself."""
+    preset = BASE_PRESETS.get(base)
+    source = preset.source if preset else base
+    return str(Path(__file__).parent / "demo" / "weights") if source == "builtin:demo" else source
 
 
 def _looks_like_hub_id(name: str) -> bool:

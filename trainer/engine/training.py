@@ -26,7 +26,7 @@ from .errors import ConfigError, OutOfMemoryError
 from .hooks import Progress, TrainHooks, TrainResult
 from .kohya import to_kohya
 from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
-from .models import can_quantize, compute_dtype, load_pipeline, resolve_device
+from .models import can_quantize, compute_dtype, load_pipeline, load_transformer, resolve_device
 from .presets import preset_for
 
 
@@ -53,11 +53,12 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     hooks.on_log(f"{len(examples)} images in {len(sizes)} bucket(s) {sizes}; device {device}, {dtype}, {cfg.memory_mode} memory")
 
     try:
-        # 2. Load the base. Low memory: keep it on the CPU and bring parts to the GPU in turn.
+        # 2. Load the base. Low memory: on the CPU, and the parts visit the GPU in turn; a 4-bit
+        #    transformer is loaded only once the dataset is encoded and the text encoders are gone.
         low = cfg.memory_mode == "low"
         quantize = low and can_quantize(device)
-        hooks.on_log(f"loading base {cfg.base}" + (" (transformer in 4-bit NF4)" if quantize else ""))
-        pipeline = load_pipeline(cfg.base, device if (quantize or not low) else "cpu", dtype, quantize=quantize)
+        hooks.on_log(f"loading base {cfg.base}" + (" (the transformer later, in 4-bit NF4)" if quantize else ""))
+        pipeline = load_pipeline(cfg.base, "cpu" if low else device, dtype, with_transformer=not quantize)
         pipeline.set_progress_bar_config(disable=True)
 
         # 3. Encode images and captions once; the text encoders are freed afterwards.
@@ -67,9 +68,11 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
             sample_sequence_length=preset.max_sequence_length, flip=cfg.flip, device=device, offload=low,
             log=hooks.on_log,
         )  # fmt: skip
+        if pipeline.transformer is None:  # only the encoded dataset and the VAE are left in memory
+            pipeline.transformer = load_transformer(cfg.base, device, dtype, quantize=True)  # placed by bitsandbytes
+        else:
+            pipeline.transformer.to(device)
         transformer = pipeline.transformer
-        if not quantize:
-            transformer.to(device)
 
         # 4. The adapter: seeded init, fp32 weights; then an existing LoRA or a checkpoint on top.
         transformer.requires_grad_(False)
