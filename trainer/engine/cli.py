@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     demo.add_argument("--steps", type=int, help="transformer steps")
     demo.add_argument("--vae-steps", type=int)
     demo.add_argument("--seed", type=int)
+    demo.add_argument("--images", type=int, help="procedural scenes to draw (default 6144)")
+    demo.add_argument("--batch", type=int, help="transformer batch size (default 32)")
+    demo.add_argument("--threads", type=int, help="torch CPU threads (default 2; results depend on it)")
+    demo.add_argument("--smoke", action="store_true",
+                      help="seconds-long run at tiny scale (16 scenes, 2 VAE + 3 transformer steps) to check it works")
     return parser.parse_args(argv)
 
 

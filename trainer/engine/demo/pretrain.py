@@ -61,6 +61,11 @@ class PretrainConfig:
     threads: int = 2
 
 
+# `--smoke`: every stage of the real run at a scale that takes seconds, to check the pipeline and
+# its reproducibility (tests/engine/test_demo.py); the result draws nothing useful.
+SMOKE = dict(images=16, vae_extra=4, vae_steps=2, vae_batch=2, steps=3, batch=2, warmup=1, save_every=1000)
+
+
 def log(out: Path, text: str) -> None:
     line = f"[{time.strftime('%H:%M:%S')}] {text}"
     print(line, flush=True)
@@ -134,7 +139,16 @@ def save_base(pipeline: object, transformer: torch.nn.Module, out: Path, cfg: Pr
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
-    torch.set_num_threads(cfg.threads)
+    """Run both phases into `cfg.out`; the caller's torch thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # results are reproducible for a given thread count
+    try:
+        return _pretrain(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(cfg: PretrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,8 +227,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
 def run_pretrain(args: object) -> int:
     """The `pretrain-demo` subcommand: flags given override PretrainConfig's defaults."""
-    overrides = {"out": "out", "steps": "steps", "vae_steps": "vae_steps", "seed": "seed"}
-    values = {field: getattr(args, flag) for flag, field in overrides.items() if getattr(args, flag, None) is not None}
+    from ..errors import ConfigError
+
+    overrides = ("out", "steps", "vae_steps", "seed", "images", "batch", "threads")
+    values = {name: getattr(args, name) for name in overrides if getattr(args, name, None) is not None}
     values = {k: (str(v) if k == "out" else v) for k, v in values.items()}
+    if getattr(args, "smoke", False):
+        if "out" not in values:  # never let a seconds-long run replace the shipped weights
+            raise ConfigError("--smoke needs --out: it must not overwrite the shipped demo weights")
+        values = {**SMOKE, **values}
     print(pretrain(PretrainConfig(**values)))
     return 0
