@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -58,6 +59,24 @@ def _storage() -> dict[str, Any]:
     return {"backend": settings.STORAGES["default"]["BACKEND"].rsplit(".", 1)[-1]}
 
 
+# A probe every few seconds (load balancer, Kubernetes) must not mean an S3 write, read and
+# delete each time: the storage round trip is made at most once per STORAGE_CHECK_SECONDS per
+# process, and its answer (success or failure) reused meanwhile.
+STORAGE_CHECK_SECONDS = 30.0
+_storage_checked: dict[str, Any] = {}
+
+
+def _storage_cached() -> dict[str, Any]:
+    now = time.monotonic()
+    if not _storage_checked or now - _storage_checked["at"] >= STORAGE_CHECK_SECONDS:
+        _storage_checked.update(at=now, result=_check(_storage))
+    return {**_storage_checked["result"], "checked_s_ago": round(now - _storage_checked["at"], 1)}
+
+
+def forget_storage_check() -> None:
+    _storage_checked.clear()
+
+
 def _workers() -> dict[str, Any]:
     now = timezone.now()
     rows = WorkerHeartbeat.objects.order_by("queue", "worker_id")
@@ -77,13 +96,29 @@ def _workers() -> dict[str, Any]:
     return {"ok": gpu_alive, "workers": workers, **({} if gpu_alive else {"error": "no live gpu-queue worker"})}
 
 
-def health_report() -> dict[str, Any]:
+# What anyone may read: whether each part works, and each worker's queue, GPU name and last
+# heartbeat. Error texts (connection strings, hosts), worker ids (hostname and pid) and current
+# tasks (job ids) are for staff only.
+PUBLIC_KEYS = {"ok", "workers"}
+PUBLIC_WORKER_KEYS = {"queue", "device", "last_heartbeat", "seconds_ago", "alive"}
+
+
+def _public(part: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in part.items() if k in PUBLIC_KEYS}
+    if "workers" in shown:
+        shown["workers"] = [{k: v for k, v in w.items() if k in PUBLIC_WORKER_KEYS} for w in shown["workers"]]
+    return shown
+
+
+def health_report(*, detailed: bool = False) -> dict[str, Any]:
     report = {
         "database": _check(_database),
         "queue": _check(_queue),
         "channel_layer": _check(_channel_layer),
-        "storage": _check(_storage),
+        "storage": _storage_cached(),
         "worker": _check(_workers),
     }
-    report["ok"] = all(part["ok"] for part in report.values() if isinstance(part, dict))
-    return report
+    ok = all(part["ok"] for part in report.values())
+    if not detailed:
+        report = {name: _public(part) for name, part in report.items()}
+    return {**report, "ok": ok}

@@ -14,6 +14,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.urls import reverse
 
+from flux_studio.health import health_report
 from flux_studio.relay import relay
 from flux_studio.routing import websocket_urlpatterns
 from tests.conftest import wait_for
@@ -63,8 +64,30 @@ def test_healthz_reports_each_part_and_the_worker(start_worker, client):
 
     body = wait_for(healthy, timeout=90, message="worker never reported healthy:\n" + worker.output())
     (row,) = body["worker"]["workers"]
-    assert row["queue"] == "gpu" and row["device"] == "cpu" and row["alive"]
-    assert str(worker.pid) in row["id"]
+    assert row["queue"] == "gpu" and row["device"] == "cpu" and row["alive"] and row["last_heartbeat"]
+    # Anyone may probe it, so it names no host, pid or task: part states only.
+    assert "id" not in row and "current_task" not in row
+    assert all(set(part) <= {"ok", "workers"} for name, part in body.items() if name != "ok")
+    # Staff see the details (worker id with host and pid, current task, backends).
+    (detail,) = health_report(detailed=True)["worker"]["workers"]
+    assert str(worker.pid) in detail["id"] and "current_task" in detail
+
+
+def test_healthz_probes_do_not_write_to_storage_each_time(transactional_db, client, monkeypatch):
+    from django.core.files.storage import default_storage
+
+    from flux_studio import health
+
+    writes: list[str] = []
+    save = default_storage.save
+    monkeypatch.setattr(default_storage, "save", lambda name, content, **kw: writes.append(name) or save(name, content, **kw))
+    health.forget_storage_check()
+    for _ in range(5):
+        assert client.get(reverse("healthz")).json()["storage"]["ok"]
+    assert len(writes) == 1, "one storage round trip per STORAGE_CHECK_SECONDS, not one per probe"
+    monkeypatch.setattr(health, "STORAGE_CHECK_SECONDS", 0)
+    client.get(reverse("healthz"))
+    assert len(writes) == 2
 
 
 def test_each_task_starts_on_a_usable_database_connection(transactional_db, alice, monkeypatch):
