@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -105,7 +104,8 @@ class GenerationProgress:
         self.last_progress = now
         g = self.generation
         done = image_index * total_steps + step
-        Generation.objects.filter(pk=g.pk).update(step=done)
+        if done < total_steps * g.num_images:  # the last step is stored with the final state
+            Generation.objects.filter(pk=g.pk).update(step=done)
         events.publish(g.topic, "progress", {
             "image": image_index, "step": step, "steps": total_steps, "done": done, "total": total_steps * g.num_images,
         })
@@ -129,20 +129,21 @@ class GenerationProgress:
 
 
 def image_payload(row: GenerationImage) -> dict[str, Any]:
-    args = [row.generation_id, row.pk]
-    return {
-        "id": row.pk, "index": row.index, "seed": row.seed,
-        "url": reverse("gallery:generation_image", args=args),
-        "thumb_url": reverse("gallery:generation_image", args=args) + "?size=thumb",
-        "download_url": reverse("gallery:generation_image", args=args) + "?download=1",
-    }
+    url = reverse("gallery:generation_image", args=[row.generation_id, row.pk])
+    return {"id": row.pk, "index": row.index, "seed": row.seed, "url": url,
+            "thumb_url": url + "?size=thumb", "download_url": url + "?download=1"}
 
 
-def _finish(generation: Generation, state: str, message: str = "", error: str = "") -> None:
-    Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING).update(
-        state=state, error=error, finished_at=timezone.now()
-    )
-    generation.refresh_from_db()
+def _finish(generation: Generation, state: str, message: str = "", error: str = "", step: int | None = None) -> None:
+    """Record the end (if still running) and tell the page: one update, no re-read when it applied."""
+    changes: dict[str, Any] = {"state": state, "error": error, "finished_at": timezone.now()}
+    if step is not None:
+        changes["step"] = step
+    if Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING).update(**changes):
+        for name, value in changes.items():
+            setattr(generation, name, value)
+    else:  # canceled or taken meanwhile: report what the row says
+        generation.refresh_from_db()
     services.publish_state(generation, message)
 
 
@@ -179,7 +180,6 @@ def _run_claimed(generation: Generation) -> None:
         log.exception("generation %s crashed", generation.pk)
         _finish(generation, GenerationState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}")
     else:
-        Generation.objects.filter(pk=generation.pk).update(step=F("steps") * F("num_images"))
-        _finish(generation, GenerationState.SUCCEEDED, "Done.")
+        _finish(generation, GenerationState.SUCCEEDED, "Done.", step=generation.steps * generation.num_images)
         if generation.state == GenerationState.SUCCEEDED:
             services.generation_count_uses(generation)

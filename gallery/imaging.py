@@ -10,9 +10,14 @@ from PIL import Image
 THUMB_SIDE = 384
 
 
+# zlib level 3 instead of PIL's 6: about half the encoding time (270 -> 147 ms for a 1024 px
+# image on a CPU core, on the worker's critical path) for files about 8% larger.
+PNG_COMPRESS_LEVEL = 3
+
+
 def png_file(image: Image.Image) -> ContentFile:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return ContentFile(buffer.getvalue())
 
 

@@ -111,8 +111,11 @@ def generation_count_uses(generation: Generation) -> None:
     Counted when the images exist, not when asked for: a failed or canceled generation, or an
     owner trying their own model, says nothing about how useful the model is to others.
     """
-    (GalleryModel.objects.filter(training_id__in=[row["training_id"] for row in generation.loras])
-     .exclude(owner_id=generation.owner_id).update(use_count=F("use_count") + 1))
+    # Others' models are only usable as gallery models; a generation without any writes nothing.
+    trainings = [row["training_id"] for row in generation.loras if row.get("kind") == "gallery"]
+    if trainings:
+        GalleryModel.objects.filter(training_id__in=trainings).exclude(owner_id=generation.owner_id).update(
+            use_count=F("use_count") + 1)
 
 
 def generation_enqueue(generation: Generation) -> None:

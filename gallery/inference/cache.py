@@ -47,6 +47,7 @@ class CacheStats:
     base_loads: int = 0  # times a base pipeline was built or read from disk
     lora_loads: int = 0  # adapters loaded into the transformer
     lora_unloads: int = 0
+    adapter_sets: int = 0  # set_adapters calls (skipped when a request keeps the same LoRAs and scales)
     last_swap_s: float = 0.0  # seconds spent making the adapters match the last request
     events: list[str] = field(default_factory=list)
 
@@ -72,6 +73,7 @@ class PipelineCache:
         self._base: str | None = None
         self._pipeline: "FluxPipeline | None" = None
         self._adapters: dict[tuple[str, int, int], str] = {}  # file key -> adapter name
+        self._active: tuple[tuple[str, ...], tuple[float, ...]] | None = None  # names and scales set last
         self._counter = 0
         self._lock = threading.Lock()  # one request at a time on one pipeline
 
@@ -101,6 +103,7 @@ class PipelineCache:
             return
         self._pipeline, self._base = None, None
         self._adapters.clear()
+        self._active = None
         gc.collect()
         import torch
 
@@ -129,9 +132,12 @@ class PipelineCache:
         for key, spec in wanted.items():
             if key not in self._adapters:
                 self._adapters[key] = self._load_adapter(pipeline, spec)
-        if loras:
-            names = [self._adapters[key] for key in wanted]
-            pipeline.set_adapters(names, adapter_weights=[float(spec.scale) for spec in wanted.values()])
+        active = (tuple(self._adapters[key] for key in wanted), tuple(float(spec.scale) for spec in wanted.values()))
+        # set_adapters walks every module of the transformer: skip it when nothing changed.
+        if loras and (stale or active != self._active):
+            pipeline.set_adapters(list(active[0]), adapter_weights=list(active[1]))
+            self.stats.adapter_sets += 1
+        self._active = active if loras else None
         self.stats.last_swap_s = time.perf_counter() - started
 
     def _load_adapter(self, pipeline: "FluxPipeline", spec: LoraSpec) -> str:
@@ -159,6 +165,7 @@ class PipelineCache:
             self._pipeline.delete_adapters(list(self._adapters.values()))
             self.stats.lora_unloads += len(self._adapters)
         self._adapters.clear()
+        self._active = None
 
     # -- generation --------------------------------------------------------------------------
     def generate(self, request: GenerationRequest, hooks: GenerationHooks | None = None) -> list["Image.Image"]:

@@ -107,3 +107,15 @@ def test_bad_requests_fail_before_and_leave_the_cache_usable(cache, tiny_folder,
     with pytest.raises(RequestError):
         cache.generate(request_for(tiny_folder, LoraSpec(junk, 1.0)))
     assert np.asarray(cache.generate(request_for(tiny_folder))[0]).shape == (64, 64, 3)
+
+
+def test_a_new_scale_applies_and_an_unchanged_request_sets_nothing(cache, tiny_folder, lora_files):
+    one = lora_files["one"]
+    cache.generate(request_for(tiny_folder, LoraSpec(one, 0.5)))
+    sets = cache.stats.adapter_sets
+    again = np.asarray(cache.generate(request_for(tiny_folder, LoraSpec(one, 0.5)))[0])
+    assert cache.stats.adapter_sets == sets, "same LoRAs and scales: no walk over the transformer"
+    assert np.array_equal(again, plain_diffusers(tiny_folder, [(one, 0.5)]))
+    stronger = np.asarray(cache.generate(request_for(tiny_folder, LoraSpec(one, 1.5)))[0])
+    assert cache.stats.adapter_sets == sets + 1
+    assert np.array_equal(stronger, plain_diffusers(tiny_folder, [(one, 1.5)]))
