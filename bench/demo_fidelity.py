@@ -2,10 +2,11 @@
 
     python bench/demo_fidelity.py [--seeds 4] [--steps 80] [--docs docs/demo]
 
-Prints the base's prompt colour accuracy (per prompt), then trains the checkerboard LoRA through
-the engine's `train()` and prints its concept score on trigger prompts before/after, and how much
-non-trigger prompts change. Metrics: trainer/engine/demo/fidelity.py. With --docs it also writes
-the sample grids used in the README.
+Prints the base's prompt colour accuracy (per prompt) and layout (position, shape), then trains
+the checkerboard LoRA through the engine's `train()` and prints its concept score on trigger
+prompts before/after, and how much non-trigger prompts change. Metrics:
+trainer/engine/demo/fidelity.py and layout.py. With --docs it also writes the sample grids used
+in the README.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> int:
     from trainer.engine.demo.fidelity import (
         BASE_PROMPTS, OTHER_PROMPTS, TRIGGER_PROMPTS, base_accuracy, lora_fidelity, render, train_concept_lora,
     )  # fmt: skip
+    from trainer.engine.demo.layout import layout_scores
     from trainer.engine.models import load_pipeline
 
     torch.set_num_threads(2)
@@ -56,6 +58,13 @@ def main() -> int:
     print(f"base prompt colour accuracy over {len(seeds)} seeds: {base.accuracy:.3f} (chance 0.125)")
     for prompt, score in base.per_prompt.items():
         print(f"  {score:.3f}  {prompt}")
+    print(f"  ({time.perf_counter() - started:.1f}s)")
+    started = time.perf_counter()
+    layout = layout_scores(pipeline, seeds)
+    print(f"base layout over {len(seeds)} seeds: position accuracy {layout.position_accuracy:.3f} (chance 0.5), "
+          f"shape IoU {layout.shape_iou:.3f}, shape accuracy {layout.shape_accuracy:.3f} (chance 0.333)")
+    for prompt, (shape_iou, right) in layout.per_prompt.items():
+        print(f"  IoU {shape_iou:.3f} shape {right:.2f}  {prompt}")
     print(f"  ({time.perf_counter() - started:.1f}s)")
 
     with tempfile.TemporaryDirectory() as folder:
