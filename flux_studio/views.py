@@ -42,7 +42,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    report = health_report()
+    report = health_report(detailed=request.user.is_staff)
     return JsonResponse(report, status=200 if report["ok"] else 503)
 
 
