@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flux_studio.api.webhooks import EVENTS
+from trainer.presets import MEMORY_MODES
 
 S = dict[str, Any]
 STATUS = {"type": "string", "enum": ["starting", "processing", "succeeded", "failed", "canceled"]}
@@ -85,6 +86,8 @@ SCHEMAS: S = {
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "sample_every": {"type": "integer", "minimum": 0, "maximum": 5000},
         "sample_prompts": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+        "memory_mode": {"type": "string", "enum": list(MEMORY_MODES),
+                        "description": "fast (bf16, all on the GPU) or low (checkpointing, offloading, 4-bit base on CUDA)"},
     }),
     "TrainingCreate": obj({"input": ref("TrainingInput"), **WEBHOOK_FIELDS}, ["input"]),
     "Training": obj({

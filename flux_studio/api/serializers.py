@@ -51,6 +51,7 @@ def training_input(job: TrainingJob) -> dict[str, Any]:
         "lora_rank": c.get("lora_rank"), "batch_size": c.get("batch_size"), "resolution": c.get("resolution"),
         "caption_dropout_rate": c.get("caption_dropout"), "seed": c.get("seed"),
         "sample_prompts": c.get("sample_prompts", []), "sample_every": c.get("sample_every"),
+        "memory_mode": c.get("memory_mode", "fast"),
     }
 
 

@@ -26,11 +26,11 @@ from flux_studio.api.webhooks import parse_webhook, webhook_register
 from flux_studio.files import serve_file
 from trainer import jobs
 from trainer.models import TrainingJob
-from trainer.presets import LIMITS, PRESETS
+from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
 
 INPUT_KEYS = (
     "dataset", "files", "input_images", "trigger_word", "preset", "base_model", "name", "steps", "learning_rate", "lora_rank",
-    "batch_size", "resolution", "caption_dropout_rate", "seed", "sample_prompts", "sample_every", *AUTOCAPTION_KEYS,
+    "batch_size", "resolution", "caption_dropout_rate", "seed", "sample_prompts", "sample_every", "memory_mode", *AUTOCAPTION_KEYS,
 )
 # API input name -> (service setting name, type)
 SETTINGS = {
@@ -55,6 +55,11 @@ def _overrides(data: dict[str, Any]) -> dict[str, Any]:
         value = number(data, key, kind, low=low, high=high, field=f"input.{key}")
         if value is not None:
             values[setting] = value
+    mode = data.get("memory_mode")
+    if mode is not None:
+        if mode not in MEMORY_MODES:
+            raise field_error("input.memory_mode", f"one of {', '.join(MEMORY_MODES)}")
+        values["memory_mode"] = mode
     return values
 
 

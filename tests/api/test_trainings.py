@@ -27,6 +27,14 @@ def test_create_from_a_dataset_maps_input_and_status(alice_api, alice, make_data
     assert job.config["caption_dropout"] == 0.1 and job.base_model == "tiny"
     assert body["urls"]["get"].endswith(f"/api/v1/trainings/{job.pk}") and body["urls"]["web"].endswith(f"/trainings/{job.pk}/")
     assert body["created_at"].endswith("Z") and body["completed_at"] is None
+    assert body["input"]["memory_mode"] == "fast"
+
+
+def test_memory_mode_reaches_the_job(alice_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=1)
+    body = create(alice_api, dataset=dataset.pk, trigger_word="zxq", memory_mode="low").json()
+    assert body["input"]["memory_mode"] == "low"
+    assert TrainingJob.objects.get(pk=body["id"]).config["memory_mode"] == "low"
 
 
 def test_create_from_file_ids_copies_into_a_new_dataset(alice_api, alice, make_dataset, no_queue):
@@ -47,6 +55,7 @@ def test_create_from_file_ids_copies_into_a_new_dataset(alice_api, alice, make_d
     ({"base_model": "sdxl"}, "input.base_model"),
     ({"stepz": 10}, "input.stepz"),
     ({"autocaption": "yes"}, "input.autocaption"),
+    ({"memory_mode": "tiny"}, "input.memory_mode"),
 ])
 def test_bad_input_is_422_with_field_errors(alice_api, alice, make_dataset, no_queue, input_, field):
     dataset = make_dataset(alice, n=1)
