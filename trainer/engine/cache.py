@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,23 +62,24 @@ def encode_prompt_sets(
     The pipeline's own `_get_clip_prompt_embeds` / `_get_t5_prompt_embeds` are what `encode_prompt`
     calls, so the numbers are those of inference.
     """
+    pipe: Any = pipeline
     pooled: list[torch.Tensor] = []
-    clip = pipeline.text_encoder.to(device)  # type: ignore[attr-defined]
+    clip = pipe.text_encoder.to(device)
     for prompts, _ in sets:
-        parts = [pipeline._get_clip_prompt_embeds(prompt=prompts[i : i + chunk], device=device, num_images_per_prompt=1)  # type: ignore[attr-defined]
+        parts = [pipe._get_clip_prompt_embeds(prompt=prompts[i : i + chunk], device=device, num_images_per_prompt=1)
                  for i in range(0, len(prompts), chunk)]  # fmt: skip
         pooled.append(torch.cat([part.cpu() for part in parts]))
     del clip
-    _drop(pipeline, "text_encoder")
+    _drop(pipe, "text_encoder")
     texts: list[torch.Tensor] = []
-    t5 = pipeline.text_encoder_2.to(device)  # type: ignore[attr-defined]
+    t5 = pipe.text_encoder_2.to(device)
     for prompts, length in sets:
-        parts = [pipeline._get_t5_prompt_embeds(prompt=prompts[i : i + chunk], num_images_per_prompt=1,  # type: ignore[attr-defined]
-                                                max_sequence_length=length, device=device, dtype=t5.dtype)
+        parts = [pipe._get_t5_prompt_embeds(prompt=prompts[i : i + chunk], num_images_per_prompt=1,
+                                            max_sequence_length=length, device=device, dtype=t5.dtype)
                  for i in range(0, len(prompts), chunk)]  # fmt: skip
         texts.append(torch.cat([part.cpu() for part in parts]))
     del t5
-    _drop(pipeline, "text_encoder_2")
+    _drop(pipe, "text_encoder_2")
     return [EncodedPrompts(text, pool) for text, pool in zip(texts, pooled)]
 
 
