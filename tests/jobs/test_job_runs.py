@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.core.files.storage import default_storage
 
-from trainer import jobs
+from trainer import jobs, training_run
 from trainer.models import Dataset, JobState
 from trainer.training_run import run_training
 
@@ -215,8 +215,9 @@ def test_resume_on_a_machine_without_the_checkpoint_fetches_it_from_storage(alic
     from trainer import checkpoint_store
     from trainer.training_run import JobHooks
 
-    # No sample images (checkpoints every 3 steps still): steps stay short, and 30 of them leave
-    # room for the cancel, which is read within half a second.
+    # The cancel flag is read at every step here (STOP_POLL_S), so the run stops right after
+    # step 5 however fast this machine trains; no sample images keep the steps short.
+    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
                           overrides={"steps": 30, "sample_every": 3}, sample_prompts=[])
     progress = JobHooks.on_progress
