@@ -41,9 +41,14 @@ test-embedded: $(STAMP)
 test-scaled: $(STAMP)
 	FLUX_TEST_SHAPE=scaled $(BIN)/python -m pytest -m services $(PYTEST_ARGS)
 
+# Every benchmark prints its figures; bench/gpu_train_speed.py needs a CUDA GPU and is run by hand.
 bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/caption_speed.py
+	$(BIN)/python bench/generate_speed.py
+	$(BIN)/python bench/demo_fidelity.py
 	$(BIN)/python bench/event_latency.py
+	$(BIN)/python bench/event_latency.py --shape scaled
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache
