@@ -51,6 +51,7 @@
     root.dataset.state = data.state;
     $("queue-note").hidden = data.state !== "queued";
     if (data.state === "training" && !startedAt) startedAt = at;
+    showElapsed();  // at once, not a second later
     $("error").hidden = !data.error;
     if (data.error) $("error").textContent = data.error + (data.error_hint ? " — " + data.error_hint : "");
     if (data.message) appendLog(data.message);
@@ -106,11 +107,12 @@
     addLosses(data.losses || [[data.step, data.loss]]);
   }
 
-  setInterval(() => {
+  function showElapsed() {
     if (!startedAt) return;
     const end = finishedAt || new Date();
     $("elapsed").textContent = fmtSeconds((end - startedAt) / 1000);
-  }, 1000);
+  }
+  setInterval(showElapsed, 1000);
 
   if (window.uPlot) makeChart();
   if ("Notification" in window && Notification.permission === "default" && !FINAL.includes(root.dataset.state)) {
