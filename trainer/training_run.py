@@ -104,6 +104,7 @@ class JobHooks:
         self.job = job
         self.worker_id = job.worker_id
         self.pending_losses: list[list[float]] = []
+        self.last_seen: Any = None  # the engine's latest progress report
         self.last_progress = 0.0
         self.last_stop_poll = 0.0
         self.stop = False
@@ -120,10 +121,24 @@ class JobHooks:
             self.job.state = JobState.TRAINING
             publish_state(self.job)
         self.pending_losses.append([p.step, float(p.loss)])
+        self.last_seen = p
         now = time.monotonic()
         if now - self.last_progress < PROGRESS_EVERY_S and p.step < p.total_steps:
             return
         self.last_progress = now
+        self._publish_progress(p)
+
+    def flush_progress(self) -> None:
+        """Send the losses still held back by the rate limit, so a run that stops (cancel, failure)
+        shows its loss curve up to the last step it took."""
+        if not self.pending_losses or self.last_seen is None:
+            return
+        try:  # best effort: the run is ending, and how it ends is recorded next whatever happens here
+            self._publish_progress(self.last_seen)
+        except Exception:
+            log.warning("job %s: could not send its last losses", self.job.pk, exc_info=True)
+
+    def _publish_progress(self, p: Any) -> None:
         self.update(step=p.step, loss=float(p.loss), it_per_s=float(p.it_per_s), eta_seconds=float(p.eta_s),
                     updated_at=timezone.now())
         events.publish(self.job.topic, "progress", {
@@ -299,6 +314,7 @@ def _run_claimed(job: TrainingJob) -> None:
         log.warning("%s; stopping this run and leaving the job to its new worker", exc)
         return
     except engine.EngineError as exc:
+        hooks.flush_progress()
         hint = getattr(exc, "hint", "") or ""
         if isinstance(exc, engine.OutOfMemoryError) and not hint:
             hint = out_of_memory_hint(job)
@@ -307,9 +323,11 @@ def _run_claimed(job: TrainingJob) -> None:
         return
     except Exception as exc:
         log.exception("job %s crashed", job.pk)
+        hooks.flush_progress()
         _finish(job, JobState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}",
                 error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
         return
+    hooks.flush_progress()
     if result.canceled and worker.shutting_down.is_set() and not (hooks.stop or hooks.cancel_requested()):
         if _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id=""):
             from trainer.tasks import train_job_task

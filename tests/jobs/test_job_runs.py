@@ -247,3 +247,27 @@ def test_resume_on_a_machine_without_the_checkpoint_fetches_it_from_storage(alic
     assert steps[0] == stopped_at + 1 and steps[-1] == 30, steps
     assert any("from storage" in e.data.get("line", "") for e in after.filter(kind="log"))
     assert default_storage.listdir(stored)[0] == [], "a finished job's checkpoints are removed"
+
+
+def test_a_stopped_run_sends_every_loss_it_computed(alice, make_dataset, monkeypatch):
+    """Losses held back by the progress rate limit still reach the chart when the run stops."""
+    from flux_studio.models import Event
+    from trainer.training_run import JobHooks
+
+    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)
+    monkeypatch.setattr(training_run, "PROGRESS_EVERY_S", 3600.0)  # only the first report goes out live
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
+                          overrides={"steps": 40, "sample_every": 0}, sample_prompts=[])
+    progress = JobHooks.on_progress
+
+    def cancel_at_step_4(self, p):
+        progress(self, p)
+        if p.step == 4:
+            jobs.job_cancel(job=self.job)
+
+    monkeypatch.setattr(JobHooks, "on_progress", cancel_at_step_4)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELED
+    steps = [s for e in Event.objects.filter(topic=job.topic, kind="progress") for s, _ in e.data["losses"]]
+    assert steps == list(range(1, job.step + 1)) and job.step >= 4, steps
