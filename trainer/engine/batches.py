@@ -26,7 +26,8 @@ class BatchPlan:
     """Which examples form micro-batch k: each epoch shuffles within buckets, then shuffles batches.
 
     Batches never mix buckets (all images in a batch share a size). The order of epoch e depends
-    only on (seed, e), so batch k can be found without replaying the batches before it.
+    only on (seed, e), so batch k can be found without replaying the batches before it. With
+    several resolutions an epoch visits every image at each of them.
     """
 
     def __init__(self, buckets: list[tuple[int, int]], batch_size: int, seed: int) -> None:
@@ -90,8 +91,9 @@ def make_batch(
     flips = (torch.rand(count, generator=generator) < 0.5).tolist() if cache.flipped else [False] * count
     latents = torch.stack([(cache.flipped if flip else cache.latents)[i] for i, flip in zip(indices, flips)])  # type: ignore[index]
     drops = (torch.rand(count, generator=generator) < caption_dropout).tolist()
-    text = torch.stack([cache.empty.text[0] if drop else cache.captions.text[i] for i, drop in zip(indices, drops)])
-    pooled = torch.stack([cache.empty.pooled[0] if drop else cache.captions.pooled[i] for i, drop in zip(indices, drops)])
+    rows = [cache.caption_rows[i] for i in indices]
+    text = torch.stack([cache.empty.text[0] if drop else cache.captions.text[r] for r, drop in zip(rows, drops)])
+    pooled = torch.stack([cache.empty.pooled[0] if drop else cache.captions.pooled[r] for r, drop in zip(rows, drops)])
     clean = pack(latents.float())
     noise = torch.randn(clean.shape, generator=generator)
     sigmas = sample_sigmas(count, sampling, clean.shape[1], logit_mean, logit_std, generator)
@@ -124,18 +126,24 @@ def loss_of(transformer: torch.nn.Module, batch: Batch, guidance: float | None) 
 def validation_batches(cache: CachedDataset, timesteps: list[float], seed: int, count: int = 4) -> list[Batch]:
     """Fixed batches: up to `count` examples, each at every validation timestep with fixed noise.
 
-    Same inputs every time, so the number moves only when the adapter does.
+    Same inputs every time, so the number moves only when the adapter does. With several
+    resolutions only the largest is measured (where detail shows, and what samples are drawn at),
+    with the same picks and noise as a run at that resolution alone, so the numbers compare.
     """
-    picks = sorted({round(i * (len(cache) - 1) / max(1, count - 1)) for i in range(min(count, len(cache)))})
+    largest = max(cache.resolutions)
+    candidates = [i for i, side in enumerate(cache.resolutions) if side == largest]
+    size = len(candidates)
+    picks = sorted({round(j * (size - 1) / max(1, count - 1)) for j in range(min(count, size))})
     batches = []
-    for i in picks:
-        generator = seeded(seed, i, stream=2)
+    for j in picks:
+        i, row = candidates[j], cache.caption_rows[candidates[j]]
+        generator = seeded(seed, j, stream=2)
         clean = pack(cache.latents[i].float().unsqueeze(0)).expand(len(timesteps), -1, -1)
         noise = torch.randn(clean.shape, generator=generator)
         sigmas = torch.tensor(timesteps, dtype=torch.float32)
         noisy, target = noised(clean, noise, sigmas)
-        text = cache.captions.text[i].unsqueeze(0).expand(len(timesteps), -1, -1)
-        pooled = cache.captions.pooled[i].unsqueeze(0).expand(len(timesteps), -1)
+        text = cache.captions.text[row].unsqueeze(0).expand(len(timesteps), -1, -1)
+        pooled = cache.captions.pooled[row].unsqueeze(0).expand(len(timesteps), -1)
         h, w = cache.latents[i].shape[-2:]
         batches.append(Batch(noisy, target, sigmas, text, pooled, image_ids(h, w), torch.zeros(text.shape[1], 3)))
     return batches

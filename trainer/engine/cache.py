@@ -3,13 +3,14 @@
 The diffusers example re-runs CLIP and T5 every step and pads T5 to 512 tokens. Here captions
 are encoded once, padded only to the longest caption (the transformer's cost grows with the
 text length too), one encoder at a time, and T5 and CLIP are dropped from memory before the
-first training step.
+first training step. With several resolutions each image's latents are cached once per
+resolution, but its caption is encoded once.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,12 @@ class EncodedPrompts:
 class CachedDataset:
     latents: list[torch.Tensor]  # per example [16, h, w], already shifted and scaled
     flipped: list[torch.Tensor] | None  # the same for the mirrored image (flip augmentation)
-    captions: EncodedPrompts
+    captions: EncodedPrompts  # one row per image, not per example
     empty: EncodedPrompts  # the empty caption, for caption dropout
     samples: EncodedPrompts | None  # sample prompts, encoded as the pipeline would at inference
-    buckets: list[tuple[int, int]]
+    buckets: list[tuple[int, int]]  # per example
+    caption_rows: list[int]  # per example: its row in `captions`
+    resolutions: list[int]  # per example: the resolution it was bucketed at
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -84,8 +87,11 @@ def encode_prompt_sets(
 
 
 @torch.no_grad()
-def encode_latents(vae: torch.nn.Module, images: list[Image.Image], device: torch.device) -> list[torch.Tensor]:
-    """Normalised latents (the distribution's mode: FLUX's VAE variance is negligible)."""
+def encode_latents(vae: torch.nn.Module, images: Iterable[Image.Image], device: torch.device) -> list[torch.Tensor]:
+    """Normalised latents (the distribution's mode: FLUX's VAE variance is negligible).
+
+    `images` may be a generator, so only one decoded image is held at a time.
+    """
     dtype = next(vae.parameters()).dtype
     latents = []
     for image in images:
@@ -120,7 +126,8 @@ def build_cache(
     Each text encoder visits the device alone and is then dropped. With `offload` (low memory
     mode) the VAE goes back to the CPU after encoding too, until samples are drawn.
     """
-    captions = [example.caption for example in examples]
+    rows = {path: row for row, path in enumerate(dict.fromkeys(e.image_path for e in examples))}
+    captions = list({e.image_path: e.caption for e in examples}.values())  # one per image, in example order
     length, cut = caption_length(pipeline, captions, max_sequence_length)
     if cut:
         log(f"{cut} caption(s) longer than {max_sequence_length} T5 tokens were cut")
@@ -131,9 +138,12 @@ def build_cache(
 
     vae = pipeline.vae  # type: ignore[attr-defined]
     vae.to(device)
-    log(f"encoding {len(examples)} images with the VAE" + (" (and their mirror images)" if flip else ""))
-    latents = encode_latents(vae, [load_image(e.image_path, e.bucket) for e in examples], device)
-    flipped = encode_latents(vae, [load_image(e.image_path, e.bucket, flip=True) for e in examples], device) if flip else None
+    resolutions = sorted({e.resolution for e in examples})
+    at = f" at {', '.join(map(str, resolutions))} px ({len(examples)} latents)" if len(resolutions) > 1 else ""
+    log(f"encoding {len(rows)} images{at} with the VAE" + (" (and their mirror images)" if flip else ""))
+    latents = encode_latents(vae, (load_image(e.image_path, e.bucket) for e in examples), device)
+    flipped = encode_latents(vae, (load_image(e.image_path, e.bucket, flip=True) for e in examples), device) if flip else None
     if offload:
         vae.to("cpu")  # needed again only to decode samples
-    return CachedDataset(latents, flipped, encoded, empty, samples, [e.bucket for e in examples])
+    return CachedDataset(latents, flipped, encoded, empty, samples, [e.bucket for e in examples],
+                         [rows[e.image_path] for e in examples], [e.resolution for e in examples])  # fmt: skip

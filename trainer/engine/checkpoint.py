@@ -21,7 +21,8 @@ STATE_FILE = "state.pt"
 # must be the checkpoint's. Only these may differ: `steps` (it may grow, to train further), where
 # files live (a resumed job may land on another worker), the side jobs' schedules, and how memory
 # is spent (low memory mode and checkpointing compute the same losses; a job that ran out of memory
-# resumes with them). Everything else, including any setting added later, must match.
+# resumes with them). Everything else, including any setting added later, must match. A list of
+# resolutions is one setting, compared after `resolve()` sorted it and dropped duplicates.
 MAY_CHANGE = frozenset({
     "steps", "images_dir", "output_dir", "resume", "init_lora", "device", "memory_mode", "gradient_checkpointing",
     "sample_prompts", "sample_every", "sample_steps", "sample_guidance", "checkpoint_every", "keep_checkpoints",

@@ -32,7 +32,9 @@ def _train_parser(commands: Any) -> None:
     p.add_argument("--images", help="folder of images with optional same-name .txt captions")
     p.add_argument("--trigger", help="trigger word every caption must contain")
     p.add_argument("--out", help="output folder")
-    for flag, kind in (("--steps", int), ("--resolution", int), ("--rank", int), ("--alpha", float), ("--lr", float),
+    p.add_argument("--resolution", type=_resolution_arg, metavar="PX[,PX...]",
+                   help="bucket side length, or several (512,768,1024) to train every image at each")
+    for flag, kind in (("--steps", int), ("--rank", int), ("--alpha", float), ("--lr", float),
                        ("--batch-size", int), ("--grad-accum", int), ("--seed", int), ("--sample-every", int),
                        ("--checkpoint-every", int), ("--val-every", int), ("--caption-dropout", float)):  # fmt: skip
         p.add_argument(flag, type=kind)
@@ -46,6 +48,17 @@ def _train_parser(commands: Any) -> None:
     p.add_argument("--add-trigger", action="store_true", help="prepend the trigger to captions lacking it")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+
+
+def _resolution_arg(text: str) -> int | list[int]:
+    """'512' -> 512; '512,768,1024' -> [512, 768, 1024]; TrainConfig checks the values."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole pixels, e.g. 512 or 512,768,1024") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one side length, e.g. 512 or 512,768,1024")
+    return values[0] if len(values) == 1 else values
 
 
 def _generate_parser(commands: Any) -> None:

@@ -36,7 +36,10 @@ class TrainConfig:
     add_trigger_to_captions: bool = False  # prepend the trigger to captions that lack it
     caption_dropout: float = 0.05  # share of steps trained on the empty caption
     flip: bool = False  # random horizontal flip (both orientations are cached)
-    resolution: int | None = None  # bucket side length, multiple of 16; None: preset's
+    # Bucket side length (buckets hold about resolution² pixels), a multiple of 16; a list such as
+    # [512, 768, 1024] trains every image at each (sorted, duplicates dropped; one value is the
+    # plain int); None: the preset's.
+    resolution: int | list[int] | None = None
     max_sequence_length: int | None = None  # T5 token cap; None: preset's
     # --- network -----------------------------------------------------------------------------
     lora_rank: int = 16
@@ -93,7 +96,7 @@ class TrainConfig:
         preset = preset_for(self.base)
         resolved = dataclasses.replace(
             self,
-            resolution=self.resolution or preset.resolution,
+            resolution=_normalized_resolution(self.resolution) or preset.resolution,
             max_sequence_length=self.max_sequence_length or preset.max_sequence_length,
             lora_alpha=self.lora_alpha if self.lora_alpha is not None else float(self.lora_rank),
             guidance=self.guidance if self.guidance is not None else preset.train_guidance,
@@ -107,12 +110,21 @@ class TrainConfig:
         resolved.validate()
         return resolved
 
+    @property
+    def resolutions(self) -> list[int]:
+        """The resolution setting as a sorted list (empty while unresolved)."""
+        return resolution_list(self.resolution)
+
+    @property
+    def sample_resolution(self) -> int:
+        """Side length of samples and the validation loss: the largest resolution trained."""
+        return max(self.resolutions)
+
     def validate(self) -> None:
         """Raise a ConfigError naming the first setting that cannot work."""
         _check(bool(self.images_dir), "images_dir is required")
         _check(bool(self.output_dir), "output_dir is required")
-        _check(self.resolution is None or (self.resolution >= 16 and self.resolution % 16 == 0),
-               f"resolution must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE), got {self.resolution}")
+        _check_resolution(self.resolution)
         _check(self.max_sequence_length is None or 1 <= self.max_sequence_length <= 512,
                "max_sequence_length must be between 1 and 512")
         _check(self.steps >= 1, "steps must be at least 1")
@@ -131,6 +143,32 @@ class TrainConfig:
                               ("lora_targets", LORA_TARGETS)):  # fmt: skip
             value = getattr(self, name)
             _check(value in allowed, f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def resolution_list(value: int | list[int] | None) -> list[int]:
+    """An int or a list of side lengths as a sorted list without duplicates."""
+    if value is None:
+        return []
+    return sorted(set(value)) if isinstance(value, list) else [value]
+
+
+def _normalized_resolution(value: int | list[int] | None) -> int | list[int] | None:
+    """Sorted and deduplicated, so [1024, 512] and [512, 1024, 512] are the same setting (for resume
+    too); a single value becomes the plain int, which trains exactly as `resolution: 512` does."""
+    if not isinstance(value, list):
+        return value
+    if not value:
+        raise ConfigError("resolution is an empty list: give a side length such as 512, or several, e.g. [512, 768, 1024]")
+    values = resolution_list(value)
+    return values[0] if len(values) == 1 else values
+
+
+def _check_resolution(value: int | list[int] | None) -> None:
+    """Each side length >= 16 and a multiple of 16: FLUX packs 2x2 latents of an 8x VAE."""
+    for side in resolution_list(value):
+        where = f" (in {value})" if isinstance(value, list) else ""
+        _check(side >= 16 and side % 16 == 0,
+               f"resolution must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE), got {side}{where}")
 
 
 def default_sample_prompts(trigger_word: str) -> list[str]:

@@ -1,5 +1,8 @@
 """The dataset: find images and captions, check them, and sort them into aspect-ratio buckets.
 
+With several resolutions (ai-toolkit's `resolution: [512, 768, 1024]`) every image becomes one
+example per resolution, each in the bucket of about that area that fits its aspect ratio best.
+
 Everything here runs before any model is loaded, so bad input fails in a second with a message
 that names the file, not after minutes of loading. Encoding into latents lives in `cache.py`.
 """
@@ -24,6 +27,7 @@ class Example:
     caption: str
     size: tuple[int, int]  # (width, height) after EXIF orientation
     bucket: tuple[int, int]  # (width, height) it is resized and cropped to
+    resolution: int  # the side length whose buckets `bucket` comes from
 
 
 def _register_heif() -> None:
@@ -35,8 +39,14 @@ def _register_heif() -> None:
     register_heif_opener()
 
 
-def load_dataset(images_dir: str | Path, resolution: int, trigger_word: str, add_trigger: bool) -> list[Example]:
-    """Read and check every image and caption in `images_dir` (not recursive)."""
+def load_dataset(
+    images_dir: str | Path, resolution: int | list[int], trigger_word: str, add_trigger: bool
+) -> list[Example]:
+    """Read and check every image and caption in `images_dir` (not recursive).
+
+    One example per (image, resolution), smallest resolution first; with one resolution that is
+    one example per image, in file name order.
+    """
     folder = Path(images_dir)
     if not folder.is_dir():
         raise DatasetError(f"images folder {folder} does not exist")
@@ -44,14 +54,28 @@ def load_dataset(images_dir: str | Path, resolution: int, trigger_word: str, add
     if not paths:
         raise DatasetError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
     _register_heif()
-    buckets = make_buckets(resolution)
+    resolutions = sorted(set(resolution)) if isinstance(resolution, list) else [resolution]
+    buckets = {side: make_buckets(side) for side in resolutions}
     captions = {path: read_caption(path, trigger_word) for path in paths}
     captions = check_trigger(captions, trigger_word, add_trigger)
-    examples = []
-    for path in paths:
-        size = image_size(path)
-        examples.append(Example(path, captions[path], size, nearest_bucket(size, buckets)))
-    return examples
+    sizes = {path: image_size(path) for path in paths}
+    return [Example(path, captions[path], sizes[path], nearest_bucket(sizes[path], buckets[side]), side)
+            for side in resolutions for path in paths]  # fmt: skip
+
+
+def describe(examples: list[Example]) -> str:
+    """How the examples fall into buckets, per resolution, for the run's log."""
+    images = len({e.image_path for e in examples})
+    resolutions = sorted({e.resolution for e in examples})
+    if len(resolutions) == 1:
+        sizes = sorted({e.bucket for e in examples})
+        return f"{images} images in {len(sizes)} bucket(s) {sizes}"
+    parts = []
+    for side in resolutions:
+        chosen = [e for e in examples if e.resolution == side]
+        sizes = sorted({e.bucket for e in chosen})
+        parts.append(f"{side} px: {len(chosen)} examples in {len(sizes)} bucket(s) {sizes}")
+    return f"{images} images x {len(resolutions)} resolutions = {len(examples)} examples; " + "; ".join(parts)
 
 
 def read_caption(image_path: Path, trigger_word: str) -> str:

@@ -21,7 +21,7 @@ from .batches import Batch, BatchPlan, loss_of, make_batch, seeded, validation_b
 from .cache import CachedDataset, build_cache
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import load_dataset
+from .data import describe, load_dataset
 from .errors import ConfigError, OutOfMemoryError
 from .hooks import Progress, TrainHooks, TrainResult
 from .kohya import to_kohya
@@ -49,8 +49,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     dtype = compute_dtype(device)
     out.mkdir(parents=True, exist_ok=True)
     config_path = cfg.to_yaml(out / "config.yaml")
-    sizes = sorted({e.bucket for e in examples})
-    hooks.on_log(f"{len(examples)} images in {len(sizes)} bucket(s) {sizes}; device {device}, {dtype}, {cfg.memory_mode} memory")
+    hooks.on_log(f"{describe(examples)}; device {device}, {dtype}, {cfg.memory_mode} memory")
 
     try:
         # 2. Load the base. Low memory: on the CPU, and the parts visit the GPU in turn; a 4-bit
@@ -194,7 +193,11 @@ def out_of_memory_advice(cfg: TrainConfig, device: torch.device) -> str:
     lighter = [] if cfg.memory_mode == "low" else ["memory_mode 'low' (a resume may switch to it)"]
     if cfg.batch_size > 1:
         lighter.append(f"batch_size 1 with grad_accum {cfg.batch_size * cfg.grad_accum} (same effective batch)")
-    lighter += [f"a smaller resolution than {cfg.resolution}", f"a lower lora_rank than {cfg.lora_rank}"]
+    if len(cfg.resolutions) > 1:  # each extra resolution is another set of examples, the largest costs most
+        lighter.append(f"fewer or smaller resolutions than {cfg.resolution}")
+    else:
+        lighter.append(f"a smaller resolution than {cfg.resolution}")
+    lighter.append(f"a lower lora_rank than {cfg.lora_rank}")
     return f"out of memory on {device}. Try " + "; or ".join(lighter) + "."
 
 
@@ -292,7 +295,10 @@ class _Run:
 
     @torch.no_grad()
     def render_samples(self, step: int) -> list[Path]:
-        """One image per sample prompt, each with its own fixed seed so steps compare like for like."""
+        """One image per sample prompt, each with its own fixed seed so steps compare like for like.
+
+        Drawn at the largest resolution trained (with several, the one the LoRA is mostly used at).
+        """
         cfg, samples, paths = self.cfg, self.cache.samples, []
         assert samples is not None
         self.transformer.eval()
@@ -305,7 +311,7 @@ class _Run:
             image = self.pipeline(
                 prompt_embeds=samples.text[i : i + 1].to(self.device, self.dtype),
                 pooled_prompt_embeds=samples.pooled[i : i + 1].to(self.device, self.dtype),
-                height=cfg.resolution, width=cfg.resolution, num_inference_steps=cfg.sample_steps,
+                height=cfg.sample_resolution, width=cfg.sample_resolution, num_inference_steps=cfg.sample_steps,
                 guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed + i),
             ).images[0]  # fmt: skip
             path = folder / f"step-{step:06d}-{i}.png"
