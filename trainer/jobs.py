@@ -21,7 +21,7 @@ from flux_studio import events, worker
 from flux_studio.models import WorkerHeartbeat
 from trainer import job_queue
 from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, TrainingJob
-from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_settings
+from trainer.presets import LIMITS, MAX_RESOLUTIONS, MEMORY_MODES, PRESETS, preset_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,39 @@ def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], s
         if raw in (None, ""):
             continue
         try:
-            values[key] = _clean_value(key, raw, values[key])
+            values[key] = _clean_resolution(raw) if key == "resolution" else _clean_value(key, raw, values[key])
         except ValueError as exc:
             errors[key] = str(exc)
-    if values["resolution"] % 16:
-        errors["resolution"] = "must be a multiple of 16"
     if errors:
         raise ValidationError(errors)
     values["sample_prompts"] = [p.strip() for p in sample_prompts if p.strip()][:4]
     return values
+
+
+def _clean_resolution(raw: Any) -> int | list[int]:
+    """"1024", 1024, "512, 768, 1024" or [512, 768, 1024]: each within LIMITS and a multiple of 16.
+
+    Sorted without duplicates; a single size stays a plain int, as before lists were allowed.
+    """
+    parts = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
+    sides = []
+    for part in parts:
+        if isinstance(part, bool) or isinstance(part, float) or not str(part).strip().isdigit():
+            raise ValueError(f"{part!r} is not a whole number of pixels; give one size or several separated by commas, "
+                             "e.g. 512, 768, 1024")
+        sides.append(int(part))
+    sides = sorted(set(sides))
+    low, high = LIMITS["resolution"]
+    if not sides:
+        raise ValueError("give a size in pixels, e.g. 1024, or several separated by commas")
+    if len(sides) > MAX_RESOLUTIONS:
+        raise ValueError(f"at most {MAX_RESOLUTIONS} sizes (each one adds a copy of every photo to train on)")
+    for side in sides:
+        if not low <= side <= high:
+            raise ValueError(f"{side} must be between {low} and {high}")
+        if side % 16:
+            raise ValueError(f"{side} must be a multiple of 16")
+    return sides[0] if len(sides) == 1 else sides
 
 
 def _clean_value(key: str, raw: Any, default: Any) -> Any:

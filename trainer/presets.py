@@ -43,11 +43,24 @@ LIMITS = {
     "learning_rate": (1e-6, 1e-2),
     "lora_rank": (1, 128),
     "batch_size": (1, 16),
-    "resolution": (32, 2048),
+    "resolution": (32, 2048),  # each of them, when several
     "sample_every": (0, 5000),
     "seed": (0, 2**31 - 1),
     "caption_dropout": (0.0, 0.5),
 }
+
+# Several resolutions train every photo at each (ai-toolkit's `resolution: [512, 768, 1024]`).
+MAX_RESOLUTIONS = 4
+
+
+def resolution_list(value: int | list[int]) -> list[int]:
+    """The resolution setting (an int, or a list when several) as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+def resolution_text(value: int | list[int]) -> str:
+    """'1024' or '512, 768, 1024', as the launch form takes it and the job page shows it."""
+    return ", ".join(str(side) for side in resolution_list(value))
 
 
 def preset_settings(preset: str, base_model: str) -> dict:
@@ -69,8 +82,13 @@ def preset_settings(preset: str, base_model: str) -> dict:
 
 
 def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
-    """A rough time estimate shown before launch (measured on a CPU for tiny, an H100 for FLUX)."""
+    """A rough time estimate shown before launch (measured on a CPU for tiny, an H100 for FLUX).
+
+    With several resolutions each step trains a batch at one of them, so a step costs the mean of
+    their costs (which grow with the area), and every photo is encoded once per resolution.
+    """
+    sides = resolution_list(settings["resolution"])
     on_cpu = base_model in CPU_STEP_SCALE
-    per_step = 0.1 if on_cpu else 0.35 * (settings["resolution"] / 1024) ** 2 * 2 + 0.05
-    warmup = 10 if on_cpu else 90 + photo_count
+    per_step = 0.1 if on_cpu else sum(0.35 * (side / 1024) ** 2 * 2 + 0.05 for side in sides) / len(sides)
+    warmup = 10 * len(sides) if on_cpu else 90 + photo_count * len(sides)
     return int(warmup + settings["steps"] * settings["batch_size"] * per_step)

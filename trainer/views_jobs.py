@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from trainer import job_queue, jobs
 from trainer.models import Dataset, TrainingJob
-from trainer.presets import MEMORY_MODES, PRESETS, estimate_seconds, preset_settings
+from trainer.presets import MEMORY_MODES, PRESETS, estimate_seconds, preset_settings, resolution_text
 
 DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
 
@@ -58,7 +58,7 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     return render(request, "trainer/job_launch.html", {
         "dataset": dataset, "presets": presets, "chosen": preset, "base": base, "bases": settings.BASE_MODELS,
         "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
-        "memory_mode": request.POST.get("memory_mode") or "fast",
+        "memory_mode": request.POST.get("memory_mode") or "fast", "posted": request.POST,
         "default_prompt": f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "",
     })
 
@@ -69,6 +69,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     queue_position = job_queue.queue_position(job)
     return render(request, "trainer/job_detail.html", {
         "job": job, "samples": job.samples.all(), "queue_position": queue_position, "area": "training",
+        "resolutions": resolution_text(job.config.get("resolution") or []),
         "downloads": [(kind, name) for kind, (field, name) in DOWNLOADS.items() if getattr(job, field)],
     })
 
