@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from flux_studio.api.webhooks import EVENTS
-from trainer.presets import MEMORY_MODES
+from trainer.presets import MAX_RESOLUTIONS, MEMORY_MODES
 
 S = dict[str, Any]
 STATUS = {"type": "string", "enum": ["starting", "processing", "succeeded", "failed", "canceled"]}
 STAMP = {"type": ["string", "null"], "format": "date-time"}
 ID = {"type": "integer", "minimum": 1}
 URL = {"type": "string", "format": "uri"}
+SIDE = {"type": "integer", "minimum": 32, "maximum": 2048, "multipleOf": 16}  # a training resolution
 
 
 def ref(name: str) -> S:
@@ -81,7 +82,9 @@ SCHEMAS: S = {
         "learning_rate": {"type": "number", "minimum": 1e-6, "maximum": 1e-2},
         "lora_rank": {"type": "integer", "minimum": 1, "maximum": 128},
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 16},
-        "resolution": {"type": "integer", "minimum": 32, "maximum": 2048, "multipleOf": 16},
+        "resolution": {"anyOf": [SIDE, {"type": "array", "items": SIDE, "minItems": 1, "maxItems": MAX_RESOLUTIONS}],
+                       "description": "bucket size in pixels, or several (e.g. [512, 768, 1024]) to train every photo "
+                                      "at each; samples use the largest"},
         "caption_dropout_rate": {"type": "number", "minimum": 0, "maximum": 0.5},
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "sample_every": {"type": "integer", "minimum": 0, "maximum": 5000},

@@ -35,7 +35,7 @@ INPUT_KEYS = (
 # API input name -> (service setting name, type)
 SETTINGS = {
     "steps": ("steps", int), "learning_rate": ("learning_rate", float), "lora_rank": ("lora_rank", int),
-    "batch_size": ("batch_size", int), "resolution": ("resolution", int), "seed": ("seed", int),
+    "batch_size": ("batch_size", int), "seed": ("seed", int),
     "caption_dropout_rate": ("caption_dropout", float), "sample_every": ("sample_every", int),
 }
 
@@ -55,12 +55,29 @@ def _overrides(data: dict[str, Any]) -> dict[str, Any]:
         value = number(data, key, kind, low=low, high=high, field=f"input.{key}")
         if value is not None:
             values[setting] = value
+    resolution = _resolution(data.get("resolution"))
+    if resolution is not None:
+        values["resolution"] = resolution  # ranges and multiples of 16: jobs.clean_settings, as for the web form
     mode = data.get("memory_mode")
     if mode is not None:
         if mode not in MEMORY_MODES:
             raise field_error("input.memory_mode", f"one of {', '.join(MEMORY_MODES)}")
         values["memory_mode"] = mode
     return values
+
+
+def _resolution(value: Any) -> int | list[int] | None:
+    """A whole number, or a non-empty list of them (every photo is trained at each); 1024.0 counts as 1024."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+
+    if value is None:
+        return None
+    if whole(value):
+        return int(value)
+    if isinstance(value, list) and value and all(whole(v) for v in value):
+        return [int(v) for v in value]
+    raise field_error("input.resolution", "a whole number of pixels or a list of them, e.g. 1024 or [512, 768, 1024]")
 
 
 def _launch_options(data: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,24 @@ def test_bad_input_is_422_with_field_errors(alice_api, alice, make_dataset, no_q
     assert no_queue == []
 
 
+def test_resolution_takes_one_size_or_a_list_and_names_a_bad_one(alice_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=1)
+    body = create(alice_api, dataset=dataset.pk, trigger_word="zxq", resolution=[64, 32]).json()
+    assert body["input"]["resolution"] == [32, 64]
+    assert TrainingJob.objects.get(pk=body["id"]).config["resolution"] == [32, 64]
+    assert create(alice_api, dataset=dataset.pk, resolution=48).json()["input"]["resolution"] == 48
+    for bad, message in (([32, 40], "40 must be a multiple of 16"), ([], "a list of them"), ("512", "a list of them"),
+                         ([64, True], "a list of them"), ([16], "between 32 and 2048")):
+        response = create(alice_api, dataset=dataset.pk, resolution=bad)
+        assert response.status_code == 422, response.content
+        assert message in " ".join(response.json()["errors"]["input.resolution"]), response.json()
+    assert TrainingJob.objects.count() == 2 and len(no_queue) == 2
+    from flux_studio.api.openapi import document
+
+    documented = document()["components"]["schemas"]["TrainingInput"]["properties"]["resolution"]["anyOf"]
+    assert [schema["type"] for schema in documented] == ["integer", "array"]
+
+
 def test_missing_dataset_trigger_and_bad_webhook(alice_api, alice, make_dataset, no_queue):
     assert "input.dataset" in create(alice_api).json()["errors"]
     dataset = make_dataset(alice, n=1, trigger="")
