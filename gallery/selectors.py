@@ -14,6 +14,7 @@ from django.utils import timezone
 from flux_studio.models import WorkerHeartbeat
 from gallery.models import GalleryExample, GalleryModel, Generation, GenerationImage, GenerationState
 from trainer.models import JobState, TrainingJob
+from trainer.presets import resolution_text
 
 DEFAULT_GENERATION_SECONDS = 15.0
 
@@ -167,7 +168,7 @@ def training_summary(job: TrainingJob) -> dict[str, object]:
     c = job.config or {}
     return {
         "base model": job.base_model, "steps": job.total_steps, "learning rate": c.get("learning_rate"),
-        "LoRA rank": c.get("lora_rank"), "resolution": c.get("resolution"), "batch size": c.get("batch_size"),
+        "LoRA rank": c.get("lora_rank"), "resolution": resolution_text(c["resolution"]) if c.get("resolution") else None, "batch size": c.get("batch_size"),
         "training images": len(job.snapshot or []), "preset": c.get("preset"),
     }
 

@@ -196,3 +196,12 @@ def test_adding_samples_to_a_new_draft_adds_each_once(alice, alice_client, make_
     sample = add_sample(job)
     alice_client.post(reverse("gallery:publish", args=[job.pk]), {"action": "add", "sample": [sample.pk]})
     assert GalleryModel.objects.get(training=job).examples.count() == 1
+
+
+def test_training_summary_reads_like_the_launch_form():
+    from gallery.selectors import training_summary
+    from trainer.models import TrainingJob
+
+    several = TrainingJob(base_model="tiny", total_steps=60, config={"resolution": [512, 768, 1024], "lora_rank": 16})
+    assert training_summary(several)["resolution"] == "512, 768, 1024"
+    assert training_summary(TrainingJob(base_model="tiny", config={"resolution": 64}))["resolution"] == "64"
