@@ -21,6 +21,22 @@ def _record_enqueue(monkeypatch):
     monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
 
 
+def cancel_at_step(monkeypatch, step: int) -> None:
+    """The person presses Cancel right after `step`; the run reads the flag at the next step
+    (STOP_POLL_S 0), so where it stops does not depend on how fast this machine trains."""
+    from trainer.training_run import JobHooks
+
+    progress = JobHooks.on_progress
+
+    def on_progress(self, p):
+        progress(self, p)
+        if p.step == step:
+            jobs.job_cancel(job=self.job)
+
+    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)
+    monkeypatch.setattr(JobHooks, "on_progress", on_progress)
+
+
 def test_base_model_that_cannot_load_fails_with_the_reason(alice, make_dataset, settings, tmp_path):
     missing = str(tmp_path / "no-such-flux")
     settings.BASE_MODELS = [*settings.BASE_MODELS, missing]
@@ -215,19 +231,11 @@ def test_resume_on_a_machine_without_the_checkpoint_fetches_it_from_storage(alic
     from trainer import checkpoint_store
     from trainer.training_run import JobHooks
 
-    # The cancel flag is read at every step here (STOP_POLL_S), so the run stops right after
-    # step 5 however fast this machine trains; no sample images keep the steps short.
-    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)
+    # No sample images keep the steps short.
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
                           overrides={"steps": 30, "sample_every": 3}, sample_prompts=[])
     progress = JobHooks.on_progress
-
-    def cancel_at_step_5(self, p):
-        progress(self, p)
-        if p.step == 5:
-            jobs.job_cancel(job=self.job)
-
-    monkeypatch.setattr(JobHooks, "on_progress", cancel_at_step_5)
+    cancel_at_step(monkeypatch, 5)
     run_training(job.pk)
     job.refresh_from_db()
     assert job.state == JobState.CANCELED, job.state
@@ -252,20 +260,11 @@ def test_resume_on_a_machine_without_the_checkpoint_fetches_it_from_storage(alic
 def test_a_stopped_run_sends_every_loss_it_computed(alice, make_dataset, monkeypatch):
     """Losses held back by the progress rate limit still reach the chart when the run stops."""
     from flux_studio.models import Event
-    from trainer.training_run import JobHooks
 
-    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)
     monkeypatch.setattr(training_run, "PROGRESS_EVERY_S", 3600.0)  # only the first report goes out live
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
                           overrides={"steps": 40, "sample_every": 0}, sample_prompts=[])
-    progress = JobHooks.on_progress
-
-    def cancel_at_step_4(self, p):
-        progress(self, p)
-        if p.step == 4:
-            jobs.job_cancel(job=self.job)
-
-    monkeypatch.setattr(JobHooks, "on_progress", cancel_at_step_4)
+    cancel_at_step(monkeypatch, 4)
     run_training(job.pk)
     job.refresh_from_db()
     assert job.state == JobState.CANCELED
