@@ -176,8 +176,9 @@ def job_cancel(*, job: TrainingJob) -> bool:
 def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJob:
     """Resume a canceled or failed job from its last checkpoint (same job, step count goes on).
 
-    `memory_mode` may switch a job that ran out of memory to "low": it computes the same steps,
-    so the checkpoint still fits (the engine checks the other settings did not change).
+    `memory_mode` may switch a job that ran out of memory to "low": the adapter and optimizer
+    state carry over (the engine checks the other settings did not change); on CUDA the 4-bit base
+    makes the continued run close to, not exactly, what the uninterrupted one would have been.
     """
     if memory_mode is not None and memory_mode not in MEMORY_MODES:
         raise ValidationError({"memory_mode": f"{memory_mode!r} is not one of {', '.join(MEMORY_MODES)}"})

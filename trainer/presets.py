@@ -31,11 +31,13 @@ CPU_STEP_SCALE = {"tiny": 0.06, "demo": 0.2}
 DEFAULT_RESOLUTION = {"tiny": 64, "demo": 64}
 FLUX_RESOLUTION = 1024
 
-# How the engine spends GPU memory (trainer/engine/config.py MEMORY_MODES). Both compute the
-# same steps, so a job that ran out of memory can resume from its checkpoint in "low".
+# How the engine spends GPU memory (trainer/engine/config.py MEMORY_MODES). A job that ran out of
+# memory may resume from its checkpoint in "low": the adapter and optimizer carry over, but on
+# CUDA the 4-bit base computes slightly different losses, so that resume continues the run rather
+# than replaying it exactly (on a CPU both modes compute the same losses). No GPU figures yet.
 MEMORY_MODES = {
-    "fast": "Fast: everything on the GPU in bf16 (FLUX.1 needs about 40 GB)",
-    "low": "Low memory: gradient checkpointing, offloading and a 4-bit base (fits 16–24 GB, about 30% slower)",
+    "fast": "Fast: everything on the GPU in bf16",
+    "low": "Low memory: gradient checkpointing, one text encoder at a time and a 4-bit base on CUDA (slower)",
 }
 
 LIMITS = {

@@ -20,8 +20,9 @@ STATE_FILE = "state.pt"
 # An exact resume replays the uninterrupted run, so every setting that decides what a step computes
 # must be the checkpoint's. Only these may differ: `steps` (it may grow, to train further), where
 # files live (a resumed job may land on another worker), the side jobs' schedules, and how memory
-# is spent (low memory mode and checkpointing compute the same losses; a job that ran out of memory
-# resumes with them). Everything else, including any setting added later, must match. A list of
+# is spent (checkpointing computes the same losses; low memory mode does too on a CPU, but on CUDA
+# its 4-bit base does not, so a job that ran out of memory and resumes in it continues the run
+# rather than replaying it exactly — worth it, since the alternative is no run at all). Everything else, including any setting added later, must match. A list of
 # resolutions is one setting, compared after `resolve()` sorted it and dropped duplicates.
 MAY_CHANGE = frozenset({
     "steps", "images_dir", "output_dir", "resume", "init_lora", "device", "memory_mode", "gradient_checkpointing",
