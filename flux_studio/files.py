@@ -50,13 +50,13 @@ PRIVATE_CACHE = "private, max-age=300"
 PRIVATE_REDIRECT_MAX_AGE = 60
 
 
-def _redirect_max_age(public: bool) -> int:
+def _redirect_max_age(storage: object, public: bool) -> int:
     """How long a redirect to a signed URL may be reused: well inside the URL's own lifetime.
 
     A cached redirect hands out the same URL until it expires, and the URL must still work when
     the last client to get it follows it.
     """
-    lifetime = int(getattr(settings, "STORAGES", {}).get("default", {}).get("OPTIONS", {}).get("querystring_expire", 3600))
+    lifetime = int(getattr(storage, "querystring_expire", 3600))
     wanted = PUBLIC_MAX_AGE if public else PRIVATE_REDIRECT_MAX_AGE
     return max(0, min(wanted, lifetime // 2))
 
@@ -66,7 +66,7 @@ def _signed_redirect(field: FieldFile, download_name: str | None, public: bool) 
     if download_name:
         params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
     response: HttpResponse = HttpResponseRedirect(field.storage.url(field.name, parameters=params))
-    response["Cache-Control"] = f"{'public' if public else 'private'}, max-age={_redirect_max_age(public)}"
+    response["Cache-Control"] = f"{'public' if public else 'private'}, max-age={_redirect_max_age(field.storage, public)}"
     return response
 
 

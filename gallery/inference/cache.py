@@ -131,6 +131,9 @@ class PipelineCache:
             self.stats.lora_unloads += len(stale)
         for key, spec in wanted.items():
             if key not in self._adapters:
+                # A load that fails part-way may change the pipeline's active adapters: forget
+                # what we believe is active, so the next request sets its adapters again.
+                self._active = None
                 self._adapters[key] = self._load_adapter(pipeline, spec)
         active = (tuple(self._adapters[key] for key in wanted), tuple(float(spec.scale) for spec in wanted.values()))
         # set_adapters walks every module of the transformer: skip it when nothing changed.

@@ -119,3 +119,24 @@ def test_a_new_scale_applies_and_an_unchanged_request_sets_nothing(cache, tiny_f
     stronger = np.asarray(cache.generate(request_for(tiny_folder, LoraSpec(one, 1.5)))[0])
     assert cache.stats.adapter_sets == sets + 1
     assert np.array_equal(stronger, plain_diffusers(tiny_folder, [(one, 1.5)]))
+
+
+def test_a_failed_lora_load_does_not_leave_the_previous_loras_switched_off(cache, tiny_folder, lora_files, tmp_path):
+    """A bad file between two identical requests: the second still gets its LoRA."""
+    from safetensors.torch import save_file
+
+    one = lora_files["one"]
+    first = np.asarray(cache.generate(request_for(tiny_folder, LoraSpec(one, 1.0)))[0])
+    # A real LoRA's layout with one tensor of the wrong size: the adapter is injected, then
+    # loading its weights fails half-way.
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(one))
+    key = next(k for k in tensors if k.endswith("lora_B.weight"))
+    tensors[key] = torch.zeros(tensors[key].shape[0] + 1, tensors[key].shape[1])
+    junk = tmp_path / "half.safetensors"
+    save_file(tensors, str(junk))
+    with pytest.raises(RequestError):
+        cache.generate(request_for(tiny_folder, LoraSpec(one, 1.0), LoraSpec(junk, 1.0)))
+    again = np.asarray(cache.generate(request_for(tiny_folder, LoraSpec(one, 1.0)))[0])
+    assert np.array_equal(again, first)
