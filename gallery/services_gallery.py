@@ -66,8 +66,7 @@ def first_example_samples(job: TrainingJob) -> list[TrainingSample]:
 
 def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
     """The gallery entry of a finished training: existing, or a new private draft (writes: POST only)."""
-    check_publishable(owner=owner, job=job)
-    preview = draft_preview(owner=owner, job=job)
+    preview = draft_preview(owner=owner, job=job)  # checks the training may be published
     model, created = GalleryModel.objects.get_or_create(training=job, defaults={
         field: getattr(preview, field) for field in ("owner", "title", "trigger_word", "base_model", "license")
     })
