@@ -149,6 +149,8 @@ class JobHooks:
         self.pending_losses = []
 
     def on_sample(self, step: int, prompt: str, path: Path) -> None:
+        # Fenced like every write: a run that lost its job must not add images to the new run's page.
+        self.check_held()
         with open(path, "rb") as fh:
             sample = TrainingSample(job=self.job, step=step, prompt=prompt)
             sample.image.save(Path(path).name, File(fh), save=True)
@@ -158,8 +160,7 @@ class JobHooks:
     def on_checkpoint(self, step: int, path: Path) -> None:
         # Storage first, then the row: `checkpoint_step` only ever names a checkpoint that any
         # worker can fetch. If storage fails, the older stored one stays the one to resume from.
-        if not mine(self.job, self.worker_id).exists():
-            raise JobTakenOver(f"job {self.job.pk} is no longer held by worker {self.worker_id}")
+        self.check_held()
         try:
             checkpoint_store.upload(self.job, step, Path(path))
         except Exception as exc:
@@ -172,6 +173,11 @@ class JobHooks:
         except Exception:
             log.warning("job %s: removing older stored checkpoints failed", self.job.pk, exc_info=True)
         events.publish(self.job.topic, "checkpoint", {"step": step})
+
+    def check_held(self) -> None:
+        """Stop the run before a write that cannot be fenced in one update (a file, a new row)."""
+        if not mine(self.job, self.worker_id).exists():
+            raise JobTakenOver(f"job {self.job.pk} is no longer held by worker {self.worker_id}")
 
     def update(self, **fields: Any) -> None:
         """Write to the job's row while this worker still holds it; stop the run when it does not."""
@@ -231,10 +237,12 @@ def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
         outcome = Event.objects.filter(topic=dataset.topic, kind="captioning").order_by("-id").first()
         if outcome is not None and outcome.data.get("message"):
             hooks.on_log(outcome.data["message"])
-    snapshot = snapshot_of(dataset, job.trigger_word)
-    job.snapshot = snapshot or job.snapshot
-    job.config = {**job.config, "autocaptioned": True}
-    job.save(update_fields=["snapshot", "config"])
+    snapshot = snapshot_of(dataset, job.trigger_word) or job.snapshot
+    config = {**job.config, "autocaptioned": True}
+    # Fenced: captioning takes minutes, long enough for recovery to hand the job to another
+    # worker, whose run must keep the snapshot it trains on.
+    hooks.update(snapshot=snapshot, config=config)
+    job.snapshot, job.config = snapshot, config
 
 
 def mine(job: TrainingJob, worker_id: str) -> QuerySet[TrainingJob]:
@@ -297,6 +305,9 @@ def _run_claimed(job: TrainingJob) -> None:
     if job.config.get("autocaption") and not job.config.get("autocaptioned"):
         try:
             autocaption_first(job, hooks)
+        except JobTakenOver as exc:
+            log.warning("%s; stopping this run and leaving the job to its new worker", exc)
+            return
         except Exception as exc:  # captions are a help, not a must: the template captions train
             log.exception("job %s: captioning before training failed", job.pk)
             hooks.on_log(f"Captioning failed ({exc}); training on the captions as they are.")
