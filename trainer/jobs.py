@@ -111,6 +111,22 @@ def snapshot_of(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
     return rows
 
 
+def launch_check(
+    *, trigger: str, preset: str = "balanced", base_model: str | None = None, overrides: dict[str, Any] | None = None,
+    sample_prompts: list[str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """job_create's checks that need no photos: a trigger word, the preset, base and settings.
+
+    The base model and the checked settings. The API runs it before storing the photos a request
+    sends, so that a refused launch stores nothing.
+    """
+    if not trigger:
+        raise ValidationError({"trigger_word": "pick a trigger word before training"})
+    base = base_model or settings.DEFAULT_BASE_MODEL
+    prompts = sample_prompts if sample_prompts is not None else [f"a photo of {trigger}"]
+    return base, clean_settings(preset=preset, base_model=base, overrides=overrides or {}, sample_prompts=prompts)
+
+
 def job_create(
     *, owner: AbstractBaseUser, dataset: Dataset, preset: str = "balanced", base_model: str | None = None,
     overrides: dict[str, Any] | None = None, sample_prompts: list[str] | None = None, name: str = "",
@@ -124,11 +140,8 @@ def job_create(
     if dataset.owner_id != owner.pk:
         raise PermissionError("not your dataset")
     trigger = dataset.trigger_word.strip()
-    if not trigger:
-        raise ValidationError({"trigger_word": "pick a trigger word before training"})
-    base = base_model or settings.DEFAULT_BASE_MODEL
-    prompts = sample_prompts if sample_prompts is not None else [f"a photo of {trigger}"]
-    values = clean_settings(preset=preset, base_model=base, overrides=overrides or {}, sample_prompts=prompts)
+    base, values = launch_check(trigger=trigger, preset=preset, base_model=base_model, overrides=overrides,
+                                sample_prompts=sample_prompts)
     snapshot = snapshot_of(dataset, trigger)
     if not snapshot:
         raise ValidationError({"dataset": "the dataset has no photos to train on (all are excluded or none were uploaded)"})

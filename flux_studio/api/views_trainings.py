@@ -21,11 +21,13 @@ from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body, json_object
 from flux_studio.api.serializers import TRAINING_DOWNLOADS, training_object
-from flux_studio.api.training_input import AUTOCAPTION_KEYS, autocaption_flag, dataset_for_training
+from flux_studio.api.training_input import (
+    AUTOCAPTION_KEYS, TrainingSource, apply_style, autocaption_flag, dataset_for_training, discard, training_source,
+)
 from flux_studio.api.webhooks import parse_webhook, webhook_register
 from flux_studio.files import serve_file
 from trainer import jobs
-from trainer.models import TrainingJob
+from trainer.models import Dataset, TrainingJob
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
 
 INPUT_KEYS = (
@@ -144,19 +146,38 @@ def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
     options = _launch_options(data)
     overrides = _overrides(data)
     autocaption = autocaption_flag(data)
-    # One transaction: a copied dataset never outlives a refused launch.
+    source = training_source(owner=request.user, data=data, uploads=uploads, hosts=_hosts(request))
+    try:  # everything that needs no photo, before any is stored: a refusal leaves nothing behind
+        jobs.launch_check(trigger=source.trigger, preset=options["preset"], base_model=options["base_model"],
+                          overrides=overrides, sample_prompts=options["sample_prompts"])
+    except ValidationError as exc:
+        raise from_validation_error(exc, field_map=FIELD_MAP) from None
+    # Outside any transaction: each photo commits on its own, so a 200-photo ingest never holds
+    # the database's write lock (on SQLite a running training's progress write would wait on it).
+    dataset, rejected = dataset_for_training(source)
+    try:
+        job = _launch(request, dataset, source, hook, options=options, overrides=overrides, autocaption=autocaption)
+    except BaseException:
+        discard(dataset, source)  # a refused launch leaves no copied dataset, nor its files
+        raise
+    answer = training_object(job, urls)
+    if uploads:
+        answer["rejected_files"] = rejected  # files of the request that did not pass the photo checks
+    return JsonResponse(answer, status=201)
+
+
+def _launch(request: HttpRequest, dataset: Dataset, source: TrainingSource, hook: dict[str, Any] | None, *,
+            options: dict[str, Any], overrides: dict[str, Any], autocaption: bool) -> TrainingJob:
+    """The job (and its webhook) in one short transaction, with the input's trigger and caption style."""
     with transaction.atomic():
-        dataset, rejected = dataset_for_training(owner=request.user, data=data, uploads=uploads, hosts=_hosts(request))
+        apply_style(dataset, source)
         try:
             job = jobs.job_create(owner=request.user, dataset=dataset, overrides=overrides, autocaption=autocaption, **options)
         except ValidationError as exc:
             raise from_validation_error(exc, field_map=FIELD_MAP) from None
         if hook:
             webhook_register(owner=request.user, kind="training", object_id=job.pk, **hook)
-    answer = training_object(job, urls)
-    if uploads:
-        answer["rejected_files"] = rejected  # files of the request that did not pass the photo checks
-    return JsonResponse(answer, status=201)
+    return job
 
 
 @api_view(("GET", "POST"))
