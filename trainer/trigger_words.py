@@ -24,8 +24,8 @@ from typing import Any
 
 from django.conf import settings
 
-from trainer.engine.demo import WEIGHTS_DIR as DEMO_WEIGHTS_DIR
-from trainer.engine.presets import BASE_PRESETS
+# Torch-free: where the engine keeps each base's files, the same functions the engine loads with.
+from trainer.engine.presets import base_source, looks_like_hub_id, tiny_base_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,6 @@ TRIGGER_CHARACTERS = "Use 2–40 letters, digits, _ or - (no spaces)."
 TRIGGER_ADVICE = "Short and uncommon, like JELLOMOLD or ZXQ_MIRA: a made-up word the model has never seen."
 # FLUX keeps CLIP's tokenizer in tokenizer/ and T5's in tokenizer_2/ (diffusers layout).
 TOKENIZER_FOLDERS = (("tokenizer", "CLIP"), ("tokenizer_2", "T5"))
-# Where trainer.engine.tiny.tiny_base_dir saves the tiny base (its folder name, under one of
-# these roots); the web process only looks, it never builds it (that needs torch).
-TINY_FOLDER = "tiny-base-v1"
 # A piece counts as familiar when the vocabulary holds it as a whole word of 3+ characters;
 # shorter ones ("re", "on") are in every word and mean little on their own.
 FAMILIAR_MIN_CHARS = 3
@@ -242,15 +239,12 @@ def tokenizer_files(base: str, folder: str, *, hub_cache: str | None = None) -> 
     The base is a preset name, a local diffusers folder or a hub id; a hub id is only looked up
     in the local Hugging Face cache (a web request never downloads).
     """
-    preset = BASE_PRESETS.get(base)
-    source = preset.source if preset else base
-    if source == "builtin:demo":
-        return _files_in(DEMO_WEIGHTS_DIR / folder)
+    source = base_source(base)
     if source == "builtin:tiny":
-        return next((files for root in _tiny_roots() if (files := _files_in(root / TINY_FOLDER / folder))), None)
-    if Path(source).expanduser().is_dir():
+        return next((files for saved in _tiny_folders() if (files := _files_in(saved / folder))), None)
+    if Path(source).expanduser().is_dir():  # a local folder, or the demo's shipped weights
         return _files_in(Path(source).expanduser() / folder)
-    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+    if looks_like_hub_id(source):
         return _files_in_hub_cache(source, folder, hub_cache)
     return None
 
@@ -276,13 +270,10 @@ def _files_in_hub_cache(repo: str, folder: str, cache_dir: str | None) -> tuple[
     return (vocab, merges) if vocab and merges else None
 
 
-def _tiny_roots() -> list[Path]:
-    """Folders that may hold the saved tiny base: MODEL_CACHE_DIR, then tiny_base_dir's roots."""
-    roots = [Path(settings.MODEL_CACHE_DIR)]
-    if os.environ.get("FLUX_STUDIO_CACHE"):
-        roots.append(Path(os.environ["FLUX_STUDIO_CACHE"]))
-    roots.append(Path.home() / ".cache" / "flux-studio")
-    return roots
+def _tiny_folders() -> list[Path]:
+    """Where the tiny base may be saved: under MODEL_CACHE_DIR, then where `tiny_base_dir()` puts
+    it by default. The web process only looks; building it needs torch (the worker does)."""
+    return [tiny_base_folder(settings.MODEL_CACHE_DIR), tiny_base_folder()]
 
 
 def _mtimes(files: tuple[str, ...]) -> tuple[float, ...]:

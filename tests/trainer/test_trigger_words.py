@@ -118,7 +118,8 @@ def test_a_hub_base_is_read_from_the_hugging_face_cache_only(tmp_path, monkeypat
     assert any("familiar tokens (CLIP: red + cat)" in w for w in found.warnings)
 
 
-def test_tiny_base_uses_its_saved_tokenizers_or_says_it_fell_back(no_tiny_base, monkeypatch):
+@pytest.mark.parametrize("saved_in", ["MODEL_CACHE_DIR", "FLUX_STUDIO_CACHE"])
+def test_tiny_base_uses_its_saved_tokenizers_or_says_it_fell_back(no_tiny_base, monkeypatch, tmp_path, saved_in):
     fallback = trigger_advice("RedCat", base="tiny")
     assert fallback.splits == [] and "tiny base's tokenizers are not on this machine" in fallback.notes[0]
     assert "familiar pieces (red + cat)" in fallback.warnings[0]
@@ -132,7 +133,11 @@ def test_tiny_base_uses_its_saved_tokenizers_or_says_it_fell_back(no_tiny_base, 
         return Path(folder)
 
     monkeypatch.setattr(tiny, "save_tiny_pipeline", save_tokenizers_only)
-    tiny.tiny_base_dir(no_tiny_base)
+    if saved_in == "MODEL_CACHE_DIR":
+        tiny.tiny_base_dir(no_tiny_base)
+    else:  # where the engine saves it by default, wherever that folder's name says
+        monkeypatch.setenv("FLUX_STUDIO_CACHE", str(tmp_path / "cache"))
+        tiny.tiny_base_dir()
     saved = trigger_advice("RedCat", base="tiny")
     assert [(s.tokenizer, s.pieces) for s in saved.splits] == [("CLIP", list("redcat")), ("T5", list("RedCat"))]
     assert saved.warnings == []  # character-level tokenizers: every word is new to the tiny base

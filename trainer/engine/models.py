@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BaseModelLoadError, ConfigError
-from .presets import BASE_PRESETS
+from .presets import BASE_PRESETS, base_source, looks_like_hub_id
 
 if TYPE_CHECKING:
     import torch
@@ -64,10 +64,10 @@ def load_pipeline(
 
         pipeline = build_tiny_pipeline()  # fp32 on the CPU; cast only when asked for another dtype
         return pipeline.to(device=device) if dtype == torch.float32 else pipeline.to(device=device, dtype=dtype)
-    source = _source(base)  # builtin:demo is shipped inside the package: trainer/engine/demo/weights
+    source = base_source(base)  # builtin:demo is shipped inside the package: trainer/engine/demo/weights
     if preset is None and Path(base).exists():
         _check_local_folder(Path(base))
-    elif preset is None and not _looks_like_hub_id(base):
+    elif preset is None and not looks_like_hub_id(base):
         names = ", ".join(BASE_PRESETS)
         raise BaseModelLoadError(f"base {base!r} is not a preset ({names}), an existing folder, or a hub id 'org/name'")
     kwargs: dict[str, Any] = {"dtype": dtype, "token": token or os.environ.get("HF_TOKEN")}
@@ -89,25 +89,13 @@ def load_transformer(
     from diffusers import FluxTransformer2DModel
 
     device, token = torch.device(device), token or os.environ.get("HF_TOKEN")
-    source = _source(base)
+    source = base_source(base)
     if quantize:
         return _load_quantized_transformer(source, dtype, device, token)
     try:
         return FluxTransformer2DModel.from_pretrained(source, subfolder="transformer", dtype=dtype, token=token).to(device)
     except Exception as error:
         raise BaseModelLoadError(_explain_load_failure(source, error, token)) from error
-
-
-def _source(base: str) -> str:
-    """Where diffusers loads `base` from: a preset's hub id or shipped folder, else `base` itself."""
-    preset = BASE_PRESETS.get(base)
-    source = preset.source if preset else base
-    return str(Path(__file__).parent / "demo" / "weights") if source == "builtin:demo" else source
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
 
 
 def _check_local_folder(folder: Path) -> None:

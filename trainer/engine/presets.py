@@ -2,13 +2,19 @@
 
 A base trained at 64 px with 32 text tokens must be sampled that way too, so every preset carries
 its own resolution, text length, sampling steps and guidance instead of the pipeline defaults.
+
+Plain Python, no torch: the web process reads it too (trigger word advice looks for a base's
+tokenizer files where `base_source` and `tiny_base_folder` say the engine keeps them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .demo import WEIGHTS_DIR as DEMO_WEIGHTS_DIR
 
 # A local diffusers folder may carry its own defaults in this file (the tiny and bench bases do),
 # so that a base saved to disk samples the way it was built to, not at FLUX.1's 1024 px.
@@ -96,3 +102,24 @@ def preset_for(base: str) -> BasePreset:
 def write_preset_file(folder: Path, preset: BasePreset) -> None:
     """Record `preset`'s defaults next to a saved pipeline so `preset_for(folder)` finds them."""
     (Path(folder) / PRESET_FILE).write_text(json.dumps(asdict(preset), indent=2) + "\n")
+
+
+def base_source(base: str) -> str:
+    """Where `base`'s files are: a preset's hub id or shipped folder (the demo's weights), "builtin:tiny"
+    for the base built in code, else `base` itself (a local diffusers folder or a hub id)."""
+    preset = BASE_PRESETS.get(base)
+    source = preset.source if preset else base
+    return str(DEMO_WEIGHTS_DIR) if source == "builtin:demo" else source
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """'org/name', not a path ('./x', '/x', '~/x')."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def tiny_base_folder(cache_dir: str | Path | None = None) -> Path:
+    """Where `tiny.tiny_base_dir` saves the tiny base as a diffusers folder: in `cache_dir`, else
+    $FLUX_STUDIO_CACHE, else ~/.cache/flux-studio."""
+    root = Path(cache_dir or os.environ.get("FLUX_STUDIO_CACHE") or Path.home() / ".cache" / "flux-studio")
+    return root / "tiny-base-v1"  # bump the suffix whenever TinySpec's defaults change

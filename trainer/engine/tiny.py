@@ -186,15 +186,16 @@ def save_tiny_pipeline(folder: str | Path, spec: TinySpec | None = None, preset:
 def tiny_base_dir(cache_dir: str | Path | None = None) -> Path:
     """The tiny base as a diffusers folder, built once and reused (for the web side and demos).
 
-    Lives in `cache_dir`, else $FLUX_STUDIO_CACHE, else ~/.cache/flux-studio. Written to a
+    Lives in `presets.tiny_base_folder(cache_dir)`, which the web side looks in too. Written to a
     temporary name first, so two processes racing to build it never see a half-written folder.
     """
-    import os
     import shutil
     import tempfile
 
-    root = Path(cache_dir or os.environ.get("FLUX_STUDIO_CACHE") or Path.home() / ".cache" / "flux-studio")
-    folder = root / "tiny-base-v1"  # bump the suffix whenever TinySpec's defaults change
+    from .presets import tiny_base_folder
+
+    folder = tiny_base_folder(cache_dir)
+    root = folder.parent
     if (folder / "model_index.json").is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
