@@ -20,6 +20,7 @@ from django.utils import timezone
 from flux_studio import events, worker
 from flux_studio.models import WorkerHeartbeat
 from trainer import job_queue
+from trainer.engine.config import resolution_sides, resolution_value
 from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MAX_RESOLUTIONS, MEMORY_MODES, PRESETS, preset_settings
 
@@ -56,21 +57,12 @@ def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], s
 
 
 def _clean_resolution(raw: Any) -> int | list[int]:
-    """"1024", 1024, "512, 768, 1024" or [512, 768, 1024]: each within LIMITS and a multiple of 16.
+    """"1024", 1024, 1024.0, "512, 768, 1024" or [512, 768, 1024]: each within LIMITS and a multiple of 16.
 
     Sorted without duplicates; a single size stays a plain int, as before lists were allowed.
     """
-    parts = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
-    sides = []
-    for part in parts:
-        if isinstance(part, bool) or isinstance(part, float) or not str(part).strip().isdigit():
-            raise ValueError(f"{part!r} is not a whole number of pixels; give one size or several separated by commas, "
-                             "e.g. 512, 768, 1024")
-        sides.append(int(part))
-    sides = sorted(set(sides))
+    sides = resolution_sides(raw)  # ValueError names a part that is not a whole number of pixels
     low, high = LIMITS["resolution"]
-    if not sides:
-        raise ValueError("give a size in pixels, e.g. 1024, or several separated by commas")
     if len(sides) > MAX_RESOLUTIONS:
         raise ValueError(f"at most {MAX_RESOLUTIONS} sizes (each one adds a copy of every photo to train on)")
     for side in sides:
@@ -78,7 +70,7 @@ def _clean_resolution(raw: Any) -> int | list[int]:
             raise ValueError(f"{side} must be between {low} and {high}")
         if side % 16:
             raise ValueError(f"{side} must be a multiple of 16")
-    return sides[0] if len(sides) == 1 else sides
+    return resolution_value(sides)
 
 
 def _clean_value(key: str, raw: Any, default: Any) -> Any:

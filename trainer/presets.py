@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Torch-free: the engine's one parser of the resolution setting, so the studio reads it the same way.
+from trainer.engine.config import resolution_sides
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -55,14 +58,9 @@ LIMITS = {
 MAX_RESOLUTIONS = 4
 
 
-def resolution_list(value: int | list[int]) -> list[int]:
-    """The resolution setting (an int, or a list when several) as a list."""
-    return list(value) if isinstance(value, list) else [value]
-
-
-def resolution_text(value: int | list[int]) -> str:
-    """'1024' or '512, 768, 1024', as the launch form takes it and the job page shows it."""
-    return ", ".join(str(side) for side in resolution_list(value))
+def resolution_text(value: int | list[int] | None) -> str:
+    """'1024' or '512, 768, 1024', as the launch form takes it and the job page shows it ('' for none)."""
+    return ", ".join(str(side) for side in resolution_sides(value)) if value else ""
 
 
 def preset_settings(preset: str, base_model: str) -> dict:
@@ -89,7 +87,7 @@ def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
     With several resolutions each step trains a batch at one of them, so a step costs the mean of
     their costs (which grow with the area), and every photo is encoded once per resolution.
     """
-    sides = resolution_list(settings["resolution"])
+    sides = resolution_sides(settings["resolution"])
     on_cpu = base_model in CPU_STEP_SCALE
     per_step = 0.1 if on_cpu else sum(0.35 * (side / 1024) ** 2 * 2 + 0.05 for side in sides) / len(sides)
     warmup = 10 * len(sides) if on_cpu else 90 + photo_count * len(sides)

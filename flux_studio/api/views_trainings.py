@@ -57,9 +57,8 @@ def _overrides(data: dict[str, Any]) -> dict[str, Any]:
         value = number(data, key, kind, low=low, high=high, field=f"input.{key}")
         if value is not None:
             values[setting] = value
-    resolution = _resolution(data.get("resolution"))
-    if resolution is not None:
-        values["resolution"] = resolution  # ranges and multiples of 16: jobs.clean_settings, as for the web form
+    if data.get("resolution") is not None:
+        values["resolution"] = _resolution(data["resolution"])
     mode = data.get("memory_mode")
     if mode is not None:
         if mode not in MEMORY_MODES:
@@ -68,18 +67,13 @@ def _overrides(data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _resolution(value: Any) -> int | list[int] | None:
-    """A whole number, or a non-empty list of them (every photo is trained at each); 1024.0 counts as 1024."""
-    def whole(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
-
-    if value is None:
-        return None
-    if whole(value):
-        return int(value)
-    if isinstance(value, list) and value and all(whole(v) for v in value):
-        return [int(v) for v in value]
-    raise field_error("input.resolution", "a whole number of pixels or a list of them, e.g. 1024 or [512, 768, 1024]")
+def _resolution(value: Any) -> Any:
+    """The JSON types the API documents: a number or a non-empty list of numbers, never text.
+    Parsing (1024.0 counts as 1024) and the size checks are jobs.clean_settings', as for the web form."""
+    numbers = value if isinstance(value, list) else [value]
+    if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        raise field_error("input.resolution", "a whole number of pixels or a list of them, e.g. 1024 or [512, 768, 1024]")
+    return value
 
 
 def _launch_options(data: dict[str, Any]) -> dict[str, Any]:

@@ -71,12 +71,13 @@ def test_resolution_takes_one_size_or_a_list_and_names_a_bad_one(alice_api, alic
     assert body["input"]["resolution"] == [32, 64]
     assert TrainingJob.objects.get(pk=body["id"]).config["resolution"] == [32, 64]
     assert create(alice_api, dataset=dataset.pk, resolution=48).json()["input"]["resolution"] == 48
+    assert create(alice_api, dataset=dataset.pk, resolution=[64.0, 32]).json()["input"]["resolution"] == [32, 64]
     for bad, message in (([32, 40], "40 must be a multiple of 16"), ([], "a list of them"), ("512", "a list of them"),
-                         ([64, True], "a list of them"), ([16], "between 32 and 2048")):
+                         ([64, True], "a list of them"), ([16], "between 32 and 2048"), (64.5, "not a whole number")):
         response = create(alice_api, dataset=dataset.pk, resolution=bad)
         assert response.status_code == 422, response.content
         assert message in " ".join(response.json()["errors"]["input.resolution"]), response.json()
-    assert TrainingJob.objects.count() == 2 and len(no_queue) == 2
+    assert TrainingJob.objects.count() == 3 and len(no_queue) == 3
     from flux_studio.api.openapi import document
 
     documented = document()["components"]["schemas"]["TrainingInput"]["properties"]["resolution"]["anyOf"]

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from trainer.engine import ConfigError, TrainConfig
+from trainer.engine.config import resolution_sides
 from trainer.engine.generation import GenerateConfig
 
 
@@ -46,3 +47,15 @@ def test_generate_config_accepts_lora_pairs_from_yaml_lists() -> None:
     assert config.resolve().width == 64
     with pytest.raises(ConfigError):
         GenerateConfig.from_dict({"loras": [["a", 1.0, 2]]})
+
+
+def test_one_parser_reads_every_form_of_the_resolution_setting() -> None:
+    """The engine, the launch form, the API and the studio's pages all read the setting with it."""
+    assert resolution_sides(None) == [] and resolution_sides(512) == [512] and resolution_sides(1024.0) == [1024]
+    assert resolution_sides([1024, 512.0, 768, 512]) == [512, 768, 1024]
+    assert resolution_sides("1024, 512,768 512") == [512, 768, 1024] and resolution_sides(" 64 ") == [64]
+    for bad, message in (("512, big", "'big' is not a whole number of pixels"), (512.5, "512.5 is not a whole number"),
+                         ([512, True], "True is not a whole number"), ("", "give a size in pixels"),
+                         ([], "give a size in pixels")):
+        with pytest.raises(ValueError, match=message):
+            resolution_sides(bad)

@@ -29,11 +29,12 @@ def test_one_size_or_several_sorted_without_duplicates():
     assert resolution_of("64") == 64 and resolution_of(64) == 64  # one size stays the plain setting
     assert resolution_of("64, 32,64") == [32, 64] and resolution_of("1024 512") == [512, 1024]
     assert resolution_of([768, 512, 1024]) == [512, 768, 1024]
+    assert resolution_of(1024.0) == 1024 and resolution_of([64.0, 32]) == [32, 64]  # JSON's whole floats
 
 
 @pytest.mark.parametrize("text, message", [
     ("32, 70", "70 must be a multiple of 16"), ("16, 64", "16 must be between 32 and 2048"),
-    ("64, big", "'big' is not a whole number"), ("32, 48, 64, 80, 96", "at most 4 sizes"), (" , ", "give a size"),
+    ("64, big", "'big' is not a whole number"), (64.5, "64.5 is not a whole number"), ([64, True], "True is not a whole number"), ("32, 48, 64, 80, 96", "at most 4 sizes"), (" , ", "give a size"),
 ])
 def test_each_size_is_checked_and_named(text, message):
     with pytest.raises(ValidationError) as info:

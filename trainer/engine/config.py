@@ -113,7 +113,7 @@ class TrainConfig:
     @property
     def resolutions(self) -> list[int]:
         """The resolution setting as a sorted list (empty while unresolved)."""
-        return resolution_list(self.resolution)
+        return resolution_sides(self.resolution)
 
     @property
     def sample_resolution(self) -> int:
@@ -145,27 +145,58 @@ class TrainConfig:
             _check(value in allowed, f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
 
-def resolution_list(value: int | list[int] | None) -> list[int]:
-    """An int or a list of side lengths as a sorted list without duplicates."""
+def resolution_sides(value: Any) -> list[int]:
+    """A resolution setting as side lengths, sorted, without duplicates; None gives [].
+
+    The one parser for every door: an int (YAML, JSON), a whole float (JSON's 1024.0), a list of
+    them, or text such as "512, 768, 1024" or "512 768" (the launch form). A ValueError names the
+    part that is not a whole number of pixels, or says that no size was given. Ranges are the
+    caller's to check (the engine takes any multiple of 16, the studio 32 to 2048).
+    """
     if value is None:
         return []
-    return sorted(set(value)) if isinstance(value, list) else [value]
+    if isinstance(value, str):
+        parts: list[Any] = value.replace(",", " ").split()
+    else:
+        parts = list(value) if isinstance(value, (list, tuple)) else [value]
+    sides = [_whole_pixels(part) for part in parts]
+    if not sides:
+        raise ValueError("give a size in pixels, e.g. 1024, or several separated by commas")
+    return sorted(set(sides))
+
+
+def _whole_pixels(part: Any) -> int:
+    if isinstance(part, int) and not isinstance(part, bool):
+        return part
+    if isinstance(part, float) and part.is_integer():
+        return int(part)
+    if isinstance(part, str) and part.strip().isdigit():
+        return int(part)
+    raise ValueError(f"{part!r} is not a whole number of pixels; give one size or several separated by commas, "
+                     "e.g. 512, 768, 1024")
+
+
+def resolution_value(sides: list[int]) -> int | list[int]:
+    """The setting for sorted side lengths: one is the plain int, which trains (and resumes)
+    exactly as `resolution: 512` does; several stay the list."""
+    return sides[0] if len(sides) == 1 else sides
 
 
 def _normalized_resolution(value: int | list[int] | None) -> int | list[int] | None:
-    """Sorted and deduplicated, so [1024, 512] and [512, 1024, 512] are the same setting (for resume
-    too); a single value becomes the plain int, which trains exactly as `resolution: 512` does."""
+    """Sorted and deduplicated, so [1024, 512] and [512, 1024, 512] are the same setting (for resume too)."""
     if not isinstance(value, list):
         return value
     if not value:
         raise ConfigError("resolution is an empty list: give a side length such as 512, or several, e.g. [512, 768, 1024]")
-    values = resolution_list(value)
-    return values[0] if len(values) == 1 else values
+    try:
+        return resolution_value(resolution_sides(value))
+    except ValueError as error:
+        raise ConfigError(f"resolution: {error}") from None
 
 
 def _check_resolution(value: int | list[int] | None) -> None:
     """Each side length >= 16 and a multiple of 16: FLUX packs 2x2 latents of an 8x VAE."""
-    for side in resolution_list(value):
+    for side in resolution_sides(value):
         where = f" (in {value})" if isinstance(value, list) else ""
         _check(side >= 16 and side % 16 == 0,
                f"resolution must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE), got {side}{where}")

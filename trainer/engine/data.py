@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import resolution_sides
 from .errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif")
@@ -54,7 +55,7 @@ def load_dataset(
     if not paths:
         raise DatasetError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
     _register_heif()
-    resolutions = sorted(set(resolution)) if isinstance(resolution, list) else [resolution]
+    resolutions = resolution_sides(resolution)
     buckets = {side: make_buckets(side) for side in resolutions}
     captions = {path: read_caption(path, trigger_word) for path in paths}
     captions = check_trigger(captions, trigger_word, add_trigger)
