@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import _read_yaml
+from .config import _read_yaml, resolution_sides, resolution_value
 from .errors import EngineError
 
 # flag dest -> TrainConfig field
@@ -53,12 +53,10 @@ def _train_parser(commands: Any) -> None:
 def _resolution_arg(text: str) -> int | list[int]:
     """'512' -> 512; '512,768,1024' -> [512, 768, 1024]; TrainConfig checks the values."""
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        sides = resolution_sides(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole pixels, e.g. 512 or 512,768,1024") from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one side length, e.g. 512 or 512,768,1024")
-    return values[0] if len(values) == 1 else values
+    return resolution_value(sides)
 
 
 def _generate_parser(commands: Any) -> None:
