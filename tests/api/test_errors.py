@@ -78,10 +78,12 @@ def test_a_nul_in_search_text_is_no_server_error(alice, make_job_published):
 
 def test_nul_in_publish_details_is_a_clear_error(alice, make_job_published):
     model = make_job_published(alice)
-    with pytest.raises(Exception) as caught:
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as caught:  # refused by the service, not by the database
         services_gallery.gallery_model_update(model=model, title="a\x00b", description="", trigger_word="zqx",
                                               license="mit", tags="")
-    assert "NUL" in str(caught.value)
+    assert "NUL" in " ".join(caught.value.message_dict["title"])
 
 
 @pytest.fixture
