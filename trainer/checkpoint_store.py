@@ -6,6 +6,10 @@ would silently start again at step 0. So each checkpoint the engine writes is co
 (local media or S3), replacing the previous one, and a worker that lacks the job's checkpoint
 fetches it before the engine looks.
 
+The copy runs on a thread of its own (`Uploader`), since a FLUX checkpoint (LoRA and optimizer
+state) is hundreds of MB and training must not wait on storage. The thread touches no database:
+the training thread records `checkpoint_step` once a copy has landed, fenced like its other writes.
+
 Layout: users/<owner>/checkpoints/job-<pk>/step-<NNNNNN>/<the engine's files>. The worker side
 only; no torch here, the engine's folder conventions are passed in.
 """
@@ -13,7 +17,9 @@ only; no torch here, the engine's folder conventions are passed in.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import threading
 from pathlib import Path
 
 from django.core.files import File
@@ -45,11 +51,14 @@ def upload(job: TrainingJob, step: int, folder: Path) -> None:
             raise RuntimeError(f"storage saved {name} as {saved}")
 
 
-def prune(job: TrainingJob, keep_step: int | None = None) -> None:
-    """Delete the job's stored checkpoints except `keep_step` (all of them when None)."""
-    keep = step_name(keep_step) if keep_step is not None else None
+def prune(job: TrainingJob, below: int | None = None) -> None:
+    """Delete the job's stored checkpoints older than step `below` (all of them when None).
+
+    Newer ones stay: the uploader may already have copied a later checkpoint than the one the
+    database names, and that one is the next to be named.
+    """
     for folder in _stored_steps(job):
-        if folder == keep:
+        if below is not None and folder >= step_name(below):  # zero-padded: names sort as steps
             continue
         prefix = f"{job_prefix(job)}/{folder}"
         for name in default_storage.listdir(prefix)[1]:
@@ -95,3 +104,130 @@ def _remove_empty_folder(prefix: str) -> None:
         Path(default_storage.path(prefix)).rmdir()
     except (NotImplementedError, OSError):
         pass
+
+
+class Uploader:
+    """Copies one run's checkpoints to storage on a background thread, the newest first.
+
+    Latest wins: a checkpoint that arrives while another is being copied waits, and replaces any
+    that was waiting already, since only the newest one is worth resuming from. Each checkpoint
+    is hard-linked into `staging` when it arrives (instant), so the engine removing its older
+    checkpoints cannot pull files from under a copy in progress.
+
+    The training thread calls `submit`, then collects what `take_landed` and `take_problems`
+    return; nothing here raises into the run.
+    """
+
+    def __init__(self, job: TrainingJob, staging: Path) -> None:
+        self.job = job
+        self.staging = staging
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier run on this machine
+        self._lock = threading.Condition()
+        self._waiting: tuple[int, Path] | None = None
+        self._prune_below: int | None = None
+        self._busy = self._closing = False
+        self._landed: int | None = None
+        self._problems: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, step: int, folder: Path) -> None:
+        staged = self._stage(step, folder)
+        with self._lock:
+            superseded, self._waiting = self._waiting, (step, staged)
+            self._wake()
+        if superseded is not None:
+            log.info("job %s: checkpoint of step %s superseded before its upload began", self.job.pk, superseded[0])
+            shutil.rmtree(superseded[1], ignore_errors=True)
+
+    def prune_below(self, step: int) -> None:
+        """Remove older stored checkpoints once the database names the one of `step`."""
+        with self._lock:
+            self._prune_below = max(step, self._prune_below or 0)
+            self._wake()
+
+    def take_landed(self) -> int | None:
+        """The newest step stored since the last call, if any."""
+        with self._lock:
+            landed, self._landed = self._landed, None
+        return landed
+
+    def take_problems(self) -> list[str]:
+        with self._lock:
+            problems, self._problems = self._problems, []
+        return problems
+
+    def wait(self) -> None:
+        """Block until the waiting checkpoint (if any) is stored or has failed."""
+        with self._lock:
+            while self._waiting is not None or self._busy:
+                self._lock.wait()
+
+    def close(self, *, discard: bool = False) -> None:
+        """Finish the queued work (or drop the waiting upload with `discard`) and stop the thread."""
+        with self._lock:
+            if discard and self._waiting is not None:
+                shutil.rmtree(self._waiting[1], ignore_errors=True)
+                self._waiting = self._prune_below = None
+            self._closing = True
+            self._lock.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"checkpoint-upload-{self.job.pk}", daemon=True)
+            self._thread.start()
+        self._lock.notify_all()
+
+    def _stage(self, step: int, folder: Path) -> Path:
+        staged = self.staging / step_name(step)
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        for path in (p for p in folder.iterdir() if p.is_file()):
+            try:
+                os.link(path, staged / path.name)
+            except OSError:  # no hard links across devices or on this filesystem: a plain copy
+                shutil.copyfile(path, staged / path.name)
+        return staged
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._waiting is None and self._prune_below is None and not self._closing:
+                    self._lock.wait()
+                upload, self._waiting = self._waiting, None
+                below, self._prune_below = self._prune_below, None
+                if upload is None and below is None:
+                    return  # closing, nothing left to do
+                self._busy = True
+            try:
+                if below is not None:
+                    self._prune(below)
+                if upload is not None:
+                    self._upload(*upload)
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
+
+    def _upload(self, step: int, staged: Path) -> None:
+        try:
+            upload(self.job, step, staged)
+        except Exception as exc:
+            log.warning("job %s: storing the checkpoint of step %s failed", self.job.pk, step, exc_info=True)
+            with self._lock:
+                self._problems.append(f"The checkpoint of step {step} could not be copied to storage ({exc}); "
+                                      "only this machine has it.")
+            return
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        with self._lock:
+            self._landed = max(step, self._landed or 0)
+
+    def _prune(self, below: int) -> None:
+        try:
+            prune(self.job, below=below)
+        except Exception:
+            log.warning("job %s: removing older stored checkpoints failed", self.job.pk, exc_info=True)

@@ -103,6 +103,7 @@ class JobHooks:
     def __init__(self, job: TrainingJob) -> None:
         self.job = job
         self.worker_id = job.worker_id
+        self.uploads = checkpoint_store.Uploader(job, job_work_dir(job) / "uploading")
         self.pending_losses: list[list[float]] = []
         self.last_seen: Any = None  # the engine's latest progress report
         self.last_progress = 0.0
@@ -115,6 +116,7 @@ class JobHooks:
         events.publish(self.job.topic, "log", {"line": message})
 
     def on_progress(self, p: Any) -> None:
+        self.collect_uploads()
         if not self.started:
             self.started = True
             self.update(state=JobState.TRAINING)
@@ -159,20 +161,35 @@ class JobHooks:
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         # Storage first, then the row: `checkpoint_step` only ever names a checkpoint that any
-        # worker can fetch. If storage fails, the older stored one stays the one to resume from.
+        # worker can fetch. The copy runs in the background; `collect_uploads` names it once it
+        # has landed. If storage fails, the older stored one stays the one to resume from.
         self.check_held()
-        try:
-            checkpoint_store.upload(self.job, step, Path(path))
-        except Exception as exc:
-            log.warning("job %s: storing the checkpoint of step %s failed", self.job.pk, step, exc_info=True)
-            self.on_log(f"The checkpoint of step {step} could not be copied to storage ({exc}); only this machine has it.")
+        self.collect_uploads()
+        self.uploads.submit(step, Path(path))
+
+    def collect_uploads(self) -> None:
+        """Record the newest checkpoint the uploader has stored, and say which copies failed."""
+        for line in self.uploads.take_problems():
+            self.on_log(line)
+        step = self.uploads.take_landed()
+        if step is None:
             return
         self.update(checkpoint_step=step)
-        try:
-            checkpoint_store.prune(self.job, keep_step=step)
-        except Exception:
-            log.warning("job %s: removing older stored checkpoints failed", self.job.pk, exc_info=True)
+        self.job.checkpoint_step = step
+        self.uploads.prune_below(step)
         events.publish(self.job.topic, "checkpoint", {"step": step})
+
+    def settle_uploads(self) -> None:
+        """The run is ending: wait for the checkpoint being copied and record it, so that a
+        resume on another machine finds it. Never raises: how the run ends is recorded next."""
+        try:
+            self.uploads.wait()
+            self.collect_uploads()
+        except JobTakenOver:
+            pass  # the final write says so
+        except Exception:
+            log.warning("job %s: recording its stored checkpoint failed", self.job.pk, exc_info=True)
+        self.uploads.close()
 
     def check_held(self) -> None:
         """Stop the run before a write that cannot be fenced in one update (a file, a new row)."""
@@ -296,25 +313,34 @@ def run_training(job_id: int) -> None:
 
 
 def _run_claimed(job: TrainingJob) -> None:
-    from trainer import engine  # torch and diffusers load here, in the worker only
-
     from gallery.generation_run import release_pipeline_cache
     from trainer.engine.captioning import unload_captioners
 
     hooks = JobHooks(job)
-    if job.config.get("autocaption") and not job.config.get("autocaptioned"):
-        try:
-            autocaption_first(job, hooks)
-        except JobTakenOver as exc:
-            log.warning("%s; stopping this run and leaving the job to its new worker", exc)
-            return
-        except Exception as exc:  # captions are a help, not a must: the template captions train
-            log.exception("job %s: captioning before training failed", job.pk)
-            hooks.on_log(f"Captioning failed ({exc}); training on the captions as they are.")
-    # One GPU, one model in memory: drop the generation pipeline and any captioner before the
-    # training loads its own base.
-    release_pipeline_cache()
-    unload_captioners()
+    try:
+        if job.config.get("autocaption") and not job.config.get("autocaptioned"):
+            try:
+                autocaption_first(job, hooks)
+            except JobTakenOver as exc:
+                log.warning("%s; stopping this run and leaving the job to its new worker", exc)
+                return
+            except Exception as exc:  # captions are a help, not a must: the template captions train
+                log.exception("job %s: captioning before training failed", job.pk)
+                hooks.on_log(f"Captioning failed ({exc}); training on the captions as they are.")
+        # One GPU, one model in memory: drop the generation pipeline and any captioner before the
+        # training loads its own base.
+        release_pipeline_cache()
+        unload_captioners()
+        _train(job, hooks)
+    finally:
+        # Every ending below waits for its upload first; this only stops the uploader of a run that
+        # lost its job or crashed on the way out, dropping what it had not begun to copy.
+        hooks.uploads.close(discard=True)
+
+
+def _train(job: TrainingJob, hooks: JobHooks) -> None:
+    from trainer import engine  # torch and diffusers load here, in the worker only
+
     work = job_work_dir(job)
     try:
         images = materialize_dataset(job, work / "dataset")
@@ -326,6 +352,7 @@ def _run_claimed(job: TrainingJob) -> None:
         return
     except engine.EngineError as exc:
         hooks.flush_progress()
+        hooks.settle_uploads()
         hint = getattr(exc, "hint", "") or ""
         if isinstance(exc, engine.OutOfMemoryError) and not hint:
             hint = out_of_memory_hint(job)
@@ -335,10 +362,12 @@ def _run_claimed(job: TrainingJob) -> None:
     except Exception as exc:
         log.exception("job %s crashed", job.pk)
         hooks.flush_progress()
+        hooks.settle_uploads()
         _finish(job, JobState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}",
                 error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
         return
     hooks.flush_progress()
+    hooks.settle_uploads()  # before the final state: a resume elsewhere must find the last checkpoint stored
     if result.canceled and worker.shutting_down.is_set() and not (hooks.stop or hooks.cancel_requested()):
         if _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id=""):
             from trainer.tasks import train_job_task
