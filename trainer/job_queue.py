@@ -1,15 +1,13 @@
 """Where each waiting training stands in the GPU queue, live on its page.
 
 The order is the order of enqueueing, not of creation: a resumed or recovered job goes to the
-back of the Huey queue, so its position counts from its re-enqueue. The time is kept in the
-job's config (`enqueued_at`, ISO 8601 UTC); jobs queued before it existed fall back to their
-creation time. Whenever the queue changes (a job enqueued, claimed, canceled or finished) each
-waiting job gets a `queue` event with its position, so its page needs no reload.
+back of the Huey queue, so its position counts from its re-enqueue. The time is the job's
+`enqueued_at` column, set on every enqueue; the ties of one clock tick go by id. Whenever the
+queue changes (a job enqueued, claimed, canceled or finished) each waiting job gets a `queue`
+event with its position, so its page needs no reload.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from django.utils import timezone
 
@@ -19,21 +17,14 @@ from trainer.models import JobState, TrainingJob
 
 def mark_enqueued(job: TrainingJob) -> None:
     """Record that the job joins the back of the queue now."""
-    job.config = {**job.config, "enqueued_at": timezone.now().isoformat()}
-    TrainingJob.objects.filter(pk=job.pk).update(config=job.config)
+    job.enqueued_at = timezone.now()
+    TrainingJob.objects.filter(pk=job.pk).update(enqueued_at=job.enqueued_at)
 
 
 def queue_positions() -> dict[int, int]:
-    """Position (1 = next) of every queued job. A queue holds a handful of jobs: sorted here,
-    since ordering by a JSON key differs between SQLite and PostgreSQL."""
-    waiting = TrainingJob.objects.filter(state=JobState.QUEUED).values_list("pk", "config", "created_at")
-    order = sorted(waiting, key=lambda row: (_enqueued_at(row[1], row[2]), row[0]))
-    return {pk: index for index, (pk, _, _) in enumerate(order, start=1)}
-
-
-def _enqueued_at(config: dict | None, created_at: datetime) -> datetime:
-    stamp = (config or {}).get("enqueued_at")
-    return datetime.fromisoformat(stamp) if stamp else created_at
+    """Position (1 = next) of every queued job."""
+    waiting = TrainingJob.objects.filter(state=JobState.QUEUED).order_by("enqueued_at", "pk").values_list("pk", flat=True)
+    return {pk: index for index, pk in enumerate(waiting, start=1)}
 
 
 def queue_position(job: TrainingJob) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from flux_studio.files import UserUploadPath
 
@@ -123,12 +124,17 @@ class TrainingJob(models.Model):
     config_file = models.FileField(upload_to=UserUploadPath("configs"), max_length=255, blank=True)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations")
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the job last joined the back of the GPU queue (created, resumed, recovered): the queue
+    # order, so a resumed job counts from its re-enqueue, not from its creation.
+    enqueued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        # The queue's positions are read at every enqueue, claim and finish: the waiting jobs, in order.
+        indexes = [models.Index(fields=["state", "enqueued_at", "id"], name="trainer_job_queue_order")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"

@@ -228,6 +228,8 @@ def test_queue_position_is_live_and_counts_from_the_re_enqueue(alice_client, ali
     with django_capture_on_commit_callbacks(execute=True):
         jobs.job_resume(job=first)  # created first, but back in the queue after `second`
     assert (position(second), position(first)) == (1, 2)
+    first.refresh_from_db()
+    assert first.enqueued_at > second.enqueued_at and "enqueued_at" not in first.config, "not a training setting"
     assert b"position 2 in the queue" in alice_client.get(first.get_absolute_url()).content
     jobs.job_claim(second.pk, "w1")
     assert position(first) == 1
