@@ -131,7 +131,12 @@ class Uploader:
         self._thread: threading.Thread | None = None
 
     def submit(self, step: int, folder: Path) -> None:
-        staged = self._stage(step, folder)
+        try:
+            staged = self._stage(step, folder)
+        except OSError as exc:  # a full disk, say: the checkpoint is on this machine, just not stored
+            log.warning("job %s: staging the checkpoint of step %s failed", self.job.pk, step, exc_info=True)
+            self._report(step, exc)
+            return
         with self._lock:
             superseded, self._waiting = self._waiting, (step, staged)
             self._wake()
@@ -217,14 +222,17 @@ class Uploader:
             upload(self.job, step, staged)
         except Exception as exc:
             log.warning("job %s: storing the checkpoint of step %s failed", self.job.pk, step, exc_info=True)
-            with self._lock:
-                self._problems.append(f"The checkpoint of step {step} could not be copied to storage ({exc}); "
-                                      "only this machine has it.")
+            self._report(step, exc)
             return
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         with self._lock:
             self._landed = max(step, self._landed or 0)
+
+    def _report(self, step: int, exc: Exception) -> None:
+        with self._lock:
+            self._problems.append(f"The checkpoint of step {step} could not be copied to storage ({exc}); "
+                                  "only this machine has it.")
 
     def _prune(self, below: int) -> None:
         try:
