@@ -27,6 +27,7 @@ from .hooks import Progress, TrainHooks, TrainResult
 from .kohya import to_kohya
 from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
 from .models import can_quantize, compute_dtype, load_pipeline, load_transformer, resolve_device
+from .precision import training_precision
 from .presets import preset_for
 
 
@@ -98,42 +99,44 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
 
         run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler)
         plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
-        val_set = validation_batches(cache, cfg.val_timesteps, cfg.seed) if cfg.val_every else []
-        if val_set and step == 0:
-            val_losses.append((0, validation_loss(transformer, val_set, cfg.guidance, device, dtype)))
-            hooks.on_log(f"validation loss before training: {val_losses[-1][1]:.4f}")
+        # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention.
+        with training_precision(transformer, device, dtype):
+            val_set = validation_batches(cache, cfg.val_timesteps, cfg.seed) if cfg.val_every else []
+            if val_set and step == 0:
+                val_losses.append((0, validation_loss(transformer, val_set, cfg.guidance, device, dtype)))
+                hooks.on_log(f"validation loss before training: {val_losses[-1][1]:.4f}")
 
-        # 5. The loop. One step = grad_accum micro-batches, then one optimizer update.
-        sample_paths: list[Path] = []
-        durations: deque[float] = deque(maxlen=20)  # recent step times, for it/s and ETA
-        canceled = False
-        latest = checkpoint
-        while step < cfg.steps:
-            if hooks.should_stop():  # polled before each step: a cancel waits at most one step
-                canceled = True
-                break
-            step += 1
-            started = time.perf_counter()
-            micro_batches = (
-                make_batch(cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
-                           sampling=cfg.timestep_sampling, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)
-                for k in range((step - 1) * cfg.grad_accum, step * cfg.grad_accum)  # global micro-batch index k
-            )  # fmt: skip
-            step_loss = optimizer_step(transformer, micro_batches, cfg.grad_accum, update)
-            losses.append(step_loss)
-            durations.append(time.perf_counter() - started)
+            # 5. The loop. One step = grad_accum micro-batches, then one optimizer update.
+            sample_paths: list[Path] = []
+            durations: deque[float] = deque(maxlen=20)  # recent step times, for it/s and ETA
+            canceled = False
+            latest = checkpoint
+            while step < cfg.steps:
+                if hooks.should_stop():  # polled before each step: a cancel waits at most one step
+                    canceled = True
+                    break
+                step += 1
+                started = time.perf_counter()
+                micro_batches = (
+                    make_batch(cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
+                               sampling=cfg.timestep_sampling, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)
+                    for k in range((step - 1) * cfg.grad_accum, step * cfg.grad_accum)  # global micro-batch index k
+                )  # fmt: skip
+                step_loss = optimizer_step(transformer, micro_batches, cfg.grad_accum, update)
+                losses.append(step_loss)
+                durations.append(time.perf_counter() - started)
 
-            val_loss = None
-            if val_set and (step % cfg.val_every == 0 or step == cfg.steps):
-                val_loss = validation_loss(transformer, val_set, cfg.guidance, device, dtype)
-                val_losses.append((step, val_loss))
-            it_per_s = len(durations) / sum(durations)
-            hooks.on_progress(Progress(step, cfg.steps, step_loss, scheduler.get_last_lr()[0], it_per_s,
-                                       (cfg.steps - step) / it_per_s, val_loss))  # fmt: skip
-            if cfg.sample_prompts and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
-                sample_paths += run.render_samples(step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                latest = run.checkpoint(step, losses, val_losses)
+                val_loss = None
+                if val_set and (step % cfg.val_every == 0 or step == cfg.steps):
+                    val_loss = validation_loss(transformer, val_set, cfg.guidance, device, dtype)
+                    val_losses.append((step, val_loss))
+                it_per_s = len(durations) / sum(durations)
+                hooks.on_progress(Progress(step, cfg.steps, step_loss, scheduler.get_last_lr()[0], it_per_s,
+                                           (cfg.steps - step) / it_per_s, val_loss))  # fmt: skip
+                if cfg.sample_prompts and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+                    sample_paths += run.render_samples(step)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    latest = run.checkpoint(step, losses, val_losses)
 
         # 6. Canceled: keep a resumable checkpoint of where we are. Finished: the final files.
         if canceled:
