@@ -41,7 +41,7 @@ test-embedded: $(STAMP)
 test-scaled: $(STAMP)
 	FLUX_TEST_SHAPE=scaled $(BIN)/python -m pytest -m services $(PYTEST_ARGS)
 
-# Every benchmark prints its figures; bench/gpu_train_speed.py needs a CUDA GPU and is run by hand.
+# Every benchmark prints its figures; the GPU ones (bash bench/gpu_suite.sh) need CUDA and are run by hand.
 bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/caption_speed.py

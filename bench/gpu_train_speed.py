@@ -8,29 +8,35 @@ What runs: FLUX.1-dev's transformer built from its config (19 double + 38 single
 x 128, joint_attention_dim 4096, pooled 768, in_channels 64, guidance embedding), ~12B parameters,
 with random weights: no text encoders or VAE, and nothing downloaded. Inputs have the shapes real
 training feeds: packed latents of (res/16)^2 tokens of 64 channels, `--max-seq` T5 states of width
-4096 (512 by default, FLUX.1-dev's inference length), a CLIP pooled vector of 768. A rank-16 LoRA
+4096 (32 by default: a typical caption, and the engine encodes only a caption's real length;
+512 is the padded length diffusers' own training script uses), a CLIP pooled vector of 768. A rank-16 LoRA
 on the engine's full target set is added by the engine's own `add_lora`, and every step is the
 engine's own `optimizer_step` (flow-matching loss, backward, clipping, optimizer, schedule).
 
 Modes, as the engine's memory modes: `fast` = bf16, no gradient checkpointing; `low` = gradient
 checkpointing, and with `--nf4` (bitsandbytes, CUDA) the blocks' linear layers in 4-bit NF4. The
-optimizer is the engine's `auto` choice (8-bit AdamW with bitsandbytes on CUDA, else AdamW).
+optimizer is the engine's `auto` choice (8-bit AdamW with bitsandbytes on CUDA, else AdamW). Steps
+run inside the engine's `training_precision` (bf16 LoRA matmuls on fp32 adapter weights, no cuDNN
+attention); `--precision upcast` keeps peft's fp32 LoRA matmuls and `--lora-dtype bf16` stores
+the adapter in bf16, for comparison.
 
-Printed per (resolution, mode): s/step (mean of `--steps` after `--warmup`, CUDA-synchronised),
-peak VRAM (torch.cuda.max_memory_allocated over the timed steps, weights included), and achieved
-TFLOP/s = model FLOPs per step / s/step. Model FLOPs are counted once per shape with
-torch.utils.flop_counter.FlopCounterMode over a full forward + backward without checkpointing
-(matmuls and attention; elementwise ops are not counted), so checkpointing's recomputation does
-not count as useful work. For reference, a dense transformer does ~2 FLOPs per weight per token
-forward and ~2 more backward for the input gradients (the frozen weights need no weight
-gradients): ~4 x 11.9e9 x tokens, plus attention.
+Printed per (resolution, max_seq, mode): s/step (mean of `--steps` after `--warmup`,
+CUDA-synchronised), peak VRAM (torch.cuda.max_memory_allocated over the timed steps, weights
+included), and achieved TFLOP/s = useful FLOPs per step / s/step. Useful FLOPs come from the
+architecture (`model_flops`: forward, the backward's input gradients, the adapter's gradients;
+tests check it against torch's FlopCounterMode within 3%), so checkpointing's recomputation and a
+4-bit base's dequantization do not count as work and every mode is divided into the same figure.
+`bench/gpu_suite.sh` runs the whole set of issue #3's GPU figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +49,7 @@ from trainer.engine.config import TrainConfig  # noqa: E402
 from trainer.engine.flow import image_ids, sample_sigmas  # noqa: E402
 from trainer.engine.hooks import TrainHooks  # noqa: E402
 from trainer.engine.lora import add_lora  # noqa: E402
+from trainer.engine.precision import training_precision  # noqa: E402
 from trainer.engine.training import Update, make_optimizer, make_scheduler, optimizer_step  # noqa: E402
 
 # FLUX.1-dev's transformer config, and a small variant of the same builder for CPU checks.
@@ -58,13 +65,22 @@ ARCHS: dict[str, dict[str, object]] = {
 class Result:
     arch: str
     resolution: int
-    mode: str
-    s_per_step: float
+    max_seq: int
+    mode: str  # fast | low, plus "+nf4", "+bf16-lora", "+compile" where those were on
+    s_per_step: float  # nan when the step ran out of memory
     peak_vram_gb: float | None  # None on the CPU
     flops_per_step: float
     tflops: float
     optimizer: str
     lora_moved: bool  # the adapter's weights changed: real training happened
+    error: str = ""
+
+    def line(self) -> str:
+        vram = f"{self.peak_vram_gb:.2f}" if self.peak_vram_gb is not None else "n/a"
+        return (f"arch={self.arch} res={self.resolution} max_seq={self.max_seq} mode={self.mode} "
+                f"s/step={self.s_per_step:.4f} peak_vram_gb={vram} tflops={self.tflops:.3g} "
+                f"flops/step={self.flops_per_step:.3e} optimizer={self.optimizer}"
+                + (f" error={self.error}" if self.error else ""))  # fmt: skip
 
 
 def build_transformer(arch: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -119,7 +135,7 @@ def make_batches(arch: str, resolution: int, max_seq: int, count: int = 4) -> li
 
 
 def count_flops(transformer: torch.nn.Module, batch: Batch, update: Update) -> float:
-    """Matmul and attention FLOPs of one forward + backward (no optimizer step, no checkpointing)."""
+    """Matmul and attention FLOPs of one forward + backward, counted by torch (no checkpointing)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from trainer.engine.batches import loss_of
@@ -133,46 +149,104 @@ def count_flops(transformer: torch.nn.Module, batch: Batch, update: Update) -> f
     return float(counter.get_total_flops())
 
 
+def model_flops(arch: str, resolution: int, max_seq: int, rank: int = 16) -> float:
+    """Useful FLOPs of one training step, from the architecture: forward + the backward's input
+    gradients (the frozen base needs no weight gradients) + the adapter's weight gradients.
+
+    Every token passes through ~12 h² weights per block: a double block's own stream (q, k, v, out:
+    4 h²; feed-forward: 8 h²), or a single block's q, k, v (3 h²), proj_mlp (4 h²) and proj_out
+    (5 h²). The adaLN modulations see one vector per image, not one per token, so they are left
+    out. Attention costs 4 N² h forward and twice that backward. Checkpointing's recomputation is
+    not useful work, and a 4-bit base does the same useful work, so every mode is divided into the
+    same figure. `count_flops` checks this against torch's own count (tests/engine/test_gpu_bench.py).
+    """
+    config = ARCHS[arch]
+    h = int(config["num_attention_heads"]) * int(config["attention_head_dim"])  # type: ignore[call-overload]
+    blocks = int(config["num_layers"]) + int(config["num_single_layers"])  # type: ignore[call-overload]
+    image = (resolution // 16) ** 2
+    tokens = image + max_seq
+    forward = 2 * 12 * h * h * tokens * blocks + 4 * tokens**2 * h * blocks
+    forward += 2 * 2 * image * 64 * h + 2 * max_seq * int(config["joint_attention_dim"]) * h  # type: ignore[call-overload]
+    backward = 2 * 12 * h * h * tokens * blocks + 8 * tokens**2 * h * blocks + 2 * image * h * 64
+    # LoRA (full targets): per token and block, (in + out) summed over the adapted layers is 18 h
+    # in either stream of a double block and 17 h in a single block; forward, input and weight
+    # gradients cost the same each.
+    lora = 2 * rank * 18 * h * tokens * blocks * 3
+    return float(forward + backward + lora)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def run(arch: str, resolution: int, mode: str, *, device: str = "cuda", max_seq: int = 512, steps: int = 10,
-        warmup: int = 3, rank: int = 16, nf4: bool = False) -> Result:  # fmt: skip
-    """Build, adapt and train; time `steps` optimizer steps after `warmup`."""
+def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str = "cuda", steps: int = 10,
+             warmup: int = 3, rank: int = 16, nf4: bool = False, lora_dtype: str = "fp32",
+             compile_blocks: bool = False, precision: str = "mixed", report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
+    """Build and adapt the transformer once, then time `steps` optimizer steps after `warmup` per
+    (resolution, max_seq) shape. `lora_dtype` "fp32" is the engine's choice (fp32 adapter weights
+    on a bf16 base); "bf16" stores them in bf16. `precision` "mixed" is the engine's loop, "upcast"
+    keeps peft's fp32 LoRA matmuls. `compile_blocks` uses diffusers'
+    `compile_repeated_blocks` (torch.compile of each block class once); compile time is in warmup.
+    `report` sees each result as soon as it is measured."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine: bf16 is slow on CPUs
     transformer = build_transformer(arch, dev, dtype)
     if mode == "low" and nf4:
         quantize_nf4(transformer, dtype)
     params = add_lora(transformer, rank, float(rank), "full")
+    if lora_dtype == "bf16":
+        for param in params:
+            param.data = param.data.to(torch.bfloat16)
     if mode == "low":
         transformer.enable_gradient_checkpointing()
     transformer.train()
-    cfg = TrainConfig(optimizer="auto", learning_rate=1e-4, steps=warmup + steps)
+    label = mode + ("+nf4" if mode == "low" and nf4 else "") + ("+bf16-lora" if lora_dtype == "bf16" else "")
+    label += ("+compile" if compile_blocks else "") + ("+upcast" if precision == "upcast" else "")
+    cfg = TrainConfig(optimizer="auto", learning_rate=1e-4, steps=10**6)
     optimizer = make_optimizer(params, cfg, dev, TrainHooks())
     update = Update(params, optimizer, make_scheduler(optimizer, cfg), 1.0, 1.0, dev, dtype)
-    batches = make_batches(arch, resolution, max_seq)
-    flops = count_flops(transformer, batches[0], update)
-    before = [p.detach().clone() for p in params[:4]]
-    for i in range(warmup):
-        optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    _sync(dev)
-    started = time.perf_counter()
-    for i in range(steps):
-        optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
-    _sync(dev)
-    per_step = (time.perf_counter() - started) / steps
-    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
-    moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, params[:4]))
     name = type(optimizer).__name__
+    results = []
+    for resolution, max_seq in shapes:
+        batches = make_batches(arch, resolution, max_seq)
+        try:
+            flops = model_flops(arch, resolution, max_seq, rank)
+            if compile_blocks and not getattr(transformer, "_bench_compiled", False):
+                transformer.compile_repeated_blocks()
+                transformer._bench_compiled = True
+            before = [p.detach().clone() for p in params[:4]]
+            with training_precision(transformer, dev, dtype, mixed=precision == "mixed"):  # as the engine's loop
+                for i in range(warmup):
+                    optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                _sync(dev)
+                started = time.perf_counter()
+                for i in range(steps):
+                    optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
+                _sync(dev)
+            per_step = (time.perf_counter() - started) / steps
+            peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+            moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, params[:4]))
+            results.append(Result(arch, resolution, max_seq, label, per_step, peak, flops, flops / per_step / 1e12, name, moved))
+        except torch.OutOfMemoryError as error:
+            optimizer.zero_grad(set_to_none=True)
+            results.append(Result(arch, resolution, max_seq, label, float("nan"), None, 0.0, 0.0, name, False,
+                                  "out of memory: " + str(error).split(".")[0]))  # fmt: skip
+        if report:
+            report(results[-1])
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     del transformer, optimizer, update, params
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    return Result(arch, resolution, mode, per_step, peak, flops, flops / per_step / 1e12, name, moved)
+    return results
+
+
+def run(arch: str, resolution: int, mode: str, *, max_seq: int = 512, **options: object) -> Result:
+    """One shape: `run_mode` for a single (resolution, max_seq)."""
+    return run_mode(arch, mode, [(resolution, max_seq)], **options)[0]  # type: ignore[arg-type]
 
 
 def main() -> int:
@@ -181,25 +255,36 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--modes", nargs="+", choices=["fast", "low"], default=["fast", "low"])
-    parser.add_argument("--max-seq", type=int, default=512, help="T5 tokens per caption (512: FLUX.1-dev inference length)")
+    parser.add_argument("--max-seq", type=int, nargs="+", default=[32],
+                        help="T5 tokens per caption: the engine encodes only a caption's real length (32 is typical); "
+                             "512 is the padded length diffusers' script trains with")  # fmt: skip
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--nf4", action="store_true", help="low mode: 4-bit NF4 blocks (needs bitsandbytes and CUDA)")
+    parser.add_argument("--lora-dtype", choices=["fp32", "bf16"], default="fp32", help="fp32: the engine's adapter weights")
+    parser.add_argument("--precision", choices=["mixed", "upcast"], default="mixed",
+                        help="mixed: the engine's bf16 LoRA matmuls on fp32 weights; upcast: peft's fp32 LoRA matmuls")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block class (compile time is in warmup)")
+    parser.add_argument("--json", type=Path, help="append one JSON line per result to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA GPU here; try --arch small --device cpu", file=sys.stderr)
         return 2
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(args.device)}", flush=True)
-    for resolution in args.resolutions:
-        for mode in args.modes:
-            r = run(args.arch, resolution, mode, device=args.device, max_seq=args.max_seq, steps=args.steps,
-                    warmup=args.warmup, rank=args.rank, nf4=args.nf4)  # fmt: skip
-            vram = f"{r.peak_vram_gb:.2f}" if r.peak_vram_gb is not None else "n/a"
-            print(f"arch={r.arch} res={r.resolution} mode={r.mode}{' nf4' if args.nf4 and mode == 'low' else ''} "
-                  f"s/step={r.s_per_step:.4f} peak_vram_gb={vram} tflops={r.tflops:.3f} "
-                  f"flops/step={r.flops_per_step:.3e} optimizer={r.optimizer} max_seq={args.max_seq}", flush=True)  # fmt: skip
+    shapes = [(resolution, seq) for resolution in args.resolutions for seq in args.max_seq]
+
+    def report(result: Result) -> None:
+        print(result.line(), flush=True)
+        if args.json:
+            with args.json.open("a") as out:
+                out.write(json.dumps(dataclasses.asdict(result)) + "\n")
+
+    for mode in args.modes:
+        run_mode(args.arch, mode, shapes, device=args.device, steps=args.steps, warmup=args.warmup, rank=args.rank,
+                 nf4=args.nf4, lora_dtype=args.lora_dtype, compile_blocks=args.compile,
+                 precision=args.precision, report=report)  # fmt: skip
     return 0
 
 

@@ -13,6 +13,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_train_speed.py"
 
@@ -41,3 +42,18 @@ def test_the_small_variant_trains_and_reports_on_the_cpu(bench: ModuleType, mode
     assert result.lora_moved  # the engine's optimizer step really updated the adapter
     assert result.s_per_step > 0 and result.flops_per_step > 1e8 and result.tflops > 0
     assert result.peak_vram_gb is None and result.optimizer == "AdamW"
+
+
+def test_the_model_flops_formula_matches_torchs_own_count(bench: ModuleType) -> None:
+    """The TFLOP/s the bench prints divide the formula's FLOPs; torch counts the same step within 3%."""
+    transformer = bench.build_transformer("small", torch.device("cpu"), torch.float32)
+    params = bench.add_lora(transformer, 16, 16.0, "full")
+    transformer.train()
+    cfg = bench.TrainConfig(optimizer="adamw", steps=10)
+    optimizer = bench.make_optimizer(params, cfg, torch.device("cpu"), bench.TrainHooks())
+    update = bench.Update(params, optimizer, bench.make_scheduler(optimizer, cfg), 1.0, 1.0, torch.device("cpu"), torch.float32)
+    for resolution, max_seq in [(256, 32), (512, 128)]:
+        batch = bench.make_batches("small", resolution, max_seq, count=1)[0]
+        with sdpa_kernel(SDPBackend.MATH):  # torch counts no FLOPs in the CPU's fused attention kernel
+            counted = bench.count_flops(transformer, batch, update)
+        assert bench.model_flops("small", resolution, max_seq) == pytest.approx(counted, rel=0.03)
