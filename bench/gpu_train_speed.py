@@ -1,7 +1,7 @@
 """LoRA training speed of the real FLUX.1-dev transformer architecture (random bf16 weights) on a GPU.
 
     python bench/gpu_train_speed.py                                  # flux-dev, 512 and 1024 px, fast and low
-    python bench/gpu_train_speed.py --resolutions 1024 --modes low --nf4
+    python bench/gpu_train_speed.py --resolutions 1024 --modes low --no-nf4     # checkpointing, bf16 base
     python bench/gpu_train_speed.py --arch small --device cpu --resolutions 64 --steps 3 --warmup 1   # CPU check
 
 What runs: FLUX.1-dev's transformer built from its config (19 double + 38 single blocks, 24 heads
@@ -169,8 +169,8 @@ def model_flops(arch: str, resolution: int, max_seq: int, rank: int = 16) -> flo
     forward += 2 * 2 * image * 64 * h + 2 * max_seq * int(config["joint_attention_dim"]) * h  # type: ignore[call-overload]
     backward = 2 * 12 * h * h * tokens * blocks + 8 * tokens**2 * h * blocks + 2 * image * h * 64
     # LoRA (full targets): per token and block, (in + out) summed over the adapted layers is 18 h
-    # in either stream of a double block and 17 h in a single block; forward, input and weight
-    # gradients cost the same each.
+    # in either stream of a double block and 17 h in a single block (18 h is used for both);
+    # forward, input gradients and weight gradients cost the same each.
     lora = 2 * rank * 18 * h * tokens * blocks * 3
     return float(forward + backward + lora)
 
@@ -261,7 +261,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--nf4", action="store_true", help="low mode: 4-bit NF4 blocks (needs bitsandbytes and CUDA)")
+    parser.add_argument("--nf4", action=argparse.BooleanOptionalAction, default=None,
+                        help="low mode: 4-bit NF4 blocks; default: on where the engine's low mode uses it (CUDA and bitsandbytes)")
     parser.add_argument("--lora-dtype", choices=["fp32", "bf16"], default="fp32", help="fp32: the engine's adapter weights")
     parser.add_argument("--precision", choices=["mixed", "upcast"], default="mixed",
                         help="mixed: the engine's bf16 LoRA matmuls on fp32 weights; upcast: peft's fp32 LoRA matmuls")
@@ -273,6 +274,10 @@ def main() -> int:
         return 2
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(args.device)}", flush=True)
+    if args.nf4 is None:  # as the engine's low memory mode
+        from trainer.engine.models import can_quantize
+
+        args.nf4 = can_quantize(torch.device(args.device))
     shapes = [(resolution, seq) for resolution in args.resolutions for seq in args.max_seq]
 
     def report(result: Result) -> None:
