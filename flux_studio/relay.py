@@ -6,6 +6,16 @@ EVENTS_POLL_SECONDS for rows newer than the last it saw and sends each to its to
 the in-memory layer. One query serves every socket, however many watch, and delivery is in
 order. (The SQLite-backed channel layers on PyPI lost or reordered messages across processes
 when tried here; see DESIGN.md.)
+
+Gaps in the ids: on PostgreSQL an id is taken from a sequence at INSERT but the row appears at
+COMMIT, so id 11 can appear before id 10. Pages drop any event older than the last they saw,
+so the relay must not pass 10 by. When the next row's id is not the last delivered id + 1, the
+relay holds that row and every later one for up to GAP_GRACE_SECONDS (counted from when it
+first meets the gap) while the missing ids commit, then delivers in order. A gap that outlasts
+the grace (a rolled-back transaction leaves one for good) is skipped; a row that commits after
+its gap was skipped is only in the table, for pages that load later. SQLite commits one write
+at a time, so its ids appear in order and delivery there never waits. A relay that starts on an
+empty table takes the first row it sees as its starting point.
 """
 
 from __future__ import annotations
@@ -25,11 +35,13 @@ from flux_studio.models import Event
 log = logging.getLogger(__name__)
 
 BATCH = 500
+GAP_GRACE_SECONDS = 2.0  # how long a missing id may hold back the rows after it
 
 
 class EventRelay:
     def __init__(self) -> None:
         self.last_id = 0
+        self.gap_since: float | None = None  # when the relay first met the gap it is holding at
         self.task: asyncio.Task | None = None
 
     async def ensure_running(self) -> None:
@@ -42,6 +54,7 @@ class EventRelay:
         if self.task is not None and not self.task.done() and self.task.get_loop() is loop:
             return
         self.last_id = await database_sync_to_async(self._max_id)()
+        self.gap_since = None
         self.task = loop.create_task(self._run())
 
     async def stop(self) -> None:
@@ -55,20 +68,45 @@ class EventRelay:
 
     async def _run(self) -> None:
         layer = get_channel_layer()
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 rows = await database_sync_to_async(self._fetch)(self.last_id)
-                for event in rows:
+                ready = self._ready(rows, loop.time())
+                for event in ready:
                     message = event.as_message()
                     await layer.group_send(group_name(event.topic), {"type": "event.message", "event": message, "text": json.dumps(message)})
                     self.last_id = event.id
-                if len(rows) == BATCH:
+                if ready and len(rows) == BATCH:
                     continue  # a burst: drain it before sleeping
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event relay poll failed; retrying")
             await asyncio.sleep(settings.EVENTS_POLL_SECONDS)
+
+    def _ready(self, rows: list[Event], now: float) -> list[Event]:
+        """The leading rows of `rows` (fetched after last_id, in id order) to deliver at `now`.
+
+        Delivery stops at the first gap in the ids. A gap right after last_id holds everything
+        until GAP_GRACE_SECONDS after the relay first met it, then it is skipped.
+        """
+        if not rows:
+            return []
+        if self.last_id and rows[0].id != self.last_id + 1:  # the next id is still missing
+            if self.gap_since is None:
+                self.gap_since = now
+            if now - self.gap_since < GAP_GRACE_SECONDS:
+                return []
+            log.warning("event relay: ids %d-%d never appeared; skipping them", self.last_id + 1, rows[0].id - 1)
+        ready = [rows[0]]
+        for event in rows[1:]:
+            if event.id != ready[-1].id + 1:
+                self.gap_since = now  # a further gap: its grace starts now
+                return ready
+            ready.append(event)
+        self.gap_since = None
+        return ready
 
     @staticmethod
     def _max_id() -> int:
