@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.engine.batches import Batch, noised  # noqa: E402
+from trainer.engine.compiling import compile_blocks as compile_blocks_of  # noqa: E402
 from trainer.engine.config import TrainConfig  # noqa: E402
 from trainer.engine.flow import image_ids, sample_sigmas  # noqa: E402
 from trainer.engine.hooks import TrainHooks  # noqa: E402
@@ -186,8 +187,8 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     """Build and adapt the transformer once, then time `steps` optimizer steps after `warmup` per
     (resolution, max_seq) shape. `lora_dtype` "fp32" is the engine's choice (fp32 adapter weights
     on a bf16 base); "bf16" stores them in bf16. `precision` "mixed" is the engine's loop, "upcast"
-    keeps peft's fp32 LoRA matmuls. `compile_blocks` uses diffusers'
-    `compile_repeated_blocks` (torch.compile of each block class once); compile time is in warmup.
+    keeps peft's fp32 LoRA matmuls. `compile_blocks` is the engine's `compile` setting
+    (torch.compile of each block class, static shapes); compile time is in warmup.
     `report` sees each result as soon as it is measured."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine: bf16 is slow on CPUs
@@ -213,7 +214,7 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
         try:
             flops = model_flops(arch, resolution, max_seq, rank)
             if compile_blocks and not getattr(transformer, "_bench_compiled", False):
-                transformer.compile_repeated_blocks()
+                compile_blocks_of(transformer, print)  # the engine's `compile` setting
                 transformer._bench_compiled = True
             before = [p.detach().clone() for p in params[:4]]
             with training_precision(transformer, dev, dtype, mixed=precision == "mixed"):  # as the engine's loop

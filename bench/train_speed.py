@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="also time an emulated diffusers-example step")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (less memory, slower)")
+    parser.add_argument("--compile", action="store_true", help="the engine's `compile` setting (torch.compile the blocks)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,13 +157,14 @@ def main() -> None:
             base=str(base), images_dir=str(images), output_dir=str(work / "out"), trigger_word="sks",
             steps=args.steps, resolution=args.resolution, lora_rank=args.rank, batch_size=1, learning_rate=1e-4,
             caption_dropout=0.0, val_every=0, sample_every=0, checkpoint_every=0, device=args.device,
-            optimizer="adamw", gradient_checkpointing=args.checkpointing, sample_prompts=[],
+            optimizer="adamw", gradient_checkpointing=args.checkpointing, sample_prompts=[], compile=args.compile,
         )  # fmt: skip
         timer = StepTimer()
         started = time.perf_counter()
         train(config, timer)
         total = time.perf_counter() - started
-    steady = timer.stamps[args.warmup :]
+    # a short run (e.g. --steps 2 only to --export-base) still reports what it has
+    steady = timer.stamps[min(args.warmup, max(0, len(timer.stamps) - 2)) :]
     walls = sorted(b[0] - a[0] for a, b in zip(steady, steady[1:]))
     per_step = (steady[-1][0] - steady[0][0]) / (len(steady) - 1)
     cpu_per_step = (steady[-1][1] - steady[0][1]) / (len(steady) - 1)
@@ -172,7 +174,8 @@ def main() -> None:
     # other processes took the CPU, and the load average says how busy it was.
     print(f"median_s/step={walls[len(walls) // 2]:.4f} p25_s/step={walls[len(walls) // 4]:.4f} "
           f"cpu_s/step={cpu_per_step:.4f} steps={args.steps} total_s={total:.1f} "
-          f"threads={torch.get_num_threads()} loadavg_1m={os.getloadavg()[0]:.2f}")
+          f"threads={torch.get_num_threads()} loadavg_1m={os.getloadavg()[0]:.2f} "
+          f"first_step_done_s={timer.stamps[0][0] - started:.1f}")  # loading, encoding, any compile, step 1
     if args.export_base:
         print(f"base written to {args.export_base}")
 

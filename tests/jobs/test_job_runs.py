@@ -270,3 +270,14 @@ def test_a_stopped_run_sends_every_loss_it_computed(alice, make_dataset, monkeyp
     assert job.state == JobState.CANCELED
     steps = [s for e in Event.objects.filter(topic=job.topic, kind="progress") for s, _ in e.data["losses"]]
     assert steps == list(range(1, job.step + 1)) and job.step >= 4, steps
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_the_workers_compile_setting_reaches_the_engine(alice, make_dataset, settings, tmp_path, flag):
+    """TRAIN_COMPILE is the worker's choice (not the job's): it goes into the engine's TrainConfig."""
+    from trainer.engine import TrainConfig
+
+    settings.TRAIN_COMPILE = flag
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny")
+    config = TrainConfig.from_dict(training_run.engine_config(job, tmp_path / "work", tmp_path / "images", resume=False))
+    assert config.compile is flag

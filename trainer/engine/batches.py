@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import CachedDataset
+from .compiling import eager
 from .flow import image_ids, pack, sample_sigmas
 
 
@@ -150,6 +151,7 @@ def validation_batches(cache: CachedDataset, timesteps: list[float], seed: int, 
 
 
 @torch.no_grad()
+@eager()  # the same numbers with or without `compile`, and no compilation for the validation shapes
 def validation_loss(
     transformer: torch.nn.Module, batches: list[Batch], guidance: float | None, device: torch.device, dtype: torch.dtype
 ) -> float:

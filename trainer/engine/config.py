@@ -61,6 +61,9 @@ class TrainConfig:
     logit_std: float = 1.0
     guidance: float | None = None  # embedded guidance while training; None: preset's
     gradient_checkpointing: bool | None = None  # None: on in low memory mode only
+    # torch.compile the transformer's blocks: faster steps after a one-off compile per image size
+    # (about a minute on a CPU with a cold cache; see compiling.py): for long runs
+    compile: bool = False
     seed: int = 42
     val_every: int = 50  # validation loss every N steps (0: never)
     val_timesteps: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])

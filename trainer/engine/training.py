@@ -20,6 +20,7 @@ import torch
 from .batches import Batch, BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
 from .cache import CachedDataset, build_cache
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .compiling import compile_blocks, eager
 from .config import TrainConfig
 from .data import describe, load_dataset
 from .errors import ConfigError, OutOfMemoryError
@@ -84,6 +85,8 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
             hooks.on_log(f"continuing from {cfg.init_lora}")
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()  # recompute activations: less memory, ~30% slower
+        if cfg.compile:
+            compile_blocks(transformer, hooks.on_log)  # after the adapter, so its layers are compiled in
         transformer.train()
         optimizer = make_optimizer(params, cfg, device, hooks)
         scheduler = make_scheduler(optimizer, cfg)
@@ -297,6 +300,7 @@ class _Run:
         return lora_path, kohya_path
 
     @torch.no_grad()
+    @eager()
     def render_samples(self, step: int) -> list[Path]:
         """One image per sample prompt, each with its own fixed seed so steps compare like for like.
 
