@@ -12,7 +12,7 @@ off on long runs and on workers that train the same sizes again, not on a 100-st
 Shapes are compiled statically (`dynamic=False`): one set of kernels per (batch, image tokens)
 shape, whatever order the buckets come in, so a resumed run computes what the uninterrupted one
 did. torch stops compiling a region after its recompile limit (8 shapes) and runs further
-shapes eagerly. Validation and samples always run eagerly (`eager()`), so their numbers do not
+shapes eagerly; each run starts with that count at zero. Validation and samples always run eagerly (`eager()`), so their numbers do not
 depend on the setting and never add compilations.
 """
 
@@ -27,6 +27,10 @@ import torch
 def compile_blocks(transformer: torch.nn.Module, log: Callable[[str], None]) -> None:
     """Compile the double and the single block kind, in place (the adapter must already be added)."""
     log("compiling the transformer blocks (torch.compile): the first steps of each image size wait for it")
+    # A worker trains job after job in one process: start each run with torch's compiled-code
+    # caches empty, so earlier jobs' sizes do not use up this one's recompile limit. The kernels
+    # themselves come back from Inductor's on-disk cache.
+    torch.compiler.reset()
     transformer.compile_repeated_blocks(dynamic=False)
 
 
