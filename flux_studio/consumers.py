@@ -4,19 +4,38 @@ On connect the consumer joins the topic's group first, then replays the stored e
 `after` query parameter. Events that arrive live while the replay runs are queued by Channels
 until connect returns, and any event already sent is dropped by id, so a page sees each event
 once and in order, whether it opened early, late, or reconnected.
+
+The replay must not pass an id that is still uncommitted (PostgreSQL shows a higher id before a
+lower one commits; see flux_studio.relay): the lower one would come later and be dropped as
+older, here and in the page. So the replay reads only up to a point below which nothing more
+will appear, and the rest reaches the page by another way:
+
+- Embedded shape: up to the relay's `sent_id`. Everything after it the relay has yet to send,
+  and sends to this socket (already in the group) in id order, holding at gaps as it does.
+- Redis: up to `settled_id`, the id before the first gap younger than the grace. Rows created
+  after this socket joined its group are published to it live. Rows created before that only
+  reach it by replay, so while any lie beyond the settled point the replay waits a poll and
+  reads again; every such gap fills or outlasts its grace within GAP_GRACE_SECONDS of joining
+  (timestamps come from the writers' clocks, so the wait is capped at twice that, after which
+  the replay reads on past the gap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import datetime
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
 
 from flux_studio import events
-from flux_studio.events import events_after, group_name, layer_is_shared
-from flux_studio.relay import relay
+from flux_studio import relay as relay_module
+from flux_studio.events import events_after, group_name, layer_is_shared, written_before
+from flux_studio.relay import relay, settled_id
 from flux_studio.topics import may_watch, topic_for
 
 
@@ -33,10 +52,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         self.topic = topic_for(kind, object_id)
         await self.channel_layer.group_add(group_name(self.topic), self.channel_name)
+        joined = timezone.now()
         if not layer_is_shared():
             await relay.ensure_running()
         await self.accept()
-        await self._replay(self._after_param())
+        await self._replay(self._after_param(), joined)
 
     def _after_param(self) -> int:
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -45,17 +65,30 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             return 0
 
-    async def _replay(self, after: int) -> None:
+    async def _replay(self, after: int, joined: datetime) -> None:
         # Page by page: a long training writes tens of thousands of events, and "replayed" must
         # only be sent once the page has seen all of them.
-        self.last_id = cursor = after
+        shared = layer_is_shared()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2 * relay_module.GAP_GRACE_SECONDS  # a bound, should clocks disagree
+        self.last_id = after
         while True:
-            page = await database_sync_to_async(events_after)(self.topic, cursor)
+            if not shared:
+                upto: int | None = relay.sent_id
+            elif loop.time() < give_up:
+                upto = await database_sync_to_async(settled_id)()
+            else:
+                upto = None  # waited long enough: past the gap, as the relay goes after its grace
+            page = await database_sync_to_async(events_after)(self.topic, self.last_id, upto=upto)
             for event in page:
                 await self._send_event(event.as_message())
-            if len(page) < events.REPLAY_PAGE:
+            if len(page) == events.REPLAY_PAGE:
+                continue
+            if not shared or upto is None:
                 break
-            cursor = page[-1].id
+            if not await database_sync_to_async(written_before)(self.topic, max(self.last_id, upto), joined):
+                break
+            await asyncio.sleep(settings.EVENTS_POLL_SECONDS)  # a gap below rows only replay can bring
         await self.send_json({"kind": "replayed", "data": {"last_id": self.last_id}})
 
     async def disconnect(self, code: int) -> None:

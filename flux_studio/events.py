@@ -4,12 +4,18 @@
 channel layer. With Redis the channel layer reaches every ASGI process directly. In the embedded
 shape the layer is in-process, so the worker cannot reach it: the ASGI process's relay
 (`flux_studio.relay`) picks new rows out of the table instead.
+
+`events_after` reads the log back; how far a replay may read while a lower id is still
+uncommitted is decided in `flux_studio.consumers`. With Redis, live events go out in the order
+their publishers commit: two processes publishing to one topic at the same moment can still
+reach a page out of id order, and the page keeps only the first (not handled here).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -51,8 +57,16 @@ def publish(topic: str, kind: str, data: dict[str, Any] | None = None) -> Event:
     return event
 
 
-def events_after(topic: str, after_id: int = 0, *, kinds: list[str] | None = None) -> list[Event]:
+def events_after(topic: str, after_id: int = 0, *, kinds: list[str] | None = None,
+                 upto: int | None = None) -> list[Event]:
     qs = Event.objects.filter(topic=topic, id__gt=after_id)
+    if upto is not None:
+        qs = qs.filter(id__lte=upto)
     if kinds:
         qs = qs.filter(kind__in=kinds)
     return list(qs.order_by("id")[:REPLAY_PAGE])
+
+
+def written_before(topic: str, after_id: int, moment: datetime) -> bool:
+    """Whether the topic has a row after `after_id` created at or before `moment`."""
+    return Event.objects.filter(topic=topic, id__gt=after_id, created_at__lte=moment).exists()

@@ -14,8 +14,18 @@ relay holds that row and every later one for up to GAP_GRACE_SECONDS (counted fr
 first meets the gap) while the missing ids commit, then delivers in order. A gap that outlasts
 the grace (a rolled-back transaction leaves one for good) is skipped; a row that commits after
 its gap was skipped is only in the table, for pages that load later. SQLite commits one write
-at a time, so its ids appear in order and delivery there never waits. A relay that starts on an
-empty table takes the first row it sees as its starting point.
+at a time, so its ids appear in order and delivery there never waits.
+
+Where it starts: `settled_id` applies the same rule to the table as it stands, with a row's
+`created_at` for when its gap was met: it is the id before the first gap whose next row is
+younger than the grace (else the newest id). A relay starts there rather than at the newest
+id, so a lower id that commits just after the start still goes out, in order; the rows after
+the starting point go out again, and sockets drop the ones they already have by id. A relay
+that starts on an empty table takes the first row it sees as its starting point.
+
+Sockets (flux_studio.consumers) replay the table up to `sent_id`, the last id the relay has
+handed to the channel layer, and get everything after it from the relay: never past a gap the
+relay is still holding. In the scaled shape there is no relay; the replay uses `settled_id`.
 """
 
 from __future__ import annotations
@@ -23,11 +33,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db.models import Max
+from django.utils import timezone
 
 from flux_studio.events import group_name
 from flux_studio.models import Event
@@ -40,20 +51,22 @@ GAP_GRACE_SECONDS = 2.0  # how long a missing id may hold back the rows after it
 
 class EventRelay:
     def __init__(self) -> None:
-        self.last_id = 0
+        self.last_id = 0  # the last row delivered (or skipped past); the next poll reads after it
+        self.sent_id = 0  # the last row handed to the channel layer: sockets replay up to here
         self.gap_since: float | None = None  # when the relay first met the gap it is holding at
         self.task: asyncio.Task | None = None
 
     async def ensure_running(self) -> None:
         """Start polling in this event loop, if not already.
 
-        The starting point is read before returning, so a socket that replays the table after
-        this call misses nothing: older rows come from its replay, newer ones from the relay.
+        The starting point (`settled_id`) is read before returning, so a socket that joined its
+        group and then replays the table up to `sent_id` misses nothing: rows up to it come from
+        its replay, later ones from the relay.
         """
         loop = asyncio.get_running_loop()
         if self.task is not None and not self.task.done() and self.task.get_loop() is loop:
             return
-        self.last_id = await database_sync_to_async(self._max_id)()
+        self.last_id = self.sent_id = await database_sync_to_async(settled_id)()
         self.gap_since = None
         self.task = loop.create_task(self._run())
 
@@ -75,6 +88,10 @@ class EventRelay:
                 ready = self._ready(rows, loop.time())
                 for event in ready:
                     message = event.as_message()
+                    # Set before the send: the in-memory layer picks the group's members when
+                    # group_send is called, so a socket that reads this id joined too late for
+                    # this event and must replay it, and one that reads less receives it live.
+                    self.sent_id = max(self.sent_id, event.id)
                     await layer.group_send(group_name(event.topic), {"type": "event.message", "event": message, "text": json.dumps(message)})
                     self.last_id = event.id
                 if ready and len(rows) == BATCH:
@@ -109,12 +126,30 @@ class EventRelay:
         return ready
 
     @staticmethod
-    def _max_id() -> int:
-        return Event.objects.aggregate(m=Max("id"))["m"] or 0
-
-    @staticmethod
     def _fetch(after_id: int) -> list[Event]:
         return list(Event.objects.filter(id__gt=after_id).order_by("id")[:BATCH])
+
+
+def settled_id() -> int:
+    """The id before the first gap that may still fill, by the table's timestamps; 0 if empty.
+
+    A gap counts as open while the row after it is younger than GAP_GRACE_SECONDS by its
+    created_at: the missing id was taken before that row's, and a running relay met the gap no
+    earlier than that row was created. Only the newest BATCH rows are looked at: a gap below
+    them is long past its grace, or so deep in a burst that it is not waited for. Timestamps
+    come from the writing process's clock, so hosts' clocks must agree to well within the grace.
+    """
+    rows = list(Event.objects.order_by("-id").values_list("id", "created_at")[:BATCH])
+    if not rows:
+        return 0
+    cutoff = timezone.now() - timedelta(seconds=GAP_GRACE_SECONDS)
+    rows.reverse()
+    prev = rows[0][0]
+    for event_id, created_at in rows[1:]:
+        if event_id != prev + 1 and created_at > cutoff:
+            return prev
+        prev = event_id
+    return prev
 
 
 relay = EventRelay()

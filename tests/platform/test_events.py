@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.utils import timezone
 
-from flux_studio import events
+from flux_studio import consumers, events
+from flux_studio import relay as relay_module
 from flux_studio.asgi import application
+from flux_studio.models import Event
 from flux_studio.relay import relay
 from flux_studio.routing import websocket_urlpatterns
+
+from .test_relay_gaps import ids_until as _ids_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -150,5 +156,88 @@ def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
         stranger = WebsocketCommunicator(application, f"/ws/events/user/{alice.pk}/", headers=[(b"origin", b"http://localhost")])
         assert (await stranger.connect())[0] is False
         await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+@pytest.fixture
+def publisher_sends_live(monkeypatch) -> None:
+    """The scaled shape's live path: the publisher hands each event to the channel layer itself.
+
+    Redis in the scaled-out run; elsewhere the in-memory layer with no relay stands in for it.
+    """
+    if not events.layer_is_shared():
+        monkeypatch.setattr(events, "layer_is_shared", lambda: True)
+        monkeypatch.setattr(consumers, "layer_is_shared", lambda: True)
+
+
+@sync_to_async
+def _late_publish(event_id: int, topic: str) -> None:
+    """What `publish` does, for an id taken earlier whose transaction commits now."""
+    event = Event.objects.create(id=event_id, topic=topic, kind="log", data={"line": f"row {event_id}"})
+    async_to_sync(events.get_channel_layer().group_send)(
+        events.group_name(topic), {"type": "event.message", "event": event.as_message()}
+    )
+
+
+def test_page_opened_while_a_lower_id_is_uncommitted_gets_every_event_once_in_order(alice, publisher_sends_live,
+                                                                                    monkeypatch):
+    # PostgreSQL: base+1 is taken, then base+2 commits and goes live before the page opens.
+    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", 10.0)  # the gap fills well within it
+    topic = f"user-{alice.pk}"
+    base = events.publish(topic, "log", {"line": "before"}).id
+    async_to_sync(_late_publish)(base + 2, topic)
+
+    async def scenario():
+        page = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        assert (await page.connect())[0]
+        received = await _ids_until(page, 0, timeout=settings.EVENTS_POLL_SECONDS * 4)
+        await _late_publish(base + 1, topic)
+        received += await _ids_until(page, 0, timeout=5)
+        assert received == [base, base + 1, base + 2, 0]  # 0: "replayed"
+        assert await page.receive_nothing(timeout=settings.EVENTS_POLL_SECONDS * 4)  # base+1 live: not twice
+        await page.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publisher_sends_live, monkeypatch):
+    grace = 1.0
+    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
+    topic = f"user-{alice.pk}"
+    base = events.publish(topic, "log", {"line": "before"}).id
+    async_to_sync(_late_publish)(base + 2, topic)  # base+1 was rolled back: it never commits
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        page = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        assert (await page.connect())[0]
+        assert await _ids_until(page, 0, timeout=grace + 1.0) == [base, base + 2, 0]
+        assert loop.time() - started < grace + 1.0
+        await page.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_replay_waits_at_most_twice_the_grace_when_writers_clocks_disagree(alice, publisher_sends_live, monkeypatch):
+    grace = 0.5
+    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
+    topic = f"user-{alice.pk}"
+    base = events.publish(topic, "log", {"line": "before"}).id
+    # base+1 never commits; base+2 comes from a writer whose clock runs a minute ahead, so its gap
+    # looks young all along; base+3 from another writer, before the page opens.
+    async_to_sync(_late_publish)(base + 2, topic)
+    Event.objects.filter(id=base + 2).update(created_at=timezone.now() + timedelta(seconds=60))
+    async_to_sync(_late_publish)(base + 3, topic)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        page = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        assert (await page.connect())[0]
+        assert await _ids_until(page, 0, timeout=2 * grace + 1.0) == [base, base + 2, base + 3, 0]
+        assert loop.time() - started < 2 * grace + 1.0
+        await page.disconnect()
 
     async_to_sync(scenario)()
