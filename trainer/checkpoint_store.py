@@ -66,6 +66,16 @@ def prune(job: TrainingJob, below: int | None = None) -> None:
         _remove_empty_folder(prefix)
 
 
+def stored(job: TrainingJob, step: int) -> bool:
+    """Whether storage holds the checkpoint of `step`, the one `fetch` would download."""
+    if step <= 0:
+        return False
+    try:
+        return bool(default_storage.listdir(f"{job_prefix(job)}/{step_name(step)}")[1])
+    except FileNotFoundError:
+        return False
+
+
 def fetch(job: TrainingJob, step: int, checkpoints_dir: Path) -> Path | None:
     """Download the stored checkpoint of `step` into `checkpoints_dir`; None when storage lacks it.
 

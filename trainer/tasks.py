@@ -26,5 +26,7 @@ def recover_orphaned_jobs_task() -> None:
 @worker.on_worker_start
 def _recover_on_start() -> None:
     from trainer.jobs import recover_orphaned_jobs
+    from trainer.training_run import sweep_work_dirs
 
     recover_orphaned_jobs()
+    sweep_work_dirs()  # after recovery, so a job re-queued just now keeps its folder

@@ -8,7 +8,9 @@ into database rows and live events, and answers its `should_stop()` polls.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from flux_studio import events, worker
 from flux_studio.models import Event
 from trainer import checkpoint_store, job_queue
 from trainer.jobs import job_claim, publish_state
-from trainer.models import CaptionSource, JobState, TrainingJob, TrainingSample
+from trainer.models import FINAL_STATES, CaptionSource, JobState, TrainingJob, TrainingSample
 
 log = logging.getLogger("trainer.worker")
 
@@ -30,8 +32,24 @@ PROGRESS_EVERY_S = 0.25  # live progress at most 4 times a second; losses are ba
 STOP_POLL_S = 0.5
 
 
+def jobs_work_root() -> Path:
+    return settings.WORK_DIR / "jobs"
+
+
 def job_work_dir(job: TrainingJob) -> Path:
-    return settings.WORK_DIR / "jobs" / str(job.pk)
+    """The job's scratch folder on this machine: the dataset copy, the engine's output and checkpoints.
+
+    Only a cache: what a person keeps (photos, captions, samples, the LoRA files) and the latest
+    checkpoint are in storage. It is removed when the job succeeds, when it fails or is canceled
+    with its latest checkpoint stored, and by the sweep when a GPU worker starts.
+    """
+    return jobs_work_root() / str(job.pk)
+
+
+# A folder being removed is first renamed to this prefix (one atomic step), so that neither a run
+# of its job nor a resume on this machine ever sees half of it; the start-up sweep removes any
+# left behind by a worker killed mid-removal.
+SET_ASIDE = ".removing-"
 
 
 def materialize_dataset(job: TrainingJob, folder: Path) -> Path:
@@ -300,6 +318,117 @@ def _store_outputs(job: TrainingJob, result: Any) -> dict[str, Any]:
     return stored
 
 
+def unstored_checkpoint_step(job: TrainingJob, folder: Path) -> int:
+    """The step of the checkpoint a resume on this machine would start from, when storage lacks it; else 0.
+
+    A resume anywhere else fetches the one the row names (`checkpoint_step`, named only once its
+    copy has landed in storage). A newer local one (its copy failed, or the run was killed before
+    naming it), or a local one whose stored copy is missing, exists only here: the folder is kept.
+    """
+    from trainer.engine.checkpoint import latest_checkpoint  # torch: in the worker only
+
+    latest = latest_checkpoint(folder / "out")
+    if latest is None:
+        return 0
+    local_step = int(latest.name.rsplit("-", 1)[1])
+    if local_step <= job.checkpoint_step and checkpoint_store.stored(job, job.checkpoint_step):
+        return 0
+    return local_step
+
+
+def _set_aside(folder: Path) -> Path | None:
+    """Rename `folder` out of the way for removal; None when it is not there or cannot be moved."""
+    aside = folder.with_name(f"{SET_ASIDE}{folder.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        log.warning("could not set %s aside for removal; left in place", folder, exc_info=True)
+        return None
+    return aside
+
+
+def _discard(aside: Path | None) -> None:
+    if aside is None:
+        return
+    try:
+        shutil.rmtree(aside)
+    except OSError as exc:
+        if aside.exists():  # else another worker's sweep removed it meanwhile
+            log.warning("could not remove %s (%s); the next worker start tries again", aside, exc)
+
+
+def _finish_stopped(job: TrainingJob, state: str, message: str, **fields: Any) -> None:
+    """Record a failure or cancel, and drop the job's local folder once storage holds its checkpoint.
+
+    The folder is set aside while this worker still holds the job, so that a resume claimed right
+    after the ending is recorded (here or by another worker on this machine) starts on a clean
+    folder and fetches the checkpoint from storage.
+    """
+    folder, aside = job_work_dir(job), None
+    try:
+        only_here = unstored_checkpoint_step(job, folder) if folder.exists() else 0
+        if only_here:
+            log.info("job %s: keeping %s: its checkpoint of step %s is not in storage", job.pk, folder, only_here)
+        elif folder.exists() and mine(job, job.worker_id).exists():
+            aside = _set_aside(folder)
+    except Exception:
+        log.warning("job %s: could not decide whether to remove %s; left in place", job.pk, folder, exc_info=True)
+    _finish(job, state, message, **fields)
+    _discard(aside)
+
+
+def remove_job_work_dir(job: TrainingJob) -> None:
+    """Remove a finished job's local folder; a failure is logged (the start-up sweep retries)."""
+    try:
+        _discard(_set_aside(job_work_dir(job)))
+    except Exception:
+        log.warning("job %s: removing its work folder failed", job.pk, exc_info=True)
+
+
+def sweep_work_dirs() -> list[str]:
+    """Remove the work folders that no run needs any more, left by earlier runs on this machine.
+
+    A folder goes when its job succeeded, no longer exists, or failed or was canceled with its
+    latest checkpoint stored; also what a worker killed mid-removal left set aside. A queued,
+    starting or training job's folder is never touched: another worker process on this machine
+    may be using it, or will resume from it. Anything else (names that are no job's) stays too.
+    Returns the names removed.
+    """
+    root = jobs_work_root()
+    if not root.is_dir():
+        return []
+    removed = []
+    for entry in sorted(root.iterdir()):
+        try:
+            if entry.name.startswith(SET_ASIDE):
+                _discard(entry)
+                removed.append(entry.name)
+            elif entry.is_dir() and entry.name.isdigit() and _sweepable(int(entry.name), entry):
+                aside = _set_aside(entry)
+                if aside is not None and not _sweepable(int(entry.name), aside):
+                    aside.rename(entry)  # resumed meanwhile: put it back for that run
+                    continue
+                _discard(aside)
+                if aside is not None:
+                    removed.append(entry.name)
+        except Exception:
+            log.warning("sweeping %s failed; left in place", entry, exc_info=True)
+    if removed:
+        log.info("removed %d leftover work folder(s) from %s", len(removed), root)
+    return removed
+
+
+def _sweepable(pk: int, folder: Path) -> bool:
+    job = TrainingJob.objects.filter(pk=pk).first()
+    if job is None:
+        return True
+    if job.state not in FINAL_STATES:
+        return False
+    return job.state == JobState.SUCCEEDED or not unstored_checkpoint_step(job, folder)
+
+
 def run_training(job_id: int) -> None:
     job = job_claim(job_id, worker.current_worker_id())
     if job is None:
@@ -358,14 +487,14 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
         if isinstance(exc, engine.OutOfMemoryError) and not hint:
             hint = out_of_memory_hint(job)
         log.warning("job %s failed: %s", job.pk, exc)
-        _finish(job, JobState.FAILED, str(exc), error=str(exc), error_hint=hint[:300])
+        _finish_stopped(job, JobState.FAILED, str(exc), error=str(exc), error_hint=hint[:300])
         return
     except Exception as exc:
         log.exception("job %s crashed", job.pk)
         hooks.flush_progress()
         hooks.settle_uploads()
-        _finish(job, JobState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}",
-                error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
+        _finish_stopped(job, JobState.FAILED, "Internal error", error=f"Internal error: {type(exc).__name__}: {exc}",
+                        error_hint="The dataset and checkpoints are kept; resume once the cause is fixed.")
         return
     hooks.flush_progress()
     hooks.settle_uploads()  # before the final state: a resume elsewhere must find the last checkpoint stored
@@ -376,7 +505,8 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
             train_job_task(job.pk)
         return
     if result.canceled:
-        _finish(job, JobState.CANCELED, f"Canceled at step {result.final_step}; checkpoint kept.", step=result.final_step)
+        _finish_stopped(job, JobState.CANCELED, f"Canceled at step {result.final_step}; checkpoint kept.",
+                        step=result.final_step)
         return
     stored = _store_outputs(job, result)
     if _finish(job, JobState.SUCCEEDED, "Training finished.", step=result.final_step, **stored):
@@ -384,3 +514,4 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
             checkpoint_store.prune(job)
         except Exception:
             log.warning("job %s: removing its stored checkpoints failed", job.pk, exc_info=True)
+        remove_job_work_dir(job)  # its outputs are stored: the local copies are of no more use
