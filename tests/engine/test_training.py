@@ -73,7 +73,7 @@ def test_resume_allows_more_steps_and_other_memory_settings_but_not_fewer_steps(
     full, _ = trained
     saved = train_config(_base(full), _images(full), Path("a"), resume=True).resolve().to_dict()
     moved = dict(saved, steps=400, output_dir="elsewhere", images_dir="copy", device="auto", memory_mode="low",
-                 gradient_checkpointing=True, sample_prompts=[], sample_every=5, checkpoint_every=5, val_every=0)  # fmt: skip
+                 gradient_checkpointing=True, compile=True, sample_prompts=[], sample_every=5, checkpoint_every=5, val_every=0)  # fmt: skip
     check_resumable("step-000020", saved, moved, step=20)  # no error
     with pytest.raises(CheckpointError, match="at step 20, beyond steps=10"):
         check_resumable("step-000020", saved, dict(saved, steps=10), step=20)
