@@ -71,3 +71,27 @@ def test_on_cuda_the_cudnn_attention_backend_is_off_during_training_only() -> No
         assert not torch.backends.cuda.cudnn_sdp_enabled()
         assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
     assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_every_step_inside_one_precision_block_sees_the_adapter_as_the_optimizer_left_it() -> None:
+    """The engine enters `training_precision` once for the whole loop: each forward must use the
+    adapter's current weights, not bf16 copies cached at the first step."""
+    transformer, params = _bf16_transformer_with_adapter()
+    batch = _batch(transformer)
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    losses = []
+    with training_precision(transformer, torch.device("cpu"), torch.bfloat16):
+        for _ in range(3):
+            loss = loss_of(transformer, batch, 3.5)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        with torch.no_grad():
+            inside = loss_of(transformer, batch, 3.5).item()
+    with torch.no_grad():  # a fresh context: no cache could be involved
+        with training_precision(transformer, torch.device("cpu"), torch.bfloat16):
+            fresh = loss_of(transformer, batch, 3.5).item()
+    assert losses[0] != losses[1] != losses[2]  # the updates reached the forward
+    assert losses[2] < losses[0]
+    assert inside == fresh

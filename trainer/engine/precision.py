@@ -43,5 +43,9 @@ def training_precision(
             from peft.helpers import disable_input_dtype_casting
 
             stack.enter_context(disable_input_dtype_casting(transformer))
-            stack.enter_context(torch.autocast(device.type, dtype=dtype))
+            # cache_enabled=False: this context spans the whole loop, and autocast's weight cache
+            # lives until its outermost exit, so with it every forward would reuse the bf16 copies
+            # of the adapter made at the first step and never see an update. Each adapter weight
+            # is cast once per forward anyway, so the cache saved nothing.
+            stack.enter_context(torch.autocast(device.type, dtype=dtype, cache_enabled=False))
         yield
