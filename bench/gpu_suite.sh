@@ -1,26 +1,46 @@
 #!/usr/bin/env bash
 # The GPU figures of issue #3 in one go, on one CUDA machine:  bash bench/gpu_suite.sh [OUTDIR]
 # Needs torch (CUDA), diffusers, peft and bitsandbytes. Writes OUTDIR/gpu_train_speed.jsonl (one
-# line per measurement) and OUTDIR/engine-*/ (end-to-end engine runs on the tiny base on CUDA).
-# Sections run most-important first, each under its own time limit, so a slow one cannot hide
-# the others' figures.
+# line per measurement), OUTDIR/*.log and OUTDIR/engine-*/ (end-to-end engine runs on the tiny
+# base on CUDA). Sections run most-important first, each under its own time limit and all under
+# SUITE_SECONDS (default 540), so a slow one cannot hide the others' figures.
 set -u
 OUT=${1:-out/gpu}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 JSON="$OUT/gpu_train_speed.jsonl"
-bench() { timeout "$1" "$PY" bench/gpu_train_speed.py --json "$JSON" "${@:2}" || echo "section failed or timed out: $*"; }
+TOTAL=${SUITE_SECONDS:-540}
+
+# limited SECONDS CMD...: run CMD under min(SECONDS, what is left of TOTAL); skip it when under 30 s are left
+limited() {
+    local left=$((TOTAL - SECONDS))
+    local limit=$(( $1 < left - 5 ? $1 : left - 5 ))
+    if (( limit < 30 )); then echo "skipped (suite time spent): ${*:2}"; return 1; fi
+    timeout "$limit" "${@:2}"
+}
+bench() {  # bench LOGNAME SECONDS ARGS...: one gpu_train_speed.py run, its output also in OUT/LOGNAME.log
+    limited "$2" "$PY" bench/gpu_train_speed.py --json "$JSON" "${@:3}" > "$OUT/$1.log" 2>&1 \
+        || echo "section $1 failed or timed out: ${*:3}"
+    grep -E "^arch=|skipping cudagraphs|Error" "$OUT/$1.log" | sort | uniq -c | sed 's/^ *1 //' | tail -n 8
+}
+engine() {  # engine NAME SECONDS ARGS...: a 30-step tiny-base training run through the CLI
+    limited "$2" "$PY" -m trainer.engine train --base tiny --images "$OUT/images" --trigger zxq --steps 30 \
+        --device cuda --sample-every 0 --val-every 10 --out "$OUT/engine-$1" "${@:3}" > "$OUT/engine-$1.log" 2>&1 \
+        && echo "engine $1: ok" || echo "engine $1: FAILED"
+    grep -E "NF4|optimizer|cuda_graphs|validation loss before|step (10|20|30)/30|skipping cudagraphs|Error|error" \
+        "$OUT/engine-$1.log" | sort -u | tail -n 10
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch, diffusers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'peft', peft.__version__)"
+export TORCH_LOGS=perf_hints  # Inductor says here when (and why) it could not use CUDA graphs
 
-# 1. fast mode, as the engine trains (bf16 base, fp32 adapter, mixed precision): a typical trimmed caption
-#    (32 T5 tokens) and the padded 512 that diffusers' script trains with
-bench 150 --modes fast --resolutions 512 1024 --max-seq 32 512
-# 2. low-memory mode: gradient checkpointing and a 4-bit NF4 base
-bench 150 --modes low --nf4 --resolutions 512 1024 --max-seq 32
-# 3. the engine end to end on CUDA (tiny base): fast, then low memory through diffusers' own
-#    BitsAndBytesConfig loading
+# 1. fast mode as the engine trains by default: bf16 base, fp32 adapter, bf16 LoRA matmuls, fused AdamW
+bench fast 100 --modes fast --resolutions 512 1024 --max-seq 32
+# 2. fast mode with compile and CUDA graphs (compile time is in the warmup)
+bench graphs 200 --modes fast --cuda-graphs --resolutions 512 1024 --max-seq 32 --warmup 5
+# 3. the engine end to end on CUDA (tiny base): eager, compiled with CUDA graphs, and low memory
+#    (4-bit base through diffusers' BitsAndBytesConfig loading, 8-bit AdamW)
 "$PY" - "$OUT/images" <<'PY'
 import sys
 from pathlib import Path
@@ -32,14 +52,12 @@ for i in range(4):
     image.save(folder / f"{i}.png")
     (folder / f"{i}.txt").write_text(f"zxq, a yellow disc number {i}")
 PY
-for mode in fast low; do
-    timeout 120 "$PY" -m trainer.engine train --base tiny --images "$OUT/images" --trigger zxq --steps 30 \
-        --device cuda --memory-mode $mode --sample-every 0 --val-every 10 --out "$OUT/engine-$mode" \
-        > "$OUT/engine-$mode.log" 2>&1 && echo "engine $mode: ok" || echo "engine $mode: FAILED"
-    grep -E "NF4|optimizer|device|validation loss before|step 30/30|Error|error" "$OUT/engine-$mode.log" | tail -n 8
-done
-# 4. comparisons at 1024² and 512²: peft's fp32 LoRA matmuls (the engine before its mixed
-#    precision), bf16 adapter weights, and torch.compile of the blocks (compile time in warmup)
-bench 90 --modes fast --precision upcast --resolutions 512 1024 --max-seq 32
-bench 90 --modes fast --lora-dtype bf16 --resolutions 512 1024 --max-seq 32
-bench 150 --modes fast --compile --resolutions 512 1024 --max-seq 32 --warmup 4
+engine fast 60 --memory-mode fast
+engine graphs 120 --memory-mode fast --compile --cuda-graphs
+engine low 60 --memory-mode low
+# 4. comparisons: the previous default optimizer (8-bit AdamW) in fast mode, compile without graphs,
+#    and low memory mode's VRAM at 1024²
+bench fast-8bit 90 --modes fast --optimizer adamw8bit --resolutions 512 1024 --max-seq 32
+bench compile 150 --modes fast --compile --resolutions 512 1024 --max-seq 32 --warmup 4
+bench low 90 --modes low --resolutions 1024 --max-seq 32
+echo "suite done in ${SECONDS}s"

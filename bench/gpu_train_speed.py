@@ -15,7 +15,9 @@ engine's own `optimizer_step` (flow-matching loss, backward, clipping, optimizer
 
 Modes, as the engine's memory modes: `fast` = bf16, no gradient checkpointing; `low` = gradient
 checkpointing, and with `--nf4` (bitsandbytes, CUDA) the blocks' linear layers in 4-bit NF4. The
-optimizer is the engine's `auto` choice (8-bit AdamW with bitsandbytes on CUDA, else AdamW). Steps
+optimizer is the engine's `auto` choice for the mode (fused AdamW in fast mode; 8-bit AdamW in low
+mode with bitsandbytes on CUDA; `--optimizer` overrides it). `--compile` and `--cuda-graphs` are
+the engine's settings of those names. Steps
 run inside the engine's `training_precision` (bf16 LoRA matmuls on fp32 adapter weights, no cuDNN
 attention); `--precision upcast` keeps peft's fp32 LoRA matmuls and `--lora-dtype bf16` stores
 the adapter in bf16, for comparison.
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.engine.batches import Batch, noised  # noqa: E402
 from trainer.engine.compiling import compile_blocks as compile_blocks_of  # noqa: E402
+from trainer.engine.compiling import use_cuda_graphs  # noqa: E402
 from trainer.engine.config import TrainConfig  # noqa: E402
 from trainer.engine.flow import image_ids, sample_sigmas  # noqa: E402
 from trainer.engine.hooks import TrainHooks  # noqa: E402
@@ -75,9 +78,13 @@ class Result:
     optimizer: str
     lora_moved: bool  # the adapter's weights changed: real training happened
     error: str = ""
+    # torch.cuda.max_memory_reserved: with CUDA graphs the graphs' private memory is not counted as
+    # allocated while they replay, so this (an upper bound: it includes cached blocks) is the figure
+    peak_reserved_gb: float | None = None
 
     def line(self) -> str:
         vram = f"{self.peak_vram_gb:.2f}" if self.peak_vram_gb is not None else "n/a"
+        vram += f" reserved_gb={self.peak_reserved_gb:.2f}" if self.peak_reserved_gb is not None else ""
         return (f"arch={self.arch} res={self.resolution} max_seq={self.max_seq} mode={self.mode} "
                 f"s/step={self.s_per_step:.4f} peak_vram_gb={vram} tflops={self.tflops:.3g} "
                 f"flops/step={self.flops_per_step:.3e} optimizer={self.optimizer}"
@@ -183,12 +190,15 @@ def _sync(device: torch.device) -> None:
 
 def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str = "cuda", steps: int = 10,
              warmup: int = 3, rank: int = 16, nf4: bool = False, lora_dtype: str = "fp32",
-             compile_blocks: bool = False, precision: str = "mixed", report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
+             compile_blocks: bool = False, cuda_graphs: bool = False, optimizer: str = "auto", precision: str = "mixed",
+             report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
     """Build and adapt the transformer once, then time `steps` optimizer steps after `warmup` per
     (resolution, max_seq) shape. `lora_dtype` "fp32" is the engine's choice (fp32 adapter weights
     on a bf16 base); "bf16" stores them in bf16. `precision` "mixed" is the engine's loop, "upcast"
     keeps peft's fp32 LoRA matmuls. `compile_blocks` is the engine's `compile` setting
-    (torch.compile of each block class, static shapes); compile time is in warmup.
+    (torch.compile of each block class, static shapes); compile time is in warmup. `cuda_graphs`
+    (with `compile_blocks`) is the engine's `cuda_graphs` setting. `optimizer` is the engine's
+    setting, `auto` resolved for `mode` as the engine does.
     `report` sees each result as soon as it is measured."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine: bf16 is slow on CPUs
@@ -202,19 +212,22 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     if mode == "low":
         transformer.enable_gradient_checkpointing()
     transformer.train()
+    graphs, why_not = use_cuda_graphs(compile_blocks and cuda_graphs, dev, 1, mode == "low")
+    if why_not:
+        print(why_not)
     label = mode + ("+nf4" if mode == "low" and nf4 else "") + ("+bf16-lora" if lora_dtype == "bf16" else "")
-    label += ("+compile" if compile_blocks else "") + ("+upcast" if precision == "upcast" else "")
-    cfg = TrainConfig(optimizer="auto", learning_rate=1e-4, steps=10**6)
-    optimizer = make_optimizer(params, cfg, dev, TrainHooks())
-    update = Update(params, optimizer, make_scheduler(optimizer, cfg), 1.0, 1.0, dev, dtype)
-    name = type(optimizer).__name__
+    label += ("+compile" if compile_blocks else "") + ("+graphs" if graphs else "") + ("+upcast" if precision == "upcast" else "")
+    cfg = TrainConfig(optimizer=optimizer, memory_mode=mode, learning_rate=1e-4, steps=10**6)
+    optimizer_ = make_optimizer(params, cfg, dev, TrainHooks())
+    update = Update(params, optimizer_, make_scheduler(optimizer_, cfg), 1.0, 1.0, dev, dtype, graphs)
+    name = type(optimizer_).__name__
     results = []
     for resolution, max_seq in shapes:
         batches = make_batches(arch, resolution, max_seq)
         try:
             flops = model_flops(arch, resolution, max_seq, rank)
             if compile_blocks and not getattr(transformer, "_bench_compiled", False):
-                compile_blocks_of(transformer, print)  # the engine's `compile` setting
+                compile_blocks_of(transformer, print, cuda_graphs=graphs)  # the engine's `compile` setting
                 transformer._bench_compiled = True
             before = [p.detach().clone() for p in params[:4]]
             with training_precision(transformer, dev, dtype, mixed=precision == "mixed"):  # as the engine's loop
@@ -229,17 +242,19 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
                 _sync(dev)
             per_step = (time.perf_counter() - started) / steps
             peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+            reserved = torch.cuda.max_memory_reserved(dev) / 2**30 if dev.type == "cuda" else None
             moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, params[:4]))
-            results.append(Result(arch, resolution, max_seq, label, per_step, peak, flops, flops / per_step / 1e12, name, moved))
+            results.append(Result(arch, resolution, max_seq, label, per_step, peak, flops, flops / per_step / 1e12, name, moved,
+                                  peak_reserved_gb=reserved))  # fmt: skip
         except torch.OutOfMemoryError as error:
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_.zero_grad(set_to_none=True)
             results.append(Result(arch, resolution, max_seq, label, float("nan"), None, 0.0, 0.0, name, False,
                                   "out of memory: " + str(error).split(".")[0]))  # fmt: skip
         if report:
             report(results[-1])
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    del transformer, optimizer, update, params
+    del transformer, optimizer_, update, params
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return results
@@ -268,6 +283,9 @@ def main() -> int:
     parser.add_argument("--precision", choices=["mixed", "upcast"], default="mixed",
                         help="mixed: the engine's bf16 LoRA matmuls on fp32 weights; upcast: peft's fp32 LoRA matmuls")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block class (compile time is in warmup)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="with --compile: the engine's cuda_graphs setting")
+    parser.add_argument("--optimizer", choices=["auto", "adamw", "adamw8bit"], default="auto",
+                        help="auto: as the engine chooses for the mode (fused AdamW fast, 8-bit AdamW low on CUDA)")
     parser.add_argument("--json", type=Path, help="append one JSON line per result to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -289,8 +307,8 @@ def main() -> int:
 
     for mode in args.modes:
         run_mode(args.arch, mode, shapes, device=args.device, steps=args.steps, warmup=args.warmup, rank=args.rank,
-                 nf4=args.nf4, lora_dtype=args.lora_dtype, compile_blocks=args.compile,
-                 precision=args.precision, report=report)  # fmt: skip
+                 nf4=args.nf4, lora_dtype=args.lora_dtype, compile_blocks=args.compile or args.cuda_graphs,
+                 cuda_graphs=args.cuda_graphs, optimizer=args.optimizer, precision=args.precision, report=report)  # fmt: skip
     return 0
 
 

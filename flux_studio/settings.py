@@ -211,9 +211,12 @@ CAPTIONER = env_str("CAPTIONER", "florence2")
 CAPTION_PROMPT = env_str("CAPTION_PROMPT", "")  # blank: the captioner's built-in instruction
 # Device for generation in the GPU worker: auto (CUDA when present), cpu, cuda, cuda:1, ...
 GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")
-# torch.compile the transformer blocks in training jobs: steps ~15% faster after a one-off compile
+# torch.compile the transformer blocks in training jobs: steps ~15% (CPU) to ~35% (GPU) faster after a one-off compile
 # per image size (about a minute on a CPU, cached on disk for the next job); for long jobs.
 TRAIN_COMPILE = env_bool("TRAIN_COMPILE", False)
+# With TRAIN_COMPILE on a CUDA worker: replay the compiled blocks as CUDA graphs (FLUX.1-dev on an
+# H200: 512² steps 0.11 s instead of 0.20 compiled, 0.32 eager). Ignored on a CPU worker.
+TRAIN_CUDA_GRAPHS = env_bool("TRAIN_CUDA_GRAPHS", False)
 # Where engine outputs (LoRAs, checkpoints, samples) are written by the worker before upload.
 WORK_DIR = env_path("WORK_DIR", DATA_DIR / "work")
 # Cached tiny/demo base pipelines built offline.

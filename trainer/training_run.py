@@ -87,6 +87,7 @@ def engine_config(job: TrainingJob, work: Path, images: Path, *, resume: bool) -
         "caption_dropout": c.get("caption_dropout", 0.0),
         "memory_mode": c.get("memory_mode", "fast"),  # jobs launched before the setting existed: fast
         "compile": settings.TRAIN_COMPILE,  # the worker's choice: a resume elsewhere may differ
+        "cuda_graphs": settings.TRAIN_COMPILE and settings.TRAIN_CUDA_GRAPHS,  # the same
         "sample_prompts": c.get("sample_prompts", []),
         "sample_every": c.get("sample_every", 0),
         "checkpoint_every": max(1, min(c.get("sample_every") or 50, 100)),

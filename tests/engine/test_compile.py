@@ -1,5 +1,7 @@
 """`compile: true` trains the same adapter as eager mode, and a compiled run resumes exactly.
 
+`cuda_graphs: true` is asked for too: off CUDA it is left off with a log line, nothing else.
+
 Slow: compiling the two block kinds of the tiny base takes about a minute on two cores with a cold
 Inductor cache (CI's case); the figures it buys are in bench/README-train.md.
 """
@@ -24,7 +26,7 @@ def compiled(trained: tuple[TrainResult, RecordingHooks], tmp_path_factory: pyte
     compiled_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     hooks = RecordingHooks()
     config = train_config(_setting(full, "base"), _setting(full, "images_dir"), tmp_path_factory.mktemp("compiled"),
-                          compile=True, steps=6, checkpoint_every=3, val_every=3, sample_every=0)  # fmt: skip
+                          compile=True, cuda_graphs=True, steps=6, checkpoint_every=3, val_every=3, sample_every=0)  # fmt: skip
     result = train(config, hooks)
     return result, hooks, torch._dynamo.utils.counters["stats"]["unique_graphs"] - compiled_before
 
@@ -35,6 +37,7 @@ def test_compiled_training_computes_what_eager_training_does(
     full, _ = trained
     result, hooks, graphs = compiled
     assert graphs >= 2 and any("compiling the transformer blocks" in line for line in hooks.logs)
+    assert any("no CUDA graphs on cpu" in line for line in hooks.logs)  # cuda_graphs is CUDA's alone, said so
     # The same steps, up to float rounding (Inductor fuses and reorders the elementwise work).
     assert result.losses == pytest.approx(full.losses[:6], rel=1e-4)
     # Validation runs eagerly: before training it is the eager run's number exactly.

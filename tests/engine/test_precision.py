@@ -1,7 +1,7 @@
 """The training loop's precision settings (trainer/engine/precision.py).
 
-On CUDA the base is bf16 and the adapter fp32. Those runs are checked here on the CPU's own bf16
-autocast, which takes the same code path; the GPU figures are in the README.
+On CUDA the base is bf16 and the adapter fp32. Those runs are checked here with a bf16 base on
+the CPU, which takes the same code path; the GPU figures are in the README.
 """
 
 from __future__ import annotations
@@ -95,3 +95,23 @@ def test_every_step_inside_one_precision_block_sees_the_adapter_as_the_optimizer
     assert losses[0] != losses[1] != losses[2]  # the updates reached the forward
     assert losses[2] < losses[0]
     assert inside == fresh
+
+
+def test_mixed_precision_leaves_the_base_in_bf16() -> None:
+    """Only the adapter's matmuls change: the base's norms and modulations stay bf16, as in
+    inference (autocast would run them in fp32, holding fp32 activations for the backward)."""
+    transformer, _ = _bf16_transformer_with_adapter()
+    seen: list[torch.dtype] = []
+    norm = next(m for m in transformer.modules() if isinstance(m, torch.nn.LayerNorm))
+    autocast: list[bool] = []
+
+    def record(module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
+        seen.append(out.dtype)
+        autocast.append(torch.is_autocast_enabled("cpu"))
+
+    norm.register_forward_hook(record)
+    with training_precision(transformer, torch.device("cpu"), torch.bfloat16):
+        loss_of(transformer, _batch(transformer), 3.5).backward()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert not any(autocast)  # CUDA's autocast would run LayerNorm in fp32: no autocast around the base
+    assert all(type(m) is torch.nn.Linear for name, m in transformer.named_modules() if name.endswith("lora_A.default"))

@@ -73,10 +73,31 @@ def test_resume_allows_more_steps_and_other_memory_settings_but_not_fewer_steps(
     full, _ = trained
     saved = train_config(_base(full), _images(full), Path("a"), resume=True).resolve().to_dict()
     moved = dict(saved, steps=400, output_dir="elsewhere", images_dir="copy", device="auto", memory_mode="low",
-                 gradient_checkpointing=True, compile=True, sample_prompts=[], sample_every=5, checkpoint_every=5, val_every=0)  # fmt: skip
+                 gradient_checkpointing=True, compile=True, cuda_graphs=True, sample_prompts=[], sample_every=5, checkpoint_every=5, val_every=0)  # fmt: skip
     check_resumable("step-000020", saved, moved, step=20)  # no error
     with pytest.raises(CheckpointError, match="at step 20, beyond steps=10"):
         check_resumable("step-000020", saved, dict(saved, steps=10), step=20)
+
+
+def test_a_resume_keeps_the_optimizer_its_checkpoint_was_made_with(
+    trained: tuple[TrainResult, RecordingHooks], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`optimizer: auto` follows the memory mode, which a resume may change; the saved state is
+    one optimizer's, so the resumed run keeps that optimizer."""
+    import torch
+
+    from trainer.engine import training
+
+    full, _ = trained
+    out = tmp_path / "resumed"
+    shutil.copytree(full.config_path.parent / "checkpoints" / "step-000020", out / "checkpoints" / "step-000020")
+    assert torch.load(out / "checkpoints" / "step-000020" / "state.pt", weights_only=False)["optimizer_name"] == "adamw"
+    # as on a CUDA box resumed in low memory mode: auto would now pick 8-bit AdamW
+    monkeypatch.setattr(training, "optimizer_name", lambda cfg, device: "adamw8bit")
+    hooks = RecordingHooks()
+    resumed = train(train_config(_base(full), _images(full), out, resume=True, steps=22, sample_prompts=[], val_every=0), hooks)
+    assert any(line.startswith("optimizer adamw,") for line in hooks.logs)
+    assert resumed.losses == full.losses[:22]
 
 
 def test_cancel_stops_within_a_step_and_leaves_a_usable_checkpoint(

@@ -272,12 +272,16 @@ def test_a_stopped_run_sends_every_loss_it_computed(alice, make_dataset, monkeyp
     assert steps == list(range(1, job.step + 1)) and job.step >= 4, steps
 
 
-@pytest.mark.parametrize("flag", [False, True])
-def test_the_workers_compile_setting_reaches_the_engine(alice, make_dataset, settings, tmp_path, flag):
-    """TRAIN_COMPILE is the worker's choice (not the job's): it goes into the engine's TrainConfig."""
+@pytest.mark.parametrize(("compile_", "graphs", "expected"),
+                         [(False, False, (False, False)), (True, False, (True, False)), (True, True, (True, True)),
+                          (False, True, (False, False))])  # fmt: skip
+def test_the_workers_compile_settings_reach_the_engine(alice, make_dataset, settings, tmp_path, compile_, graphs, expected):
+    """TRAIN_COMPILE and TRAIN_CUDA_GRAPHS are the worker's choice (not the job's): they go into the
+    engine's TrainConfig, CUDA graphs only with compile (the config would refuse them alone)."""
     from trainer.engine import TrainConfig
 
-    settings.TRAIN_COMPILE = flag
+    settings.TRAIN_COMPILE, settings.TRAIN_CUDA_GRAPHS = compile_, graphs
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny")
     config = TrainConfig.from_dict(training_run.engine_config(job, tmp_path / "work", tmp_path / "images", resume=False))
-    assert config.compile is flag
+    assert (config.compile, config.cuda_graphs) == expected
+    config.resolve()  # a valid combination

@@ -50,6 +50,8 @@ def _train_parser(commands: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer blocks: faster steps after a one-off compile (long runs)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="with --compile on CUDA: replay the compiled blocks as CUDA graphs (small images, fast GPUs)")
 
 
 def _resolution_arg(text: str) -> int | list[int]:
@@ -104,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
     values: dict[str, Any] = _read_yaml(args.config) if args.config else {}
     values.update({field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None})
     for flag, field in (("add_trigger", "add_trigger_to_captions"), ("flip", "flip"), ("resume", "resume"),
-                        ("compile", "compile")):
+                        ("compile", "compile"), ("cuda_graphs", "cuda_graphs")):
         if getattr(args, flag):
             values[field] = True
     result = train(TrainConfig.from_dict(values), PrintHooks())

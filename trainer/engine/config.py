@@ -51,7 +51,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     batch_size: int = 1
     grad_accum: int = 1
-    optimizer: str = "auto"  # auto: 8-bit AdamW on CUDA when bitsandbytes is there, else AdamW
+    optimizer: str = "auto"  # auto: 8-bit AdamW in low memory mode on CUDA (bitsandbytes), else fused AdamW
     weight_decay: float = 1e-4
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
@@ -64,6 +64,10 @@ class TrainConfig:
     # torch.compile the transformer's blocks: faster steps after a one-off compile per image size
     # (about a minute on a CPU with a cold cache; see compiling.py): for long runs
     compile: bool = False
+    # with compile, on CUDA: replay each compiled block as a CUDA graph, so a step is not held up
+    # launching thousands of small kernels one by one from Python (what bounds small images on a
+    # fast GPU). Needs grad_accum 1 and no gradient checkpointing (left off otherwise, with a log line)
+    cuda_graphs: bool = False
     seed: int = 42
     val_every: int = 50  # validation loss every N steps (0: never)
     val_timesteps: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -141,6 +145,7 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
         _check(all(0.0 < t < 1.0 for t in self.val_timesteps), "val_timesteps must lie strictly between 0 and 1")
         _check(self.trigger_word.strip() == self.trigger_word, "trigger_word must not start or end with spaces")
+        _check(self.compile or not self.cuda_graphs, "cuda_graphs replays compiled blocks: it needs compile: true")
         for name, allowed in (("timestep_sampling", TIMESTEP_SAMPLINGS), ("optimizer", OPTIMIZERS),
                               ("lr_scheduler", LR_SCHEDULERS), ("memory_mode", MEMORY_MODES),
                               ("lora_targets", LORA_TARGETS)):  # fmt: skip

@@ -4,11 +4,17 @@ On CUDA the base is bf16 while the adapter's weights stay fp32, so its updates a
 away. Left alone, peft up-casts every adapted layer's input to fp32 and runs the LoRA matmuls in
 fp32: on FLUX.1-dev that is 418 layers, and measured on an H100 it made a 1024² step 35% slower
 than bf16 adapter weights (0.75 against 0.56 s; 0.32 against 0.29 s at 512²). Under
-`training_precision` the LoRA matmuls run in bf16 instead (autocast, with peft's up-cast switched
-off), while the weights, their gradients and the optimizer state stay fp32: the usual
-mixed-precision arrangement, as accelerate's bf16 mode and kohya's scripts train. This path's own
-GPU speed has not been measured yet (the device time ran out); `bench/gpu_suite.sh` compares it
-with the up-cast path (`--precision upcast`) and with bf16 adapter weights.
+`training_precision` each adapter matmul runs in its input's dtype (bf16) on a bf16 copy of its
+fp32 weight, made in the forward so autograd hands the gradient back to the fp32 weight; the
+weights, their gradients and the optimizer state stay fp32, the usual mixed-precision
+arrangement. Only the adapter changes: the base runs exactly as in bf16 inference.
+
+Autocast would do the same for the adapter but also moves the base's LayerNorms and what follows
+them (modulation, residual adds) to fp32. Measured on an H200 with FLUX.1-dev at 1024² that cost
+memory and gave no speed: fast mode 0.546 s/step at 52 GB, and low memory mode 10.3 GiB, against
+8.7 before on an H100 (bench/README-train.md has the figures). Its weight cache is a trap too: it
+lives until the outermost autocast exits, so a context around the whole loop would reuse the
+first step's bf16 copies of the adapter forever.
 
 cuDNN's fused attention is also left out on CUDA. With torch 2.11 (cu130) on an H100, training
 the FLUX transformer with it gave NaN losses from the first step (tiny base) and an illegal memory
@@ -43,9 +49,36 @@ def training_precision(
             from peft.helpers import disable_input_dtype_casting
 
             stack.enter_context(disable_input_dtype_casting(transformer))
-            # cache_enabled=False: this context spans the whole loop, and autocast's weight cache
-            # lives until its outermost exit, so with it every forward would reuse the bf16 copies
-            # of the adapter made at the first step and never see an update. Each adapter weight
-            # is cast once per forward anyway, so the cache saved nothing.
-            stack.enter_context(torch.autocast(device.type, dtype=dtype, cache_enabled=False))
+            stack.enter_context(_adapter_matmuls_in_input_dtype(transformer))
         yield
+
+
+class _InputDtypeLinear(torch.nn.Linear):
+    """An adapter matrix that multiplies in its input's dtype: fp32 weight, bf16 matmul."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+
+@contextmanager
+def _adapter_matmuls_in_input_dtype(transformer: torch.nn.Module) -> Iterator[None]:
+    """Make every LoRA A and B matrix an `_InputDtypeLinear` for the duration (same weights, same
+    state dict keys; only the forward differs)."""
+    from peft.tuners.lora import LoraLayer
+
+    swapped = [
+        matrix
+        for layer in transformer.modules()
+        if isinstance(layer, LoraLayer)
+        for matrices in (layer.lora_A, layer.lora_B)
+        for matrix in matrices.values()
+        if type(matrix) is torch.nn.Linear
+    ]
+    for matrix in swapped:
+        matrix.__class__ = _InputDtypeLinear
+    try:
+        yield
+    finally:
+        for matrix in swapped:
+            matrix.__class__ = torch.nn.Linear

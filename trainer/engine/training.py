@@ -20,7 +20,7 @@ import torch
 from .batches import Batch, BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
 from .cache import CachedDataset, build_cache
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .compiling import compile_blocks, eager
+from .compiling import compile_blocks, eager, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
 from .errors import ConfigError, OutOfMemoryError
@@ -85,10 +85,16 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
             hooks.on_log(f"continuing from {cfg.init_lora}")
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()  # recompute activations: less memory, ~30% slower
-        if cfg.compile:
-            compile_blocks(transformer, hooks.on_log)  # after the adapter, so its layers are compiled in
+        graphs, why_not = use_cuda_graphs(cfg.cuda_graphs, device, cfg.grad_accum, bool(cfg.gradient_checkpointing))
+        if why_not:
+            hooks.on_log(why_not)
+        if cfg.compile:  # after the adapter, so its layers are compiled in
+            compile_blocks(transformer, hooks.on_log, cuda_graphs=graphs)
         transformer.train()
-        optimizer = make_optimizer(params, cfg, device, hooks)
+        # a resume keeps the optimizer its state came from, even where `auto` would now choose another
+        # (it follows the memory mode, which a resume may change)
+        kept = saved.get("optimizer_name") if saved is not None and cfg.optimizer == "auto" else None
+        optimizer = make_optimizer(params, cfg, device, hooks, kept)
         scheduler = make_scheduler(optimizer, cfg)
         step, losses, val_losses = 0, [], []
         if saved is not None:
@@ -100,7 +106,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         n_params = sum(p.numel() for p in params)
         hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
 
-        run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler)
+        run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs)
         plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
         # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention.
         with training_precision(transformer, device, dtype):
@@ -176,12 +182,15 @@ class Update:
     max_grad_norm: float
     device: torch.device
     dtype: torch.dtype
+    graphs: bool = False  # the blocks replay as CUDA graphs: mark each new forward
 
 
 def optimizer_step(transformer: torch.nn.Module, micro_batches: Iterable[Batch], count: int, update: Update) -> float:
     """One optimizer step over `count` micro-batches (gradient accumulation); returns the mean loss."""
     step_loss = 0.0
     for batch in micro_batches:
+        if update.graphs:
+            new_step()
         loss = loss_of(transformer, batch.to(update.device, update.dtype), update.guidance)
         (loss / count).backward()  # average the gradient over micro-batches
         step_loss += loss.item() / count
@@ -216,11 +225,28 @@ def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: Tra
     return dataclasses.replace(cfg, lora_rank=file_rank, lora_alpha=alpha)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device, hooks: TrainHooks) -> torch.optim.Optimizer:
-    """AdamW by default; 8-bit AdamW (bitsandbytes, CUDA) halves optimizer memory; Adafactor less still."""
-    name = cfg.optimizer
-    if name == "auto":
-        name = "adamw8bit" if can_quantize(device) else "adamw"
+# optimizer class -> the `optimizer` setting that makes it (saved in checkpoints)
+OPTIMIZER_NAMES = {"AdamW": "adamw", "AdamW8bit": "adamw8bit", "Adafactor": "adafactor"}
+
+
+def optimizer_name(cfg: TrainConfig, device: torch.device) -> str:
+    """The optimizer a run uses. `auto`: 8-bit AdamW in low memory mode on CUDA with bitsandbytes
+    (its state is a quarter of AdamW's), else fused AdamW. In fast mode the adapter's fp32 AdamW
+    state is small next to the bf16 base (about 0.45 GB for FLUX.1 at rank 16, against 24 GB),
+    while 8-bit AdamW updates each of the ~840 adapter tensors with kernels of its own, launched
+    from Python: time a fast step cannot spare, for memory it does not need."""
+    if cfg.optimizer != "auto":
+        return cfg.optimizer
+    return "adamw8bit" if cfg.memory_mode == "low" and can_quantize(device) else "adamw"
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device, hooks: TrainHooks, name: str | None = None
+) -> torch.optim.Optimizer:
+    """AdamW by default; 8-bit AdamW (bitsandbytes, CUDA) halves optimizer memory; Adafactor less still.
+
+    `name` overrides the config's choice (a resumed run keeps the optimizer its state was saved from)."""
+    name = name or optimizer_name(cfg, device)
     hooks.on_log(f"optimizer {name}, lr {cfg.learning_rate:g}")
     if name == "adamw8bit":
         if not can_quantize(device):
@@ -260,11 +286,13 @@ class _Run:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    graphs: bool = False
 
     @property
     def update(self) -> Update:
         cfg = self.cfg
-        return Update(self.params, self.optimizer, self.scheduler, cfg.guidance, cfg.max_grad_norm, self.device, self.dtype)
+        return Update(self.params, self.optimizer, self.scheduler, cfg.guidance, cfg.max_grad_norm, self.device,
+                      self.dtype, self.graphs)  # fmt: skip
 
     @property
     def scale(self) -> float:
@@ -279,7 +307,7 @@ class _Run:
     def checkpoint(self, step: int, losses: list[float], val_losses: list[tuple[int, float]]) -> Path:
         state = {"lora": raw_state_dict(self.transformer), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "losses": losses, "val_losses": val_losses,
-                 "config": self.cfg.to_dict()}  # fmt: skip
+                 "config": self.cfg.to_dict(), "optimizer_name": OPTIMIZER_NAMES.get(type(self.optimizer).__name__)}  # fmt: skip
         write = lambda folder: save_lora(folder / "lora.safetensors", state["lora"], self.scale, self.dtype, self.info(step))  # noqa: E731
         path = save_checkpoint(self.out, step, state, self.cfg.keep_checkpoints, write)
         self.hooks.on_checkpoint(step, path)
