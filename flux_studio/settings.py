@@ -217,6 +217,9 @@ TRAIN_COMPILE = env_bool("TRAIN_COMPILE", False)
 # With TRAIN_COMPILE on a CUDA worker: replay the compiled blocks as CUDA graphs (FLUX.1-dev on an
 # H200: 512² steps 0.11 s instead of 0.20 compiled, 0.32 eager). Ignored on a CPU worker.
 TRAIN_CUDA_GRAPHS = env_bool("TRAIN_CUDA_GRAPHS", False)
+# GPU worker: local copies of LoRA files for generation (WORK_DIR/lora-cache; with remote storage
+# each is a full copy) are kept under this size, least recently used dropped first.
+LORA_CACHE_MB = env_int("LORA_CACHE_MB", 10240, minimum=0)
 # Where engine outputs (LoRAs, checkpoints, samples) are written by the worker before upload.
 WORK_DIR = env_path("WORK_DIR", DATA_DIR / "work")
 # Cached tiny/demo base pipelines built offline.

@@ -8,9 +8,7 @@ live events (topic generation-<id>), and answers its stop polls from the cancel 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +18,7 @@ from django.utils import timezone
 from flux_studio import events, worker
 from gallery import services
 from gallery.imaging import png_file, thumbnail_file
+from gallery.lora_cache import local_lora_path
 from gallery.models import Generation, GenerationImage, GenerationState
 from trainer.models import TrainingJob
 
@@ -44,34 +43,6 @@ def release_pipeline_cache() -> None:
     """Free the cached base, e.g. before a training needs the GPU memory on a small card."""
     if _cache is not None:
         _cache.release()
-
-
-def local_lora_path(job: TrainingJob) -> Path:
-    """A `.safetensors` path on this machine for a training's LoRA file.
-
-    diffusers picks its reader by the file's extension, and stored names may be cut short
-    (`UserUploadPath` keeps 10 characters of suffix: `.safetenso`), so the worker links (local
-    storage) or copies (S3) the file under a proper name in WORK_DIR/lora-cache.
-    """
-    field = job.lora_file
-    target = settings.WORK_DIR / "lora-cache" / (Path(field.name.replace("/", "_")).stem + ".safetensors")
-    if target.exists():
-        return target
-    if target.is_symlink():  # pointing at a file that was deleted since
-        target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        source = Path(field.path)
-    except NotImplementedError:  # remote storage: copy once, atomically
-        partial = target.with_suffix(".part")
-        with field.open("rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        partial.rename(target)
-        return target
-    if not source.is_file():
-        return source  # the request check reports the missing file by its stored path
-    target.symlink_to(source)
-    return target
 
 
 def build_request(generation: Generation) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flux_studio import worker
 from flux_studio.queues import gpu_queue, light_queue
 
 # Generations take seconds and a person is watching: they go ahead of queued trainings on the
@@ -22,3 +23,10 @@ def hub_push_task(model_id: int, repo_id: str, token: str, private: bool = False
     from gallery.hub import run_hub_push
 
     run_hub_push(model_id=model_id, repo_id=repo_id, token=token, private=private)
+
+
+@worker.on_worker_start
+def _sweep_lora_cache_on_start() -> None:
+    from gallery.lora_cache import sweep
+
+    sweep()  # copies of deleted trainings' LoRAs, broken links, abandoned partial copies; then to size
