@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,6 +168,34 @@ def _save_caption(photo: Photo, caption: str, error: str | None, *, overwrite: b
     return "failed" if error else "saved"
 
 
+# A captioning run copies its photos once and finishes in minutes (at most MAX_PHOTOS_PER_DATASET
+# photos); a copy folder older than this was left by a worker that was killed.
+STALE_CAPTION_COPIES_S = 6 * 3600
+
+
+def captions_work_root() -> Path:
+    """Where captioning copies photos from remote storage (S3) on this machine."""
+    return settings.WORK_DIR / "captions"
+
+
+def sweep_caption_copies() -> list[str]:
+    """Remove photo copies that killed captioning runs left; younger ones may be in use by
+    another worker process on this machine. Returns the folder names removed."""
+    root = captions_work_root()
+    if not root.is_dir():
+        return []
+    removed = []
+    cutoff = time.time() - STALE_CAPTION_COPIES_S
+    for folder in root.iterdir():
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+                removed.append(folder.name)
+        except OSError:
+            log.warning("removing %s failed; left in place", folder, exc_info=True)
+    return removed
+
+
 @contextmanager
 def _local_paths(photos: list[Photo]) -> Iterator[list[Path]]:
     """Paths the engine can open: the files themselves locally, temporary copies from S3."""
@@ -177,7 +206,9 @@ def _local_paths(photos: list[Photo]) -> Iterator[list[Path]]:
     if local is not None:
         yield local
         return
-    folder = Path(tempfile.mkdtemp(prefix="flux-captions-"))
+    root = captions_work_root()
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=root))  # a killed worker's leftovers are swept at the next start
     try:
         paths = []
         for photo in photos:

@@ -6,7 +6,7 @@ from huey import crontab
 
 from flux_studio import worker
 from flux_studio.queues import gpu_queue, light_queue
-from trainer.captions import caption_dataset_task  # noqa: F401  (the worker registers it from here)
+from trainer.captions import caption_dataset_task, sweep_caption_copies  # noqa: F401  (the worker registers the task from here)
 
 
 @gpu_queue.task()
@@ -30,3 +30,4 @@ def _recover_on_start() -> None:
 
     recover_orphaned_jobs()
     sweep_work_dirs()  # after recovery, so a job re-queued just now keeps its folder
+    sweep_caption_copies()

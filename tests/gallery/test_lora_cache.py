@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage
 
 from flux_studio import worker
 from gallery import lora_cache
@@ -20,38 +19,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def work(settings, tmp_path: Path) -> Path:
-    settings.WORK_DIR = tmp_path / "work"
+def work(settings) -> Path:
     return settings.WORK_DIR / "lora-cache"
-
-
-class NoLocalPaths(Storage):
-    """Storage without local paths, as S3: files live in a dict (Storage.path raises)."""
-
-    files: dict[str, bytes] = {}
-
-    def _save(self, name: str, content) -> str:  # type: ignore[no-untyped-def]
-        self.files[name] = content.read()
-        return name
-
-    def _open(self, name: str, mode: str = "rb") -> ContentFile:
-        return ContentFile(self.files[name], name=name)
-
-    def exists(self, name: str) -> bool:
-        return name in self.files
-
-    def delete(self, name: str) -> None:
-        self.files.pop(name, None)
-
-    def size(self, name: str) -> int:
-        return len(self.files[name])
-
-
-@pytest.fixture
-def remote(settings) -> None:
-    """Remote-like storage: the worker must copy."""
-    NoLocalPaths.files = {}
-    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.NoLocalPaths"}}
 
 
 def _job_with_lora(owner, name: str, size: int) -> TrainingJob:
@@ -74,7 +43,7 @@ def test_local_storage_gets_a_link_named_for_diffusers(alice, work: Path) -> Non
     assert local_lora_path(job) == path  # reused
 
 
-def test_remote_storage_is_copied_once_and_reused(alice, work: Path, remote: None) -> None:
+def test_remote_storage_is_copied_once_and_reused(alice, work: Path, remote_storage: None) -> None:
     job = _job_with_lora(alice, "one", 1000)
     path = local_lora_path(job)
     assert path.is_file() and not path.is_symlink()
@@ -85,7 +54,7 @@ def test_remote_storage_is_copied_once_and_reused(alice, work: Path, remote: Non
     assert sorted(p.name for p in work.iterdir()) == [path.name]  # no partial copy left behind
 
 
-def test_copies_past_the_size_limit_go_least_recently_used_first(alice, work: Path, remote: None, settings) -> None:
+def test_copies_past_the_size_limit_go_least_recently_used_first(alice, work: Path, remote_storage: None, settings) -> None:
     settings.LORA_CACHE_MB = 1
     jobs = [_job_with_lora(alice, f"job {i}", 400 * 1024) for i in range(4)]
     paths = [local_lora_path(job) for job in jobs[:2]]
@@ -101,7 +70,7 @@ def test_copies_past_the_size_limit_go_least_recently_used_first(alice, work: Pa
     assert local_lora_path(jobs[1]).read_bytes() == jobs[1].lora_file.open("rb").read()
 
 
-def test_a_starting_gpu_worker_removes_what_no_training_needs(alice, work: Path, remote: None, settings) -> None:
+def test_a_starting_gpu_worker_removes_what_no_training_needs(alice, work: Path, remote_storage: None, settings) -> None:
     kept, deleted = _job_with_lora(alice, "kept", 1000), _job_with_lora(alice, "deleted", 1000)
     kept_path, deleted_path = local_lora_path(kept), local_lora_path(deleted)
     deleted.delete()

@@ -233,3 +233,35 @@ def test_the_captioner_is_freed_before_training_starts(captioner, alice, dataset
     assert at_start == [0] and not loading._CACHE
     with pytest.raises(RuntimeError, match="unloaded"):  # a captioner held from before cannot pin the memory
         held.caption_batch([Image.new("RGB", (32, 32))])
+
+
+def test_photos_in_remote_storage_are_captioned_from_copies_that_are_removed(
+    captioner, dataset, add_photo, remote_storage, settings
+):
+    photos = [add_photo() for _ in range(2)]
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    for photo in photos:
+        photo.refresh_from_db()
+        assert photo.caption_source == CaptionSource.AUTO and "MIRAZX" in photo.caption
+    copies = settings.WORK_DIR / "captions"  # on the worker's disk, not the system's temp folder
+    assert copies.is_dir() and list(copies.iterdir()) == []
+
+
+def test_a_starting_gpu_worker_removes_photo_copies_a_killed_captioning_left(settings):
+    import os
+    import time
+
+    from flux_studio import worker
+    from flux_studio.management.commands.run_worker import import_task_modules
+    from trainer.captions import captions_work_root
+
+    stale, young = captions_work_root() / "killed", captions_work_root() / "running"
+    for folder in (stale, young):
+        folder.mkdir(parents=True)
+        (folder / "1.jpg").write_bytes(b"photo")
+    then = time.time() - 7 * 3600
+    os.utime(stale, (then, then))
+    import_task_modules()
+    worker.run_start_hooks()
+    assert not stale.exists()
+    assert (young / "1.jpg").is_file()  # another worker process may be captioning from it
