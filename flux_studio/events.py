@@ -1,7 +1,9 @@
 """Publish events that pages watch live, and read them back for replay.
 
 `publish` writes the event to the database first (so it can be replayed), then hands it to the
-channel layer. With Redis the channel layer reaches every ASGI process directly. In the embedded
+channel layer once that row is committed: an event written inside a transaction goes live when
+the transaction commits, and never if it rolls back (outside one, at once). With Redis the
+channel layer reaches every ASGI process directly. In the embedded
 shape the layer is in-process, so the worker cannot reach it: the ASGI process's relay
 (`flux_studio.relay`) picks new rows out of the table instead.
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
 
 from flux_studio.models import Event
 
@@ -48,13 +51,17 @@ def layer_is_shared() -> bool:
 def publish(topic: str, kind: str, data: dict[str, Any] | None = None) -> Event:
     event = Event.objects.create(topic=check_topic(topic), kind=kind, data=data or {})
     if layer_is_shared():
-        try:
-            async_to_sync(get_channel_layer().group_send)(
-                group_name(topic), {"type": "event.message", "event": event.as_message()}
-            )
-        except Exception:  # the row is written; a page will replay it on reconnect
-            log.warning("live delivery of %s failed; it stays in the replay log", event, exc_info=True)
+        transaction.on_commit(lambda: _send_live(event))
     return event
+
+
+def _send_live(event: Event) -> None:
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            group_name(event.topic), {"type": "event.message", "event": event.as_message()}
+        )
+    except Exception:  # the row is written; a page will replay it on reconnect
+        log.warning("live delivery of %s failed; it stays in the replay log", event, exc_info=True)
 
 
 def events_after(topic: str, after_id: int = 0, *, kinds: list[str] | None = None,

@@ -201,6 +201,37 @@ def test_page_opened_while_a_lower_id_is_uncommitted_gets_every_event_once_in_or
     async_to_sync(scenario)()
 
 
+def test_an_event_written_in_a_transaction_goes_live_only_if_it_commits(alice, publisher_sends_live):
+    from django.db import transaction
+
+    topic = f"user-{alice.pk}"
+
+    class Undo(Exception):
+        pass
+
+    def write() -> None:
+        try:
+            with transaction.atomic():
+                events.publish(topic, "log", {"line": "rolled back"})
+                raise Undo
+        except Undo:
+            pass
+        with transaction.atomic():
+            events.publish(topic, "log", {"line": "committed"})
+
+    async def scenario():
+        page = _connect(alice, f"/ws/events/user/{alice.pk}/")
+        assert (await page.connect())[0]
+        await _receive_until(page, "replayed")
+        await sync_to_async(write)()
+        live = await page.receive_json_from(timeout=5)
+        assert live["data"]["line"] == "committed"  # the rolled-back event never reached the page
+        assert await page.receive_nothing(timeout=settings.EVENTS_POLL_SECONDS * 4)
+        await page.disconnect()
+
+    async_to_sync(scenario)()
+
+
 def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publisher_sends_live, monkeypatch):
     grace = 1.0
     monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
