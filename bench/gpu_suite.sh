@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The GPU figures of issue #3 in one go, on one CUDA machine:  bash bench/gpu_suite.sh [OUTDIR]
+# The GPU figures of issue #3 in one go, on one CUDA machine:  bash bench/gpu_suite.sh [OUTDIR] [candidates]
+# With "candidates": only the speed ideas the engine does not use yet (cuDNN attention, Inductor
+# max-autotune), to measure first when a GPU session has little time.
 # Needs torch (CUDA), diffusers, peft and bitsandbytes. Writes OUTDIR/gpu_train_speed.jsonl (one
 # line per measurement), OUTDIR/*.log and OUTDIR/engine-*/ (end-to-end engine runs on the tiny
 # base on CUDA). Sections run most-important first, each under its own time limit and all under
@@ -35,6 +37,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PY" -c "import torch, diffusers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'peft', peft.__version__)"
 export TORCH_LOGS=perf_hints  # Inductor says here when (and why) it could not use CUDA graphs
 
+candidates() {
+    # cuDNN's attention (left out by the engine: NaN / illegal memory access with torch 2.11 on an
+    # H100; `loss=` shows whether this torch and card compute it), then max-autotune's matmul tiles
+    bench cudnn 120 --modes fast --attention cudnn --resolutions 512 1024 --max-seq 32
+    bench autotune 400 --modes fast --cuda-graphs --autotune --resolutions 512 1024 --max-seq 32 --warmup 5
+}
+if [ "${2:-all}" = candidates ]; then candidates; echo "suite done in ${SECONDS}s"; exit 0; fi
+
 # 1. fast mode as the engine trains by default: bf16 base, fp32 adapter, bf16 LoRA matmuls, fused AdamW
 bench fast 100 --modes fast --resolutions 512 1024 --max-seq 32
 # 2. fast mode with compile and CUDA graphs (compile time is in the warmup)
@@ -60,4 +70,6 @@ engine low 60 --memory-mode low
 bench fast-8bit 90 --modes fast --optimizer adamw8bit --resolutions 512 1024 --max-seq 32
 bench compile 150 --modes fast --compile --resolutions 512 1024 --max-seq 32 --warmup 4
 bench low 90 --modes low --resolutions 1024 --max-seq 32
+# 5. candidates, if time is left
+candidates
 echo "suite done in ${SECONDS}s"

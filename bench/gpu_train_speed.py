@@ -34,11 +34,12 @@ tests check it against torch's FlopCounterMode within 3%), so checkpointing's re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,13 +82,14 @@ class Result:
     # torch.cuda.max_memory_reserved: with CUDA graphs the graphs' private memory is not counted as
     # allocated while they replay, so this (an upper bound: it includes cached blocks) is the figure
     peak_reserved_gb: float | None = None
+    loss: float = float("nan")  # the last timed step's: NaN means the numbers are not to be trusted
 
     def line(self) -> str:
         vram = f"{self.peak_vram_gb:.2f}" if self.peak_vram_gb is not None else "n/a"
         vram += f" reserved_gb={self.peak_reserved_gb:.2f}" if self.peak_reserved_gb is not None else ""
         return (f"arch={self.arch} res={self.resolution} max_seq={self.max_seq} mode={self.mode} "
                 f"s/step={self.s_per_step:.4f} peak_vram_gb={vram} tflops={self.tflops:.3g} "
-                f"flops/step={self.flops_per_step:.3e} optimizer={self.optimizer}"
+                f"flops/step={self.flops_per_step:.3e} optimizer={self.optimizer} loss={self.loss:.4f}"
                 + (f" error={self.error}" if self.error else ""))  # fmt: skip
 
 
@@ -191,14 +193,17 @@ def _sync(device: torch.device) -> None:
 def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str = "cuda", steps: int = 10,
              warmup: int = 3, rank: int = 16, nf4: bool = False, lora_dtype: str = "fp32",
              compile_blocks: bool = False, cuda_graphs: bool = False, optimizer: str = "auto", precision: str = "mixed",
-             report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
+             autotune: bool = False, attention: str = "engine", report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
     """Build and adapt the transformer once, then time `steps` optimizer steps after `warmup` per
     (resolution, max_seq) shape. `lora_dtype` "fp32" is the engine's choice (fp32 adapter weights
     on a bf16 base); "bf16" stores them in bf16. `precision` "mixed" is the engine's loop, "upcast"
     keeps peft's fp32 LoRA matmuls. `compile_blocks` is the engine's `compile` setting
     (torch.compile of each block class, static shapes); compile time is in warmup. `cuda_graphs`
     (with `compile_blocks`) is the engine's `cuda_graphs` setting. `optimizer` is the engine's
-    setting, `auto` resolved for `mode` as the engine does.
+    setting, `auto` resolved for `mode` as the engine does. Candidates the engine does not use
+    (yet): `autotune` compiles with Inductor's max-autotune (matmul tile search; minutes more
+    compile), `attention="cudnn"` lets SDPA prefer cuDNN's attention, which the engine leaves out
+    (NaN and an illegal memory access with torch 2.11 on an H100): the result's `loss` shows it.
     `report` sees each result as soon as it is measured."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine: bf16 is slow on CPUs
@@ -217,6 +222,7 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
         print(why_not)
     label = mode + ("+nf4" if mode == "low" and nf4 else "") + ("+bf16-lora" if lora_dtype == "bf16" else "")
     label += ("+compile" if compile_blocks else "") + ("+graphs" if graphs else "") + ("+upcast" if precision == "upcast" else "")
+    label += ("+autotune" if autotune and compile_blocks else "") + ("+cudnn" if attention == "cudnn" else "")
     cfg = TrainConfig(optimizer=optimizer, memory_mode=mode, learning_rate=1e-4, steps=10**6)
     optimizer_ = make_optimizer(params, cfg, dev, TrainHooks())
     update = Update(params, optimizer_, make_scheduler(optimizer_, cfg), 1.0, 1.0, dev, dtype, graphs)
@@ -227,25 +233,29 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
         try:
             flops = model_flops(arch, resolution, max_seq, rank)
             if compile_blocks and not getattr(transformer, "_bench_compiled", False):
-                compile_blocks_of(transformer, print, cuda_graphs=graphs)  # the engine's `compile` setting
+                if autotune:  # not an engine setting: measured here first
+                    torch.compiler.reset()
+                    transformer.compile_repeated_blocks(dynamic=False, mode="max-autotune" if graphs else "max-autotune-no-cudagraphs")
+                else:
+                    compile_blocks_of(transformer, print, cuda_graphs=graphs)  # the engine's `compile` setting
                 transformer._bench_compiled = True
             before = [p.detach().clone() for p in params[:4]]
-            with training_precision(transformer, dev, dtype, mixed=precision == "mixed"):  # as the engine's loop
+            with training_precision(transformer, dev, dtype, mixed=precision == "mixed"), _attention(attention):
                 for i in range(warmup):
                     optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
                 _sync(dev)
-                started = time.perf_counter()
+                started, loss = time.perf_counter(), float("nan")
                 for i in range(steps):
-                    optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
+                    loss = optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
                 _sync(dev)
             per_step = (time.perf_counter() - started) / steps
             peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
             reserved = torch.cuda.max_memory_reserved(dev) / 2**30 if dev.type == "cuda" else None
             moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, params[:4]))
             results.append(Result(arch, resolution, max_seq, label, per_step, peak, flops, flops / per_step / 1e12, name, moved,
-                                  peak_reserved_gb=reserved))  # fmt: skip
+                                  peak_reserved_gb=reserved, loss=loss))  # fmt: skip
         except torch.OutOfMemoryError as error:
             optimizer_.zero_grad(set_to_none=True)
             results.append(Result(arch, resolution, max_seq, label, float("nan"), None, 0.0, 0.0, name, False,
@@ -258,6 +268,19 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return results
+
+
+@contextlib.contextmanager
+def _attention(choice: str) -> Iterator[None]:
+    """`engine`: as training_precision set it; `cudnn`: cuDNN's attention first, then the rest."""
+    if choice == "engine":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel(order, set_priority=True):
+        yield
 
 
 def run(arch: str, resolution: int, mode: str, *, max_seq: int = 512, **options: object) -> Result:
@@ -286,6 +309,9 @@ def main() -> int:
     parser.add_argument("--cuda-graphs", action="store_true", help="with --compile: the engine's cuda_graphs setting")
     parser.add_argument("--optimizer", choices=["auto", "adamw", "adamw8bit"], default="auto",
                         help="auto: as the engine chooses for the mode (fused AdamW fast, 8-bit AdamW low on CUDA)")
+    parser.add_argument("--autotune", action="store_true", help="with --compile: Inductor's max-autotune (not an engine setting)")
+    parser.add_argument("--attention", choices=["engine", "cudnn"], default="engine",
+                        help="cudnn: prefer cuDNN's attention, which the engine leaves out (not an engine setting)")
     parser.add_argument("--json", type=Path, help="append one JSON line per result to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -308,7 +334,8 @@ def main() -> int:
     for mode in args.modes:
         run_mode(args.arch, mode, shapes, device=args.device, steps=args.steps, warmup=args.warmup, rank=args.rank,
                  nf4=args.nf4, lora_dtype=args.lora_dtype, compile_blocks=args.compile or args.cuda_graphs,
-                 cuda_graphs=args.cuda_graphs, optimizer=args.optimizer, precision=args.precision, report=report)  # fmt: skip
+                 cuda_graphs=args.cuda_graphs, optimizer=args.optimizer, precision=args.precision,
+                 autotune=args.autotune, attention=args.attention, report=report)  # fmt: skip
     return 0
 
 
