@@ -81,14 +81,24 @@ def preset_settings(preset: str, base_model: str) -> dict:
     }
 
 
+# FLUX.1-dev, rank 16, batch 1, the worker's defaults (eager, fast mode), on an H200: 0.32 s a step
+# at 512², 0.50 at 1024² (a fixed part plus one growing with the area); low memory mode took 1.9x
+# as long at 1024² (bench/README-train.md).
+FLUX_STEP_S = (0.26, 0.24)  # seconds per step: fixed, per (side / 1024)²
+LOW_MEMORY_FACTOR = 1.9
+
+
 def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
-    """A rough time estimate shown before launch (measured on a CPU for tiny, an H100 for FLUX).
+    """A rough time estimate shown before launch (measured on a CPU for tiny, an H200 for FLUX).
 
     With several resolutions each step trains a batch at one of them, so a step costs the mean of
     their costs (which grow with the area), and every photo is encoded once per resolution.
     """
     sides = resolution_sides(settings["resolution"])
     on_cpu = base_model in CPU_STEP_SCALE
-    per_step = 0.1 if on_cpu else sum(0.35 * (side / 1024) ** 2 * 2 + 0.05 for side in sides) / len(sides)
+    fixed, per_area = FLUX_STEP_S
+    per_step = 0.1 if on_cpu else sum(fixed + per_area * (side / 1024) ** 2 for side in sides) / len(sides)
+    if not on_cpu and settings.get("memory_mode") == "low":
+        per_step *= LOW_MEMORY_FACTOR
     warmup = 10 * len(sides) if on_cpu else 90 + photo_count * len(sides)
     return int(warmup + settings["steps"] * settings["batch_size"] * per_step)
