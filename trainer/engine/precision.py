@@ -11,8 +11,8 @@ arrangement. Only the adapter changes: the base runs exactly as in bf16 inferenc
 
 Autocast would do the same for the adapter but also moves the base's LayerNorms and what follows
 them (modulation, residual adds) to fp32. Measured on an H200 with FLUX.1-dev at 1024² that cost
-memory and gave no speed: fast mode 0.546 s/step at 52 GB, and low memory mode 10.3 GiB, against
-8.7 before on an H100 (bench/README-train.md has the figures). Its weight cache is a trap too: it
+time and memory: fast mode 0.546 s/step and 52 GiB with it, 0.498 s and 47 GiB without; low
+memory mode 10.3 GiB with it, 8.3 without (bench/README-train.md has the figures). Its weight cache is a trap too: it
 lives until the outermost autocast exits, so a context around the whole loop would reuse the
 first step's bf16 copies of the adapter forever.
 

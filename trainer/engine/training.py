@@ -233,8 +233,8 @@ def optimizer_name(cfg: TrainConfig, device: torch.device) -> str:
     """The optimizer a run uses. `auto`: 8-bit AdamW in low memory mode on CUDA with bitsandbytes
     (its state is a quarter of AdamW's), else fused AdamW. In fast mode the adapter's fp32 AdamW
     state is small next to the bf16 base (about 0.45 GB for FLUX.1 at rank 16, against 24 GB),
-    while 8-bit AdamW updates each of the ~840 adapter tensors with kernels of its own, launched
-    from Python: time a fast step cannot spare, for memory it does not need."""
+    and 8-bit AdamW, which updates each of the ~840 adapter tensors with kernels of its own, was
+    no faster: 0.568 against 0.546 s a step at 1024² on an H200, equal at 512²."""
     if cfg.optimizer != "auto":
         return cfg.optimizer
     return "adamw8bit" if cfg.memory_mode == "low" and can_quantize(device) else "adamw"
