@@ -133,7 +133,10 @@ class JobHooks:
 
     def on_log(self, message: str) -> None:
         log.info("job %s: %s", self.job.pk, message)
-        events.publish(self.job.topic, "log", {"line": message})
+        # Fenced too, but quietly: a line is no reason to stop, and the run's next fenced write
+        # stops it anyway. A taken-over run must not add lines to the new run's log.
+        if mine(self.job, self.worker_id).exists():
+            events.publish(self.job.topic, "log", {"line": message})
 
     def on_progress(self, p: Any) -> None:
         self.collect_uploads()

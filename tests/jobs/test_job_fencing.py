@@ -50,6 +50,8 @@ def test_a_run_taken_over_before_its_sample_adds_no_image_to_the_page(alice, mak
     assert taken_at and job.worker_id == NEW_WORKER and job.state == JobState.TRAINING
     assert not job.samples.exists()
     assert not Event.objects.filter(topic=job.topic, kind="sample").exists()
+    # nor a line in the new run's log (the engine logs as it stops)
+    assert not Event.objects.filter(topic=job.topic, kind="log", id__gt=taken_at[0]).exists()
     stored = [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file() and "samples" in p.parts]
     assert stored == [], "no sample image is left in storage either"
 
@@ -77,4 +79,4 @@ def test_captioning_that_outlives_its_claim_keeps_the_new_workers_snapshot(alice
     assert taken_at and job.worker_id == NEW_WORKER
     assert job.snapshot == theirs and not job.config.get("autocaptioned")
     after = Event.objects.filter(topic=job.topic, id__gt=taken_at[0])
-    assert not after.filter(kind__in=("progress", "state", "checkpoint")).exists(), "the old run stopped there"
+    assert not after.filter(kind__in=("progress", "state", "checkpoint", "log")).exists(), "the old run stopped there"
