@@ -53,6 +53,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     config_path = cfg.to_yaml(out / "config.yaml")
     hooks.on_log(f"{describe(examples)}; device {device}, {dtype}, {cfg.memory_mode} memory")
 
+    graphs = False
     try:
         # 2. Load the base. Low memory: on the CPU, and the parts visit the GPU in turn; a 4-bit
         #    transformer is loaded only once the dataset is encoded and the text encoders are gone.
@@ -166,6 +167,8 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         raise
     finally:
         # A worker runs many jobs in one process: give the GPU memory back before the next one.
+        if graphs:  # CUDA graphs keep their memory pool, and the adapter's tensors, until reset
+            torch.compiler.reset()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
