@@ -20,6 +20,7 @@ from flux_studio.relay import relay
 from flux_studio.routing import websocket_urlpatterns
 
 from .test_relay_gaps import ids_until as _ids_until
+from .test_relay_gaps import one_event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -183,9 +184,7 @@ def _late_publish(event_id: int, topic: str) -> None:
 def test_page_opened_while_a_lower_id_is_uncommitted_gets_every_event_once_in_order(alice, publisher_sends_live,
                                                                                     monkeypatch):
     # PostgreSQL: base+1 is taken, then base+2 commits and goes live before the page opens.
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", 10.0)  # the gap fills well within it
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, 10.0)  # the gap fills well within it
     async_to_sync(_late_publish)(base + 2, topic)
 
     async def scenario():
@@ -234,9 +233,7 @@ def test_an_event_written_in_a_transaction_goes_live_only_if_it_commits(alice, p
 
 def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publisher_sends_live, monkeypatch):
     grace = 1.0
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, grace)
     async_to_sync(_late_publish)(base + 2, topic)  # base+1 was rolled back: it never commits
 
     async def scenario():
@@ -253,9 +250,7 @@ def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publi
 
 def test_replay_waits_at_most_twice_the_grace_when_writers_clocks_disagree(alice, publisher_sends_live, monkeypatch):
     grace = 0.5
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, grace)
     # base+1 never commits; base+2 comes from a writer whose clock runs a minute ahead, so its gap
     # looks young all along; base+3 from another writer, before the page opens.
     async_to_sync(_late_publish)(base + 2, topic)

@@ -54,6 +54,15 @@ async def _ids(communicator: WebsocketCommunicator, n: int, timeout: float = 5) 
     return [(await communicator.receive_json_from(timeout=timeout))["id"] for _ in range(n)]
 
 
+def one_event(alice, monkeypatch, grace: float) -> tuple[str, int]:
+    """Alice's topic holding one event, with GAP_GRACE_SECONDS set to `grace`: (topic, its id).
+
+    Shared with test_events.py."""
+    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
+    topic = f"user-{alice.pk}"
+    return topic, events.publish(topic, "log", {"line": "before"}).id
+
+
 async def ids_until(communicator: WebsocketCommunicator, last: int, timeout: float) -> list[int]:
     """Ids the page receives until `last` (0 stands for "replayed"), or all within `timeout`.
 
@@ -71,9 +80,7 @@ async def ids_until(communicator: WebsocketCommunicator, last: int, timeout: flo
 
 
 def test_lower_id_committed_after_a_higher_one_reaches_the_page_in_order(alice, settings, monkeypatch):
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", 10.0)  # the gap fills well within it
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, 10.0)  # the gap fills well within it
 
     async def scenario():
         page = await _watch(alice)
@@ -89,9 +96,7 @@ def test_lower_id_committed_after_a_higher_one_reaches_the_page_in_order(alice, 
 
 def test_gap_that_never_fills_delays_delivery_only_for_the_grace(alice, settings, monkeypatch):
     grace = 1.0
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", grace)
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, grace)
 
     async def scenario():
         page = await _watch(alice)
@@ -150,9 +155,7 @@ def test_ready_rows_stop_at_a_gap_until_it_fills_or_the_grace_ends():
 
 
 def test_relay_started_while_a_lower_id_is_uncommitted_sends_it_in_order(alice, monkeypatch):
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", 10.0)  # the gap fills well within it
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, 10.0)  # the gap fills well within it
     async_to_sync(_commit)(base + 2, topic)  # id base+1 is taken but not committed yet
 
     async def scenario():
@@ -174,9 +177,7 @@ def test_relay_started_while_a_lower_id_is_uncommitted_sends_it_in_order(alice, 
 
 
 def test_page_opened_while_a_lower_id_is_uncommitted_gets_it_in_order(alice, settings, monkeypatch):
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", 10.0)  # the gap fills well within it
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, 10.0)  # the gap fills well within it
 
     async def scenario():
         await relay.ensure_running()  # already running when the gap opens (its start is the test above)
@@ -197,9 +198,7 @@ def test_page_opened_while_a_lower_id_is_uncommitted_gets_it_in_order(alice, set
 
 
 def test_settled_id_stops_before_the_first_gap_younger_than_the_grace(alice, monkeypatch):
-    monkeypatch.setattr(relay_module, "GAP_GRACE_SECONDS", 10.0)
-    topic = f"user-{alice.pk}"
-    base = events.publish(topic, "log", {"line": "before"}).id
+    topic, base = one_event(alice, monkeypatch, 10.0)
     old = timezone.now() - timedelta(seconds=60)
     for offset in (2, 3, 5, 6):
         async_to_sync(_commit)(base + offset, topic)
