@@ -1,7 +1,8 @@
 """What a worker process does besides running tasks: heartbeats, shutdown, start-up recovery.
 
-Apps hook in through `on_worker_start` (e.g. the trainer re-queues jobs whose worker died) and
-read `shutting_down` from long tasks so a Ctrl-C or SIGTERM ends a training at a checkpoint
+Apps hook in through `on_worker_start` (e.g. the trainer re-queues jobs whose worker died),
+through `housekeeping` for clean-ups a GPU worker also repeats while it runs (e.g. dropping the
+local copies of a deleted training's LoRA), and read `shutting_down` from long tasks so a Ctrl-C or SIGTERM ends a training at a checkpoint
 instead of killing it mid-step.
 """
 
@@ -11,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -24,6 +26,7 @@ log = logging.getLogger("flux_studio.worker")
 
 shutting_down = threading.Event()
 _start_hooks: list[Callable[[], None]] = []
+_housekeeping: list[tuple[Callable[[], None], float]] = []  # (hook, every N seconds)
 _state = {"worker_id": "", "current_task": ""}
 
 
@@ -32,12 +35,45 @@ def on_worker_start(hook: Callable[[], None]) -> Callable[[], None]:
     return hook
 
 
+def housekeeping(every: float) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """A clean-up a GPU worker runs at start, after the start hooks, then every `every` seconds
+    from its heartbeat thread (so also while a task runs: keep it short and safe alongside one)."""
+
+    def register(hook: Callable[[], None]) -> Callable[[], None]:
+        _housekeeping.append((hook, every))
+        return hook
+
+    return register
+
+
+def _run(hook: Callable[[], None], what: str) -> None:
+    try:
+        hook()
+    except Exception:
+        log.exception("worker %s %s failed", what, getattr(hook, "__name__", hook))
+
+
 def run_start_hooks() -> None:
     for hook in _start_hooks:
-        try:
-            hook()
-        except Exception:
-            log.exception("worker start hook %s failed", getattr(hook, "__name__", hook))
+        _run(hook, "start hook")
+    for hook, _ in _housekeeping:
+        _run(hook, "housekeeping")
+
+
+class HousekeepingClock:
+    """When each housekeeping hook is next due; the first round is the one at start."""
+
+    def __init__(self, now: float) -> None:
+        self.due = {hook: now + every for hook, every in _housekeeping}
+
+    def run_due(self, now: float) -> list[Callable[[], None]]:
+        ran = []
+        for hook, every in _housekeeping:
+            if now >= self.due.get(hook, now + every):
+                self.due[hook] = now + every
+                _run(hook, "housekeeping")
+                ran.append(hook)
+        return ran
 
 
 def detect_device() -> str:
@@ -102,13 +138,19 @@ def unregister() -> None:
         _state["worker_id"] = ""
 
 
-def start_heartbeat_thread(stop: threading.Event) -> threading.Thread:
+def start_heartbeat_thread(stop: threading.Event, housekeeping: bool = False) -> threading.Thread:
+    """Beat every WORKER_HEARTBEAT_SECONDS; with `housekeeping` (GPU workers) also run what is due."""
+    clock = HousekeepingClock(time.monotonic())
+
     def loop() -> None:
         while not stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
             try:
                 beat()
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
+            try:
+                if housekeeping:
+                    clock.run_due(time.monotonic())
             finally:
                 close_old_connections()
 

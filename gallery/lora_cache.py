@@ -7,9 +7,10 @@ space), a full copy with remote storage (S3), made once and reused.
 
 Copies are bounded two ways. Size: past `LORA_CACHE_MB` the least recently used copies go,
 except any used in the last `RECENT_S` seconds (the request being served, or one another worker
-on this machine is serving). Existence: when a GPU worker starts, entries whose training no
-longer exists, or no longer has a LoRA, are removed whatever their age, so a deleted training's
-weights do not outlive it on a GPU machine; so are broken links and abandoned partial copies.
+on this machine is serving). Existence: when a GPU worker starts, and every 10 minutes while it
+runs (`gallery.tasks`), entries whose training no longer exists, or no longer has a LoRA, are
+removed whatever their age, so a deleted training's weights do not outlive it on a GPU machine
+by more than that; so are broken links and abandoned partial copies.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def prune(keep: frozenset[Path] | set[Path] = frozenset()) -> list[str]:
 
 
 def sweep() -> list[str]:
-    """At worker start: remove entries of trainings that are gone (or have no LoRA), broken links
+    """At worker start and every 10 minutes: remove entries of trainings that are gone (or have no LoRA), broken links
     and partial copies abandoned over RECENT_S ago, then prune to size. Returns the names removed."""
     entries = _entries()
     if not entries:

@@ -25,8 +25,8 @@ def hub_push_task(model_id: int, repo_id: str, token: str, private: bool = False
     run_hub_push(model_id=model_id, repo_id=repo_id, token=token, private=private)
 
 
-@worker.on_worker_start
-def _sweep_lora_cache_on_start() -> None:
+@worker.housekeeping(every=600)
+def _sweep_lora_cache() -> None:
     from gallery.lora_cache import sweep
 
     sweep()  # copies of deleted trainings' LoRAs, broken links, abandoned partial copies; then to size

@@ -30,4 +30,8 @@ def _recover_on_start() -> None:
 
     recover_orphaned_jobs()
     sweep_work_dirs()  # after recovery, so a job re-queued just now keeps its folder
-    sweep_caption_copies()
+
+
+@worker.housekeeping(every=3600)
+def _sweep_caption_copies() -> None:
+    sweep_caption_copies()  # photo copies a killed captioning left (6 hours old)

@@ -96,3 +96,17 @@ def test_the_sweep_leaves_an_empty_or_missing_cache_alone(work: Path) -> None:
     assert lora_cache.sweep() == []
     work.mkdir(parents=True)
     assert lora_cache.sweep() == []
+
+
+def test_a_running_gpu_worker_removes_a_deleted_trainings_copy_within_ten_minutes(alice, remote_storage: None) -> None:
+    from flux_studio.management.commands.run_worker import import_task_modules
+
+    import_task_modules()
+    kept, deleted = _job_with_lora(alice, "kept", 1000), _job_with_lora(alice, "deleted", 1000)
+    clock = worker.HousekeepingClock(now=0.0)  # the worker started (and swept) at 0
+    kept_path, deleted_path = local_lora_path(kept), local_lora_path(deleted)
+    deleted.delete()
+    clock.run_due(599.0)
+    assert deleted_path.exists()  # not yet due
+    clock.run_due(600.0)
+    assert not deleted_path.exists() and kept_path.is_file()

@@ -51,9 +51,9 @@ class Command(BaseCommand):
         worker.register(queue, device)
         log.info("worker %s serving queue %r on %s with %d thread(s)", worker.worker_id(queue), queue, device, workers)
         if queue == "gpu":
-            worker.run_start_hooks()  # e.g. resume trainings whose worker died
+            worker.run_start_hooks()  # e.g. resume trainings whose worker died; housekeeping's first round
         stop = threading.Event()
-        worker.start_heartbeat_thread(stop)
+        worker.start_heartbeat_thread(stop, housekeeping=queue == "gpu")
         consumer = StudioConsumer(huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.1)
         try:
             consumer.run()
