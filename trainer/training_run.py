@@ -509,7 +509,8 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
             train_job_task(job.pk)
         return
     if result.canceled:
-        _finish_stopped(job, JobState.CANCELED, f"Canceled at step {result.final_step}; checkpoint kept.",
+        kept = "checkpoint kept" if result.checkpoint_dir else "dataset kept"  # stopped while loading, before a first checkpoint
+        _finish_stopped(job, JobState.CANCELED, f"Canceled at step {result.final_step}; {kept}.",
                         step=result.final_step)
         return
     stored = _store_outputs(job, result)

@@ -10,7 +10,7 @@ resolution, but its caption is encoded once.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .data import Example, load_image
+from .errors import StopRequested
 
 
 @dataclass
@@ -120,11 +121,13 @@ def build_cache(
     device: torch.device,
     offload: bool,
     log: Callable[[str], None],
+    stop: Callable[[], bool] = lambda: False,
 ) -> CachedDataset:
     """Encode captions, sample prompts and images; afterwards only the VAE (and transformer) remain.
 
     Each text encoder visits the device alone and is then dropped. With `offload` (low memory
-    mode) the VAE goes back to the CPU after encoding too, until samples are drawn.
+    mode) the VAE goes back to the CPU after encoding too, until samples are drawn. `stop()` is
+    asked before each image; when it says so, `StopRequested` ends the encoding.
     """
     rows = {path: row for row, path in enumerate(dict.fromkeys(e.image_path for e in examples))}
     captions = list({e.image_path: e.caption for e in examples}.values())  # one per image, in example order
@@ -135,14 +138,23 @@ def build_cache(
     sets = [(captions, length), ([""], length)] + ([(sample_prompts, sample_sequence_length)] if sample_prompts else [])
     encoded, empty, *rest = encode_prompt_sets(pipeline, sets, device)
     samples = rest[0] if rest else None
+    if stop():
+        raise StopRequested
 
     vae = pipeline.vae  # type: ignore[attr-defined]
     vae.to(device)
     resolutions = sorted({e.resolution for e in examples})
     at = f" at {', '.join(map(str, resolutions))} px ({len(examples)} latents)" if len(resolutions) > 1 else ""
     log(f"encoding {len(rows)} images{at} with the VAE" + (" (and their mirror images)" if flip else ""))
-    latents = encode_latents(vae, (load_image(e.image_path, e.bucket) for e in examples), device)
-    flipped = encode_latents(vae, (load_image(e.image_path, e.bucket, flip=True) for e in examples), device) if flip else None
+
+    def images(flipped: bool) -> Iterator[Image.Image]:
+        for example in examples:
+            if stop():
+                raise StopRequested
+            yield load_image(example.image_path, example.bucket, flip=flipped)
+
+    latents = encode_latents(vae, images(False), device)
+    flipped = encode_latents(vae, images(True), device) if flip else None
     if offload:
         vae.to("cpu")  # needed again only to decode samples
     return CachedDataset(latents, flipped, encoded, empty, samples, [e.bucket for e in examples],

@@ -6,6 +6,8 @@ generator seeded by (seed, step), so a resumed run sees exactly what the uninter
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -66,13 +68,27 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The saved state, after checking it was made by a compatible config."""
+def dataset_fingerprint(examples: list[Any]) -> str:
+    """What the dataset contributes to the steps: each example's file (name relative to its folder,
+    and size), caption, bucket and resolution. The batch plan and every cached latent follow from
+    these, so a resume onto other images or captions would not replay the run."""
+    rows = [(e.image_path.name, e.image_path.stat().st_size, e.caption, list(e.bucket), e.resolution) for e in examples]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def load_checkpoint(path: Path, config: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """The saved state, after checking it was made by a compatible config and the same dataset."""
     try:
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     check_resumable(path.name, state.get("config", {}), config, state.get("step", 0))
+    if dataset and state.get("dataset") and state["dataset"] != dataset:  # checkpoints before the fingerprint: unchecked
+        raise CheckpointError(
+            f"cannot resume from {path.name}: the images or captions changed since it was saved (a photo added, removed "
+            "or replaced, or a caption edited). An exact resume trains on the same dataset; put it back, or start a "
+            "new run (to build on this one, start from its lora.safetensors with init_lora)."
+        )
     return state
 
 

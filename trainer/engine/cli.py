@@ -7,6 +7,7 @@ dataclass (not argparse) owns every default.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,12 @@ def run_train(args: argparse.Namespace) -> int:
                         ("compile", "compile"), ("cuda_graphs", "cuda_graphs")):
         if getattr(args, flag):
             values[field] = True
-    result = train(TrainConfig.from_dict(values), PrintHooks())
+    hooks = PrintHooks()
+    previous = signal.signal(signal.SIGINT, hooks.interrupt)
+    try:
+        result = train(TrainConfig.from_dict(values), hooks)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     print(f"{'canceled' if result.canceled else 'done'} at step {result.final_step}: {result.lora_path}")
     return 0
 

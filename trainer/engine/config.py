@@ -144,6 +144,10 @@ class TrainConfig:
         _check(min(self.val_every, self.sample_every, self.checkpoint_every) >= 0, "*_every must be >= 0")
         _check(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
         _check(all(0.0 < t < 1.0 for t in self.val_timesteps), "val_timesteps must lie strictly between 0 and 1")
+        _check(bool(self.val_timesteps) or not self.val_every,
+               "val_timesteps is empty: give noise levels such as [0.1, 0.5, 0.9], or set val_every: 0 for no validation")
+        _check(self.logit_std > 0, "logit_std must be positive")
+        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
         _check(self.trigger_word.strip() == self.trigger_word, "trigger_word must not start or end with spaces")
         _check(self.compile or not self.cuda_graphs, "cuda_graphs replays compiled blocks: it needs compile: true")
         for name, allowed in (("timestep_sampling", TIMESTEP_SAMPLINGS), ("optimizer", OPTIMIZERS),
@@ -236,8 +240,7 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
     for key, value in data.items():
         if not _matches(value, hints[key]):
             raise ConfigError(f"{key} must be {_type_name(hints[key])}, got {value!r}")
-    values = {k: (float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v) for k, v in data.items()}
-    return cls(**values)
+    return cls(**{key: _coerced(value, hints[key]) for key, value in data.items()})
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -255,9 +258,26 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (list, tuple)) and len(value) == len(items) and all(map(_matches, value, items))
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is int:  # a whole float too: JSON writers may give 1024 as 1024.0
+        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
     return isinstance(value, hint)
+
+
+def _coerced(value: Any, hint: Any) -> Any:
+    """A value that `_matches` accepted, as the annotation's type: ints where floats go, whole floats where ints do."""
+    if isinstance(value, bool) or value is None:
+        return value
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if isinstance(value, int) and float in kinds and int not in kinds:
+        return float(value)
+    if isinstance(value, float) and int in kinds and float not in kinds:
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        for kind in kinds:
+            if typing.get_origin(kind) is list and _matches(value, kind):
+                (item,) = typing.get_args(kind)
+                return [_coerced(v, item) for v in value]
+    return value
 
 
 def _type_name(hint: Any) -> str:

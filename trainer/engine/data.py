@@ -103,7 +103,7 @@ def check_trigger(captions: dict[Path, str], trigger_word: str, add_trigger: boo
         names = ", ".join(p.with_suffix(".txt").name for p in lacking[:3]) + (", ..." if len(lacking) > 3 else "")
         raise DatasetError(
             f"{len(lacking)} of {len(captions)} captions lack the trigger word {trigger_word!r} ({names}). "
-            "Add it to them, or set add_trigger_to_captions: true to prepend it."
+            "Add it to them, or let the trainer prepend it: add_trigger_to_captions: true (--add-trigger on the command line)."
         )
     return {path: (f"{trigger_word}, {c}" if path in lacking and c else c or trigger_word) for path, c in captions.items()}
 

@@ -30,3 +30,8 @@ class OutOfMemoryError(EngineError):
 
 class CheckpointError(EngineError):
     """A checkpoint to resume from is missing or does not match the config."""
+
+
+class StopRequested(Exception):
+    """Raised inside a run when `should_stop()` says so before training began; `train` returns a
+    canceled result for it. Not an EngineError: nothing went wrong."""

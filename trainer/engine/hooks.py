@@ -45,6 +45,18 @@ class PrintHooks(TrainHooks):
 
     def __init__(self, every: int = 10) -> None:
         self.every = every
+        self.stop_requested = False
+
+    def interrupt(self, signum: int, frame: object) -> None:
+        """A SIGINT handler: the first Ctrl-C stops at the end of the step with a checkpoint, a second quits."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print("stopping after this step and saving a checkpoint (resume with --resume); Ctrl-C again quits now",
+              flush=True)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
 
     def on_log(self, message: str) -> None:
         print(message, flush=True)

@@ -19,17 +19,17 @@ import torch
 
 from .batches import Batch, BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
 from .cache import CachedDataset, build_cache
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import dataset_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .compiling import compile_blocks, eager, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
-from .errors import ConfigError, OutOfMemoryError
+from .errors import ConfigError, OutOfMemoryError, StopRequested
 from .hooks import Progress, TrainHooks, TrainResult
 from .kohya import to_kohya
 from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
 from .models import can_quantize, compute_dtype, load_pipeline, load_transformer, resolve_device
 from .precision import training_precision
-from .presets import preset_for
+from .presets import base_source, preset_for
 
 
 def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
@@ -43,12 +43,18 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     if cfg.init_lora:
         init_state, _ = read_lora(cfg.init_lora)
         cfg = _adopt_rank(cfg, config, diffusers_rank(init_state), hooks)
+    dataset = dataset_fingerprint(examples)
     checkpoint = latest_checkpoint(out) if cfg.resume else None
-    saved = load_checkpoint(checkpoint, cfg.to_dict()) if checkpoint else None
+    saved = load_checkpoint(checkpoint, cfg.to_dict(), dataset) if checkpoint else None
     if cfg.resume and not checkpoint:
         hooks.on_log(f"resume requested but {out} has no checkpoint: starting from step 0")
     device = resolve_device(cfg.device)
     dtype = compute_dtype(device)
+    # a resume keeps the optimizer its state came from, even where `auto` would now choose another
+    # (it follows the memory mode, which a resume may change)
+    kept = saved.get("optimizer_name") if saved is not None and cfg.optimizer == "auto" else None
+    if (kept or optimizer_name(cfg, device)) == "adamw8bit" and not can_quantize(device):
+        raise ConfigError(ADAMW8BIT_NEEDS)
     out.mkdir(parents=True, exist_ok=True)
     config_path = cfg.to_yaml(out / "config.yaml")
     hooks.on_log(f"{describe(examples)}; device {device}, {dtype}, {cfg.memory_mode} memory")
@@ -57,19 +63,23 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     try:
         # 2. Load the base. Low memory: on the CPU, and the parts visit the GPU in turn; a 4-bit
         #    transformer is loaded only once the dataset is encoded and the text encoders are gone.
+        #    Loading and encoding take minutes on a large base or dataset: a stop is heard between
+        #    the stages and between images.
         low = cfg.memory_mode == "low"
-        quantize = low and can_quantize(device)
+        quantize = low and can_quantize(device) and base_source(cfg.base) != "builtin:tiny"  # tiny is built whole
         hooks.on_log(f"loading base {cfg.base}" + (" (the transformer later, in 4-bit NF4)" if quantize else ""))
         pipeline = load_pipeline(cfg.base, "cpu" if low else device, dtype, with_transformer=not quantize)
         pipeline.set_progress_bar_config(disable=True)
+        _stop_point(hooks)
 
         # 3. Encode images and captions once; the text encoders are freed afterwards.
         preset = preset_for(cfg.base)
         cache = build_cache(
             pipeline, examples, max_sequence_length=cfg.max_sequence_length, sample_prompts=cfg.sample_prompts,  # type: ignore[arg-type]
             sample_sequence_length=preset.max_sequence_length, flip=cfg.flip, device=device, offload=low,
-            log=hooks.on_log,
+            log=hooks.on_log, stop=hooks.should_stop,
         )  # fmt: skip
+        _stop_point(hooks)
         if pipeline.transformer is None:  # only the encoded dataset and the VAE are left in memory
             pipeline.transformer = load_transformer(cfg.base, device, dtype, quantize=True)  # placed by bitsandbytes
         else:
@@ -92,9 +102,6 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         if cfg.compile:  # after the adapter, so its layers are compiled in
             compile_blocks(transformer, hooks.on_log, cuda_graphs=graphs)
         transformer.train()
-        # a resume keeps the optimizer its state came from, even where `auto` would now choose another
-        # (it follows the memory mode, which a resume may change)
-        kept = saved.get("optimizer_name") if saved is not None and cfg.optimizer == "auto" else None
         optimizer = make_optimizer(params, cfg, device, hooks, kept)
         scheduler = make_scheduler(optimizer, cfg)
         step, losses, val_losses = 0, [], []
@@ -107,7 +114,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         n_params = sum(p.numel() for p in params)
         hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
 
-        run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs)
+        run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs, dataset)
         plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
         # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention.
         with training_precision(transformer, device, dtype):
@@ -119,6 +126,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
             # 5. The loop. One step = grad_accum micro-batches, then one optimizer update.
             sample_paths: list[Path] = []
             durations: deque[float] = deque(maxlen=20)  # recent step times, for it/s and ETA
+            side_s, steps_run = 0.0, 0  # time spent on validation, samples and checkpoints; steps this call
             canceled = False
             latest = checkpoint
             while step < cfg.steps:
@@ -126,6 +134,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                     canceled = True
                     break
                 step += 1
+                lr = update.optimizer.param_groups[0]["lr"]  # the rate this step trains at (the schedule moves after it)
                 started = time.perf_counter()
                 micro_batches = (
                     make_batch(cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
@@ -134,19 +143,26 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 )  # fmt: skip
                 step_loss = optimizer_step(transformer, micro_batches, cfg.grad_accum, update)
                 losses.append(step_loss)
-                durations.append(time.perf_counter() - started)
+                trained = time.perf_counter()
+                durations.append(trained - started)
+                steps_run += 1
 
                 val_loss = None
                 if val_set and (step % cfg.val_every == 0 or step == cfg.steps):
                     val_loss = validation_loss(transformer, val_set, cfg.guidance, device, dtype)
                     val_losses.append((step, val_loss))
+                # it/s is the training speed; the ETA adds the side jobs' share seen so far (samples
+                # and checkpoints come every N steps, so their time is spread over the steps)
                 it_per_s = len(durations) / sum(durations)
-                hooks.on_progress(Progress(step, cfg.steps, step_loss, scheduler.get_last_lr()[0], it_per_s,
-                                           (cfg.steps - step) / it_per_s, val_loss))  # fmt: skip
+                side_s += time.perf_counter() - trained
+                eta = (cfg.steps - step) * (1 / it_per_s + side_s / steps_run)
+                hooks.on_progress(Progress(step, cfg.steps, step_loss, lr, it_per_s, eta, val_loss))
+                side_started = time.perf_counter()
                 if cfg.sample_prompts and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
                     sample_paths += run.render_samples(step)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     latest = run.checkpoint(step, losses, val_losses)
+                side_s += time.perf_counter() - side_started
 
         # 6. Canceled: keep a resumable checkpoint of where we are. Finished: the final files.
         if canceled:
@@ -160,6 +176,12 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         lora_path, kohya_path = run.save_final(step)
         hooks.on_log(f"saved {lora_path} and {kohya_path.name}")
         return TrainResult(lora_path, kohya_path, config_path, sample_paths, step, False, losses, val_losses, latest)
+    except StopRequested:  # while loading or encoding: nothing trained in this call, nothing to save
+        step = saved["step"] if saved is not None else 0
+        hooks.on_log(f"stopped before training, at step {step} of {cfg.steps}")
+        lora_path = checkpoint / "lora.safetensors" if checkpoint is not None and saved is not None else None
+        losses, val_losses = (list(saved["losses"]), list(saved["val_losses"])) if saved is not None else ([], [])
+        return TrainResult(lora_path, None, config_path, [], step, True, losses, val_losses, checkpoint if saved else None)
     except (torch.OutOfMemoryError, RuntimeError) as error:
         # CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError with this text.
         if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error):
@@ -172,6 +194,11 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _stop_point(hooks: TrainHooks) -> None:
+    if hooks.should_stop():
+        raise StopRequested
 
 
 @dataclasses.dataclass
@@ -230,6 +257,7 @@ def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: Tra
 
 # optimizer class -> the `optimizer` setting that makes it (saved in checkpoints)
 OPTIMIZER_NAMES = {"AdamW": "adamw", "AdamW8bit": "adamw8bit", "Adafactor": "adafactor"}
+ADAMW8BIT_NEEDS = "optimizer adamw8bit needs a CUDA GPU and the bitsandbytes package; use adamw or adafactor here"
 
 
 def optimizer_name(cfg: TrainConfig, device: torch.device) -> str:
@@ -253,7 +281,7 @@ def make_optimizer(
     hooks.on_log(f"optimizer {name}, lr {cfg.learning_rate:g}")
     if name == "adamw8bit":
         if not can_quantize(device):
-            raise ConfigError("optimizer adamw8bit needs a CUDA GPU and the bitsandbytes package")
+            raise ConfigError(ADAMW8BIT_NEEDS)
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -290,6 +318,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     graphs: bool = False
+    dataset: str = ""  # dataset_fingerprint: a resume checks it trains on the same images and captions
 
     @property
     def update(self) -> Update:
@@ -310,7 +339,8 @@ class _Run:
     def checkpoint(self, step: int, losses: list[float], val_losses: list[tuple[int, float]]) -> Path:
         state = {"lora": raw_state_dict(self.transformer), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "losses": losses, "val_losses": val_losses,
-                 "config": self.cfg.to_dict(), "optimizer_name": OPTIMIZER_NAMES.get(type(self.optimizer).__name__)}  # fmt: skip
+                 "config": self.cfg.to_dict(), "optimizer_name": OPTIMIZER_NAMES.get(type(self.optimizer).__name__),
+                 "dataset": self.dataset}  # fmt: skip
         write = lambda folder: save_lora(folder / "lora.safetensors", state["lora"], self.scale, self.dtype, self.info(step))  # noqa: E731
         path = save_checkpoint(self.out, step, state, self.cfg.keep_checkpoints, write)
         self.hooks.on_checkpoint(step, path)
