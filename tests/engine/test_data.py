@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 from trainer.engine import DatasetError
 from trainer.engine.data import load_dataset, load_image, make_buckets, nearest_bucket
@@ -43,12 +44,29 @@ def test_captions_without_the_trigger_are_refused_or_fixed_on_request(tmp_path: 
     assert captions == {"a.png": "a photo of zxq dog", "b.png": "zxq, a photo of a dog", "c.png": "zxq"}
 
 
-def test_exif_orientation_decides_the_bucket(tmp_path: Path) -> None:
-    make_image(tmp_path / "rotated.jpg", (96, 48), (200, 10, 10), exif_orientation=6)  # stored wide, shown tall
+def test_exif_orientation_decides_the_bucket_and_the_pixels(tmp_path: Path) -> None:
+    """A phone photo stored wide with Orientation 6 (rotate 90 degrees clockwise to show) is trained upright."""
+    stored = Image.new("RGB", (96, 48), (40, 60, 200))
+    ImageDraw.Draw(stored).rectangle((0, 0, 23, 23), fill=(230, 20, 20))  # red marker, stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
     (example,) = load_dataset(tmp_path, 64, "", False)
     assert example.size == (48, 96)
     assert example.bucket[0] < example.bucket[1]
-    assert load_image(example.image_path, example.bucket).size == example.bucket
+    image = load_image(example.image_path, example.bucket)
+    assert image.size == example.bucket
+    # shown upright, the stored top-left corner is the top-right one; a crop may trim only the middle
+    width, height = image.size
+    corners = {"top-left": (2, 2), "top-right": (width - 3, 2), "bottom-left": (2, height - 3),
+               "bottom-right": (width - 3, height - 3)}  # fmt: skip
+    red = {name for name, xy in corners.items() if _is_red(image.getpixel(xy))}
+    assert red == {"top-right"}, {name: image.getpixel(xy) for name, xy in corners.items()}
+
+
+def _is_red(pixel: tuple[int, int, int]) -> bool:
+    r, g, b = pixel
+    return r > 180 and g < 80 and b < 80
 
 
 def test_buckets_are_multiples_of_16_around_the_target_area() -> None:

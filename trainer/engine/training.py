@@ -48,6 +48,12 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     saved = load_checkpoint(checkpoint, cfg.to_dict(), dataset) if checkpoint else None
     if cfg.resume and not checkpoint:
         hooks.on_log(f"resume requested but {out} has no checkpoint: starting from step 0")
+    earlier = None if cfg.resume else latest_checkpoint(out)
+    if earlier is not None:  # a new run would mix its checkpoints with these, and prune by step number
+        raise ConfigError(
+            f"{out} already holds checkpoints of an earlier run (latest {earlier.name}): resume it (resume: true, "
+            "--resume), or give another output folder (or delete its checkpoints folder) to start over"
+        )
     device = resolve_device(cfg.device)
     dtype = compute_dtype(device)
     # a resume keeps the optimizer its state came from, even where `auto` would now choose another
