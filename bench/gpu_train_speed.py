@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from trainer.engine.batches import Batch, noised  # noqa: E402
 from trainer.engine.compiling import compile_blocks as compile_blocks_of  # noqa: E402
 from trainer.engine.compiling import use_cuda_graphs  # noqa: E402
+from trainer.engine.fp8 import use_fp8  # noqa: E402
 from trainer.engine.config import TrainConfig  # noqa: E402
 from trainer.engine.flow import image_ids, sample_sigmas  # noqa: E402
 from trainer.engine.hooks import TrainHooks  # noqa: E402
@@ -193,7 +194,8 @@ def _sync(device: torch.device) -> None:
 def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str = "cuda", steps: int = 10,
              warmup: int = 3, rank: int = 16, nf4: bool = False, lora_dtype: str = "fp32",
              compile_blocks: bool = False, cuda_graphs: bool = False, optimizer: str = "auto", precision: str = "mixed",
-             autotune: bool = False, attention: str = "engine", report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
+             autotune: bool = False, attention: str = "engine", fp8: bool = False,
+             report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
     """Build and adapt the transformer once, then time `steps` optimizer steps after `warmup` per
     (resolution, max_seq) shape. `lora_dtype` "fp32" is the engine's choice (fp32 adapter weights
     on a bf16 base); "bf16" stores them in bf16. `precision` "mixed" is the engine's loop, "upcast"
@@ -204,6 +206,7 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     (yet): `autotune` compiles with Inductor's max-autotune (matmul tile search; minutes more
     compile), `attention="cudnn"` lets SDPA prefer cuDNN's attention, which the engine leaves out
     (NaN and an illegal memory access with torch 2.11 on an H100): the result's `loss` shows it.
+    `fp8` is the engine's `fp8` setting (the frozen base's block matmuls in FP8; fast mode).
     `report` sees each result as soon as it is measured."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine: bf16 is slow on CPUs
@@ -211,6 +214,8 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     if mode == "low" and nf4:
         quantize_nf4(transformer, dtype)
     params = add_lora(transformer, rank, float(rank), "full")
+    if fp8 and mode == "fast":
+        print(f"fp8: {use_fp8(transformer)} base layers", flush=True)
     if lora_dtype == "bf16":
         for param in params:
             param.data = param.data.to(torch.bfloat16)
@@ -223,6 +228,7 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     label = mode + ("+nf4" if mode == "low" and nf4 else "") + ("+bf16-lora" if lora_dtype == "bf16" else "")
     label += ("+compile" if compile_blocks else "") + ("+graphs" if graphs else "") + ("+upcast" if precision == "upcast" else "")
     label += ("+autotune" if autotune and compile_blocks else "") + ("+cudnn" if attention == "cudnn" else "")
+    label += "+fp8" if fp8 and mode == "fast" else ""
     cfg = TrainConfig(optimizer=optimizer, memory_mode=mode, learning_rate=1e-4, steps=10**6)
     optimizer_ = make_optimizer(params, cfg, dev, TrainHooks())
     update = Update(params, optimizer_, make_scheduler(optimizer_, cfg), 1.0, 1.0, dev, dtype, graphs)
@@ -312,6 +318,7 @@ def main() -> int:
     parser.add_argument("--autotune", action="store_true", help="with --compile: Inductor's max-autotune (not an engine setting)")
     parser.add_argument("--attention", choices=["engine", "cudnn"], default="engine",
                         help="cudnn: prefer cuDNN's attention, which the engine leaves out (not an engine setting)")
+    parser.add_argument("--fp8", action="store_true", help="fast mode: the engine's fp8 setting (base matmuls in FP8)")
     parser.add_argument("--json", type=Path, help="append one JSON line per result to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -335,7 +342,7 @@ def main() -> int:
         run_mode(args.arch, mode, shapes, device=args.device, steps=args.steps, warmup=args.warmup, rank=args.rank,
                  nf4=args.nf4, lora_dtype=args.lora_dtype, compile_blocks=args.compile or args.cuda_graphs,
                  cuda_graphs=args.cuda_graphs, optimizer=args.optimizer, precision=args.precision,
-                 autotune=args.autotune, attention=args.attention, report=report)  # fmt: skip
+                 autotune=args.autotune, attention=args.attention, fp8=args.fp8, report=report)  # fmt: skip
     return 0
 
 

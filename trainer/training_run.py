@@ -88,6 +88,7 @@ def engine_config(job: TrainingJob, work: Path, images: Path, *, resume: bool) -
         "memory_mode": c.get("memory_mode", "fast"),  # jobs launched before the setting existed: fast
         "compile": settings.TRAIN_COMPILE,  # the worker's choice: a resume elsewhere may differ
         "cuda_graphs": settings.TRAIN_COMPILE and settings.TRAIN_CUDA_GRAPHS,  # the same
+        "fp8": settings.TRAIN_FP8 and c.get("memory_mode", "fast") == "fast",  # the same; low mode's base is 4-bit
         "sample_prompts": c.get("sample_prompts", []),
         "sample_every": c.get("sample_every", 0),
         "checkpoint_every": max(1, min(c.get("sample_every") or 50, 100)),

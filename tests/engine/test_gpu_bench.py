@@ -44,6 +44,12 @@ def test_the_small_variant_trains_and_reports_on_the_cpu(bench: ModuleType, mode
     assert result.peak_vram_gb is None and result.optimizer == "AdamW"
 
 
+def test_the_fp8_candidate_runs_the_engines_fp8_layers_on_the_cpu(bench: ModuleType, capsys) -> None:
+    result = bench.run("small", 64, "fast", device="cpu", max_seq=16, steps=1, warmup=1, fp8=True)
+    assert result.mode.endswith("+fp8") and result.lora_moved and result.loss == result.loss  # not NaN
+    assert "fp8: " in capsys.readouterr().out
+
+
 def test_the_model_flops_formula_matches_torchs_own_count(bench: ModuleType) -> None:
     """The TFLOP/s the bench prints divide the formula's FLOPs; torch counts the same step within 3%."""
     transformer = bench.build_transformer("small", torch.device("cpu"), torch.float32)

@@ -285,3 +285,16 @@ def test_the_workers_compile_settings_reach_the_engine(alice, make_dataset, sett
     config = TrainConfig.from_dict(training_run.engine_config(job, tmp_path / "work", tmp_path / "images", resume=False))
     assert (config.compile, config.cuda_graphs) == expected
     config.resolve()  # a valid combination
+
+
+@pytest.mark.parametrize(("memory_mode", "expected"), [("fast", True), ("low", False)])
+def test_the_workers_fp8_setting_reaches_fast_mode_jobs_only(alice, make_dataset, settings, tmp_path, memory_mode, expected):
+    """TRAIN_FP8 is the worker's choice too; a low memory job's base is 4-bit, so it trains without it."""
+    from trainer.engine import TrainConfig
+
+    settings.TRAIN_FP8 = True
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
+                          overrides={"memory_mode": memory_mode})  # fmt: skip
+    config = TrainConfig.from_dict(training_run.engine_config(job, tmp_path / "work", tmp_path / "images", resume=False))
+    assert config.fp8 is expected
+    config.resolve()  # a valid combination

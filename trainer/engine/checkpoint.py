@@ -26,12 +26,12 @@ STATE_FILE = "state.pt"
 # its 4-bit base does not, so a job that ran out of memory and resumes in it continues the run
 # rather than replaying it exactly — worth it, since the alternative is no run at all). `compile`
 # (and `cuda_graphs`) too: compiled kernels compute the same steps up to float rounding, so a run resumed with the
-# other setting continues rather than replays bit for bit. Everything else, including any setting
+# other setting continues rather than replays bit for bit; likewise `fp8`, whose base rounds more coarsely. Everything else, including any setting
 # added later, must match. A list of resolutions is one setting, compared after `resolve()` sorted
 # it and dropped duplicates.
 MAY_CHANGE = frozenset({
     "steps", "images_dir", "output_dir", "resume", "init_lora", "device", "memory_mode", "gradient_checkpointing",
-    "compile", "cuda_graphs", "sample_prompts", "sample_every", "sample_steps", "sample_guidance", "checkpoint_every",
+    "compile", "cuda_graphs", "fp8", "sample_prompts", "sample_every", "sample_steps", "sample_guidance", "checkpoint_every",
     "keep_checkpoints", "val_every",
 })  # fmt: skip
 

@@ -53,6 +53,8 @@ def _train_parser(commands: Any) -> None:
                    help="torch.compile the transformer blocks: faster steps after a one-off compile (long runs)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="with --compile on CUDA: replay the compiled blocks as CUDA graphs (small images, fast GPUs)")
+    p.add_argument("--fp8", action="store_true",
+                   help="fast mode on FP8 GPUs (L4, L40, RTX 40, H100, H200): the frozen base's matmuls in FP8")
 
 
 def _resolution_arg(text: str) -> int | list[int]:
@@ -107,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
     values: dict[str, Any] = _read_yaml(args.config) if args.config else {}
     values.update({field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None})
     for flag, field in (("add_trigger", "add_trigger_to_captions"), ("flip", "flip"), ("resume", "resume"),
-                        ("compile", "compile"), ("cuda_graphs", "cuda_graphs")):
+                        ("compile", "compile"), ("cuda_graphs", "cuda_graphs"), ("fp8", "fp8")):
         if getattr(args, flag):
             values[field] = True
     hooks = PrintHooks()

@@ -68,6 +68,9 @@ class TrainConfig:
     # launching thousands of small kernels one by one from Python (what bounds small images on a
     # fast GPU). Needs grad_accum 1 and no gradient checkpointing (left off otherwise, with a log line)
     cuda_graphs: bool = False
+    # fast mode on GPUs with FP8 tensor cores (L4, L40, RTX 40, H100, H200): the frozen base's block
+    # matmuls in FP8 with per-tensor scales (fp8.py); the LoRA trains as before. Runs on a CPU too, slowly
+    fp8: bool = False
     seed: int = 42
     val_every: int = 50  # validation loss every N steps (0: never)
     val_timesteps: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -150,6 +153,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")
         _check(self.trigger_word.strip() == self.trigger_word, "trigger_word must not start or end with spaces")
         _check(self.compile or not self.cuda_graphs, "cuda_graphs replays compiled blocks: it needs compile: true")
+        _check(not self.fp8 or self.memory_mode == "fast",
+               "fp8 is a fast-mode setting: low memory mode's base is already 4-bit (NF4); use one or the other")
         for name, allowed in (("timestep_sampling", TIMESTEP_SAMPLINGS), ("optimizer", OPTIMIZERS),
                               ("lr_scheduler", LR_SCHEDULERS), ("memory_mode", MEMORY_MODES),
                               ("lora_targets", LORA_TARGETS)):  # fmt: skip

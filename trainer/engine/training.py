@@ -24,6 +24,7 @@ from .compiling import compile_blocks, eager, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
 from .errors import ConfigError, OutOfMemoryError, StopRequested
+from .fp8 import fp8_support, use_fp8
 from .hooks import Progress, TrainHooks, TrainResult
 from .kohya import to_kohya
 from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
@@ -61,6 +62,8 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     kept = saved.get("optimizer_name") if saved is not None and cfg.optimizer == "auto" else None
     if (kept or optimizer_name(cfg, device)) == "adamw8bit" and not can_quantize(device):
         raise ConfigError(ADAMW8BIT_NEEDS)
+    if cfg.fp8 and fp8_support(device):
+        raise ConfigError(fp8_support(device))
     out.mkdir(parents=True, exist_ok=True)
     config_path = cfg.to_yaml(out / "config.yaml")
     hooks.on_log(f"{describe(examples)}; device {device}, {dtype}, {cfg.memory_mode} memory")
@@ -100,6 +103,10 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         if init_state is not None and saved is None:
             start_from(transformer, init_state, cfg.lora_alpha)  # type: ignore[arg-type]
             hooks.on_log(f"continuing from {cfg.init_lora}")
+        if cfg.fp8:  # after the adapter (its base layers are swapped too), before compiling
+            count = use_fp8(transformer)
+            slow = " (on a CPU only to check the arithmetic: slower than fp32)" if device.type == "cpu" else ""
+            hooks.on_log(f"fp8: the matmuls of {count} frozen base layers run in FP8{slow}")
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()  # recompute activations: less memory, ~30% slower
         graphs, why_not = use_cuda_graphs(cfg.cuda_graphs, device, cfg.grad_accum, bool(cfg.gradient_checkpointing))
