@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainer.engine import train
 from trainer.engine.config import TrainConfig
@@ -166,3 +167,50 @@ def test_ctrl_c_on_the_command_line_leaves_a_checkpoint_to_resume_from(tiny_base
     assert "canceled at step" in output
     saved = sorted((out / "checkpoints").glob("step-*"))
     assert saved and (saved[-1] / "lora.safetensors").is_file()
+
+
+def _oom_once_without_checkpointing(monkeypatch, at_call: int) -> list[bool]:
+    """Make the transformer's memory run out once, at the `at_call`th training forward, unless
+    gradient checkpointing is on: what a GPU too small for fast mode does (simulated: the CPU has
+    no such limit). Returns, per forward, whether checkpointing was on."""
+    from trainer.engine import training
+
+    real, seen = training.loss_of, []
+
+    def loss_of(transformer, batch, guidance):  # type: ignore[no-untyped-def]
+        seen.append(bool(transformer.gradient_checkpointing))
+        if len(seen) == at_call and not transformer.gradient_checkpointing:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(transformer, batch, guidance)
+
+    monkeypatch.setattr(training, "loss_of", loss_of)
+    return seen
+
+
+def test_fast_mode_turns_checkpointing_on_when_memory_runs_out_and_trains_the_same(
+    tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    settings = dict(steps=5, val_every=0, checkpoint_every=4, sample_prompts=[])
+    plain = train(train_config(tiny_base, dataset, tmp_path / "plain", **settings), RecordingHooks())
+    seen = _oom_once_without_checkpointing(monkeypatch, at_call=3)
+    hooks = RecordingHooks()
+    result = train(train_config(tiny_base, dataset, tmp_path / "oom", **settings), hooks)
+    assert hooks.steps == [1, 2, 3, 4, 5] and not result.canceled
+    assert seen == [False, False, False, True, True, True]  # step 3 failed, then ran again checkpointed
+    assert any("out of memory at step 3: gradient checkpointing is now on" in line for line in hooks.logs)
+    assert result.losses == pytest.approx(plain.losses, rel=1e-5)  # the same steps, recomputed
+    saved = torch.load(result.checkpoint_dir / "state.pt", weights_only=False)  # type: ignore[operator]
+    assert saved["config"]["gradient_checkpointing"] is True
+
+
+def test_running_out_of_memory_with_checkpointing_on_says_what_to_change(tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    from trainer.engine import training
+    from trainer.engine.errors import OutOfMemoryError
+
+    def loss_of(transformer, batch, guidance):  # type: ignore[no-untyped-def]
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(training, "loss_of", loss_of)
+    with pytest.raises(OutOfMemoryError, match="memory_mode 'low'"):
+        train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, val_every=0, sample_prompts=[],
+                           gradient_checkpointing=True), RecordingHooks())  # fmt: skip

@@ -149,12 +149,20 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 step += 1
                 lr = update.optimizer.param_groups[0]["lr"]  # the rate this step trains at (the schedule moves after it)
                 started = time.perf_counter()
-                micro_batches = (
+                micro_batches = lambda: (  # noqa: E731  (a step that ran out of memory is re-run with the same batches)
                     make_batch(cache, plan.batch(k), seeded(cfg.seed, k), caption_dropout=cfg.caption_dropout,
                                sampling=cfg.timestep_sampling, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)
                     for k in range((step - 1) * cfg.grad_accum, step * cfg.grad_accum)  # global micro-batch index k
                 )  # fmt: skip
-                step_loss = optimizer_step(transformer, micro_batches, cfg.grad_accum, update)
+                try:
+                    step_loss: float | None = optimizer_step(transformer, micro_batches(), cfg.grad_accum, update)
+                except torch.OutOfMemoryError:
+                    if cfg.gradient_checkpointing or graphs:  # nothing lighter to switch to here
+                        raise
+                    step_loss = None  # retried below, once the failed attempt's tensors are gone
+                if step_loss is None:
+                    cfg = run.cfg = _checkpointing_after_oom(cfg, transformer, update, device, step, hooks)
+                    step_loss = optimizer_step(transformer, micro_batches(), cfg.grad_accum, update)
                 losses.append(step_loss)
                 trained = time.perf_counter()
                 durations.append(trained - started)
@@ -243,6 +251,22 @@ def optimizer_step(transformer: torch.nn.Module, micro_batches: Iterable[Batch],
     update.scheduler.step()
     update.optimizer.zero_grad(set_to_none=True)
     return step_loss
+
+
+def _checkpointing_after_oom(
+    cfg: TrainConfig, transformer: torch.nn.Module, update: Update, device: torch.device, step: int, hooks: TrainHooks
+) -> TrainConfig:
+    """Fast mode keeps every activation for the backward "when memory allows": when it does not,
+    turn gradient checkpointing on (activations recomputed block by block, about 30% slower) and
+    let the caller re-run the step. The step's losses are the same either way."""
+    update.optimizer.zero_grad(set_to_none=True)  # the failed attempt's partial gradients
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    transformer.enable_gradient_checkpointing()
+    hooks.on_log(f"out of memory at step {step}: gradient checkpointing is now on (steps about 30% slower, same "
+                 "results); the step is being run again")  # fmt: skip
+    return dataclasses.replace(cfg, gradient_checkpointing=True)
 
 
 def out_of_memory_advice(cfg: TrainConfig, device: torch.device) -> str:
