@@ -23,10 +23,13 @@ from trainer import job_queue
 from trainer.engine.config import resolution_sides, resolution_value
 from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MAX_RESOLUTIONS, MEMORY_MODES, PRESETS, preset_settings
+from trainer.trigger_words import TRIGGER_CHARACTERS, TRIGGER_RE
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+MAX_SAMPLE_PROMPTS = 4  # each is drawn at every sample step, so they cost training time
+SAMPLE_PROMPT_CHARS = 1000  # as a generation's prompt
 SETTING_KEYS = ("steps", "learning_rate", "lora_rank", "batch_size", "resolution", "sample_every", "seed", "caption_dropout",
                 "memory_mode")
 CHOICES = {"memory_mode": tuple(MEMORY_MODES)}
@@ -52,8 +55,22 @@ def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], s
             errors[key] = str(exc)
     if errors:
         raise ValidationError(errors)
-    values["sample_prompts"] = [p.strip() for p in sample_prompts if p.strip()][:4]
+    values["sample_prompts"] = _clean_sample_prompts(sample_prompts)
     return values
+
+
+def _clean_sample_prompts(prompts: list[str]) -> list[str]:
+    """Blank lines dropped; too many or too long is an error, not a silent cut."""
+    cleaned = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
+    if len(cleaned) != len([p for p in prompts if not isinstance(p, str) or p.strip()]):
+        raise ValidationError({"sample_prompts": "each sample prompt must be text"})
+    if len(cleaned) > MAX_SAMPLE_PROMPTS:
+        raise ValidationError({"sample_prompts": f"at most {MAX_SAMPLE_PROMPTS} sample prompts (got {len(cleaned)}); "
+                                                 "each is drawn at every sample step"})
+    long = [i + 1 for i, p in enumerate(cleaned) if len(p) > SAMPLE_PROMPT_CHARS]
+    if long:
+        raise ValidationError({"sample_prompts": f"sample prompt {long[0]} has more than {SAMPLE_PROMPT_CHARS} characters"})
+    return cleaned
 
 
 def _clean_resolution(raw: Any) -> int | list[int]:
@@ -114,6 +131,8 @@ def launch_check(
     """
     if not trigger:
         raise ValidationError({"trigger_word": "pick a trigger word before training"})
+    if not TRIGGER_RE.match(trigger):  # the web form checks the same; the API sends any string
+        raise ValidationError({"trigger_word": f"{trigger!r} cannot be a trigger word. {TRIGGER_CHARACTERS}"})
     base = base_model or settings.DEFAULT_BASE_MODEL
     prompts = sample_prompts if sample_prompts is not None else [f"a photo of {trigger}"]
     return base, clean_settings(preset=preset, base_model=base, overrides=overrides or {}, sample_prompts=prompts)

@@ -20,8 +20,9 @@ import imagehash
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
+from trainer.engine.data import eight_bit  # Pillow only, no torch
 from trainer.models import CaptionSource, Dataset, Photo
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ MIN_SIDE = 256  # below this a photo teaches the model blur
 WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and go soft
 MAX_PIXELS = 64_000_000  # about 8000 x 8000: more is a decompression bomb, not a photo
 NEAR_DUPLICATE_DISTANCE = 6  # perceptual-hash bits; 0-6 is "the same picture, re-encoded/resized"
+FLAT_STDDEV = 3.0  # grey levels (of 255) at 32x32: below it a photo is one colour, with no hash worth comparing
 THUMB_SIDE = 384
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".avif", ".jfif"}
@@ -219,7 +221,7 @@ def check_image(data: bytes) -> _Checked:
             raise PhotoRejected(f"not an image Pillow can read; use {FORMAT_NAMES}") from None
         except (OSError, ValueError, EOFError) as exc:
             raise PhotoRejected(f"the image is damaged or truncated ({exc})") from None
-    image = ImageOps.exif_transpose(image)  # width/height as the person sees the photo
+    image = eight_bit(ImageOps.exif_transpose(image))  # width/height as the person sees; 16-bit grey scaled, not clipped
     width, height = image.size
     short = min(width, height)
     if short < MIN_SIDE:
@@ -253,6 +255,12 @@ def _thumbnail(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def _nearly_one_colour(image: Image.Image) -> bool:
+    """A (nearly) flat image: its perceptual hash is all zeros, so it would "match" every other one."""
+    small = image.convert("L").resize((32, 32))
+    return ImageStat.Stat(small).stddev[0] < FLAT_STDDEV
+
+
 def _near_duplicate(dataset: Dataset, phash: imagehash.ImageHash) -> Photo | None:
     best, best_distance = None, NEAR_DUPLICATE_DISTANCE + 1
     for other in dataset.photos.exclude(phash="").only("id", "phash", "original_name"):
@@ -271,14 +279,17 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
     if twin is not None:
         raise PhotoRejected(f"an exact duplicate of {twin.original_name}, already in this dataset")
     checked = check_image(data)
-    phash = imagehash.phash(checked.image.convert("RGB"))
-    near = _near_duplicate(dataset, phash)
+    flat = _nearly_one_colour(checked.image)
+    phash = None if flat else imagehash.phash(checked.image.convert("RGB"))
+    near = _near_duplicate(dataset, phash) if phash is not None else None
     notes = list(checked.warnings)
+    if flat:
+        notes.append("almost a single colour: little for the LoRA to learn from")
     if near is not None:
         notes.append(f"looks almost the same as {near.original_name}")
     photo = Photo(
         dataset=dataset, original_name=name[:255], width=checked.width, height=checked.height,
-        format=checked.format, size_bytes=len(data), sha256=digest, phash=str(phash),
+        format=checked.format, size_bytes=len(data), sha256=digest, phash=str(phash or ""),
         duplicate_of=near, warnings=notes,
     )
     if caption:

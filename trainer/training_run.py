@@ -317,10 +317,25 @@ def _store_outputs(job: TrainingJob, result: Any) -> dict[str, Any]:
     stored = {}
     for field, path in (("lora_file", result.lora_path), ("kohya_file", result.kohya_path), ("config_file", result.config_path)):
         if path and Path(path).exists():
+            if field == "config_file":
+                shareable_config(Path(path))
             with open(path, "rb") as fh:
                 getattr(job, field).save(Path(path).name, File(fh), save=False)
             stored[field] = getattr(job, field).name
     return stored
+
+
+def shareable_config(path: Path) -> None:
+    """Rewrite the run's config.yaml for the person who downloads it: this worker's folders give
+    way to names they can use (`python -m trainer.engine train --config config.yaml --images
+    DATASET_FOLDER --out OUT`), and the worker's own resume flag goes."""
+    import yaml
+
+    values = yaml.safe_load(path.read_text())
+    values.update(images_dir="dataset", output_dir="out", resume=False)
+    if values.get("init_lora"):
+        values["init_lora"] = "parent/lora.safetensors"  # the LoRA this training continued from
+    path.write_text(yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
 
 
 def unstored_checkpoint_step(job: TrainingJob, folder: Path) -> int:

@@ -50,10 +50,10 @@ def _ids(body: dict[str, Any]) -> list[int] | None:
     raw = body.get("ids")
     if raw is None:
         return None
-    try:
-        return [int(i) for i in raw]
-    except (TypeError, ValueError):
-        raise ValidationError({"ids": "expected a list of photo ids"}) from None
+    # a list of whole numbers only: "12" would otherwise read as photos 1 and 2, 1.5 as photo 1
+    if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
+        raise ValidationError({"ids": "expected a list of photo ids, e.g. [12, 15]"})
+    return raw
 
 
 def _error(exc: ValidationError, status: int = 400) -> JsonResponse:

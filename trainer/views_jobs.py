@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from trainer import job_queue, jobs
+from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import Dataset, TrainingJob
 from trainer.presets import MEMORY_MODES, PRESETS, estimate_seconds, preset_settings, resolution_text
 
@@ -56,7 +57,8 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
             values = preset_settings(key, base)
             presets.append({"preset": p, "values": values, "eta": estimate_seconds(values, base, photo_count)})
     return render(request, "trainer/job_launch.html", {
-        "dataset": dataset, "presets": presets, "chosen": preset, "base": base, "bases": settings.BASE_MODELS,
+        "dataset": dataset, "presets": presets, "chosen": preset, "base": base,
+        "bases": [{"name": name, "description": preset_for(name).description} for name in settings.BASE_MODELS],
         "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
         "memory_mode": request.POST.get("memory_mode") or "fast", "posted": request.POST,
         "default_prompt": f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "",

@@ -79,6 +79,18 @@ def test_continue_training_starts_from_the_finished_lora(alice, make_dataset):
     assert child.state == JobState.SUCCEEDED and child.step == 3 and child.lora_file
     lines = [e.data.get("line", "") for e in Event.objects.filter(topic=child.topic, kind="log")]
     assert any(line.startswith("continuing from") and "lora.safetensors" in line for line in lines), lines
+    # the downloadable config names no folder of the worker, and runs as is with the CLI's flags
+    import yaml
+
+    from django.conf import settings
+    from trainer.engine import TrainConfig
+
+    text = child.config_file.open("rb").read().decode()
+    assert str(settings.WORK_DIR) not in text
+    config = yaml.safe_load(text)
+    assert (config["images_dir"], config["output_dir"], config["resume"]) == ("dataset", "out", False)
+    assert config["init_lora"] == "parent/lora.safetensors" and config["steps"] == 3
+    TrainConfig.from_dict(config).resolve()
 
 
 def test_the_default_demo_base_trains_through_the_studio(alice, make_dataset, settings):

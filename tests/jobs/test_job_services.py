@@ -59,6 +59,27 @@ def test_needs_a_trigger_word_and_photos(alice, make_dataset):
         jobs.job_create(owner=alice, dataset=dataset)
 
 
+@pytest.mark.parametrize("word", ["has space", "<img src=x>", "a\nb", "x", "é-accent"])
+def test_a_trigger_word_the_form_would_refuse_is_refused_at_launch_too(alice, make_dataset, word):
+    """The API sends any string; the same rule as the web form holds before anything is stored."""
+    dataset = make_dataset(alice, n=1, trigger=word)
+    with pytest.raises(ValidationError, match="cannot be a trigger word. Use 2–40 letters, digits"):
+        jobs.job_create(owner=alice, dataset=dataset, base_model="tiny")
+    assert not TrainingJob.objects.exists()
+
+
+def test_sample_prompts_over_the_limits_are_refused_not_cut(alice, make_dataset):
+    dataset = make_dataset(alice, n=1)
+    with pytest.raises(ValidationError, match="at most 4 sample prompts \\(got 5\\)"):
+        jobs.job_create(owner=alice, dataset=dataset, base_model="tiny", sample_prompts=[f"zxq {i}" for i in range(5)])
+    with pytest.raises(ValidationError, match="sample prompt 2 has more than 1000 characters"):
+        jobs.job_create(owner=alice, dataset=dataset, base_model="tiny", sample_prompts=["zxq", "y" * 1001])
+    with pytest.raises(ValidationError, match="must be text"):
+        jobs.job_create(owner=alice, dataset=dataset, base_model="tiny", sample_prompts=["zxq", 7])  # type: ignore[list-item]
+    job = jobs.job_create(owner=alice, dataset=dataset, base_model="tiny", sample_prompts=["  zxq a  ", "", "zxq b"] + [""] * 4)
+    assert job.config["sample_prompts"] == ["zxq a", "zxq b"]  # blank lines are not prompts
+
+
 def test_cancel_a_queued_job_is_immediate_and_claim_then_fails(alice, make_dataset):
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
     assert jobs.job_cancel(job=job)
@@ -152,6 +173,9 @@ def test_launch_page_creates_a_job_and_opens_it(alice_client, alice, make_datase
     dataset = make_dataset(alice, n=2)
     page = alice_client.get(reverse("trainer:job_launch", args=[dataset.pk]))
     assert b"Balanced" in page.content and b"High quality" in page.content
+    # each offered base says what it is: demo (the default outside tests) draws on a CPU, tiny only draws noise
+    assert b"<strong>demo</strong>: A small FLUX-architecture base pretrained here" in page.content
+    assert b"<strong>tiny</strong>: A random FLUX-architecture model built offline, for tests" in page.content
     response = alice_client.post(reverse("trainer:job_launch", args=[dataset.pk]), {"preset": "fast", "base_model": "tiny", "steps": "12"})
     job = TrainingJob.objects.get()
     assert response.status_code == 302 and response["Location"] == job.get_absolute_url()

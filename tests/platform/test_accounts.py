@@ -42,6 +42,13 @@ def test_password_change(alice_client, alice):
     assert alice.check_password("a brand new secret 7")
 
 
+def test_there_is_no_password_reset_page_that_pretends_to_send_email(client, alice):
+    """Accounts have no email address to send a reset link to; an admin sets a new password."""
+    assert client.get("/accounts/password_reset/").status_code == 404
+    assert client.post("/accounts/password_reset/", {"email": "alice@example.com"}).status_code == 404
+    assert client.get(reverse("login")).status_code == 200
+
+
 @pytest.mark.parametrize("name", ["trainer:dataset_list", "trainer:job_list", "gallery:generate"])
 def test_private_areas_need_an_account(client, name):
     response = client.get(reverse(name))

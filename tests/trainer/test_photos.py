@@ -164,3 +164,21 @@ def test_zip_size_and_count_limits_refuse_the_whole_zip_with_a_reason(dataset, i
     [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(many), name="many.zip", size=len(many))
     assert not outcome.ok and "holds 3 images; a dataset takes at most 2" in outcome.reason
     assert dataset.photos.count() == 0  # nothing was half-imported
+
+
+def test_single_colour_photos_are_not_near_duplicates_of_each_other(dataset):
+    """A flat picture's perceptual hash is all zeros: comparing it would flag every flat photo."""
+    first = photo_ingest(dataset=dataset, data=_encode(Image.new("RGB", (300, 300), (200, 0, 200)), "PNG"), name="magenta.png")
+    grey = photo_ingest(dataset=dataset, data=_encode(Image.new("RGB", (300, 300), (90, 90, 90)), "PNG"), name="grey.png")
+    assert grey.duplicate_of is None and not any("almost the same" in w for w in grey.warnings)
+    assert any("almost a single colour" in w for w in first.warnings)
+
+
+def test_a_16_bit_greyscale_photo_keeps_its_tones_in_the_training_copy(dataset):
+    import numpy as np
+
+    ramp = np.tile(np.arange(300, dtype=np.uint16) * 218, (300, 1))  # 0 .. 65182, left to right
+    photo = photo_ingest(dataset=dataset, data=_encode(Image.fromarray(ramp), "PNG"), name="scan16.png")
+    copy = np.asarray(Image.open(photo.image).convert("L")).astype(int)
+    assert abs(copy[150, 150] - (150 * 218 >> 8)) <= 3  # mid-grey stays mid-grey (it used to clip to white)
+    assert copy[150, 10] < 20 and copy[150, 290] > 230

@@ -122,6 +122,14 @@ def test_bulk_replace_preview_apply_and_undo(alice_client, dataset, add_photo):
     assert bad.status_code == 400 and "find" in bad.json()["error"].lower()
 
 
+@pytest.mark.parametrize("ids", ["12", 12, [1.5], ["1"], [True], {"1": 1}])
+def test_bulk_ids_other_than_a_list_of_photo_ids_are_refused_and_change_nothing(alice_client, dataset, add_photo, ids):
+    photos = [add_photo(caption=f"cap {i}") for i in range(3)]
+    response = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "x", "ids": ids})
+    assert response.status_code == 400 and "list of photo ids" in response.json()["error"]
+    assert [p.caption for p in Photo.objects.filter(pk__in=[p.pk for p in photos]).order_by("pk")] == ["cap 0", "cap 1", "cap 2"]
+
+
 def test_undo_restores_where_each_caption_came_from(alice_client, dataset, add_photo):
     auto, uploaded, typed = add_photo(), add_photo(caption="a cat from the zip"), add_photo()
     Photo.objects.filter(pk=auto.pk).update(caption="a cat by the captioner", caption_source=CaptionSource.AUTO)

@@ -151,11 +151,14 @@ def nearest_bucket(size: tuple[int, int], buckets: list[tuple[int, int]]) -> tup
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - aspect), -b[0] * b[1]))
 
 
-def _eight_bit_grey(image: Image.Image) -> Image.Image:
-    """A 16-bit greyscale image (mode I;16*, or I as some PNGs open) as 8-bit, tones scaled, not clipped.
+def eight_bit(image: Image.Image) -> Image.Image:
+    """`image`, or, when it is 16-bit greyscale (mode I;16*, or I as some PNGs open), the same in
+    8-bit "L" with its tones scaled: Pillow's convert("RGB") would clip everything past 255 to white.
 
     Mode I holds 32-bit integers: values past 255 mean a 16-bit source; an image whose values all fit
-    in 8 bits is taken as it is."""
+    in 8 bits is taken as it is. (The studio's upload check uses this too.)"""
+    if not image.mode.startswith("I"):
+        return image
     import numpy as np
 
     pixels = np.asarray(image).astype(np.int64)
@@ -169,8 +172,7 @@ def load_image(path: Path, bucket: tuple[int, int], flip: bool = False) -> Image
     """The image upright, in RGB, resized to cover the bucket and center-cropped to it."""
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)
-        if image.mode.startswith("I"):  # 16/32-bit greyscale (PNG, TIFF): convert("RGB") would clip at 255
-            image = _eight_bit_grey(image)
+        image = eight_bit(image)
         if image.mode in ("RGBA", "LA", "P"):
             # Transparent areas become white instead of whatever colour the pixels hide.
             image = image.convert("RGBA")

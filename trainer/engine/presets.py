@@ -62,7 +62,7 @@ BASE_PRESETS: dict[str, BasePreset] = {
         sample_steps=8,
         sample_guidance=3.5,
         train_guidance=1.0,
-        description="A random FLUX-architecture model built offline, for tests and CPU demos.",
+        description="A random FLUX-architecture model built offline, for tests: it trains in seconds, but it draws noise.",
     ),
     "demo": BasePreset(
         name="demo",

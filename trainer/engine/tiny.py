@@ -1,4 +1,4 @@
-"""A FLUX.1-architecture pipeline built offline from configs, for tests and CPU demos.
+"""A FLUX.1-architecture pipeline built offline from configs, for tests (its weights are random, so it draws noise).
 
 Every part of FLUX.1 is here at a small width: the MM-DiT transformer (double and single blocks,
 guidance embedding), a 16-channel VAE with FLUX's scale and shift, a CLIP text model for the
