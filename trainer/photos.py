@@ -43,7 +43,7 @@ MIN_SIDE = 256  # below this a photo teaches the model blur
 WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and go soft
 MAX_PIXELS = 64_000_000  # about 8000 x 8000: more is a decompression bomb, not a photo
 NEAR_DUPLICATE_DISTANCE = 6  # perceptual-hash bits; 0-6 is "the same picture, re-encoded/resized"
-FLAT_STDDEV = 3.0  # grey levels (of 255) at 32x32: below it a photo is one colour, with no hash worth comparing
+FLAT_STDDEV = 3.0  # levels (of 255) in each channel at 32x32: below it a photo is a single colour
 THUMB_SIDE = 384
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".avif", ".jfif"}
@@ -256,9 +256,16 @@ def _thumbnail(image: Image.Image) -> bytes:
 
 
 def _nearly_one_colour(image: Image.Image) -> bool:
-    """A (nearly) flat image: its perceptual hash is all zeros, so it would "match" every other one."""
-    small = image.convert("L").resize((32, 32))
-    return ImageStat.Stat(small).stddev[0] < FLAT_STDDEV
+    """A (nearly) flat image, in every colour channel. (A drawing whose colours share one
+    brightness is not flat, though its grey version nearly is.)"""
+    small = image.convert("RGB").resize((32, 32))
+    return max(ImageStat.Stat(small).stddev) < FLAT_STDDEV
+
+
+def _hash_worth_comparing(phash: imagehash.ImageHash) -> bool:
+    """A picture flat in brightness hashes to (nearly) all zeros, which would "match" every other
+    such picture whatever its colours."""
+    return int(phash.hash.sum()) > 2
 
 
 def _near_duplicate(dataset: Dataset, phash: imagehash.ImageHash) -> Photo | None:
@@ -280,7 +287,9 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
         raise PhotoRejected(f"an exact duplicate of {twin.original_name}, already in this dataset")
     checked = check_image(data)
     flat = _nearly_one_colour(checked.image)
-    phash = None if flat else imagehash.phash(checked.image.convert("RGB"))
+    phash = imagehash.phash(checked.image.convert("RGB"))
+    if flat or not _hash_worth_comparing(phash):
+        phash = None  # stored empty: neither matched now nor later
     near = _near_duplicate(dataset, phash) if phash is not None else None
     notes = list(checked.warnings)
     if flat:

@@ -209,15 +209,17 @@ def test_out_of_memory_fails_with_advice_keeps_everything_and_resumes_in_low_mem
                           overrides={"steps": 6, "sample_every": 2})
     real_loss_of, calls = training.loss_of, []
 
-    def out_of_memory_at_step_3(*args, **kwargs):
+    def out_of_memory_from_step_3(*args, **kwargs):  # even with gradient checkpointing, which the run tries first
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) >= 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_loss_of(*args, **kwargs)
 
-    monkeypatch.setattr(training, "loss_of", out_of_memory_at_step_3)
+    monkeypatch.setattr(training, "loss_of", out_of_memory_from_step_3)
     run_training(job.pk)
     job.refresh_from_db()
+    lines = [e.data.get("line", "") for e in Event.objects.filter(topic=job.topic, kind="log")]
+    assert any("out of memory at step 3: gradient checkpointing is now on" in line for line in lines), lines
     assert job.state == JobState.FAILED and "out of memory" in job.error and "Internal error" not in job.error
     assert "low-memory mode" in job.error_hint and "checkpoints are kept" in job.error_hint
     assert job.checkpoint_step == 2 and dataset.photos.count() == 2

@@ -174,6 +174,22 @@ def test_single_colour_photos_are_not_near_duplicates_of_each_other(dataset):
     assert any("almost a single colour" in w for w in first.warnings)
 
 
+def test_pictures_flat_only_in_brightness_are_not_near_duplicates_either(dataset):
+    """Red beside a green of the same brightness: colourful, but its grey version (what the
+    perceptual hash sees) is flat."""
+    from PIL import ImageDraw
+
+    def halves(box: tuple[int, int, int, int]) -> bytes:
+        img = Image.new("RGB", (300, 300), (255, 0, 0))
+        ImageDraw.Draw(img).rectangle(box, fill=(0, 130, 0))
+        return _encode(img, "PNG")
+
+    photo_ingest(dataset=dataset, data=halves((150, 0, 300, 300)), name="left-right.png")
+    other = photo_ingest(dataset=dataset, data=halves((0, 150, 300, 300)), name="top-bottom.png")
+    assert other.duplicate_of is None
+    assert not any("almost the same" in w or "single colour" in w for w in other.warnings)
+
+
 def test_a_16_bit_greyscale_photo_keeps_its_tones_in_the_training_copy(dataset):
     import numpy as np
 
