@@ -89,7 +89,7 @@ def gallery_model_update(
     if not re.fullmatch(r"[\w-]{1,40}", trigger_word.strip()):
         errors["trigger_word"] = "one word: letters, digits, - or _, up to 40 characters"
     if license not in License.values:
-        errors["license"] = "choose one of the offered licenses"
+        errors["license"] = f"choose one of the offered licenses: {', '.join(License.values)}"
     try:
         tag_list = parse_tags(tags)
     except ValidationError as exc:

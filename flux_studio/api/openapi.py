@@ -10,13 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from flux_studio.api.webhooks import EVENTS
-from trainer.presets import MAX_RESOLUTIONS, MEMORY_MODES
+from gallery.models import License
+from trainer.datasets import BULK_OPS, MAX_CAPTION
+from trainer.models import CaptionPlacement, CaptionSource
+from trainer.presets import LIMITS, MAX_RESOLUTIONS, MEMORY_MODES
 
 S = dict[str, Any]
 STATUS = {"type": "string", "enum": ["starting", "processing", "succeeded", "failed", "canceled"]}
 STAMP = {"type": ["string", "null"], "format": "date-time"}
 ID = {"type": "integer", "minimum": 1}
 URL = {"type": "string", "format": "uri"}
+LICENSE = {"type": "string", "enum": list(License.values)}
 SIDE = {"type": "integer", "minimum": 32, "maximum": 2048, "multipleOf": 16}  # a training resolution
 
 
@@ -28,8 +32,10 @@ def nullable(schema: S) -> S:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def obj(properties: S, required: list[str] | None = None, *, closed: bool = True) -> S:
+def obj(properties: S, required: list[str] | None = None, *, closed: bool = True, description: str = "") -> S:
     schema: S = {"type": "object", "properties": properties}
+    if description:
+        schema["description"] = description
     if required:
         schema["required"] = required
     if closed:
@@ -57,9 +63,75 @@ SCHEMAS: S = {
         "id": ID, "name": {"type": "string"}, "content_type": {"type": "string"}, "size": {"type": "integer"},
         "checksums": obj({"sha256": {"type": "string"}}), "dataset": ID, "width": {"type": "integer"},
         "height": {"type": "integer"}, "caption": {"type": "string"},
+        "caption_source": {"type": "string", "enum": list(CaptionSource.values),
+                           "description": "user and file captions are never replaced by auto-captioning unless it overwrites"},
+        "excluded": {"type": "boolean", "description": "kept in the dataset but not trained on"},
         "warnings": {"type": "array", "items": {"type": "string"}}, "created_at": STAMP,
         "urls": obj({"get": URL, "download": URL}),
-    }, ["id", "name", "dataset", "urls"], closed=False),
+    }, ["id", "name", "dataset", "caption", "excluded", "urls"], closed=False),
+    "FileUpdate": obj({
+        "caption": {"type": "string", "maxLength": MAX_CAPTION, "description": "what the photo trains with; \"\" clears it"},
+        "excluded": {"type": "boolean"},
+    }, description="give caption, excluded or both"),
+    "Dataset": obj({
+        "id": ID, "name": {"type": "string"}, "trigger_word": {"type": "string"},
+        "caption_placement": {"type": "string", "enum": list(CaptionPlacement.values)},
+        "caption_prefix": {"type": "string"}, "caption_suffix": {"type": "string"},
+        "captioner": {"type": "string"}, "caption_prompt": {"type": "string"},
+        "counts": obj({"photos": {"type": "integer"}, "training": {"type": "integer", "description": "not excluded"},
+                       "captioned": {"type": "integer", "description": "not excluded and captioned"}}),
+        "created_at": STAMP, "updated_at": STAMP,
+        "photos": {"type": "array", "items": ref("File"), "description": "GET /datasets/{id} only: every photo, oldest first"},
+        "health": {"type": "object", "description": "GET /datasets/{id} only: counts and the problems worth fixing "
+                                                    "before training (`problems`), as the web page shows"},
+        "captioning": ref("Captioning"),
+        "urls": obj({"get": URL, "files": URL, "captioning": URL, "export": URL, "web": URL}),
+    }, ["id", "name", "trigger_word", "counts", "urls"], closed=False),
+    "DatasetEdit": obj({
+        "name": {"type": "string", "minLength": 1, "maxLength": 120},
+        "trigger_word": {"type": "string", "maxLength": 40, "description": "2-40 letters, digits, _ or -; \"\" clears it"},
+        "caption_placement": {"type": "string", "enum": list(CaptionPlacement.values),
+                              "description": "where auto-captions put the trigger word"},
+        "caption_prefix": {"type": "string", "maxLength": 200}, "caption_suffix": {"type": "string", "maxLength": 200},
+        "captioner": {"type": "string", "maxLength": 200, "description": "a captioner preset or kind:path; \"\" = the studio's"},
+        "caption_prompt": {"type": "string", "maxLength": 1000},
+    }),
+    "DatasetCopy": obj({"name": {"type": "string", "minLength": 1, "maxLength": 120}}),
+    "CaptionsBulk": obj({
+        "op": {"type": "string", "enum": list(BULK_OPS), "description": (
+            "replace: `find` -> `replace`; prepend / append: `text`; insert_trigger: the trigger word where the "
+            "caption style puts it; template: fill empty captions with \"a photo of TRIGGER\"")},
+        "ids": {"type": "array", "items": ID, "minItems": 1, "description": "photos of this dataset; all when left out"},
+        "find": {"type": "string", "maxLength": MAX_CAPTION}, "replace": {"type": "string", "maxLength": MAX_CAPTION},
+        "text": {"type": "string", "maxLength": MAX_CAPTION}, "case_sensitive": {"type": "boolean"},
+        "dry_run": {"type": "boolean", "description": "only say what would change"},
+    }, ["op"]),
+    "CaptionsBulkResult": obj({
+        "dataset": ID, "op": {"type": "string"}, "dry_run": {"type": "boolean"},
+        "changes": {"type": "array", "items": obj({"id": ID, "before": {"type": "string"}, "after": {"type": "string"},
+                                                  "before_source": {"type": "string"}})},
+        "counts": obj({"captioned": {"type": "integer"}, "training": {"type": "integer"}}),
+    }, ["changes"], closed=False),
+    "CaptioningStart": obj({
+        "ids": {"type": "array", "items": ID, "minItems": 1, "description": "photos of this dataset; all when left out"},
+        "overwrite": {"type": "boolean", "description": "replace captions you wrote or uploaded too"},
+    }),
+    "Captioning": obj({
+        "dataset": ID, "status": {"anyOf": [STATUS, {"type": "null"}], "description": "null: never run"},
+        "message": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+        "metrics": {"type": "object"}, "updated_at": STAMP, "urls": obj({"get": URL, "dataset": URL}),
+    }, ["dataset", "status", "urls"], closed=False),
+    "TriggerWordCheck": obj({
+        "word": {"type": "string"}, "base_model": {"type": "string"},
+        "ok": {"type": "boolean", "description": "false: the word cannot be used (see errors)"},
+        "errors": {"type": "array", "items": {"type": "string"}}, "warnings": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "splits": {"type": "array", "items": {"type": "object"}, "description": "how each tokenizer of the base splits it"},
+    }, ["word", "ok", "errors", "warnings"], closed=False),
+    "TrainingResume": obj({"memory_mode": {"type": "string", "enum": list(MEMORY_MODES),
+                                           "description": "low: switch a training that ran out of GPU memory"}}),
+    "TrainingContinue": obj({"steps": {"type": "integer", "minimum": LIMITS["steps"][0], "maximum": LIMITS["steps"][1]},
+                             **WEBHOOK_FIELDS}, ["steps"]),
     "FileUploadResult": obj({
         "id": ID, "name": {"type": "string"}, "dataset": ID, "files": {"type": "array", "items": ref("File")},
         "rejected": {"type": "array", "items": obj({"name": {"type": "string"}, "reason": {"type": "string"}})},
@@ -94,7 +166,9 @@ SCHEMAS: S = {
     }),
     "TrainingCreate": obj({"input": ref("TrainingInput"), **WEBHOOK_FIELDS}, ["input"]),
     "Training": obj({
-        "id": ID, "name": {"type": "string"}, "status": STATUS, "input": {"type": "object"},
+        "id": ID, "name": {"type": "string"}, "status": STATUS,
+        "parent": {"anyOf": [ID, {"type": "null"}], "description": "the training this one continues"},
+        "input": {"type": "object"},
         "output": nullable(obj({"weights": nullable(URL), "kohya_weights": nullable(URL), "config": nullable(URL)})),
         "logs": {"type": "string"}, "error": {"type": ["string", "null"]},
         "metrics": {"type": "object"}, "samples": {"type": "array", "items": {"type": "object"}},
@@ -125,14 +199,14 @@ SCHEMAS: S = {
     }, ["id", "status", "input", "output", "logs", "error", "metrics", "created_at", "urls"], closed=False),
     "Model": obj({
         "id": ID, "title": {"type": "string"}, "description": {"type": "string"}, "owner": {"type": "string"},
-        "trigger_word": {"type": "string"}, "base_model": {"type": "string"}, "license": {"type": "string"},
+        "trigger_word": {"type": "string"}, "base_model": {"type": "string"}, "license": LICENSE,
         "tags": {"type": "array", "items": {"type": "string"}}, "published": {"type": "boolean"},
         "weights": {"type": "object"}, "kohya_weights": {"type": "object"},
         "examples": {"type": "array", "items": {"type": "object"}}, "urls": obj({"get": URL, "web": URL}),
     }, ["id", "title", "trigger_word", "base_model", "weights", "urls"], closed=False),
     "ModelPublish": obj({
         "training": ID, "title": {"type": "string", "maxLength": 120}, "description": {"type": "string"},
-        "trigger_word": {"type": "string", "maxLength": 40}, "license": {"type": "string"},
+        "trigger_word": {"type": "string", "maxLength": 40}, "license": LICENSE,
         "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
         "examples": {"type": "array", "maxItems": 8, "items": obj({"prediction": ID, "index": {"type": "integer", "minimum": 0}}, ["prediction"])},
         "published": {"type": "boolean", "default": True,
@@ -153,6 +227,9 @@ ERRORS = {code: {"description": text, "content": PROBLEM} for code, text in (
     ("401", "no or bad token"), ("404", "no such object, or not yours"), ("422", "invalid input (field errors)"),
     ("429", "rate limited (see Retry-After)"),
 )}
+
+
+CONFLICT = {"409": {"description": "not possible in the object's current state (the detail says why)", "content": PROBLEM}}
 
 
 def json_response(schema: S, description: str = "OK") -> S:
@@ -214,9 +291,49 @@ PATHS: S = {
     "/files/{id}": {
         "parameters": [path_id()],
         "get": op("getFile", "Get a file", {"200": json_response(ref("File"))}),
+        "patch": op("updateFile", "Edit a photo's caption or exclude it from training", {"200": json_response(ref("File"))},
+                    body=jbody("FileUpdate"),
+                    description="A caption set here is yours: auto-captioning keeps it unless asked to overwrite."),
         "delete": op("deleteFile", "Delete a file", {"204": {"description": "deleted"}}),
     },
     "/files/{id}/download": {"parameters": [path_id()], "get": op("downloadFile", "Download the original", {"200": binary("the file")})},
+    "/datasets": {
+        "get": op("listDatasets", "List your datasets, newest first", {"200": json_response(page_of("Dataset"))}, params=LIST_PARAMS),
+        "post": op("createDataset", "Create a dataset", {"201": json_response(ref("Dataset"), "created")},
+                   body={"application/json": {"schema": {**ref("DatasetEdit"), "description": "`name` is required"}}},
+                   description="Add photos with POST /files and its `dataset` field (images, or a zip with same-name "
+                               ".txt captions)."),
+    },
+    "/datasets/{id}": {
+        "parameters": [path_id()],
+        "get": op("getDataset", "Get a dataset with its photos, health and captioning", {"200": json_response(ref("Dataset"))}),
+        "patch": op("updateDataset", "Rename a dataset, or change its trigger word and caption style",
+                    {"200": json_response(ref("Dataset"))}, body=jbody("DatasetEdit")),
+        "delete": op("deleteDataset", "Delete a dataset and its photos", {"204": {"description": "deleted"}},
+                     description="Trainings made from it keep the photos and captions they froze at launch."),
+    },
+    "/datasets/{id}/duplicate": {"parameters": [path_id()], "post": op(
+        "duplicateDataset", "Copy a dataset (photo files, captions, style)", {"201": json_response(ref("Dataset"), "the copy")},
+        body=jbody("DatasetCopy"))},
+    "/datasets/{id}/export": {"parameters": [path_id()], "get": op(
+        "exportDataset", "The training photos with same-name .txt captions, as a zip",
+        {"200": {"description": "zip", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})},
+    "/datasets/{id}/captions/bulk": {"parameters": [path_id()], "post": op(
+        "bulkEditCaptions", "Find/replace, prepend, append, insert the trigger word or fill templates in many captions",
+        {"200": json_response(ref("CaptionsBulkResult"), "what changed (or would, with dry_run)")}, body=jbody("CaptionsBulk"))},
+    "/datasets/{id}/captioning": {
+        "parameters": [path_id()],
+        "get": op("getCaptioning", "The dataset's latest auto-captioning run", {"200": json_response(ref("Captioning"))}),
+        "post": op("startCaptioning", "Auto-caption the dataset on the GPU worker",
+                   {"202": json_response(ref("Captioning"), "queued; poll urls.get")},
+                   body={"application/json": {"schema": ref("CaptioningStart")}},
+                   description="Captions you wrote or uploaded stay unless `overwrite`; excluded photos are skipped. "
+                               "New captions appear on the photos in GET /datasets/{id}."),
+    },
+    "/trigger-words/check": {"get": op(
+        "checkTriggerWord", "Check a trigger word as the dataset page does", {"200": json_response(ref("TriggerWordCheck"))},
+        params=[{"name": "word", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 200}},
+                {"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"}}])},
     "/trainings": {
         "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))}, params=LIST_PARAMS),
         "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")},
@@ -229,8 +346,21 @@ PATHS: S = {
                    description="JSON, or multipart with the images (a zip) as `input_images` file parts; the answer "
                                "then lists `rejected_files` with reasons."),
     },
-    "/trainings/{id}": {"parameters": [path_id()], "get": op("getTraining", "Get a training", {"200": json_response(ref("Training"))})},
+    "/trainings/{id}": {
+        "parameters": [path_id()],
+        "get": op("getTraining", "Get a training", {"200": json_response(ref("Training"))}),
+        "delete": op("deleteTraining", "Delete a finished training and its files", {"204": {"description": "deleted"}, **CONFLICT},
+                     description="409 while it runs (cancel first), while it is published in the gallery (unpublish "
+                                 "first) or while a continuation of it has not succeeded."),
+    },
     "/trainings/{id}/cancel": {"parameters": [path_id()], "post": op("cancelTraining", "Cancel a training", {"200": json_response(ref("Training"))})},
+    "/trainings/{id}/resume": {"parameters": [path_id()], "post": op(
+        "resumeTraining", "Resume a canceled or failed training from its last checkpoint",
+        {"200": json_response(ref("Training")), **CONFLICT}, body={"application/json": {"schema": ref("TrainingResume")}})},
+    "/trainings/{id}/continue": {"parameters": [path_id()], "post": op(
+        "continueTraining", "Train a succeeded LoRA further, as a new training from its weights",
+        {"201": json_response(ref("Training"), "the new training (its `parent` is this one)"), **CONFLICT},
+        body=jbody("TrainingContinue"))},
     "/trainings/{id}/files/{kind}": {
         "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights", "config"])],
         "get": op("downloadTrainingFile", "Download the LoRA (diffusers or kohya layout) or its config", {"200": binary(".safetensors or .yaml")}),
@@ -244,7 +374,12 @@ PATHS: S = {
         "post": op("createPrediction", "Generate images", {"201": json_response(ref("Prediction"), "created")},
                    body=jbody("PredictionCreate"), params=[PREFER]),
     },
-    "/predictions/{id}": {"parameters": [path_id()], "get": op("getPrediction", "Get a prediction", {"200": json_response(ref("Prediction"))})},
+    "/predictions/{id}": {
+        "parameters": [path_id()],
+        "get": op("getPrediction", "Get a prediction", {"200": json_response(ref("Prediction"))}),
+        "delete": op("deletePrediction", "Delete a prediction and its images (canceled first if it runs)",
+                     {"204": {"description": "deleted"}}),
+    },
     "/predictions/{id}/cancel": {"parameters": [path_id()], "post": op("cancelPrediction", "Cancel a prediction", {"200": json_response(ref("Prediction"))})},
     "/predictions/{id}/images/{index}": {
         "parameters": [path_id(), {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],

@@ -7,6 +7,7 @@ this API, never at storage.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django.urls import reverse
@@ -15,7 +16,8 @@ from flux_studio.api.common import Urls, iso
 from flux_studio.api.models import FileUpload
 from flux_studio.models import Event
 from gallery.models import GalleryModel, Generation, GenerationState
-from trainer.models import JobState, Photo, TrainingJob
+from trainer.models import Dataset, JobState, Photo, TrainingJob
+from trainer.selectors import dataset_health
 
 # Replicate's statuses: starting, processing, succeeded, failed, canceled.
 TRAINING_STATUS = {
@@ -69,6 +71,7 @@ def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
         "id": job.pk,
         "name": job.name,
         "status": status,
+        "parent": job.parent_id,
         "input": training_input(job),
         "output": output,
         "logs": event_logs(job.topic),
@@ -127,10 +130,65 @@ def file_object(photo: Photo, urls: Urls) -> dict[str, Any]:
         "width": photo.width,
         "height": photo.height,
         "caption": photo.caption,
+        "caption_source": photo.caption_source,
+        "excluded": photo.excluded,
         "warnings": photo.warnings,
         "created_at": iso(photo.created_at),
         "urls": {"get": urls.api("file", photo.pk), "download": urls.api("file_download", photo.pk)},
     }
+
+
+# The dataset's "captioning" events (trainer.captions) in Replicate's statuses.
+CAPTIONING_STATUS = {"queued": "starting", "started": "processing", "finished": "succeeded",
+                     "unavailable": "failed", "failed": "failed"}
+
+
+def captioning_object(dataset: Dataset, urls: Urls) -> dict[str, Any]:
+    """The dataset's latest auto-captioning run, read off its live events; status null: never run."""
+    event = Event.objects.filter(topic=dataset.topic, kind="captioning").order_by("-id").first()
+    data = event.data if event is not None else {}
+    state = data.get("state")
+    status = CAPTIONING_STATUS.get(state) if state else None
+    return {
+        "dataset": dataset.pk,
+        "status": status,
+        "message": data.get("message") or None,
+        "error": data.get("message") if status == "failed" else None,
+        "metrics": {key: data.get(key) for key in ("total", "done", "kept", "failed")},
+        "updated_at": iso(event.created_at) if event is not None else None,
+        "urls": {"get": urls.api("dataset_captioning", dataset.pk), "dataset": urls.api("dataset", dataset.pk)},
+    }
+
+
+def dataset_object(dataset: Dataset, urls: Urls, *, detail: bool = False) -> dict[str, Any]:
+    """A dataset; with `detail` (GET /datasets/{id}) also its photos (File objects, oldest first),
+    its health summary (what the web page warns about) and its latest auto-captioning run."""
+    counts = {"photos": getattr(dataset, "photo_count", None), "training": getattr(dataset, "training_count", None),
+              "captioned": getattr(dataset, "captioned_count", None)}
+    if None in counts.values():  # not annotated (a freshly created or duplicated dataset)
+        used = dataset.photos.filter(excluded=False)
+        counts = {"photos": dataset.photos.count(), "training": used.count(), "captioned": used.exclude(caption="").count()}
+    body: dict[str, Any] = {
+        "id": dataset.pk,
+        "name": dataset.name,
+        "trigger_word": dataset.trigger_word,
+        "caption_placement": dataset.caption_placement,
+        "caption_prefix": dataset.caption_prefix,
+        "caption_suffix": dataset.caption_suffix,
+        "captioner": dataset.captioner,
+        "caption_prompt": dataset.caption_prompt,
+        "counts": counts,
+        "created_at": iso(dataset.created_at),
+        "updated_at": iso(dataset.updated_at),
+        "urls": {"get": urls.api("dataset", dataset.pk), "files": urls.api("files") + f"?dataset={dataset.pk}",
+                 "captioning": urls.api("dataset_captioning", dataset.pk),
+                 "export": urls.api("dataset_export", dataset.pk), "web": urls.path(dataset.get_absolute_url())},
+    }
+    if detail:
+        body["photos"] = [file_object(photo, urls) for photo in dataset.photos.order_by("created_at", "id")]
+        body["health"] = asdict(dataset_health(dataset))
+        body["captioning"] = captioning_object(dataset, urls)
+    return body
 
 
 def upload_object(upload: FileUpload, urls: Urls, rejected: list[dict[str, str]] | None = None) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 from django.urls import path, re_path
 
-from flux_studio.api import views_files, views_models, views_pages, views_predictions, views_trainings
+from flux_studio.api import (
+    views_datasets, views_files, views_models, views_pages, views_predictions, views_trainings,
+)
 
 app_name = "api"
 urlpatterns = [
@@ -14,9 +16,18 @@ urlpatterns = [
     path("files/uploads/<int:pk>", views_files.file_upload, name="file_upload"),
     path("files/<int:pk>", views_files.file_detail, name="file"),
     path("files/<int:pk>/download", views_files.file_download, name="file_download"),
+    path("datasets", views_datasets.datasets_view, name="datasets"),
+    path("datasets/<int:pk>", views_datasets.dataset_view, name="dataset"),
+    path("datasets/<int:pk>/duplicate", views_datasets.dataset_duplicate, name="dataset_duplicate"),
+    path("datasets/<int:pk>/export", views_datasets.dataset_export, name="dataset_export"),
+    path("datasets/<int:pk>/captions/bulk", views_datasets.dataset_captions_bulk, name="dataset_captions_bulk"),
+    path("datasets/<int:pk>/captioning", views_datasets.dataset_captioning, name="dataset_captioning"),
+    path("trigger-words/check", views_datasets.trigger_word_check, name="trigger_word_check"),
     path("trainings", views_trainings.trainings, name="trainings"),
     path("trainings/<int:pk>", views_trainings.training, name="training"),
     path("trainings/<int:pk>/cancel", views_trainings.training_cancel, name="training_cancel"),
+    path("trainings/<int:pk>/resume", views_trainings.training_resume, name="training_resume"),
+    path("trainings/<int:pk>/continue", views_trainings.training_continue, name="training_continue"),
     path("trainings/<int:pk>/files/<str:kind>", views_trainings.training_download, name="training_download"),
     path("trainings/<int:pk>/samples/<int:sample_pk>", views_trainings.training_sample, name="training_sample"),
     path("predictions", views_predictions.predictions, name="predictions"),

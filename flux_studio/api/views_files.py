@@ -6,23 +6,25 @@ checks as the browser: really an image, not a bomb, big enough, not a duplicate)
 the dataset named by the `dataset` form field, or in your "API uploads" dataset. The answer lists
 the accepted files and, per rejected file, the reason. Its `urls.get` (GET /files/uploads/<id>)
 can be given to POST /trainings as `input_images`, like a Replicate file URL; the dataset id and
-the file ids can be given too.
+the file ids can be given too. PATCH /files/{id} edits a photo's caption and `excluded` flag.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
-from flux_studio.api.common import Urls, paginated, parse_id
-from flux_studio.api.problems import ApiError, field_error
+from flux_studio.api.common import Urls, check_keys, paginated, parse_id
+from flux_studio.api.problems import ApiError, field_error, json_body
 from flux_studio.api.models import FileUpload
 from flux_studio.api.serializers import file_object, upload_object
 from flux_studio.api.uploads import ingest_uploads
 from flux_studio.files import serve_file
-from trainer.datasets import dataset_create, photos_delete
+from trainer.datasets import MAX_CAPTION, dataset_create, photo_caption_set, photos_delete, photos_set_excluded
 from trainer.models import Dataset, Photo
 
 API_DATASET_NAME = "API uploads"
@@ -82,12 +84,34 @@ def _own_photo(request: HttpRequest, pk: int) -> Photo:
     return get_object_or_404(Photo.objects.select_related("dataset"), pk=pk, dataset__owner=request.user)
 
 
-@api_view(("GET", "DELETE"))
+def _edit(photo: Photo, data: dict[str, Any]) -> Photo:
+    """PATCH: `caption` (what the photo trains with; "" clears it) and `excluded` (kept in the
+    dataset but not trained on), as the dataset page's caption box and exclude toggle."""
+    check_keys(data, ("caption", "excluded"), where="body")
+    if not data:
+        raise ApiError(422, "nothing to change; give `caption` and/or `excluded`")
+    caption, excluded = data.get("caption"), data.get("excluded")
+    if "caption" in data and (not isinstance(caption, str) or len(caption) > MAX_CAPTION):
+        raise field_error("caption", f"a string of at most {MAX_CAPTION} characters")
+    if "excluded" in data and not isinstance(excluded, bool):
+        raise field_error("excluded", "true or false")
+    with transaction.atomic():
+        if isinstance(caption, str):
+            photo_caption_set(photo=photo, caption=caption)  # marked as yours: auto-captioning keeps it
+        if isinstance(excluded, bool):
+            photos_set_excluded(dataset=photo.dataset, photo_ids=[photo.pk], excluded=excluded)
+    photo.refresh_from_db()
+    return photo
+
+
+@api_view(("GET", "PATCH", "DELETE"))
 def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
     photo = _own_photo(request, pk)
     if request.method == "DELETE":
         photos_delete(dataset=photo.dataset, photo_ids=[photo.pk])
         return HttpResponse(status=204)
+    if request.method == "PATCH":
+        photo = _edit(photo, json_body(request))
     return JsonResponse(file_object(photo, Urls(request)))
 
 

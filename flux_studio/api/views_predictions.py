@@ -1,4 +1,4 @@
-"""/predictions: generate images with LoRAs (Generation rows), list, read, cancel, download.
+"""/predictions: generate images with LoRAs (Generation rows), list, read, cancel, delete, download.
 
 `Prefer: wait=n` (n <= 60) holds a create request until the prediction finishes or n seconds
 pass, like Replicate's synchronous mode; the object answered is whatever state it reached.
@@ -132,9 +132,14 @@ def predictions(request: HttpRequest) -> HttpResponse:
     return paginated(request, rows, lambda g: prediction_object(g, urls))
 
 
-@api_view(("GET",))
+@api_view(("GET", "DELETE"))
 def prediction(request: HttpRequest, pk: int) -> HttpResponse:
-    return JsonResponse(prediction_object(_own(request, pk), Urls(request)))
+    generation = _own(request, pk)
+    if request.method == "DELETE":
+        # As the web's delete: canceled first if it runs; gallery examples made from it keep their copies.
+        services.generation_delete(generation=generation)
+        return HttpResponse(status=204)
+    return JsonResponse(prediction_object(generation, Urls(request)))
 
 
 @api_view(("POST",))

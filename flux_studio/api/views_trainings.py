@@ -1,4 +1,4 @@
-"""/trainings: launch, list, read and cancel LoRA trainings (TrainingJob rows).
+"""/trainings: launch, list, read, cancel, resume, continue and delete LoRA trainings (TrainingJob rows).
 
 The training's id is the studio's job id, so the web page (urls.web) and the API show the same
 thing, and trainings launched in the browser are listed here too.
@@ -20,14 +20,14 @@ from django.shortcuts import get_object_or_404
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body, json_object
-from flux_studio.api.serializers import TRAINING_DOWNLOADS, training_object
+from flux_studio.api.serializers import TRAINING_DOWNLOADS, TRAINING_STATUS, training_object
 from flux_studio.api.training_input import (
     AUTOCAPTION_KEYS, TrainingSource, apply_style, autocaption_flag, dataset_for_training, discard, training_source,
 )
-from flux_studio.api.webhooks import parse_webhook, webhook_register
+from flux_studio.api.webhooks import parse_webhook, webhook_register, webhooks_rearm
 from flux_studio.files import serve_file
-from trainer import jobs
-from trainer.models import Dataset, TrainingJob
+from trainer import api_services, jobs
+from trainer.models import Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
 
 INPUT_KEYS = (
@@ -183,9 +183,67 @@ def trainings(request: HttpRequest) -> HttpResponse:
     return paginated(request, rows, lambda job: training_object(job, urls))
 
 
-@api_view(("GET",))
+@api_view(("GET", "DELETE"))
 def training(request: HttpRequest, pk: int) -> HttpResponse:
-    return JsonResponse(training_object(_own_job(request, pk), Urls(request)))
+    job = _own_job(request, pk)
+    if request.method == "DELETE":
+        try:
+            api_services.training_delete(job=job)
+        except api_services.Refused as exc:
+            raise ApiError(409, str(exc)) from None
+        return HttpResponse(status=204)
+    return JsonResponse(training_object(job, Urls(request)))
+
+
+def _state_error(exc: ValidationError) -> ApiError:
+    """A service's refusal: about a field, a 422; about the training's state (it changed
+    meanwhile), a 409."""
+    return from_validation_error(exc) if hasattr(exc, "error_dict") else ApiError(409, " ".join(exc.messages))
+
+
+@api_view(("POST",))
+def training_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resume a canceled or failed training from its last checkpoint (the same training, its step
+    count goes on), optionally in low memory mode (after running out of GPU memory)."""
+    job = _own_job(request, pk)
+    data = json_body(request)
+    check_keys(data, ("memory_mode",), where="body")
+    mode = data.get("memory_mode")
+    if mode is not None and mode not in MEMORY_MODES:
+        raise field_error("memory_mode", f"one of {', '.join(MEMORY_MODES)}")
+    if job.state not in (JobState.CANCELED, JobState.FAILED):
+        raise ApiError(409, f"only a canceled or failed training can be resumed; this one is {TRAINING_STATUS[job.state]}")
+    with transaction.atomic():
+        webhooks_rearm(kind="training", object_id=job.pk)  # its webhooks hear this run's start and end
+        try:
+            jobs.job_resume(job=job, memory_mode=mode)
+        except ValidationError as exc:
+            raise _state_error(exc) from None
+    job.refresh_from_db()
+    return JsonResponse(training_object(job, Urls(request)))
+
+
+@api_view(("POST",))
+def training_continue(request: HttpRequest, pk: int) -> HttpResponse:
+    """Train a succeeded LoRA `steps` further: a new training that starts from its weights."""
+    job = _own_job(request, pk)
+    body = json_body(request)
+    check_keys(body, ("steps", "webhook", "webhook_events_filter"), where="body")
+    low, high = LIMITS["steps"]
+    steps = number(body, "steps", int, low=low, high=high)
+    if steps is None:
+        raise field_error("steps", f"how many more steps to train, {low} to {high}")
+    hook = parse_webhook(body)
+    if job.state != JobState.SUCCEEDED or not job.lora_file:
+        raise ApiError(409, "only a succeeded training with its LoRA file can be continued")
+    with transaction.atomic():
+        try:
+            child = jobs.job_continue(job=job, extra_steps=steps)
+        except ValidationError as exc:
+            raise _state_error(exc) from None
+        if hook:
+            webhook_register(owner=request.user, kind="training", object_id=child.pk, **hook)
+    return JsonResponse(training_object(child, Urls(request)), status=201)
 
 
 @api_view(("POST",))

@@ -62,6 +62,11 @@ def webhook_register(*, owner: AbstractBaseUser, kind: str, object_id: int, url:
     return Webhook.objects.create(owner=owner, kind=kind, object_id=object_id, url=url, events=events)
 
 
+def webhooks_rearm(*, kind: str, object_id: int) -> None:
+    """A resumed object runs again: its webhooks may send `start` and `completed` once more."""
+    Webhook.objects.filter(kind=kind, object_id=object_id).update(start_sent=False, completed_sent=False)
+
+
 def sign(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Standard Webhooks signature: "v1," + base64(HMAC-SHA256(key, "id.timestamp.body"))."""
     key = base64.b64decode(secret.removeprefix("whsec_"))

@@ -14,6 +14,13 @@ from trainer import jobs
 from trainer.models import JobState, TrainingJob
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limit_across_tests(settings):
+    """Each test's tokens get the same ids again (rolled-back rows), so their one-minute rate
+    windows would add up over the whole run; the limit's own test sets a low one."""
+    settings.API_RATE_LIMIT_PER_MINUTE = 100_000
+
+
 class ApiClient:
     """Django's test client with a bearer token and JSON bodies."""
 
@@ -26,6 +33,11 @@ class ApiClient:
 
     def delete(self, path: str, **kw: Any):
         return self.client.delete(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def patch(self, path: str, data: Any = None, **kw: Any):
+        headers = {**self.headers, **kw.pop("headers", {})}
+        body = json.dumps(data) if data is not None else ""
+        return self.client.patch(path, body, content_type="application/json", headers=headers, **kw)
 
     def post(self, path: str, data: Any = None, **kw: Any):
         headers = {**self.headers, **kw.pop("headers", {})}
