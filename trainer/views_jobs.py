@@ -109,6 +109,20 @@ def job_continue_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def job_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _own_job(request, pk)
+    name = job.name
+    try:
+        jobs.job_delete(job=job)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(job)
+    messages.success(request, f"Deleted “{name}” with its LoRA, samples and checkpoints.")
+    return redirect("trainer:job_list")
+
+
+@login_required
 def job_sample(request: HttpRequest, pk: int, sample_pk: int) -> HttpResponse:
     from flux_studio.files import serve_file
 

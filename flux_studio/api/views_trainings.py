@@ -26,7 +26,7 @@ from flux_studio.api.training_input import (
 )
 from flux_studio.api.webhooks import parse_webhook, webhook_register, webhooks_rearm
 from flux_studio.files import serve_file
-from trainer import api_services, jobs
+from trainer import jobs
 from trainer.models import Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
 
@@ -188,9 +188,9 @@ def training(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
     if request.method == "DELETE":
         try:
-            api_services.training_delete(job=job)
-        except api_services.Refused as exc:
-            raise ApiError(409, str(exc)) from None
+            jobs.job_delete(job=job)
+        except ValidationError as exc:
+            raise _state_error(exc) from None
         return HttpResponse(status=204)
     return JsonResponse(training_object(job, Urls(request)))
 

@@ -215,6 +215,35 @@ def test_bob_gets_404_for_alices_resume_continue_and_samples(alice, bob_client, 
     assert canceled.state == JobState.CANCELED and TrainingJob.objects.count() == 2
 
 
+def test_a_finished_training_is_deleted_from_its_page_with_its_files(alice_client, bob_client, alice, make_dataset,
+                                                                     django_capture_on_commit_callbacks):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    dataset = make_dataset(alice, n=1)
+    running = jobs.job_create(owner=alice, dataset=dataset, base_model="tiny")
+    finished = jobs.job_create(owner=alice, dataset=dataset, base_model="tiny")
+    TrainingJob.objects.filter(pk=finished.pk).update(state=JobState.SUCCEEDED)
+    finished.refresh_from_db()
+    finished.lora_file.save("lora.safetensors", ContentFile(b"weights"), save=True)
+    stored = finished.lora_file.name
+
+    page = alice_client.get(finished.get_absolute_url())
+    assert b'id="delete"' in page.content
+    assert b'id="delete"' not in alice_client.get(running.get_absolute_url()).content  # cancel first
+    assert bob_client.post(reverse("trainer:job_delete", args=[finished.pk])).status_code == 404
+    refused = alice_client.post(reverse("trainer:job_delete", args=[running.pk]), follow=True)
+    assert "cancel it first" in refused.content.decode() and TrainingJob.objects.filter(pk=running.pk).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(reverse("trainer:job_delete", args=[finished.pk]), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("trainer:job_list")
+    assert "Deleted" in response.content.decode()
+    assert not TrainingJob.objects.filter(pk=finished.pk).exists()
+    assert not default_storage.exists(stored)  # the LoRA's weights are gone, not just the row
+    assert dataset.photos.count() == 1  # the dataset stays
+
+
 def test_memory_mode_is_a_launch_setting_and_a_resume_may_switch_to_low(alice_client, alice, make_dataset):
     dataset = make_dataset(alice, n=1)
     page = alice_client.get(reverse("trainer:job_launch", args=[dataset.pk]))
