@@ -37,7 +37,7 @@ def on_worker_start(hook: Callable[[], None]) -> Callable[[], None]:
 
 def housekeeping(every: float) -> Callable[[Callable[[], None]], Callable[[], None]]:
     """A clean-up a GPU worker runs at start, after the start hooks, then every `every` seconds
-    from its heartbeat thread (so also while a task runs: keep it short and safe alongside one)."""
+    from its housekeeping thread (so also while a task runs: it must be safe alongside one)."""
 
     def register(hook: Callable[[], None]) -> Callable[[], None]:
         _housekeeping.append((hook, every))
@@ -138,23 +138,35 @@ def unregister() -> None:
         _state["worker_id"] = ""
 
 
-def start_heartbeat_thread(stop: threading.Event, housekeeping: bool = False) -> threading.Thread:
-    """Beat every WORKER_HEARTBEAT_SECONDS; with `housekeeping` (GPU workers) also run what is due."""
-    clock = HousekeepingClock(time.monotonic())
-
+def start_heartbeat_thread(stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         while not stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
             try:
                 beat()
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
-            try:
-                if housekeeping:
-                    clock.run_due(time.monotonic())
             finally:
                 close_old_connections()
 
     thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_housekeeping_thread(stop: threading.Event, tick: float = 30.0) -> threading.Thread:
+    """A GPU worker's clean-ups after the first round (run at start), each when it is due. A
+    thread of its own, so a slow one (a busy disk, a locked database) never holds up the
+    heartbeat: a worker that stops beating has its running job taken over."""
+    clock = HousekeepingClock(time.monotonic())
+
+    def loop() -> None:
+        while not stop.wait(tick):
+            try:
+                clock.run_due(time.monotonic())
+            finally:
+                close_old_connections()
+
+    thread = threading.Thread(target=loop, name="housekeeping", daemon=True)
     thread.start()
     return thread
 

@@ -26,10 +26,15 @@ def recover_orphaned_jobs_task() -> None:
 @worker.on_worker_start
 def _recover_on_start() -> None:
     from trainer.jobs import recover_orphaned_jobs
-    from trainer.training_run import sweep_work_dirs
 
     recover_orphaned_jobs()
-    sweep_work_dirs()  # after recovery, so a job re-queued just now keeps its folder
+
+
+@worker.housekeeping(every=600)  # its first round comes after the start hooks: a job recovered just now keeps its folder
+def _sweep_work_dirs() -> None:
+    from trainer.training_run import sweep_work_dirs
+
+    sweep_work_dirs()  # finished, deleted or orphaned jobs' local folders (photo copies, checkpoints)
 
 
 @worker.housekeeping(every=3600)

@@ -228,6 +228,25 @@ def test_a_removal_that_fails_is_logged_and_the_next_start_retries(alice, make_d
     assert leftovers() == []
 
 
+def test_a_running_gpu_worker_sweeps_a_deleted_trainings_folder_within_ten_minutes(alice, make_dataset):
+    """The photo copies and checkpoints of a training deleted while its folder was kept (e.g. a
+    failed checkpoint upload) do not wait for a worker restart to leave the GPU machine."""
+    from flux_studio.management.commands.run_worker import import_task_modules
+
+    import_task_modules()
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.FAILED)
+    clock = worker.HousekeepingClock(now=0.0)  # the worker started (and swept) at 0
+    make_folder(str(job.pk), 4)  # only this machine has its checkpoint: kept while the job exists
+    clock.run_due(600.0)
+    assert leftovers() == [str(job.pk)]
+    jobs.job_delete(job=job)
+    clock.run_due(1199.0)
+    assert leftovers() == [str(job.pk)]  # not yet due
+    clock.run_due(1200.0)
+    assert leftovers() == []
+
+
 def start_gpu_worker_hooks() -> None:
     """What `run_worker --queue gpu` does before taking tasks: load the task modules, run their start hooks."""
     from flux_studio.management.commands.run_worker import import_task_modules

@@ -53,7 +53,9 @@ class Command(BaseCommand):
         if queue == "gpu":
             worker.run_start_hooks()  # e.g. resume trainings whose worker died; housekeeping's first round
         stop = threading.Event()
-        worker.start_heartbeat_thread(stop, housekeeping=queue == "gpu")
+        worker.start_heartbeat_thread(stop)
+        if queue == "gpu":
+            worker.start_housekeeping_thread(stop)
         consumer = StudioConsumer(huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.1)
         try:
             consumer.run()
