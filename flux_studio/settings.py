@@ -218,7 +218,7 @@ TRAIN_COMPILE = env_bool("TRAIN_COMPILE", False)
 # H200: 512² steps 0.11 s instead of 0.20 compiled, 0.32 eager). Ignored on a CPU worker.
 TRAIN_CUDA_GRAPHS = env_bool("TRAIN_CUDA_GRAPHS", False)
 # On a GPU with FP8 tensor cores (L4, L40, RTX 40, H100, H200): the frozen base's matmuls in FP8 in
-# fast-mode jobs (trainer/engine/fp8.py). A GPU without FP8 fails such jobs with a message saying so.
+# fast-mode jobs (trainer/engine/fp8.py); CPU workers ignore it. A GPU without FP8 fails such jobs with a message.
 TRAIN_FP8 = env_bool("TRAIN_FP8", False)
 # GPU worker: local copies of LoRA files for generation (WORK_DIR/lora-cache; with remote storage
 # each is a full copy) are kept under this size, least recently used dropped first.

@@ -130,7 +130,10 @@ def example_add_from_sample(*, model: GalleryModel, sample: TrainingSample) -> G
 
 
 def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel, image: GenerationImage) -> GalleryExample:
-    """Copy one of the owner's generated images, with its prompt and settings, onto their model."""
+    """Copy one of the owner's generated images, with its prompt and settings, onto their model.
+
+    The same picture (prompt and settings) added again is not copied twice: the example already
+    on the model is returned."""
     g = image.generation
     if model.owner_id != owner.pk or g.owner_id != owner.pk:
         raise PermissionDenied("both the image and the model must be yours")
@@ -140,6 +143,9 @@ def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel,
         "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
         "base_model": g.base_model, "loras": [{"label": r["label"], "scale": r["scale"]} for r in g.loras],
     }
+    for example in model.examples.filter(prompt=g.prompt):
+        if example.settings == settings:
+            return example
     return _copy_example(model, image.image, g.prompt, settings)
 
 

@@ -226,12 +226,15 @@ def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJ
 
 def job_continue(*, job: TrainingJob, extra_steps: int) -> TrainingJob:
     """Train a finished LoRA further as a new job that starts from its weights."""
-    if job.state != JobState.SUCCEEDED:
-        raise ValidationError("only a finished job can be continued")
     low, high = LIMITS["steps"]
     if not low <= extra_steps <= high:
         raise ValidationError({"steps": f"must be between {low} and {high}"})
     with transaction.atomic():
+        # locked as job_delete locks it: a delete at the same moment either sees this child, or
+        # this finds the job gone
+        job = TrainingJob.objects.select_for_update().filter(pk=job.pk).first()
+        if job is None or job.state != JobState.SUCCEEDED:
+            raise ValidationError("only a finished job can be continued")
         child = TrainingJob.objects.create(
             owner=job.owner, dataset=job.dataset, name=f"{job.name} (+{extra_steps})", base_model=job.base_model,
             trigger_word=job.trigger_word, config={**job.config, "steps": extra_steps}, snapshot=job.snapshot,

@@ -262,10 +262,11 @@ def _nearly_one_colour(image: Image.Image) -> bool:
     return max(ImageStat.Stat(small).stddev) < FLAT_STDDEV
 
 
-def _hash_worth_comparing(phash: imagehash.ImageHash) -> bool:
-    """A picture flat in brightness hashes to (nearly) all zeros, which would "match" every other
-    such picture whatever its colours."""
-    return int(phash.hash.sum()) > 2
+def _hash_worth_comparing(image: Image.Image) -> bool:
+    """The perceptual hash sees brightness only: a picture (nearly) flat in brightness hashes to
+    zeros and noise, which would "match" other such pictures whatever their colours."""
+    small = image.convert("L").resize((32, 32))
+    return ImageStat.Stat(small).stddev[0] >= FLAT_STDDEV
 
 
 def _near_duplicate(dataset: Dataset, phash: imagehash.ImageHash) -> Photo | None:
@@ -287,9 +288,8 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
         raise PhotoRejected(f"an exact duplicate of {twin.original_name}, already in this dataset")
     checked = check_image(data)
     flat = _nearly_one_colour(checked.image)
-    phash = imagehash.phash(checked.image.convert("RGB"))
-    if flat or not _hash_worth_comparing(phash):
-        phash = None  # stored empty: neither matched now nor later
+    phash = imagehash.phash(checked.image.convert("RGB")) if _hash_worth_comparing(checked.image) else None
+    # (None: stored empty, so neither matched now nor later)
     near = _near_duplicate(dataset, phash) if phash is not None else None
     notes = list(checked.warnings)
     if flat:

@@ -88,13 +88,20 @@ def engine_config(job: TrainingJob, work: Path, images: Path, *, resume: bool) -
         "memory_mode": c.get("memory_mode", "fast"),  # jobs launched before the setting existed: fast
         "compile": settings.TRAIN_COMPILE,  # the worker's choice: a resume elsewhere may differ
         "cuda_graphs": settings.TRAIN_COMPILE and settings.TRAIN_CUDA_GRAPHS,  # the same
-        "fp8": settings.TRAIN_FP8 and c.get("memory_mode", "fast") == "fast",  # the same; low mode's base is 4-bit
+        # the same; low mode's base is 4-bit, and a CPU worker would only run FP8's slow check path
+        "fp8": settings.TRAIN_FP8 and c.get("memory_mode", "fast") == "fast" and _cuda_worker(),
         "sample_prompts": c.get("sample_prompts", []),
         "sample_every": c.get("sample_every", 0),
         "checkpoint_every": max(1, min(c.get("sample_every") or 50, 100)),
         "resume": resume,
         "init_lora": init_lora or None,
     }
+
+
+def _cuda_worker() -> bool:
+    import torch  # the worker's own process: it trains with torch anyway
+
+    return torch.cuda.is_available()
 
 
 def fetch_file(field: Any, target: Path) -> Path:

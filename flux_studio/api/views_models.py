@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -20,8 +19,6 @@ from gallery.models import GalleryModel, GenerationImage
 from trainer.models import TrainingJob
 
 PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "published", "publish")
-# The settings a generated example keeps (services_gallery.example_add_from_generation).
-EXAMPLE_SETTINGS = ("seed", "steps", "guidance", "width", "height", "base_model", "loras")
 MODEL_FILES = {"weights": ("lora_file", "lora.safetensors"), "kohya_weights": ("kohya_file", "lora_kohya.safetensors")}
 
 
@@ -52,27 +49,14 @@ def _text(data: dict[str, Any], key: str, default: str) -> str:
     return value
 
 
-def _example_key(prompt: str, settings: dict[str, Any]) -> tuple[str, str]:
-    """What makes two examples the same picture: the prompt and the generation settings."""
-    return prompt, json.dumps({key: settings.get(key) for key in EXAMPLE_SETTINGS}, sort_keys=True, default=str)
-
-
-def _image_key(image: GenerationImage) -> tuple[str, str]:
-    """An image's key as it would be stored by services_gallery.example_add_from_generation."""
-    g = image.generation
-    settings = {"seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
-                "base_model": g.base_model, "loras": [{"label": r.get("label"), "scale": r.get("scale")} for r in g.loras]}
-    return _example_key(g.prompt, settings)
-
-
 def _examples(request: HttpRequest, model: GalleryModel, raw: Any) -> None:
     """Add generated images as examples: [{"prediction": 7, "index": 0}]. An image that already
-    is an example of the model (sent again, or twice in one list) is skipped, as on the web."""
+    is an example of the model (sent again, or twice in one list) is not added again (the service
+    sees to it, for the web's pages too)."""
     if raw is None:
         return
     if not isinstance(raw, list) or len(raw) > 8:
         raise field_error("examples", 'a list of up to 8 objects like {"prediction": 7, "index": 0}')
-    present = {_example_key(example.prompt, example.settings) for example in model.examples.all()}
     for n, item in enumerate(raw):
         if not isinstance(item, dict):
             raise field_error(f"examples[{n}]", 'an object like {"prediction": 7, "index": 0}')
@@ -83,10 +67,6 @@ def _examples(request: HttpRequest, model: GalleryModel, raw: Any) -> None:
         ).first()
         if image is None:
             raise field_error(f"examples[{n}]", "no such image among your predictions")
-        key = _image_key(image)
-        if key in present:
-            continue
-        present.add(key)
         services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
 
 

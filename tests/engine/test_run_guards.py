@@ -214,3 +214,17 @@ def test_running_out_of_memory_with_checkpointing_on_says_what_to_change(tiny_ba
     with pytest.raises(OutOfMemoryError, match="memory_mode 'low'"):
         train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, val_every=0, sample_prompts=[],
                            gradient_checkpointing=True), RecordingHooks())  # fmt: skip
+
+
+def test_memory_running_out_in_the_update_is_not_retried(tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """Past the backward part of the update may be applied: re-running the step would apply it twice."""
+    from trainer.engine.errors import OutOfMemoryError
+
+    def clip(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    hooks = RecordingHooks()
+    with pytest.raises(OutOfMemoryError, match="out of memory"):
+        train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, val_every=0, sample_prompts=[]), hooks)
+    assert not any("gradient checkpointing is now on" in line for line in hooks.logs)

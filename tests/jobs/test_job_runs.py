@@ -301,11 +301,16 @@ def test_the_workers_compile_settings_reach_the_engine(alice, make_dataset, sett
     config.resolve()  # a valid combination
 
 
-@pytest.mark.parametrize(("memory_mode", "expected"), [("fast", True), ("low", False)])
-def test_the_workers_fp8_setting_reaches_fast_mode_jobs_only(alice, make_dataset, settings, tmp_path, memory_mode, expected):
-    """TRAIN_FP8 is the worker's choice too; a low memory job's base is 4-bit, so it trains without it."""
+@pytest.mark.parametrize(("memory_mode", "cuda", "expected"), [("fast", True, True), ("low", True, False), ("fast", False, False)])
+def test_the_workers_fp8_setting_reaches_fast_mode_jobs_on_a_gpu_only(alice, make_dataset, settings, tmp_path, monkeypatch,
+                                                                      memory_mode, cuda, expected):
+    """TRAIN_FP8 is the worker's choice too; a low memory job's base is 4-bit, so it trains without
+    it, and so does a CPU worker (FP8 there is only the slow check path)."""
+    import torch
+
     from trainer.engine import TrainConfig
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     settings.TRAIN_FP8 = True
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
                           overrides={"memory_mode": memory_mode})  # fmt: skip

@@ -161,11 +161,12 @@ def eight_bit(image: Image.Image) -> Image.Image:
         return image
     import numpy as np
 
-    pixels = np.asarray(image).astype(np.int64)
-    sixteen = image.mode.startswith("I;16") or pixels.max(initial=0) > 255
-    if sixteen:
+    pixels = np.asarray(image)  # uint16 for I;16*, int32 for I: no wider copy (a 64 MP scan is 128 MB)
+    if image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
         pixels = pixels >> 8
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), mode="L")
+    if pixels.dtype != np.uint16:  # mode I may hold negatives or values past 16 bits
+        pixels = np.clip(pixels, 0, 255)
+    return Image.fromarray(pixels.astype(np.uint8), mode="L")
 
 
 def load_image(path: Path, bucket: tuple[int, int], flip: bool = False) -> Image.Image:

@@ -57,7 +57,7 @@ class _Fp8Matmul(torch.autograd.Function):
     def forward(ctx, x, weight, weight_t, weight_scale, bias):  # type: ignore[no-untyped-def]
         rows = x.reshape(-1, x.shape[-1])
         q, scale = quantized(rows, E4M3)
-        out = torch._scaled_mm(q, weight.t(), scale_a=scale, scale_b=weight_scale, out_dtype=x.dtype)
+        out = torch._scaled_mm(q.contiguous(), weight.t(), scale_a=scale, scale_b=weight_scale, out_dtype=x.dtype)
         if bias is not None:
             out = out + bias.to(out.dtype)
         ctx.save_for_backward(weight_t, weight_scale)

@@ -156,9 +156,9 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 )  # fmt: skip
                 try:
                     step_loss: float | None = optimizer_step(transformer, micro_batches(), cfg.grad_accum, update)
-                except torch.OutOfMemoryError:
-                    if cfg.gradient_checkpointing or graphs:  # nothing lighter to switch to here
-                        raise
+                except torch.OutOfMemoryError as error:  # in the forward or backward: nothing was updated yet
+                    if cfg.gradient_checkpointing or graphs or isinstance(error, UpdateOutOfMemoryError):
+                        raise  # nothing lighter to switch to here, or the update already began
                     step_loss = None  # retried below, once the failed attempt's tensors are gone
                 if step_loss is None:
                     cfg = run.cfg = _checkpointing_after_oom(cfg, transformer, update, device, step, hooks)
@@ -245,12 +245,19 @@ def optimizer_step(transformer: torch.nn.Module, micro_batches: Iterable[Batch],
         loss = loss_of(transformer, batch.to(update.device, update.dtype), update.guidance)
         (loss / count).backward()  # average the gradient over micro-batches
         step_loss += loss.item() / count
-    if update.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(update.params, update.max_grad_norm)  # one bad batch cannot wreck the adapter
-    update.optimizer.step()
+    try:
+        if update.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(update.params, update.max_grad_norm)  # one bad batch cannot wreck the adapter
+        update.optimizer.step()
+    except torch.OutOfMemoryError as error:  # part of the update may be applied: this step cannot be re-run
+        raise UpdateOutOfMemoryError(str(error)) from error
     update.scheduler.step()
     update.optimizer.zero_grad(set_to_none=True)
     return step_loss
+
+
+class UpdateOutOfMemoryError(torch.OutOfMemoryError):
+    """Memory ran out in the optimizer update, after the step's gradients were computed."""
 
 
 def _checkpointing_after_oom(
