@@ -41,14 +41,15 @@ def job_work_dir(job: TrainingJob) -> Path:
 
     Only a cache: what a person keeps (photos, captions, samples, the LoRA files) and the latest
     checkpoint are in storage. It is removed when the job succeeds, when it fails or is canceled
-    with its latest checkpoint stored, and by the sweep when a GPU worker starts.
+    with its latest checkpoint stored, and by the sweep a GPU worker runs when it starts and every
+    10 minutes.
     """
     return jobs_work_root() / str(job.pk)
 
 
 # A folder being removed is first renamed to this prefix (one atomic step), so that neither a run
-# of its job nor a resume on this machine ever sees half of it; the start-up sweep removes any
-# left behind by a worker killed mid-removal.
+# of its job nor a resume on this machine ever sees half of it; the sweep (at start, then every 10
+# minutes) removes any left behind by a worker killed mid-removal.
 SET_ASIDE = ".removing-"
 
 
@@ -407,7 +408,7 @@ def _finish_stopped(job: TrainingJob, state: str, message: str, **fields: Any) -
 
 
 def remove_job_work_dir(job: TrainingJob) -> None:
-    """Remove a finished job's local folder; a failure is logged (the start-up sweep retries)."""
+    """Remove a finished job's local folder; a failure is logged (the next sweep retries)."""
     try:
         _discard(_set_aside(job_work_dir(job)))
     except Exception:
