@@ -42,12 +42,16 @@ def fp8_support(device: torch.device) -> str:
 
 
 def quantized(tensor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """`tensor` in FP8 with one fp32 scale for all of it: tensor ≈ q.float() * scale."""
+    """`tensor` in FP8 with one fp32 scale for all of it: tensor ≈ q.float() * scale.
+
+    Two passes over the tensor in its own dtype (no fp32 copy of a bf16 activation): the largest
+    magnitude (one reduction), then scale, clamp and cast. The multiplier is rounded to the
+    tensor's dtype first and the scale derived from that rounded value, so both agree exactly."""
     largest = torch.finfo(dtype).max
-    amax = tensor.detach().abs().amax().float()
-    scale = torch.clamp(amax, min=1e-12) / largest
-    q = (tensor.float() / scale).clamp(-largest, largest).to(dtype)  # out of range would be NaN in e4m3fn
-    return q, scale
+    amax = torch.linalg.vector_norm(tensor.detach(), ord=float("inf")).float()
+    multiplier = (largest / torch.clamp(amax, min=1e-12)).to(tensor.dtype)
+    q = (tensor * multiplier).clamp(-largest, largest).to(dtype)  # out of range would be NaN in e4m3fn
+    return q, 1.0 / multiplier.float()
 
 
 class _Fp8Matmul(torch.autograd.Function):
