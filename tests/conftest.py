@@ -26,6 +26,13 @@ def _media_in_tmp(settings, tmp_path: Path) -> None:
     settings.WORK_DIR = tmp_path / "work"
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limit_across_tests(settings) -> None:
+    """Each test's tokens and users get the same ids again (rolled-back rows), so their one-minute
+    API rate windows would add up over the whole run; the limit's own test sets a low one."""
+    settings.API_RATE_LIMIT_PER_MINUTE = 100_000
+
+
 class NoLocalPaths(Storage):
     """A storage without local paths, as S3 (Storage.path raises): files live in a dict."""
 

@@ -14,13 +14,6 @@ from trainer import jobs
 from trainer.models import JobState, TrainingJob
 
 
-@pytest.fixture(autouse=True)
-def _no_rate_limit_across_tests(settings):
-    """Each test's tokens get the same ids again (rolled-back rows), so their one-minute rate
-    windows would add up over the whole run; the limit's own test sets a low one."""
-    settings.API_RATE_LIMIT_PER_MINUTE = 100_000
-
-
 class ApiClient:
     """Django's test client with a bearer token and JSON bodies."""
 
