@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of issue #3 in one go, on one CUDA machine:  bash bench/gpu_suite.sh [OUTDIR] [candidates]
-# With "candidates": only the speed ideas not measured yet (the engine's new `fp8` setting, cuDNN
-# attention, Inductor max-autotune), to measure first when a GPU session has little time.
+# With "candidates": only the speed ideas not measured yet (the engine's new `fp8` setting, the
+# fused eager kernels, cuDNN attention, Inductor max-autotune), to measure first when a GPU
+# session has little time.
 # Needs torch (CUDA), diffusers, peft and bitsandbytes. Writes OUTDIR/gpu_train_speed.jsonl (one
 # line per measurement), OUTDIR/*.log and OUTDIR/engine-*/ (end-to-end engine runs on the tiny
 # base on CUDA). Sections run most-important first, each under its own time limit and all under
@@ -58,6 +59,10 @@ candidates() {
     bench fp8-graphs 200 --modes fast --fp8 --cuda-graphs --resolutions 512 1024 --max-seq 32 --warmup 5
     engine_images
     engine fp8 90 --memory-mode fast --fp8
+    # eager steps with the fused LoRA matmuls and rotary embedding (the engine's eager default
+    # since they were written, CPU-measured only), then without them, as before
+    bench fused 100 --modes fast --resolutions 512 1024 --max-seq 32
+    bench unfused 100 --modes fast --unfused --resolutions 512 1024 --max-seq 32
     # cuDNN's attention (left out by the engine: NaN / illegal memory access with torch 2.11 on an
     # H100; `loss=` shows whether this torch and card compute it), then max-autotune's matmul tiles
     bench cudnn 120 --modes fast --attention cudnn --resolutions 512 1024 --max-seq 32

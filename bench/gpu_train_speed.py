@@ -56,7 +56,7 @@ from trainer.engine.flow import image_ids, sample_sigmas  # noqa: E402
 from trainer.engine.hooks import TrainHooks  # noqa: E402
 from trainer.engine.lora import add_lora  # noqa: E402
 from trainer.engine.precision import training_precision  # noqa: E402
-from trainer.engine.training import Update, make_optimizer, make_scheduler, optimizer_step  # noqa: E402
+from trainer.engine.training import Update, eager_kernels, make_optimizer, make_scheduler, optimizer_step  # noqa: E402
 
 # FLUX.1-dev's transformer config, and a small variant of the same builder for CPU checks.
 ARCHS: dict[str, dict[str, object]] = {
@@ -194,7 +194,7 @@ def _sync(device: torch.device) -> None:
 def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str = "cuda", steps: int = 10,
              warmup: int = 3, rank: int = 16, nf4: bool = False, lora_dtype: str = "fp32",
              compile_blocks: bool = False, cuda_graphs: bool = False, optimizer: str = "auto", precision: str = "mixed",
-             autotune: bool = False, attention: str = "engine", fp8: bool = False,
+             autotune: bool = False, attention: str = "engine", fp8: bool = False, fused: bool = True,
              report: Callable[[Result], None] | None = None) -> list[Result]:  # fmt: skip
     """Build and adapt the transformer once, then time `steps` optimizer steps after `warmup` per
     (resolution, max_seq) shape. `lora_dtype` "fp32" is the engine's choice (fp32 adapter weights
@@ -207,6 +207,8 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     compile), `attention="cudnn"` lets SDPA prefer cuDNN's attention, which the engine leaves out
     (NaN and an illegal memory access with torch 2.11 on an H100): the result's `loss` shows it.
     `fp8` is the engine's `fp8` setting (the frozen base's block matmuls in FP8; fast mode).
+    `fused` (eager only, as in the engine) runs the adapter as fused LoRA matmuls and the attention
+    with the one-operation rotary embedding; False keeps peft's layers and diffusers' processor.
     `report` sees each result as soon as it is measured."""
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine: bf16 is slow on CPUs
@@ -229,6 +231,7 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
     label += ("+compile" if compile_blocks else "") + ("+graphs" if graphs else "") + ("+upcast" if precision == "upcast" else "")
     label += ("+autotune" if autotune and compile_blocks else "") + ("+cudnn" if attention == "cudnn" else "")
     label += "+fp8" if fp8 and mode == "fast" else ""
+    label += "+unfused" if not fused and not compile_blocks else ""
     cfg = TrainConfig(optimizer=optimizer, memory_mode=mode, learning_rate=1e-4, steps=10**6)
     optimizer_ = make_optimizer(params, cfg, dev, TrainHooks())
     update = Update(params, optimizer_, make_scheduler(optimizer_, cfg), 1.0, 1.0, dev, dtype, graphs)
@@ -246,7 +249,8 @@ def run_mode(arch: str, mode: str, shapes: list[tuple[int, int]], *, device: str
                     compile_blocks_of(transformer, print, cuda_graphs=graphs)  # the engine's `compile` setting
                 transformer._bench_compiled = True
             before = [p.detach().clone() for p in params[:4]]
-            with training_precision(transformer, dev, dtype, mixed=precision == "mixed"), _attention(attention):
+            with (training_precision(transformer, dev, dtype, mixed=precision == "mixed"), _attention(attention),
+                  eager_kernels(transformer, compiled=compile_blocks or not fused or precision == "upcast", log=print)):
                 for i in range(warmup):
                     optimizer_step(transformer, [batches[i % len(batches)]], 1, update)
                 if dev.type == "cuda":
@@ -319,6 +323,8 @@ def main() -> int:
     parser.add_argument("--attention", choices=["engine", "cudnn"], default="engine",
                         help="cudnn: prefer cuDNN's attention, which the engine leaves out (not an engine setting)")
     parser.add_argument("--fp8", action="store_true", help="fast mode: the engine's fp8 setting (base matmuls in FP8)")
+    parser.add_argument("--unfused", action="store_true",
+                        help="eager steps with peft's layers and diffusers' attention (the engine fuses them)")
     parser.add_argument("--json", type=Path, help="append one JSON line per result to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -342,7 +348,8 @@ def main() -> int:
         run_mode(args.arch, mode, shapes, device=args.device, steps=args.steps, warmup=args.warmup, rank=args.rank,
                  nf4=args.nf4, lora_dtype=args.lora_dtype, compile_blocks=args.compile or args.cuda_graphs,
                  cuda_graphs=args.cuda_graphs, optimizer=args.optimizer, precision=args.precision,
-                 autotune=args.autotune, attention=args.attention, fp8=args.fp8, report=report)  # fmt: skip
+                 autotune=args.autotune, attention=args.attention, fp8=args.fp8, fused=not args.unfused,
+                 report=report)  # fmt: skip
     return 0
 
 

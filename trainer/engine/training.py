@@ -7,11 +7,12 @@ checkpoints on their schedules, and the stop flag polled before every step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from .compiling import compile_blocks, eager, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
 from .errors import ConfigError, OutOfMemoryError, StopRequested
+from .eager_attention import eager_attention
 from .fp8 import fp8_support, use_fp8
+from .fused_lora import fused_adapters
 from .hooks import Progress, TrainHooks, TrainResult
 from .kohya import to_kohya
 from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
@@ -129,8 +132,9 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
 
         run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs, dataset)
         plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
-        # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention.
-        with training_precision(transformer, device, dtype):
+        # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention;
+        # eager steps also run the adapter and the attention through fused kernels.
+        with training_precision(transformer, device, dtype), eager_kernels(transformer, compiled=cfg.compile, log=hooks.on_log):
             val_set = validation_batches(cache, cfg.val_timesteps, cfg.seed) if cfg.val_every else []
             if val_set and step == 0:
                 val_losses.append((0, validation_loss(transformer, val_set, cfg.guidance, device, dtype)))
@@ -215,6 +219,20 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def eager_kernels(transformer: torch.nn.Module, *, compiled: bool, log: Callable[[str], None]) -> Iterator[None]:
+    """Eager steps: the adapted layers and the attention in fewer operations (`fused_lora`,
+    `eager_attention`). Compiled steps keep diffusers' and peft's modules, which Inductor fuses
+    (the fused autograd functions compiled measured slower there)."""
+    if compiled:
+        yield
+        return
+    with fused_adapters(transformer) as layers, eager_attention(transformer):
+        if layers:
+            log(f"adapter: {layers} layers train through fused LoRA matmuls")
+        yield
 
 
 def _stop_point(hooks: TrainHooks) -> None:
