@@ -5,16 +5,15 @@ text tokens joined in front, rotary embedding, scaled dot-product attention, out
 but with the rotary embedding as one complex multiplication of each (even, odd) pair by
 `cos + i sin`, forward and backward, as FLUX's reference code does (diffusers splits, negates,
 stacks, multiplies twice and adds, and the backward mirrors that). The complex factors are made
-once per forward and shared by every block. (The q/k RMSNorm is torch's fused one already, as
-diffusers 0.42 builds it; a diffusers `RMSNorm`, which spells the norm out in six operations,
-is run as torch's.)
+once per forward and shared by every block. Everything else is diffusers' code path (its
+q/k RMSNorm is torch's fused one in diffusers 0.42).
 
-Each block calls its attention twice per step (forward and backward), 12 blocks on the bench base
-and 57 on FLUX.1: on a 2-core CPU this took about 4% off an eager bench step; on a GPU it is a
-few thousand fewer kernel launches per step. Compiled training keeps diffusers' processor, as
+Each block rotates q and k (6 blocks on the bench base, 57 on FLUX.1), forward and backward: on
+a 2-core CPU this took about 4% off an eager bench step; on a GPU it is about ten fewer kernel
+launches per rotation, over a thousand per FLUX.1 step. Compiled training keeps diffusers' processor, as
 Inductor fuses the same operations itself (and handles complex tensors less well). Outputs equal
 diffusers' up to float rounding (tested). Only attentions that use diffusers' own FLUX processor
-and RMSNorm are switched, and everything is put back on exit.
+are switched, and everything is put back on exit.
 """
 
 from __future__ import annotations
@@ -23,17 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-
-def _norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """torch's RMSNorm (what diffusers 0.42 builds) as it is; diffusers' own as one operation."""
-    from diffusers.models.normalization import RMSNorm
-
-    if type(norm) is RMSNorm and norm.weight is not None and norm.bias is None:
-        return F.rms_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), norm.eps)
-    return norm(x)
 
 
 def _rotate(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -78,17 +67,20 @@ class EagerFluxAttention:
     ):
         query, key, value, text_query, text_key, text_value = self._projections(attn, hidden_states, encoder_hidden_states)
         heads = (-1, attn.head_dim)
-        query = _norm(attn.norm_q, query.unflatten(-1, heads))
-        key = _norm(attn.norm_k, key.unflatten(-1, heads))
+        query = attn.norm_q(query.unflatten(-1, heads))
+        key = attn.norm_k(key.unflatten(-1, heads))
         value = value.unflatten(-1, heads)
         if attn.added_kv_proj_dim is not None:
-            query = torch.cat([_norm(attn.norm_added_q, text_query.unflatten(-1, heads)), query], dim=1)
-            key = torch.cat([_norm(attn.norm_added_k, text_key.unflatten(-1, heads)), key], dim=1)
+            query = torch.cat([attn.norm_added_q(text_query.unflatten(-1, heads)), query], dim=1)
+            key = torch.cat([attn.norm_added_k(text_key.unflatten(-1, heads)), key], dim=1)
             value = torch.cat([text_value.unflatten(-1, heads), value], dim=1)
         if image_rotary_emb is not None:
             factors = self._factors(image_rotary_emb)
             query, key = _rotate(query, factors), _rotate(key, factors)
-        hidden_states = self._attend(query, key, value, attn_mask=attention_mask).flatten(2, 3).to(query.dtype)
+        hidden_states = self._attend(
+            query, key, value, attn_mask=attention_mask, backend=self._attention_backend, parallel_config=self._parallel_config
+        )
+        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return hidden_states
         text_tokens = encoder_hidden_states.shape[1]
@@ -113,8 +105,11 @@ def eager_attention(transformer: nn.Module) -> Iterator[int]:
     for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
         attn = block.attn
         if _switchable(attn):
+            processor = EagerFluxAttention(factors)
+            processor._attention_backend = attn.processor._attention_backend  # as set_attention_backend left it
+            processor._parallel_config = attn.processor._parallel_config
             switched.append((attn, attn.processor))
-            attn.set_processor(EagerFluxAttention(factors))
+            attn.set_processor(processor)
     try:
         yield len(switched)
     finally:

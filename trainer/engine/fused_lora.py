@@ -88,7 +88,8 @@ def _blocks(ups: list[torch.Tensor]) -> Iterator[tuple[slice, slice, torch.Tenso
 
 def _plain(layer: nn.Module) -> bool:
     """Whether a peft LoRA linear is in the state `_LoraMatmul` computes exactly: the one adapter,
-    active and unmerged, no dropout or variant, over a plain (unquantized) linear base."""
+    active and unmerged, no dropout, variant or bias of its own, over a plain (unquantized) linear
+    base."""
     return (
         not layer.disable_adapters
         and not layer.merged
@@ -96,8 +97,16 @@ def _plain(layer: nn.Module) -> bool:
         and ADAPTER in layer.lora_A
         and ADAPTER not in getattr(layer, "lora_variant", {})
         and isinstance(layer.lora_dropout[ADAPTER], nn.Identity)
+        and layer.lora_B[ADAPTER].bias is None
         and type(layer.base_layer) is nn.Linear
     )
+
+
+def _same_dtype_as_peft(layer: nn.Module, x: torch.Tensor) -> bool:
+    """peft casts the input to the adapter's dtype unless told not to (`training_precision` does,
+    for bf16 matmuls on fp32 adapter weights); the fused path multiplies in the input's dtype, so
+    it takes over only where both agree."""
+    return x.dtype == layer.lora_A[ADAPTER].weight.dtype or not getattr(layer, "cast_input_dtype_enabled", True)
 
 
 def _fused_forward(layers: list[nn.Module], weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +125,7 @@ class _FusedLinear:
     """Mixed into peft's LoRA `Linear` (by swapping the instance's class) for the duration."""
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # type: ignore[no-untyped-def]
-        if args or kwargs or not _plain(self):
+        if args or kwargs or not _plain(self) or not _same_dtype_as_peft(self, x):
             return super().forward(x, *args, **kwargs)  # type: ignore[misc]
         return _fused_forward([self], self.base_layer.weight, self.base_layer.bias, x)
 
@@ -125,7 +134,9 @@ class FusedGroup(nn.Module):
     """Adapted linears that share their input, as one (diffusers' `to_qkv` / `to_added_qkv`).
 
     The base weights are concatenated once and each original layer's weight becomes a view of its
-    rows, so the group costs no memory and the modules still read as before."""
+    rows, so the group costs no memory and the modules still read as before. (Moving or casting
+    the transformer while the group is installed would part the views from the group's tensor:
+    the engine never does that inside `fused_adapters`.)"""
 
     def __init__(self, layers: list[nn.Module]) -> None:
         super().__init__()
@@ -145,24 +156,32 @@ class FusedGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layers = self._layers
-        if all(_plain(layer) for layer in layers):
+        if all(_plain(layer) and _same_dtype_as_peft(layer, x) for layer in layers):
             return _fused_forward(list(layers), self.weight, self.bias, x)
         return torch.cat([layer(x) for layer in layers], dim=-1)  # peft's way, layer by layer
 
 
 def _groupable(layers: list[nn.Module]) -> bool:
+    """Peft LoRA linears in the plain state over frozen bases of one input size, output size (diffusers
+    splits the fused output in equal parts), dtype and device, with one rank and scale."""
     peft_linear = _peft_linear_class()
     if not all(isinstance(layer, peft_linear) and _plain(layer) for layer in layers):
         return False
     bases = [layer.base_layer for layer in layers]
     first = bases[0]
-    return all(
-        base.in_features == first.in_features
-        and base.weight.dtype == first.weight.dtype
-        and base.weight.device == first.weight.device
-        and (base.bias is None) == (first.bias is None)
-        for base in bases
-    ) and len({layer.scaling[ADAPTER] for layer in layers}) == 1 and len({layer.r[ADAPTER] for layer in layers}) == 1
+    return (
+        all(
+            base.in_features == first.in_features
+            and base.out_features == first.out_features
+            and base.weight.dtype == first.weight.dtype
+            and base.weight.device == first.weight.device
+            and not base.weight.requires_grad
+            and (base.bias is None) == (first.bias is None)
+            for base in bases
+        )
+        and len({layer.scaling[ADAPTER] for layer in layers}) == 1
+        and len({layer.r[ADAPTER] for layer in layers}) == 1
+    )
 
 
 def _attention_groups(transformer: nn.Module) -> list[tuple[nn.Module, dict[str, list[nn.Module]]]]:
@@ -183,28 +202,33 @@ def _attention_groups(transformer: nn.Module) -> list[tuple[nn.Module, dict[str,
 @contextmanager
 def fused_adapters(transformer: nn.Module) -> Iterator[int]:
     """Run the adapted layers fused (see the module docstring) inside the block; yields how many
-    adapted layers take the fused path. Everything is put back on exit (the base weights stay
-    views of their group's tensor, which changes nothing for their users)."""
+    adapted layers can take the fused path (a layer in another state at call time still runs
+    peft's forward). Everything is put back on exit, also when setting up fails halfway (the base
+    weights stay views of their group's tensor, which changes nothing for their users)."""
     peft_linear = _peft_linear_class()
     fused_class: dict[type, type] = {}
-    swapped = []
-    for module in transformer.modules():
-        if isinstance(module, peft_linear) and type(module.base_layer) is nn.Linear:
-            cls = type(module)
-            if cls not in fused_class:
-                fused_class[cls] = type(f"Fused{cls.__name__}", (_FusedLinear, cls), {})
-            module.__class__ = fused_class[cls]
-            swapped.append((module, cls))
-    attentions = _attention_groups(transformer)
-    for attn, groups in attentions:
-        for name, layers in groups.items():
-            setattr(attn, name, FusedGroup(layers))
-        attn.fused_projections = True
+    swapped: list[tuple[nn.Module, type]] = []
+    installed: list[tuple[nn.Module, list[str]]] = []
     try:
-        yield len(swapped)
+        for module in transformer.modules():
+            if isinstance(module, peft_linear) and type(module.base_layer) is nn.Linear:
+                cls = type(module)
+                if cls not in fused_class:
+                    fused_class[cls] = type(f"Fused{cls.__name__}", (_FusedLinear, cls), {})
+                module.__class__ = fused_class[cls]
+                swapped.append((module, cls))
+        for attn, groups in _attention_groups(transformer):
+            installed.append((attn, []))
+            for name, layers in groups.items():
+                setattr(attn, name, FusedGroup(layers))
+                installed[-1][1].append(name)
+            attn.fused_projections = True
+        if any(p.is_cuda for p in transformer.parameters()):
+            torch.cuda.empty_cache()  # the separate q/k/v weights' blocks, freed by the grouping
+        yield sum(1 for module, _ in swapped if _plain(module))
     finally:
-        for attn, groups in attentions:
-            for name in groups:
+        for attn, names in installed:
+            for name in names:
                 delattr(attn, name)
             attn.fused_projections = False
         for module, cls in swapped:

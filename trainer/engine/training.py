@@ -24,8 +24,8 @@ from .checkpoint import dataset_fingerprint, latest_checkpoint, load_checkpoint,
 from .compiling import compile_blocks, eager, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
-from .errors import ConfigError, OutOfMemoryError, StopRequested
 from .eager_attention import eager_attention
+from .errors import ConfigError, OutOfMemoryError, StopRequested
 from .fp8 import fp8_support, use_fp8
 from .fused_lora import fused_adapters
 from .hooks import Progress, TrainHooks, TrainResult
