@@ -42,12 +42,16 @@ class _LoraMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, scale, a_stacked, *ups):  # type: ignore[no-untyped-def]
         x2 = x.reshape(-1, x.shape[-1])
-        a = a_stacked.to(x.dtype)
-        b_parts = [up.to(x.dtype) for up in ups]
-        h = x2 @ a.t()
-        y = torch.addmm(bias.to(x.dtype), x2, weight.t()) if bias is not None else x2 @ weight.t()
-        for rows, cols, up in _blocks(b_parts):  # each layer's adapter output, added in place
-            y[:, rows].addmm_(h[:, cols], up.t(), alpha=scale)
+        a, b_parts = a_stacked, ups
+        if a.dtype != x.dtype:  # bf16 matmuls on the fp32 adapter (CUDA mixed precision)
+            a, b_parts = a.to(x.dtype), tuple(up.to(x.dtype) for up in ups)
+        h = torch.mm(x2, a.t())
+        y = torch.addmm(bias.to(x.dtype), x2, weight.t()) if bias is not None else torch.mm(x2, weight.t())
+        if len(b_parts) == 1:  # the adapter's output, added in place
+            y.addmm_(h, b_parts[0].t(), alpha=scale)
+        else:
+            for rows, cols, up in _blocks(b_parts):
+                y[:, rows].addmm_(h[:, cols], up.t(), alpha=scale)
         ctx.save_for_backward(x2, h, weight, a, *b_parts)
         ctx.scale, ctx.shape = scale, x.shape
         ctx.dtypes = (a_stacked.dtype, [up.dtype for up in ups])
@@ -58,21 +62,17 @@ class _LoraMatmul(torch.autograd.Function):
         x2, h, weight, a, *b_parts = ctx.saved_tensors
         scale = ctx.scale
         dy = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)
-        dh_parts, d_ups = [], []
-        for rows, cols, up in _blocks(b_parts):
-            dh_parts.append(dy[:, rows] @ up)
-            d_ups.append(dy[:, rows].t() @ h[:, cols])
-        dh = dh_parts[0] if len(dh_parts) == 1 else torch.cat(dh_parts, dim=1)
+        if len(b_parts) == 1:
+            dh, d_ups = torch.mm(dy, b_parts[0]), [torch.mm(dy.t(), h)]
+        else:
+            d_ups = [torch.mm(dy[:, rows].t(), h[:, cols]) for rows, cols, _ in _blocks(b_parts)]
+            dh = torch.cat([torch.mm(dy[:, rows], up) for rows, _, up in _blocks(b_parts)], dim=1)
         if scale != 1:
             dh.mul_(scale)
             for d_up in d_ups:
                 d_up.mul_(scale)
-        d_a = dh.t() @ x2
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dx = dy @ weight
-            dx.addmm_(dh, a)
-            dx = dx.view(ctx.shape)
+        d_a = torch.mm(dh.t(), x2)
+        dx = torch.mm(dy, weight).addmm_(dh, a).view(ctx.shape) if ctx.needs_input_grad[0] else None
         a_dtype, up_dtypes = ctx.dtypes
         return (dx, None, None, None, d_a.to(a_dtype), *(d.to(t) for d, t in zip(d_ups, up_dtypes)))
 
