@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum, TextField
+from django.db.models import BooleanField, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from flux_studio.models import WorkerHeartbeat
-from gallery.models import GalleryExample, GalleryModel, Generation, GenerationImage, GenerationState
+from gallery.models import GalleryExample, GalleryModel, Generation, GenerationImage, GenerationState, Like
 from trainer.models import JobState, TrainingJob
 from trainer.presets import resolution_text
 
@@ -158,6 +158,18 @@ def visible_model(user: AbstractBaseUser | AnonymousUser, pk: int) -> GalleryMod
     if user.is_authenticated:
         visible |= Q(owner=user)
     return GalleryModel.objects.filter(visible, pk=pk).select_related("owner", "training").first()
+
+
+def liked_by(user: AbstractBaseUser | AnonymousUser, model: GalleryModel) -> bool:
+    """Whether this person likes the model (never, when anonymous)."""
+    return user.is_authenticated and Like.objects.filter(user=user, gallery_model=model).exists()
+
+
+def with_liked(qs: QuerySet[GalleryModel], user: AbstractBaseUser | AnonymousUser) -> QuerySet[GalleryModel]:
+    """The models annotated with `liked`: `liked_by` for each row, in the same query."""
+    if not user.is_authenticated:
+        return qs.annotate(liked=Value(False, output_field=BooleanField()))
+    return qs.annotate(liked=Exists(Like.objects.filter(user=user, gallery_model=OuterRef("pk"))))
 
 
 def other_models_of(model: GalleryModel, limit: int = 6) -> QuerySet[GalleryModel]:

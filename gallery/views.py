@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from flux_studio.files import serve_file
 from gallery import hub, selectors, services_gallery
-from gallery.models import GalleryExample, GalleryModel, GenerationImage, HubState, Like
+from gallery.models import GalleryExample, GalleryModel, GenerationImage, HubState
 
 PAGE_SIZE = 24
 DOWNLOADS = {"diffusers": ("lora_file", ""), "kohya": ("kohya_file", "-kohya")}
@@ -66,7 +66,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {"kind": "kohya", "label": "kohya / ComfyUI (.safetensors)", "size": model.kohya_size, "sha256": model.kohya_sha256},
     ]
     downloads = [d for d in downloads if getattr(job, DOWNLOADS[d["kind"]][0])]
-    liked = request.user.is_authenticated and Like.objects.filter(user=request.user, gallery_model=model).exists()
+    liked = selectors.liked_by(request.user, model)
     return render(request, "gallery/model_detail.html", {
         "model": model, "examples": [(e, _try_url(model, e)) for e in examples], "summary": selectors.training_summary(job),
         "downloads": downloads, "liked": liked, "try_url": _try_url(model), "is_owner": model.owner_id == request.user.pk,

@@ -201,8 +201,10 @@ SCHEMAS: S = {
         "id": ID, "title": {"type": "string"}, "description": {"type": "string"}, "owner": {"type": "string"},
         "trigger_word": {"type": "string"}, "base_model": {"type": "string"}, "license": LICENSE,
         "tags": {"type": "array", "items": {"type": "string"}}, "published": {"type": "boolean"},
+        "like_count": {"type": "integer", "minimum": 0},
+        "liked": {"type": "boolean", "description": "whether you like it (false without a token)"},
         "weights": {"type": "object"}, "kohya_weights": {"type": "object"},
-        "examples": {"type": "array", "items": {"type": "object"}}, "urls": obj({"get": URL, "web": URL}),
+        "examples": {"type": "array", "items": {"type": "object"}}, "urls": obj({"get": URL, "like": URL, "web": URL}),
     }, ["id", "title", "trigger_word", "base_model", "weights", "urls"], closed=False),
     "ModelPublish": obj({
         "training": ID, "title": {"type": "string", "maxLength": 120}, "description": {"type": "string"},
@@ -396,6 +398,11 @@ PATHS: S = {
                    body=jbody("ModelPublish")),
     },
     "/models/{id}": {"parameters": [path_id()], "get": op("getModel", "Get a gallery model", {"200": json_response(ref("Model"))}, public=True)},
+    "/models/{id}/like": {
+        "parameters": [path_id()],
+        "post": op("likeModel", "Like a published model (again: no change)", {"200": json_response(ref("Model"), "with the new like_count")}),
+        "delete": op("unlikeModel", "Take back your like (none: no change)", {"200": json_response(ref("Model"), "with the new like_count")}),
+    },
     "/models/{id}/files/{kind}": {
         "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights"])],
         "get": op("downloadModelFile", "Download a published LoRA", {"200": binary(".safetensors")}, public=True),

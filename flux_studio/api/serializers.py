@@ -204,7 +204,8 @@ def upload_object(upload: FileUpload, urls: Urls, rejected: list[dict[str, str]]
     }
 
 
-def model_object(model: GalleryModel, urls: Urls) -> dict[str, Any]:
+def model_object(model: GalleryModel, urls: Urls, *, liked: bool = False) -> dict[str, Any]:
+    """A gallery model; `liked`: whether the caller likes it (false for anonymous callers)."""
     examples = list(model.examples.all())
     return {
         "id": model.pk,
@@ -218,6 +219,7 @@ def model_object(model: GalleryModel, urls: Urls) -> dict[str, Any]:
         "published": model.published,
         "published_at": iso(model.published_at),
         "like_count": model.like_count,
+        "liked": liked,
         "use_count": model.use_count,
         "training": model.training_id,
         "weights": {"url": urls.api("model_download", model.pk, "weights"), "size": model.lora_size,
@@ -226,5 +228,6 @@ def model_object(model: GalleryModel, urls: Urls) -> dict[str, Any]:
                           "sha256": model.kohya_sha256 or None},
         "examples": [{"id": ex.pk, "prompt": ex.prompt, "settings": ex.settings, "is_cover": ex.is_cover,
                       "url": urls.api("model_example", model.pk, ex.pk)} for ex in examples],
-        "urls": {"get": urls.api("model", model.pk), "web": urls.path(model.get_absolute_url())},
+        "urls": {"get": urls.api("model", model.pk), "like": urls.api("model_like", model.pk),
+                 "web": urls.path(model.get_absolute_url())},
     }

@@ -36,6 +36,7 @@ urlpatterns = [
     path("predictions/<int:pk>/images/<int:index>", views_predictions.prediction_image, name="prediction_image"),
     path("models", views_models.models, name="models"),
     path("models/<int:pk>", views_models.model, name="model"),
+    path("models/<int:pk>/like", views_models.model_like, name="model_like"),
     path("models/<int:pk>/files/<str:kind>", views_models.model_download, name="model_download"),
     path("models/<int:pk>/examples/<int:example_pk>", views_models.model_example, name="model_example"),
     path("webhooks/default/secret", views_pages.webhook_secret, name="webhook_secret"),

@@ -39,7 +39,8 @@ def models(request: HttpRequest) -> HttpResponse:
         raise field_error("sort", f"one of {', '.join(selectors.SORTS)}")
     rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=request.GET.get("base_model", "")[:200],
                                    tag=request.GET.get("tag", "")[:40], sort=sort).prefetch_related("examples")
-    return paginated_sorted(request, rows, lambda m: model_object(m, urls))
+    rows = selectors.with_liked(rows, request.user)
+    return paginated_sorted(request, rows, lambda m: model_object(m, urls, liked=m.liked))
 
 
 def _text(data: dict[str, Any], key: str, default: str) -> str:
@@ -114,12 +115,22 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     model = GalleryModel.objects.select_related("owner").get(pk=model.pk)
-    return JsonResponse(model_object(model, urls), status=201)
+    return JsonResponse(model_object(model, urls, liked=selectors.liked_by(request.user, model)), status=201)
 
 
 @api_view(("GET",), auth="optional")
 def model(request: HttpRequest, pk: int) -> HttpResponse:
-    return JsonResponse(model_object(_visible(request, pk), Urls(request)))
+    found = _visible(request, pk)
+    return JsonResponse(model_object(found, Urls(request), liked=selectors.liked_by(request.user, found)))
+
+
+@api_view(("POST", "DELETE"))
+def model_like(request: HttpRequest, pk: int) -> HttpResponse:
+    """POST likes a published model, DELETE takes the like back; both idempotent, as on its web page."""
+    found = get_object_or_404(GalleryModel.objects.select_related("owner"), pk=pk, published=True)
+    liked = request.method == "POST"
+    found.like_count = services_gallery.like_set(user=request.user, model=found, liked=liked)
+    return JsonResponse(model_object(found, Urls(request), liked=liked))
 
 
 @api_view(("GET",), auth="optional")
