@@ -112,6 +112,16 @@ SCHEMAS: S = {
                                                   "before_source": {"type": "string"}})},
         "counts": obj({"captioned": {"type": "integer"}, "training": {"type": "integer"}}),
     }, ["changes"], closed=False),
+    "FilesBulk": obj({
+        "op": {"type": "string", "enum": ["exclude", "include", "delete"],
+               "description": "exclude: kept in the dataset, not trained on; include: trained on again; delete: removed"},
+        "ids": {"type": "array", "items": ID, "minItems": 1, "description": "photos of this dataset (required)"},
+    }, ["op", "ids"]),
+    "FilesBulkResult": obj({
+        "dataset": ID, "op": {"type": "string"}, "ids": {"type": "array", "items": ID},
+        "count": {"type": "integer", "description": "photos changed or deleted"},
+        "counts": obj({"photos": {"type": "integer"}, "captioned": {"type": "integer"}, "training": {"type": "integer"}}),
+    }, ["dataset", "op", "count", "counts"], closed=False),
     "CaptioningStart": obj({
         "ids": {"type": "array", "items": ID, "minItems": 1, "description": "photos of this dataset; all when left out"},
         "overwrite": {"type": "boolean", "description": "replace captions you wrote or uploaded too"},
@@ -320,6 +330,11 @@ PATHS: S = {
     "/datasets/{id}/export": {"parameters": [path_id()], "get": op(
         "exportDataset", "The training photos with same-name .txt captions, as a zip",
         {"200": {"description": "zip", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})},
+    "/datasets/{id}/files/bulk": {"parameters": [path_id()], "post": op(
+        "bulkEditFiles", "Exclude, include or delete many photos of a dataset at once",
+        {"200": json_response(ref("FilesBulkResult"), "how many photos changed, and the dataset's new counts")},
+        body=jbody("FilesBulk"),
+        description="All or nothing: an id that is not a photo of this dataset changes nothing (422).")},
     "/datasets/{id}/captions/bulk": {"parameters": [path_id()], "post": op(
         "bulkEditCaptions", "Find/replace, prepend, append, insert the trigger word or fill templates in many captions",
         {"200": json_response(ref("CaptionsBulkResult"), "what changed (or would, with dry_run)")}, body=jbody("CaptionsBulk"))},

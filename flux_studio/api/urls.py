@@ -20,6 +20,7 @@ urlpatterns = [
     path("datasets/<int:pk>", views_datasets.dataset_view, name="dataset"),
     path("datasets/<int:pk>/duplicate", views_datasets.dataset_duplicate, name="dataset_duplicate"),
     path("datasets/<int:pk>/export", views_datasets.dataset_export, name="dataset_export"),
+    path("datasets/<int:pk>/files/bulk", views_datasets.dataset_files_bulk, name="dataset_files_bulk"),
     path("datasets/<int:pk>/captions/bulk", views_datasets.dataset_captions_bulk, name="dataset_captions_bulk"),
     path("datasets/<int:pk>/captioning", views_datasets.dataset_captioning, name="dataset_captioning"),
     path("trigger-words/check", views_datasets.trigger_word_check, name="trigger_word_check"),

@@ -34,6 +34,7 @@ STYLE_FIELDS = {"trigger_word": 40, "caption_placement": 8, "caption_prefix": 20
                 "captioner": 200, "caption_prompt": 1000}
 EDIT_KEYS = ("name", *STYLE_FIELDS)
 BULK_KEYS = ("op", "ids", "find", "replace", "text", "case_sensitive", "dry_run")
+FILE_OPS = ("exclude", "include", "delete")
 MAX_TEXT = datasets.MAX_CAPTION
 MAX_WORD = 200
 
@@ -199,6 +200,29 @@ def dataset_captions_bulk(request: HttpRequest, pk: int) -> HttpResponse:
     return JsonResponse({"dataset": dataset.pk, "op": op, "dry_run": dry_run,
                          "changes": [change.as_dict() for change in changes],
                          "counts": {"captioned": captioned, "training": total}})
+
+
+@api_view(("POST",))
+def dataset_files_bulk(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page's photo bulk bar: exclude, include or delete the photos in `ids` in one request
+    (all or nothing: an id that is not a photo of this dataset changes nothing and answers 422)."""
+    dataset = _own(request, pk)
+    data = json_body(request)
+    check_keys(data, ("op", "ids"), where="body")
+    op = data.get("op")
+    if op not in FILE_OPS:
+        raise field_error("op", f"one of {', '.join(FILE_OPS)}")
+    if not data.get("ids"):  # never "all photos" by leaving it out: this one deletes
+        raise field_error("ids", "a non-empty list of photo ids of this dataset")
+    ids = photo_ids(data["ids"], dataset)
+    with transaction.atomic():
+        if op == "delete":
+            count = datasets.photos_delete(dataset=dataset, photo_ids=ids)
+        else:
+            count = datasets.photos_set_excluded(dataset=dataset, photo_ids=ids, excluded=op == "exclude")
+    captioned, total = selectors.caption_counts(dataset)
+    return JsonResponse({"dataset": dataset.pk, "op": op, "ids": ids, "count": count,
+                         "counts": {"photos": dataset.photos.count(), "captioned": captioned, "training": total}})
 
 
 @api_view(("GET", "POST"))
