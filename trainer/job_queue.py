@@ -32,8 +32,19 @@ def queue_position(job: TrainingJob) -> int:
     return queue_positions().get(job.pk, 0) if job.state == JobState.QUEUED else 0
 
 
+def running_count() -> int:
+    """How many trainings hold a GPU now (starting or training)."""
+    return TrainingJob.objects.filter(state__in=(JobState.STARTING, JobState.TRAINING)).count()
+
+
+def queue_state(job: TrainingJob) -> dict[str, int] | None:
+    """What the job's page shows while it waits (its `queue` event); None when it is not waiting."""
+    position = queue_position(job)
+    return {"position": position, "running": running_count()} if position else None
+
+
 def publish_queue_positions() -> None:
     """Tell every waiting job's page where it stands now (and how many trainings are running)."""
-    running = TrainingJob.objects.filter(state__in=(JobState.STARTING, JobState.TRAINING)).count()
+    running = running_count()
     for pk, position in queue_positions().items():
         events.publish(f"training-{pk}", "queue", {"position": position, "running": running})

@@ -15,7 +15,9 @@ from django.urls import reverse
 from flux_studio.api.common import Urls, iso
 from flux_studio.api.models import FileUpload
 from flux_studio.models import Event
+from gallery import selectors as gallery_selectors
 from gallery.models import GalleryModel, Generation, GenerationState
+from trainer import job_queue
 from trainer.models import Dataset, JobState, Photo, TrainingJob
 from trainer.selectors import dataset_health
 
@@ -80,6 +82,8 @@ def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
             "step": job.step, "total_steps": job.total_steps, "loss": job.loss, "it_per_s": job.it_per_s,
             "eta_seconds": job.eta_seconds if status not in FINAL_STATUSES else None, "predict_time": predict_time,
         },
+        # While it waits, what its page shows: its place in the queue and how many trainings run.
+        "queue": job_queue.queue_state(job),
         "samples": [{"step": s.step, "prompt": s.prompt, "url": urls.api("training_sample", job.pk, s.pk)}
                     for s in job.samples.all()],
         "created_at": iso(job.created_at),
@@ -111,6 +115,8 @@ def prediction_object(generation: Generation, urls: Urls) -> dict[str, Any]:
         "error": generation.error or None,
         "metrics": {"step": generation.step, "predict_time": predict_time,
                     "seeds": [image.seed for image in images]},
+        # While it waits, the generation page's figures: position, what is ahead, the wait estimate.
+        "queue": gallery_selectors.queue_info(generation) if generation.state == GenerationState.QUEUED else None,
         "created_at": iso(generation.created_at),
         "started_at": iso(generation.started_at),
         "completed_at": iso(generation.finished_at) if status in FINAL_STATUSES else None,
