@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -127,6 +127,19 @@ def example_add_from_sample(*, model: GalleryModel, sample: TrainingSample) -> G
     job = model.training
     settings = {"seed": job.config.get("seed"), "base_model": job.base_model, "source": sample_source(sample)}
     return _copy_example(model, sample.image, sample.prompt, settings)
+
+
+def examples_add_samples(*, model: GalleryModel, samples: Iterable[TrainingSample]) -> list[GalleryExample]:
+    """Add training samples as examples, skipping those already there (a draft made by this very
+    request already holds the first samples: they are not added twice). Returns the new examples."""
+    present = {(e.prompt, e.settings.get("source")) for e in model.examples.all()}
+    added = []
+    for sample in samples:
+        key = (sample.prompt, sample_source(sample))
+        if key not in present:
+            added.append(example_add_from_sample(model=model, sample=sample))
+            present.add(key)
+    return added
 
 
 def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel, image: GenerationImage) -> GalleryExample:

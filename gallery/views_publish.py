@@ -41,12 +41,8 @@ def _unpublish(request: HttpRequest, model: GalleryModel) -> str:
 
 
 def _add_samples(request: HttpRequest, model: GalleryModel) -> str:
-    # A draft made by this very POST already holds the first samples: do not add them twice.
-    present = {(e.prompt, e.settings.get("source")) for e in model.examples.all()}
-    samples = [s for s in model.training.samples.filter(pk__in=request.POST.getlist("sample"))
-               if (s.prompt, services_gallery.sample_source(s)) not in present]
-    for sample in samples:
-        services_gallery.example_add_from_sample(model=model, sample=sample)
+    samples = services_gallery.examples_add_samples(
+        model=model, samples=model.training.samples.filter(pk__in=request.POST.getlist("sample")))
     # The candidates are a sliced query (newest 60), which cannot be filtered further: pick in Python.
     wanted = {int(pk) for pk in request.POST.getlist("image") if pk.isdigit()}
     images = [i for i in selectors.generation_images_with(request.user, model.training) if i.pk in wanted]

@@ -237,6 +237,14 @@ SCHEMAS: S = {
                       "description": "false saves a private draft, or unpublishes a published model"},
         "publish": {"type": "boolean", "deprecated": True, "description": "older name of `published`"},
     }, ["training"]),
+    "ModelExamplesAdd": obj({
+        "samples": {"type": "array", "items": ID, "minItems": 1, "maxItems": 24,
+                    "description": "ids of the model's training samples (the training's `samples[].id`)"},
+        "images": {"type": "array", "maxItems": 8, "items": obj({"prediction": ID, "index": {"type": "integer", "minimum": 0}}, ["prediction"]),
+                   "description": "your generated images made with this model's LoRA"},
+    }, description="give samples, images or both; ones already among the examples are skipped"),
+    "ModelExampleUpdate": obj({"is_cover": {"type": "boolean", "const": True, "description": "make this example the cover"}},
+                              ["is_cover"]),
     "WebhookSecret": obj({"key": {"type": "string", "description": "whsec_<base64 key>"}}, ["key"]),
     "Delivery": obj({
         "id": ID, "webhook_id": {"type": "string"}, "event": {"type": "string", "enum": list(EVENTS)}, "url": URL,
@@ -434,9 +442,17 @@ PATHS: S = {
         "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights"])],
         "get": op("downloadModelFile", "Download a published LoRA", {"200": binary(".safetensors")}, public=True),
     },
+    "/models/{id}/examples": {"parameters": [path_id()], "post": op(
+        "addModelExamples", "Add training samples or generated images to your model's examples",
+        {"201": json_response(ref("Model"), "the model with its examples")}, body=jbody("ModelExamplesAdd"),
+        description="As the publishing page's \"add\": an id that is not a sample of the model's training is a 422.")},
     "/models/{id}/examples/{example_id}": {
         "parameters": [path_id(), path_id("example_id")],
         "get": op("getModelExample", "An example image of a model", {"200": binary("image")}, public=True),
+        "patch": op("updateModelExample", "Make an example of your model its cover", {"200": json_response(ref("Model"))},
+                    body=jbody("ModelExampleUpdate")),
+        "delete": op("deleteModelExample", "Remove an example from your model (the next one becomes the cover)",
+                     {"204": {"description": "removed"}}),
     },
     "/account": {"get": op("getAccount", "Who this token belongs to", {"200": json_response(ref("Account"))})},
     "/webhooks/default/secret": {"get": op("getWebhookSecret", "The key webhook signatures are made with", {"200": json_response(ref("WebhookSecret"))})},

@@ -84,7 +84,7 @@ def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
         },
         # While it waits, what its page shows: its place in the queue and how many trainings run.
         "queue": job_queue.queue_state(job),
-        "samples": [{"step": s.step, "prompt": s.prompt, "url": urls.api("training_sample", job.pk, s.pk)}
+        "samples": [{"id": s.pk, "step": s.step, "prompt": s.prompt, "url": urls.api("training_sample", job.pk, s.pk)}
                     for s in job.samples.all()],
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),

@@ -39,6 +39,7 @@ urlpatterns = [
     path("models/<int:pk>", views_models.model, name="model"),
     path("models/<int:pk>/like", views_models.model_like, name="model_like"),
     path("models/<int:pk>/files/<str:kind>", views_models.model_download, name="model_download"),
+    path("models/<int:pk>/examples", views_models.model_examples, name="model_examples"),
     path("models/<int:pk>/examples/<int:example_pk>", views_models.model_example, name="model_example"),
     path("webhooks/default/secret", views_pages.webhook_secret, name="webhook_secret"),
     path("webhooks/default/secret/rotate", views_pages.webhook_secret_rotate, name="webhook_secret_rotate_api"),

@@ -16,9 +16,10 @@ from flux_studio.api.serializers import model_object
 from flux_studio.files import serve_file
 from gallery import selectors, services_gallery
 from gallery.models import GalleryModel, GenerationImage
-from trainer.models import TrainingJob
+from trainer.models import TrainingJob, TrainingSample
 
 PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "published", "publish")
+MAX_SAMPLES = 24  # as many as the publishing page offers
 MODEL_FILES = {"weights": ("lora_file", "lora.safetensors"), "kohya_weights": ("kohya_file", "lora_kohya.safetensors")}
 
 
@@ -50,25 +51,39 @@ def _text(data: dict[str, Any], key: str, default: str) -> str:
     return value
 
 
-def _examples(request: HttpRequest, model: GalleryModel, raw: Any) -> None:
+def _examples(request: HttpRequest, model: GalleryModel, raw: Any, field: str = "examples") -> None:
     """Add generated images as examples: [{"prediction": 7, "index": 0}]. An image that already
     is an example of the model (sent again, or twice in one list) is not added again (the service
     sees to it, for the web's pages too)."""
     if raw is None:
         return
     if not isinstance(raw, list) or len(raw) > 8:
-        raise field_error("examples", 'a list of up to 8 objects like {"prediction": 7, "index": 0}')
+        raise field_error(field, 'a list of up to 8 objects like {"prediction": 7, "index": 0}')
     for n, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise field_error(f"examples[{n}]", 'an object like {"prediction": 7, "index": 0}')
-        check_keys(item, ("prediction", "index"), where=f"examples[{n}]")
+            raise field_error(f"{field}[{n}]", 'an object like {"prediction": 7, "index": 0}')
+        check_keys(item, ("prediction", "index"), where=f"{field}[{n}]")
         image = GenerationImage.objects.select_related("generation").filter(
-            generation_id=parse_id(item.get("prediction"), f"examples[{n}].prediction"),
+            generation_id=parse_id(item.get("prediction"), f"{field}[{n}].prediction"),
             generation__owner=request.user, index=item.get("index", 0) if isinstance(item.get("index", 0), int) else -1,
         ).first()
         if image is None:
-            raise field_error(f"examples[{n}]", "no such image among your predictions")
+            raise field_error(f"{field}[{n}]", "no such image among your predictions")
         services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+
+
+def _samples(model: GalleryModel, raw: Any) -> list[TrainingSample]:
+    """The model's training samples with the ids given, in their order; an unknown id is an error."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_SAMPLES:
+        raise field_error("samples", f"a list of up to {MAX_SAMPLES} sample ids of the model's training (its `samples`)")
+    ids = list(dict.fromkeys(parse_id(value, f"samples[{n}]") for n, value in enumerate(raw)))
+    found = model.training.samples.in_bulk(ids)
+    unknown = [pk for pk in ids if pk not in found]
+    if unknown:
+        raise field_error("samples", f"not samples of this model's training: {', '.join(map(str, unknown[:20]))}")
+    return [found[pk] for pk in ids]
 
 
 def _publish_flag(data: dict[str, Any]) -> bool:
@@ -114,8 +129,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
                 services_gallery.gallery_model_unpublish(model=model)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    model = GalleryModel.objects.select_related("owner").get(pk=model.pk)
-    return JsonResponse(model_object(model, urls, liked=selectors.liked_by(request.user, model)), status=201)
+    return _answer(request, model, status=201)
 
 
 @api_view(("GET",), auth="optional")
@@ -146,8 +160,48 @@ def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     return serve_file(file, download_name=f"{stem}_{suffix}", public=found.published, request=request)
 
 
-@api_view(("GET",), auth="optional")
+def _owned(request: HttpRequest, pk: int) -> GalleryModel:
+    """The caller's own model (published or draft): anyone else's answers 404, as a missing one."""
+    return get_object_or_404(GalleryModel.objects.select_related("owner", "training"), pk=pk, owner=request.user)
+
+
+def _answer(request: HttpRequest, model: GalleryModel, status: int = 200) -> JsonResponse:
+    model = GalleryModel.objects.select_related("owner").get(pk=model.pk)
+    return JsonResponse(model_object(model, Urls(request), liked=selectors.liked_by(request.user, model)), status=status)
+
+
+@api_view(("POST",))
+def model_examples(request: HttpRequest, pk: int) -> HttpResponse:
+    """The publishing page's "add examples": training `samples` (ids from the training's
+    `samples`) and generated `images` ([{"prediction": 7, "index": 0}]); ones already there are skipped."""
+    found = _owned(request, pk)
+    data = json_body(request)
+    check_keys(data, ("samples", "images"), where="body")
+    if data.get("samples") is None and data.get("images") is None:
+        raise ApiError(422, "nothing to add; give `samples` and/or `images`")
+    samples = _samples(found, data.get("samples"))
+    with transaction.atomic():
+        services_gallery.examples_add_samples(model=found, samples=samples)
+        _examples(request, found, data.get("images"), field="images")
+    return _answer(request, found, status=201)
+
+
+@api_view(("GET", "PATCH", "DELETE"), auth="optional")
 def model_example(request: HttpRequest, pk: int, example_pk: int) -> HttpResponse:
-    found = _visible(request, pk)
+    """GET: the example's image. The owner's PATCH {"is_cover": true} makes it the cover, and
+    DELETE removes it (the next example becomes the cover), as on the publishing page."""
+    if request.method == "GET":
+        found = _visible(request, pk)
+        example = get_object_or_404(found.examples, pk=example_pk)
+        return serve_file(example.image, public=found.published, request=request)
+    found = _owned(request, pk)
     example = get_object_or_404(found.examples, pk=example_pk)
-    return serve_file(example.image, public=found.published, request=request)
+    if request.method == "DELETE":
+        services_gallery.example_remove(example=example)
+        return HttpResponse(status=204)
+    data = json_body(request)
+    check_keys(data, ("is_cover",), where="body")
+    if data.get("is_cover") is not True:
+        raise field_error("is_cover", "true (to change the cover, make another example the cover)")
+    services_gallery.example_set_cover(example=example)
+    return _answer(request, found)
