@@ -226,7 +226,15 @@ SCHEMAS: S = {
         "like_count": {"type": "integer", "minimum": 0},
         "liked": {"type": "boolean", "description": "whether you like it (false without a token)"},
         "weights": {"type": "object"}, "kohya_weights": {"type": "object"},
-        "examples": {"type": "array", "items": {"type": "object"}}, "urls": obj({"get": URL, "like": URL, "web": URL}),
+        "examples": {"type": "array", "items": {"type": "object"}},
+        "hub": obj({
+            "repo": {"type": ["string", "null"]}, "url": {**nullable(URL), "description": "the repo on the Hub, once pushed"},
+            "pushed_at": STAMP,
+            "status": {"type": ["string", "null"], "enum": ["pushing", "pushed", "failed", None],
+                       "description": "your own model's last push (null for others' models)"},
+            "error": {"type": ["string", "null"], "description": "why your last push failed"},
+        }),
+        "urls": obj({"get": URL, "like": URL, "web": URL}),
     }, ["id", "title", "trigger_word", "base_model", "weights", "urls"], closed=False),
     "ModelPublish": obj({
         "training": ID, "title": {"type": "string", "maxLength": 120}, "description": {"type": "string"},
@@ -245,6 +253,11 @@ SCHEMAS: S = {
     }, description="give samples, images or both; ones already among the examples are skipped"),
     "ModelExampleUpdate": obj({"is_cover": {"type": "boolean", "const": True, "description": "make this example the cover"}},
                               ["is_cover"]),
+    "HubPush": obj({
+        "repo_id": {"type": "string", "maxLength": 200, "description": "your-hf-name/my-lora, or a bare name for the token's namespace"},
+        "token": {"type": "string", "maxLength": 400, "description": "a Hugging Face write token; used once by the worker, never stored"},
+        "private": {"type": "boolean", "default": False},
+    }, ["repo_id", "token"]),
     "WebhookSecret": obj({"key": {"type": "string", "description": "whsec_<base64 key>"}}, ["key"]),
     "Delivery": obj({
         "id": ID, "webhook_id": {"type": "string"}, "event": {"type": "string", "enum": list(EVENTS)}, "url": URL,
@@ -433,6 +446,12 @@ PATHS: S = {
                    body=jbody("ModelPublish")),
     },
     "/models/{id}": {"parameters": [path_id()], "get": op("getModel", "Get a gallery model", {"200": json_response(ref("Model"))}, public=True)},
+    "/models/{id}/hub": {"parameters": [path_id()], "post": op(
+        "pushModelToHub", "Push your published model to the Hugging Face Hub",
+        {"202": json_response(ref("Model"), "queued: `hub.status` is pushing; poll urls.get until pushed or failed")},
+        body=jbody("HubPush"),
+        description="The LoRA files, examples and a model card, in one commit. 422 when the model is not published, "
+                    "the name or token is missing or bad, or a push is already under way.")},
     "/models/{id}/like": {
         "parameters": [path_id()],
         "post": op("likeModel", "Like a published model (again: no change)", {"200": json_response(ref("Model"), "with the new like_count")}),

@@ -16,7 +16,7 @@ from flux_studio.api.common import Urls, iso
 from flux_studio.api.models import FileUpload
 from flux_studio.models import Event
 from gallery import selectors as gallery_selectors
-from gallery.models import GalleryModel, Generation, GenerationState
+from gallery.models import GalleryModel, Generation, GenerationState, HubState
 from trainer import job_queue
 from trainer.models import Dataset, JobState, Photo, TrainingJob
 from trainer.selectors import dataset_health
@@ -210,8 +210,9 @@ def upload_object(upload: FileUpload, urls: Urls, rejected: list[dict[str, str]]
     }
 
 
-def model_object(model: GalleryModel, urls: Urls, *, liked: bool = False) -> dict[str, Any]:
-    """A gallery model; `liked`: whether the caller likes it (false for anonymous callers)."""
+def model_object(model: GalleryModel, urls: Urls, *, liked: bool = False, mine: bool = False) -> dict[str, Any]:
+    """A gallery model; `liked`: whether the caller likes it (false for anonymous callers); `mine`:
+    the caller owns it, and sees its last Hub push's status and error as the model page shows them."""
     examples = list(model.examples.all())
     return {
         "id": model.pk,
@@ -234,6 +235,9 @@ def model_object(model: GalleryModel, urls: Urls, *, liked: bool = False) -> dic
                           "sha256": model.kohya_sha256 or None},
         "examples": [{"id": ex.pk, "prompt": ex.prompt, "settings": ex.settings, "is_cover": ex.is_cover,
                       "url": urls.api("model_example", model.pk, ex.pk)} for ex in examples],
+        "hub": {"repo": model.hub_repo or None, "url": model.hub_url or None, "pushed_at": iso(model.hub_pushed_at),
+                "status": (model.hub_state or None) if mine else None,
+                "error": (model.hub_error or None) if mine and model.hub_state == HubState.FAILED else None},
         "urls": {"get": urls.api("model", model.pk), "like": urls.api("model_like", model.pk),
                  "web": urls.path(model.get_absolute_url())},
     }

@@ -37,6 +37,7 @@ urlpatterns = [
     path("predictions/<int:pk>/images/<int:index>", views_predictions.prediction_image, name="prediction_image"),
     path("models", views_models.models, name="models"),
     path("models/<int:pk>", views_models.model, name="model"),
+    path("models/<int:pk>/hub", views_models.model_hub_push, name="model_hub_push"),
     path("models/<int:pk>/like", views_models.model_like, name="model_like"),
     path("models/<int:pk>/files/<str:kind>", views_models.model_download, name="model_download"),
     path("models/<int:pk>/examples", views_models.model_examples, name="model_examples"),

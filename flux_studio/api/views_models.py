@@ -1,4 +1,5 @@
-"""/models: the public gallery of published LoRAs (search, read, download) and publishing."""
+"""/models: the public gallery of published LoRAs (search, read, download, like) and publishing
+(details, examples and cover, a push to the Hugging Face Hub) of your own."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ from flux_studio.api.common import Urls, check_keys, paginated_sorted, parse_id
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
 from flux_studio.api.serializers import model_object
 from flux_studio.files import serve_file
-from gallery import selectors, services_gallery
+from gallery import hub, selectors, services_gallery
 from gallery.models import GalleryModel, GenerationImage
 from trainer.models import TrainingJob, TrainingSample
 
 PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "published", "publish")
 MAX_SAMPLES = 24  # as many as the publishing page offers
+MAX_HUB_TOKEN = 400
 MODEL_FILES = {"weights": ("lora_file", "lora.safetensors"), "kohya_weights": ("kohya_file", "lora_kohya.safetensors")}
+
+
+def _object(request: HttpRequest, model: GalleryModel, urls: Urls, *, liked: bool | None = None) -> dict[str, Any]:
+    """The model as the caller sees it: whether they like it and, for its owner, its Hub push."""
+    if liked is None:
+        liked = selectors.liked_by(request.user, model)
+    return model_object(model, urls, liked=liked, mine=model.owner_id == request.user.pk)
 
 
 def _visible(request: HttpRequest, pk: int) -> GalleryModel:
@@ -41,7 +50,7 @@ def models(request: HttpRequest) -> HttpResponse:
     rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=request.GET.get("base_model", "")[:200],
                                    tag=request.GET.get("tag", "")[:40], sort=sort).prefetch_related("examples")
     rows = selectors.with_liked(rows, request.user)
-    return paginated_sorted(request, rows, lambda m: model_object(m, urls, liked=m.liked))
+    return paginated_sorted(request, rows, lambda m: _object(request, m, urls, liked=m.liked))
 
 
 def _text(data: dict[str, Any], key: str, default: str) -> str:
@@ -134,8 +143,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
 
 @api_view(("GET",), auth="optional")
 def model(request: HttpRequest, pk: int) -> HttpResponse:
-    found = _visible(request, pk)
-    return JsonResponse(model_object(found, Urls(request), liked=selectors.liked_by(request.user, found)))
+    return JsonResponse(_object(request, _visible(request, pk), Urls(request)))
 
 
 @api_view(("POST", "DELETE"))
@@ -144,7 +152,7 @@ def model_like(request: HttpRequest, pk: int) -> HttpResponse:
     found = get_object_or_404(GalleryModel.objects.select_related("owner"), pk=pk, published=True)
     liked = request.method == "POST"
     found.like_count = services_gallery.like_set(user=request.user, model=found, liked=liked)
-    return JsonResponse(model_object(found, Urls(request), liked=liked))
+    return JsonResponse(_object(request, found, Urls(request), liked=liked))
 
 
 @api_view(("GET",), auth="optional")
@@ -167,7 +175,7 @@ def _owned(request: HttpRequest, pk: int) -> GalleryModel:
 
 def _answer(request: HttpRequest, model: GalleryModel, status: int = 200) -> JsonResponse:
     model = GalleryModel.objects.select_related("owner").get(pk=model.pk)
-    return JsonResponse(model_object(model, Urls(request), liked=selectors.liked_by(request.user, model)), status=status)
+    return JsonResponse(_object(request, model, Urls(request)), status=status)
 
 
 @api_view(("POST",))
@@ -205,3 +213,23 @@ def model_example(request: HttpRequest, pk: int, example_pk: int) -> HttpRespons
         raise field_error("is_cover", "true (to change the cover, make another example the cover)")
     services_gallery.example_set_cover(example=example)
     return _answer(request, found)
+
+
+@api_view(("POST",))
+def model_hub_push(request: HttpRequest, pk: int) -> HttpResponse:
+    """Push your published model to the Hugging Face Hub with your own write `token` (used once by
+    the worker, never stored), as the model page's form; 202, then poll the model's `hub`."""
+    found = _owned(request, pk)
+    data = json_body(request)
+    check_keys(data, ("repo_id", "token", "private"), where="body")
+    private = data.get("private", False)
+    if not isinstance(private, bool):
+        raise field_error("private", "true or false")
+    token = _text(data, "token", "")
+    if len(token) > MAX_HUB_TOKEN:
+        raise field_error("token", f"at most {MAX_HUB_TOKEN} characters")
+    hub.hub_push_request(user=request.user, model=found, repo_id=_text(data, "repo_id", ""), token=token,
+                         private=private)
+    answer = _answer(request, found, status=202)
+    answer["Location"] = Urls(request).api("model", found.pk)
+    return answer
