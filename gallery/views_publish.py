@@ -41,14 +41,14 @@ def _unpublish(request: HttpRequest, model: GalleryModel) -> str:
 
 
 def _add_samples(request: HttpRequest, model: GalleryModel) -> str:
-    samples = services_gallery.examples_add_samples(
+    added = services_gallery.examples_add_samples(
         model=model, samples=model.training.samples.filter(pk__in=request.POST.getlist("sample")))
     # The candidates are a sliced query (newest 60), which cannot be filtered further: pick in Python.
     wanted = {int(pk) for pk in request.POST.getlist("image") if pk.isdigit()}
     images = [i for i in selectors.generation_images_with(request.user, model.training) if i.pk in wanted]
     for image in images:
         services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
-    return f"Added {len(samples) + len(images)} example(s)."
+    return f"Added {len(added) + len(images)} example(s)."
 
 
 def _cover(request: HttpRequest, model: GalleryModel) -> str:

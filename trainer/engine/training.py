@@ -225,7 +225,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
 def eager_kernels(transformer: torch.nn.Module, *, compiled: bool, log: Callable[[str], None]) -> Iterator[None]:
     """Eager steps: the adapted layers and the attention in fewer operations (`fused_lora`,
     `eager_attention`). Compiled steps keep diffusers' and peft's modules, which Inductor fuses
-    (the fused autograd functions compiled measured slower there)."""
+    (compiled, the fused autograd functions were no faster: bench/README-train.md)."""
     if compiled:
         yield
         return
