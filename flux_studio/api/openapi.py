@@ -53,6 +53,16 @@ WEBHOOK_FIELDS: S = {
     "webhook_events_filter": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(EVENTS)}},
 }
 
+TOKEN_FIELDS: S = {
+    "id": ID, "name": {"type": "string"},
+    "prefix": {"type": "string", "description": "the token's first characters, to tell tokens apart; not a secret"},
+    "active": {"type": "boolean", "description": "false once revoked"},
+    "current": {"type": "boolean", "description": "this request was sent with it"},
+    "created_at": STAMP, "last_used_at": {**STAMP, "description": "to the minute; null: never used"},
+    "revoked_at": STAMP, "urls": obj({"get": URL}),
+}
+TOKEN_REQUIRED = ["id", "name", "prefix", "active", "created_at", "last_used_at", "revoked_at", "urls"]
+
 SCHEMAS: S = {
     "Problem": obj({
         "type": URL, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
@@ -265,6 +275,12 @@ SCHEMAS: S = {
         "error": {"type": ["string", "null"]}, "duration_ms": {"type": "integer"}, "created_at": STAMP,
     }, closed=False),
     "Account": obj({"type": {"type": "string"}, "username": {"type": "string"}, "token": {"type": ["string", "null"]}}),
+    "Token": obj(TOKEN_FIELDS, TOKEN_REQUIRED, closed=False),
+    "TokenCreate": obj({"name": {"type": "string", "minLength": 1, "maxLength": 80,
+                                 "description": "e.g. the script that will use it"}}, ["name"]),
+    "TokenCreated": obj({**TOKEN_FIELDS, "token": {
+        "type": "string", "description": "the secret, for `Authorization: Bearer`: in this answer only"}},
+        [*TOKEN_REQUIRED, "token"], closed=False),
 }
 
 PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
@@ -477,14 +493,30 @@ PATHS: S = {
     "/webhooks/default/secret": {"get": op("getWebhookSecret", "The key webhook signatures are made with", {"200": json_response(ref("WebhookSecret"))})},
     "/webhooks/default/secret/rotate": {"post": op("rotateWebhookSecret", "Replace the webhook secret", {"200": json_response(ref("WebhookSecret"))})},
     "/webhooks/deliveries": {"get": op("listWebhookDeliveries", "The delivery log, one row per attempt", {"200": json_response(page_of("Delivery"))}, params=LIST_PARAMS)},
+    "/tokens": {
+        "get": op("listTokens", "List your API tokens, revoked ones too (never their secrets)",
+                  {"200": json_response(page_of("Token"))}, params=LIST_PARAMS),
+        "post": op("createToken", "Create an API token", {"201": json_response(ref("TokenCreated"), "its secret, shown once")},
+                   body=jbody("TokenCreate"),
+                   description="Only a hash of the secret is kept; a lost token cannot be shown again: revoke it and "
+                               "create another. At most 50 active tokens (422)."),
+    },
+    "/tokens/{id}": {
+        "parameters": [path_id()],
+        "get": op("getToken", "Get one of your API tokens", {"200": json_response(ref("Token"))}),
+        "delete": op("revokeToken", "Revoke a token (again: no change)", {"204": {"description": "revoked"}},
+                     description="Requests with it answer 401 from now on; the token sending this request may revoke "
+                                 "itself. It stays listed as revoked."),
+    },
 }
 
 DESCRIPTION = """\
 Train FLUX.1 LoRAs and generate with them, shaped like Replicate's HTTP API.
 
-Authenticate with `Authorization: Bearer <token>` (create tokens at /api/v1/tokens/). Errors are
-RFC 9457 problem documents. Lists are paginated with an opaque `cursor` (follow `next`).
-Requests are rate limited per token (fixed one-minute window; 429 with Retry-After).
+Authenticate with `Authorization: Bearer <token>` (create the first token at /api/v1/tokens/;
+then POST /tokens makes more). Errors are RFC 9457 problem documents. Lists are paginated with
+an opaque `cursor` (follow `next`). Requests are rate limited per token (fixed one-minute
+window; 429 with Retry-After).
 
 Webhooks (`webhook`, `webhook_events_filter` on create) POST the object as GET returns it, signed
 like Standard Webhooks: headers webhook-id, webhook-timestamp and webhook-signature =

@@ -13,7 +13,7 @@ from typing import Any
 from django.urls import reverse
 
 from flux_studio.api.common import Urls, iso
-from flux_studio.api.models import FileUpload
+from flux_studio.api.models import ApiToken, FileUpload
 from flux_studio.models import Event
 from gallery import selectors as gallery_selectors
 from gallery.models import GalleryModel, Generation, GenerationState, HubState
@@ -240,4 +240,20 @@ def model_object(model: GalleryModel, urls: Urls, *, liked: bool = False, mine: 
                 "error": (model.hub_error or None) if mine and model.hub_state == HubState.FAILED else None},
         "urls": {"get": urls.api("model", model.pk), "like": urls.api("model_like", model.pk),
                  "web": urls.path(model.get_absolute_url())},
+    }
+
+
+def token_object(token: ApiToken, urls: Urls, *, current: bool = False) -> dict[str, Any]:
+    """An API token as the token page lists it: never its secret or hash, only the first
+    characters to tell tokens apart; `current`: the request was sent with this token."""
+    return {
+        "id": token.pk,
+        "name": token.name,
+        "prefix": token.prefix,
+        "active": token.is_active,
+        "current": current,
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+        "revoked_at": iso(token.revoked_at),
+        "urls": {"get": urls.api("token", token.pk)},
     }

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 
 from flux_studio.api import (
-    views_datasets, views_files, views_models, views_pages, views_predictions, views_trainings,
+    views_datasets, views_files, views_models, views_pages, views_predictions, views_tokens, views_trainings,
 )
 
 app_name = "api"
@@ -12,6 +12,9 @@ urlpatterns = [
     path("tokens/<int:pk>/revoke/", views_pages.token_revoke_view, name="token_revoke"),
     path("tokens/webhook-secret/rotate/", views_pages.webhook_secret_rotate_view, name="webhook_secret_rotate"),
     path("account", views_pages.account, name="account"),
+    # The JSON collection has no trailing slash, as every other; "tokens/" above is the HTML page.
+    path("tokens", views_tokens.tokens_view, name="token_list"),
+    path("tokens/<int:pk>", views_tokens.token_view, name="token"),
     path("files", views_files.files, name="files"),
     path("files/uploads/<int:pk>", views_files.file_upload, name="file_upload"),
     path("files/<int:pk>", views_files.file_detail, name="file"),

@@ -1,0 +1,114 @@
+"""/tokens over the API: list (never a secret), create (the secret once), read, revoke; someone
+else's token answers 404 like a missing one; a token may revoke itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from flux_studio.api.models import ApiToken
+from flux_studio.api.tokens import MAX_TOKENS, token_create
+from tests.api.conftest import ApiClient, all_pages
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_a_token_shows_its_secret_once_and_it_works(alice_api, alice_token):
+    created = alice_api.post("/api/v1/tokens", {"name": "  nightly   training job "})
+    assert created.status_code == 201, created.content
+    body = created.json()
+    secret = body["token"]
+    assert secret.startswith("fst_") and secret.startswith(body["prefix"]) and len(body["prefix"]) < len(secret) // 3
+    assert body["name"] == "nightly training job" and body["active"] is True and body["current"] is False
+    assert body["last_used_at"] is None and body["revoked_at"] is None
+    assert body["urls"]["get"].endswith(f"/api/v1/tokens/{body['id']}")
+
+    fresh = ApiClient(secret)
+    assert fresh.get("/api/v1/account").json() == {"type": "user", "username": "alice", "token": "nightly training job"}
+    again = fresh.get(body["urls"]["get"]).json()
+    assert again["current"] is True and again["last_used_at"] is not None and "token" not in again
+    listing = alice_api.get("/api/v1/tokens").content.decode()
+    assert secret not in listing and alice_token not in listing and "hash" not in listing
+
+
+def test_list_shows_only_your_tokens_newest_first_and_pages(alice, alice_api, bob_api):
+    for number in range(4):
+        token_create(owner=alice, name=f"script {number}")
+    page = alice_api.get("/api/v1/tokens").json()
+    assert [row["name"] for row in page["results"]] == ["script 3", "script 2", "script 1", "script 0", "alice script"]
+    assert [row["current"] for row in page["results"]] == [False] * 4 + [True]
+    assert set(page["results"][0]) == {"id", "name", "prefix", "active", "current", "created_at", "last_used_at",
+                                       "revoked_at", "urls"}
+    assert all_pages(alice_api, "/api/v1/tokens", page_size=2) == [row["id"] for row in page["results"]]
+    assert [row["name"] for row in bob_api.get("/api/v1/tokens").json()["results"]] == ["bob script"]
+
+
+def test_revoke_another_token_then_it_is_listed_as_revoked(alice, alice_api):
+    _, laptop_secret = token_create(owner=alice, name="laptop")
+    laptop = ApiClient(laptop_secret)
+    laptop_id = laptop.get("/api/v1/tokens").json()["results"][0]["id"]
+    assert laptop.get("/api/v1/account").status_code == 200
+
+    assert alice_api.delete(f"/api/v1/tokens/{laptop_id}").status_code == 204
+    assert laptop.get("/api/v1/account").status_code == 401
+    row = alice_api.get(f"/api/v1/tokens/{laptop_id}").json()
+    assert row["active"] is False and row["revoked_at"] is not None
+    assert alice_api.delete(f"/api/v1/tokens/{laptop_id}").status_code == 204, "revoking again changes nothing"
+    assert alice_api.get(f"/api/v1/tokens/{laptop_id}").json()["revoked_at"] == row["revoked_at"]
+    assert alice_api.get("/api/v1/account").status_code == 200, "the caller's own token is untouched"
+
+
+def test_a_token_may_revoke_itself(alice, alice_api):
+    own_id = next(row["id"] for row in alice_api.get("/api/v1/tokens").json()["results"] if row["current"])
+    assert alice_api.delete(f"/api/v1/tokens/{own_id}").status_code == 204
+    after = alice_api.get("/api/v1/tokens")
+    assert after.status_code == 401 and after.json()["status"] == 401
+    assert ApiToken.objects.get(pk=own_id).revoked_at is not None
+
+
+def test_someone_elses_token_answers_404_like_a_missing_one(alice, alice_api, bob_api, bob_token):
+    bobs = ApiToken.objects.get(owner__username="bob")
+    missing = alice_api.get("/api/v1/tokens/999999")
+    assert missing.status_code == 404 and missing["Content-Type"] == "application/problem+json"
+    for response in (alice_api.get(f"/api/v1/tokens/{bobs.pk}"), alice_api.delete(f"/api/v1/tokens/{bobs.pk}")):
+        assert response.status_code == 404
+        assert {k: v for k, v in response.json().items() if k != "instance"} == \
+               {k: v for k, v in missing.json().items() if k != "instance"}
+    assert bob_api.get("/api/v1/account").status_code == 200, "bob's token still works"
+    assert "bob script" not in alice_api.get("/api/v1/tokens").content.decode()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "name"),
+    ({"name": ""}, "name"),
+    ({"name": "   "}, "name"),
+    ({"name": 7}, "name"),
+    ({"name": None}, "name"),
+    ({"name": "x" * 81}, "name"),
+    ({"name": "ok", "scopes": ["read"]}, "body.scopes"),
+])
+def test_bad_token_requests_are_422_and_create_nothing(alice_api, body, field):
+    response = alice_api.post("/api/v1/tokens", body)
+    assert response.status_code == 422 and field in response.json()["errors"], response.json()
+    assert ApiToken.objects.count() == 1
+
+
+def test_at_most_fifty_active_tokens(alice, alice_api):
+    for number in range(MAX_TOKENS - 1):
+        token_create(owner=alice, name=f"t{number}")
+    refused = alice_api.post("/api/v1/tokens", {"name": "one too many"})
+    assert refused.status_code == 422 and "revoke one first" in refused.json()["errors"]["name"][0]
+    oldest = ApiToken.objects.filter(owner=alice).exclude(name="alice script").order_by("pk").first()
+    assert alice_api.delete(f"/api/v1/tokens/{oldest.pk}").status_code == 204
+    assert alice_api.post("/api/v1/tokens", {"name": "one too many"}).status_code == 201
+
+
+def test_writes_need_a_token_and_the_page_keeps_its_url(alice, alice_client, alice_api):
+    assert ApiClient(None).get("/api/v1/tokens").status_code == 401
+    assert alice_client.get("/api/v1/tokens").json()["results"][0]["current"] is False, "a session may read"
+    assert alice_client.post("/api/v1/tokens", '{"name": "x"}', content_type="application/json").status_code == 401
+    created = alice_api.post("/api/v1/tokens", {"name": "from a script"}).json()
+    page = alice_client.get("/api/v1/tokens/")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    assert created["prefix"].encode() in page.content and b"from a script" in page.content
+    alice_api.delete(created["urls"]["get"])
+    assert b"revoked" in alice_client.get("/api/v1/tokens/").content
