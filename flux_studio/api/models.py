@@ -132,3 +132,18 @@ class FileUpload(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class CaptionBulkEdit(models.Model):
+    """The last bulk caption edit made on a dataset over the API, kept so that it can be undone.
+
+    The dataset page keeps its last bulk edit in the browser for its Undo button; a script has no
+    page, so the studio keeps it here, one per dataset: a newer bulk edit replaces it, an undo
+    removes it. `changes` are trainer.datasets.CaptionChange dicts (id, before, after,
+    before_source), what the undo puts back and what it checks a caption still reads.
+    """
+
+    dataset = models.ForeignKey("trainer.Dataset", on_delete=models.CASCADE, related_name="+")
+    op = models.CharField(max_length=20)
+    changes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -120,8 +120,27 @@ SCHEMAS: S = {
         "dataset": ID, "op": {"type": "string"}, "dry_run": {"type": "boolean"},
         "changes": {"type": "array", "items": obj({"id": ID, "before": {"type": "string"}, "after": {"type": "string"},
                                                   "before_source": {"type": "string"}})},
+        "undo": nullable(obj({"edit": ID, "url": URL}, ["edit", "url"], description=(
+            "POST {\"edit\": edit} to url to undo this edit while it is the dataset's last; null for a dry run or "
+            "an edit that changed nothing"))),
         "counts": obj({"captioned": {"type": "integer"}, "training": {"type": "integer"}}),
     }, ["changes"], closed=False),
+    "CaptionsUndo": obj({"edit": {**ID, "description": "the bulk answer's undo.edit: undo only that edit (409 if a "
+                                                       "later one replaced it); left out: the last bulk edit"}}),
+    "CaptionsUndoResult": obj({
+        "dataset": ID, "edit": ID, "op": {"type": "string", "description": "the bulk edit's op"},
+        "changes": {"type": "array", "items": obj({
+            "id": ID, "before": {"type": "string", "description": "the caption the bulk edit left"},
+            "after": {"type": "string", "description": "the caption put back"},
+            "before_source": {"type": "string", "enum": list(CaptionSource.values)},
+            "after_source": {"type": "string", "enum": list(CaptionSource.values),
+                             "description": "the source the caption had before the bulk edit"}})},
+        "skipped": {"type": "array", "items": obj({"id": ID, "reason": {
+            "type": "string", "enum": ["changed", "deleted"],
+            "description": "changed: the caption no longer reads as the bulk edit left it, and stays; deleted: "
+                           "the photo is gone"}})},
+        "counts": obj({"captioned": {"type": "integer"}, "training": {"type": "integer"}}),
+    }, ["dataset", "edit", "changes", "skipped"], closed=False),
     "FilesBulk": obj({
         "op": {"type": "string", "enum": ["exclude", "include", "delete"],
                "description": "exclude: kept in the dataset, not trained on; include: trained on again; delete: removed"},
@@ -387,6 +406,14 @@ PATHS: S = {
     "/datasets/{id}/captions/bulk": {"parameters": [path_id()], "post": op(
         "bulkEditCaptions", "Find/replace, prepend, append, insert the trigger word or fill templates in many captions",
         {"200": json_response(ref("CaptionsBulkResult"), "what changed (or would, with dry_run)")}, body=jbody("CaptionsBulk"))},
+    "/datasets/{id}/captions/undo": {"parameters": [path_id()], "post": op(
+        "undoBulkCaptionEdit", "Undo the last bulk caption edit: each caption's text and former source come back",
+        {"200": json_response(ref("CaptionsUndoResult"), "what was put back, and what was left as it is"), **CONFLICT},
+        body={"application/json": {"schema": ref("CaptionsUndo")}},
+        description="As the dataset page's Undo: an auto caption comes back as auto (re-captioning may refresh it), "
+                    "one from a zip's .txt as file. Only the last bulk edit made over the API is kept, once: 409 when "
+                    "there is none (never made, or undone already) or `edit` is not it. A caption changed since the "
+                    "bulk edit stays as it is (`skipped`).")},
     "/datasets/{id}/captioning": {
         "parameters": [path_id()],
         "get": op("getCaptioning", "The dataset's latest auto-captioning run", {"200": json_response(ref("Captioning"))}),

@@ -25,6 +25,7 @@ urlpatterns = [
     path("datasets/<int:pk>/export", views_datasets.dataset_export, name="dataset_export"),
     path("datasets/<int:pk>/files/bulk", views_datasets.dataset_files_bulk, name="dataset_files_bulk"),
     path("datasets/<int:pk>/captions/bulk", views_datasets.dataset_captions_bulk, name="dataset_captions_bulk"),
+    path("datasets/<int:pk>/captions/undo", views_datasets.dataset_captions_undo, name="dataset_captions_undo"),
     path("datasets/<int:pk>/captioning", views_datasets.dataset_captioning, name="dataset_captioning"),
     path("trigger-words/check", views_datasets.trigger_word_check, name="trigger_word_check"),
     path("trainings", views_trainings.trainings, name="trainings"),

@@ -2,7 +2,7 @@
 
 A dataset is a set of photos with captions, a trigger word and a caption style. List, create,
 read (with its photos and health), rename or restyle (PATCH), duplicate, export as a zip and
-delete; bulk caption edits; auto-captioning (POST starts it, GET polls it). Photos are added with
+delete; bulk caption edits and their undo; auto-captioning (POST starts it, GET polls it). Photos are added with
 POST /files (`dataset` form field: images or a zip with same-name .txt captions) and edited with
 PATCH /files/{id} (caption, excluded). GET /trigger-words/check is the page's live trigger checker.
 Every dataset is found with owner=request.user: someone else's answers 404, as a missing one.
@@ -19,6 +19,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
+from flux_studio.api import caption_undo
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, paginated, parse_id
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
@@ -190,16 +191,41 @@ def dataset_captions_bulk(request: HttpRequest, pk: int) -> HttpResponse:
     ids = photo_ids(data.get("ids"), dataset)
     dry_run = _flag(data, "dry_run")
     try:
-        changes = datasets.captions_bulk_edit(
-            dataset=dataset, op=op, photo_ids=ids, find=_string(data, "find"), replace=_string(data, "replace"),
-            text=_string(data, "text"), case_sensitive=_flag(data, "case_sensitive"), dry_run=dry_run,
-        )
+        with transaction.atomic():  # the edit and what undoes it, together
+            changes = datasets.captions_bulk_edit(
+                dataset=dataset, op=op, photo_ids=ids, find=_string(data, "find"), replace=_string(data, "replace"),
+                text=_string(data, "text"), case_sensitive=_flag(data, "case_sensitive"), dry_run=dry_run,
+            )
+            edit = None if dry_run else caption_undo.bulk_edit_record(dataset=dataset, op=op, changes=changes)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    captioned, total = selectors.caption_counts(dataset)
+    undo = {"edit": edit.pk, "url": Urls(request).api("dataset_captions_undo", dataset.pk)} if edit else None
     return JsonResponse({"dataset": dataset.pk, "op": op, "dry_run": dry_run,
-                         "changes": [change.as_dict() for change in changes],
-                         "counts": {"captioned": captioned, "training": total}})
+                         "changes": [change.as_dict() for change in changes], "undo": undo,
+                         "counts": _caption_counts(dataset)})
+
+
+@api_view(("POST",))
+def dataset_captions_undo(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page's Undo for the last bulk edit made over the API: each caption's text and its former
+    source come back (through the page's own restore service). `edit` (optional) is the bulk
+    answer's `undo.edit`: then only that edit is undone, never a later one."""
+    dataset = _own(request, pk)
+    data = json_body(request)
+    check_keys(data, ("edit",), where="body")
+    edit_id = parse_id(data["edit"], "edit") if data.get("edit") is not None else None
+    try:
+        undone = caption_undo.bulk_edit_undo(dataset=dataset, edit_id=edit_id)
+    except caption_undo.NothingToUndo as exc:
+        raise ApiError(409, str(exc)) from None
+    changes = [{**change.as_dict(), "after_source": undone.after_sources[change.id]} for change in undone.changes]
+    return JsonResponse({"dataset": dataset.pk, "edit": undone.edit, "op": undone.op, "changes": changes,
+                         "skipped": undone.skipped, "counts": _caption_counts(dataset)})
+
+
+def _caption_counts(dataset: Dataset) -> dict[str, int]:
+    captioned, total = selectors.caption_counts(dataset)
+    return {"captioned": captioned, "training": total}
 
 
 @api_view(("POST",))
