@@ -216,16 +216,22 @@ def captions_bulk_edit(
 
 def captions_restore(
     *, dataset: Dataset, captions: dict[int, str], sources: dict[int, str] | None = None,
+    expected: dict[int, str] | None = None,
 ) -> list[CaptionChange]:
     """Undo: put back the given captions (only on this dataset's photos) and their sources.
 
     `sources` holds the `before_source` of each change; a photo without a valid one is marked
-    USER, the safe side (re-captioning will not replace it).
+    USER, the safe side (re-captioning will not replace it). `expected` holds the text each
+    caption should read now (the change's `after`): a caption that reads otherwise was written,
+    patched or re-captioned since the edit, and is left as it is; only the restored photos are
+    in the result.
     """
-    sources = sources or {}
+    sources, expected = sources or {}, expected or {}
     changes = []
     with transaction.atomic():
         for photo in dataset.photos.filter(pk__in=list(captions)).select_for_update():
+            if photo.pk in expected and photo.caption != expected[photo.pk]:
+                continue
             before, before_source = photo.caption, photo.caption_source
             after = " ".join(str(captions[photo.pk]).split())[:MAX_CAPTION]
             source = sources.get(photo.pk)

@@ -239,11 +239,14 @@ def captions_restore(request: HttpRequest, pk: int) -> JsonResponse:
         body = _json_body(request)
         wanted = {int(k): str(v) for k, v in dict(body.get("captions") or {}).items()}
         sources = {int(k): str(v) for k, v in dict(body.get("sources") or {}).items()}
+        expected = {int(k): str(v) for k, v in dict(body.get("expected") or {}).items()}
     except (ValidationError, TypeError, ValueError):
-        return JsonResponse({"ok": False, "error": "expected {captions: {photo id: text}, sources: {photo id: source}}"},
-                            status=400)
-    changes = datasets.captions_restore(dataset=dataset, captions=wanted, sources=sources)
-    return JsonResponse({"ok": True, "changes": [c.as_dict() for c in changes], "counts": _counts(dataset)})
+        return JsonResponse({"ok": False, "error": "expected {captions: {photo id: text}, sources: {photo id: source}, "
+                                                   "expected: {photo id: text now}}"}, status=400)
+    changes = datasets.captions_restore(dataset=dataset, captions=wanted, sources=sources, expected=expected)
+    restored = {change.id for change in changes}
+    return JsonResponse({"ok": True, "changes": [c.as_dict() for c in changes], "counts": _counts(dataset),
+                         "kept": [pk for pk in wanted if pk not in restored]})
 
 
 @login_required

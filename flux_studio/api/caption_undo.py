@@ -5,9 +5,9 @@ trainer.datasets.captions_restore, which puts back each caption's text and its f
 (an auto caption stays re-captionable; one from a zip's .txt stays "file"). A script has no page
 to keep them in, so the API keeps the last bulk edit of each dataset (CaptionBulkEdit) and undoes
 it through that same service. One level, as on the page: a newer bulk edit replaces the one kept.
-Unlike the page, whose Undo follows the edit at once, an undo here may come later: a caption that
-no longer reads as the bulk edit left it (typed, patched or re-captioned since) is left alone and
-reported as skipped, and so is a photo deleted since.
+As on the page, a caption that no longer reads as the bulk edit left it (typed, patched or
+re-captioned since) is left alone (captions_restore's `expected`) and reported as skipped, and so
+is a photo deleted since.
 """
 
 from __future__ import annotations
@@ -61,14 +61,15 @@ def bulk_edit_undo(*, dataset: Dataset, edit_id: int | None = None) -> CaptionsU
         raise NothingToUndo(f"bulk edit {edit_id} can no longer be undone: only the dataset's last bulk edit "
                             f"can, and that is {kept.pk}")
     wanted = {int(row["id"]): row for row in kept.changes}
-    now = dict(dataset.photos.filter(pk__in=list(wanted)).select_for_update().values_list("pk", "caption"))
-    still = {pk: row for pk, row in wanted.items() if now.get(pk) == row["after"]}
     changes = datasets.captions_restore(
-        dataset=dataset, captions={pk: row["before"] for pk, row in still.items()},
-        sources={pk: row["before_source"] for pk, row in still.items()},
+        dataset=dataset, captions={pk: row["before"] for pk, row in wanted.items()},
+        sources={pk: row["before_source"] for pk, row in wanted.items()},
+        expected={pk: row["after"] for pk, row in wanted.items()},
     )
-    skipped = [{"id": pk, "reason": SKIP_DELETED if pk not in now else SKIP_CHANGED} for pk in wanted if pk not in still]
-    after_sources = dict(dataset.photos.filter(pk__in=list(still)).values_list("pk", "caption_source"))
+    restored = {change.id for change in changes}
+    present = set(dataset.photos.filter(pk__in=list(wanted)).values_list("pk", flat=True))
+    skipped = [{"id": pk, "reason": SKIP_CHANGED if pk in present else SKIP_DELETED} for pk in wanted if pk not in restored]
+    after_sources = dict(dataset.photos.filter(pk__in=list(restored)).values_list("pk", "caption_source"))
     undone = CaptionsUndone(edit=kept.pk, op=kept.op, changes=changes, after_sources=after_sources, skipped=skipped)
     kept.delete()
     return undone

@@ -266,12 +266,15 @@
   async function undo(changes) {
     const captions = {};
     const sources = {};  // the source each caption had, so an undone auto caption stays auto
-    for (const ch of changes) { captions[ch.id] = ch.before; sources[ch.id] = ch.before_source; }
-    const data = await api(cfg.restoreUrl, { captions, sources });
+    const expected = {};  // what the edit left: a caption edited since then keeps the newer text
+    for (const ch of changes) { captions[ch.id] = ch.before; sources[ch.id] = ch.before_source; expected[ch.id] = ch.after; }
+    const data = await api(cfg.restoreUrl, { captions, sources, expected });
     if (!data.ok) { showBulk(`<p class="bad">${escapeHtml(data.error)}</p>`); return; }
     applyChanges(data.changes, sources);
     setCounts(data.counts);
-    showBulk(`<p class="muted">Undone: ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} restored.</p>`);
+    const kept = data.kept.length;
+    showBulk(`<p class="muted">Undone: ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} restored.` +
+      (kept ? ` ${kept} caption${kept === 1 ? " was" : "s were"} changed since the edit and kept as ${kept === 1 ? "it is" : "they are"}.` : "") + "</p>");
   }
   const replaceArgs = () => ({ find: $("find").value, replace: $("replace").value, case_sensitive: $("case").checked });
   $("preview-replace").onclick = async () => {

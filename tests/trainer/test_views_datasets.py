@@ -147,6 +147,20 @@ def test_undo_restores_where_each_caption_came_from(alice_client, dataset, add_p
     assert [p.pk for p in photos_to_caption(dataset, None, False)] == [auto.pk]
 
 
+def test_undo_keeps_a_caption_written_after_the_bulk_edit(alice_client, dataset, add_photo):
+    a, b = add_photo(caption="a cat asleep"), add_photo(caption="a cat awake")
+    applied = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": "cat", "replace": "MIRAZX"}).json()
+    post_json(alice_client, "photo_caption", [dataset.pk, b.pk], {"caption": "MIRAZX awake, typed by hand"})
+    body = {"captions": {ch["id"]: ch["before"] for ch in applied["changes"]},
+            "sources": {ch["id"]: ch["before_source"] for ch in applied["changes"]},
+            "expected": {ch["id"]: ch["after"] for ch in applied["changes"]}}
+    undo = post_json(alice_client, "captions_restore", [dataset.pk], body).json()
+    assert [ch["id"] for ch in undo["changes"]] == [a.pk] and undo["kept"] == [b.pk]
+    a.refresh_from_db(), b.refresh_from_db()
+    assert a.caption == "a cat asleep"
+    assert b.caption == "MIRAZX awake, typed by hand" and b.caption_source == CaptionSource.USER
+
+
 def test_prepend_append_insert_trigger_and_template(alice_client, dataset, add_photo):
     a, b, empty = add_photo(caption="on a sofa"), add_photo(caption="MIRAZX asleep"), add_photo()
     post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "photo,", "ids": [a.pk]})
