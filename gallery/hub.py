@@ -72,6 +72,10 @@ def hub_base_model(base_model: str) -> str | None:
 
 # --- Request (web process) --------------------------------------------------------------------
 
+class PushUnderWay(ValidationError):
+    """A push of this model is already running (the page shows it as a form error, the API as 409)."""
+
+
 def hub_push_request(*, user: AbstractBaseUser, model: GalleryModel, repo_id: str, token: str,
                      private: bool = False) -> GalleryModel:
     """Mark the model as pushing and enqueue the push (after commit) on the light queue."""
@@ -92,7 +96,7 @@ def hub_push_request(*, user: AbstractBaseUser, model: GalleryModel, repo_id: st
         ~Q(hub_state=HubState.PUSHING) | Q(hub_requested_at__lt=now - STALE_PUSH) | Q(hub_requested_at__isnull=True),
     ).update(hub_state=HubState.PUSHING, hub_requested_at=now, hub_error="")
     if not claimed:
-        raise ValidationError({"model": "a push to the Hub is already under way"})
+        raise PushUnderWay({"model": "a push to the Hub is already under way"})
     model.hub_state, model.hub_requested_at, model.hub_error = HubState.PUSHING, now, ""
 
     def enqueue() -> None:

@@ -494,7 +494,7 @@ PATHS: S = {
         {"202": json_response(ref("Model"), "queued: `hub.status` is pushing; poll urls.get until pushed or failed")},
         body=jbody("HubPush"),
         description="The LoRA files, examples and a model card, in one commit. 422 when the model is not published, "
-                    "the name or token is missing or bad, or a push is already under way.")},
+                    "the name or token is missing or bad; 409 while a push of it is already under way.")},
     "/models/{id}/like": {
         "parameters": [path_id()],
         "post": op("likeModel", "Like a published model (again: no change)", {"200": json_response(ref("Model"), "with the new like_count")}),

@@ -228,8 +228,11 @@ def model_hub_push(request: HttpRequest, pk: int) -> HttpResponse:
     token = _text(data, "token", "")
     if len(token) > MAX_HUB_TOKEN:
         raise field_error("token", f"at most {MAX_HUB_TOKEN} characters")
-    hub.hub_push_request(user=request.user, model=found, repo_id=_text(data, "repo_id", ""), token=token,
-                         private=private)
+    try:
+        hub.hub_push_request(user=request.user, model=found, repo_id=_text(data, "repo_id", ""), token=token,
+                             private=private)
+    except hub.PushUnderWay as exc:
+        raise ApiError(409, " ".join(exc.messages)) from None
     answer = _answer(request, found, status=202)
     answer["Location"] = Urls(request).api("model", found.pk)
     return answer

@@ -64,6 +64,6 @@ def test_who_may_push_and_bad_input(alice_api, bob_api, alice, published, finish
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert push(alice_api, published).status_code == 202
         again = push(alice_api, published)
-    assert again.status_code == 422 and "already under way" in again.json()["detail"] and len(callbacks) == 1
+    assert again.status_code == 409 and "already under way" in again.json()["detail"] and len(callbacks) == 1
     published.refresh_from_db()
     assert published.hub_state == HubState.PUSHING and not stand_in.calls
