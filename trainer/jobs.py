@@ -20,7 +20,7 @@ from django.utils import timezone
 from flux_studio import events, worker
 from flux_studio.models import WorkerHeartbeat
 from trainer import checkpoint_store, job_queue
-from trainer.datasets import images_in_training_snapshots
+from trainer.datasets import has_word, images_in_training_snapshots
 from trainer.engine.config import resolution_sides, resolution_value
 from trainer.models import ACTIVE_STATES, CaptionSource, Dataset, JobState, Photo, TrainingJob
 from trainer.presets import LIMITS, MAX_RESOLUTIONS, MEMORY_MODES, PRESETS, preset_settings
@@ -115,7 +115,7 @@ def snapshot_of(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
         caption = photo.caption.strip()
         if photo.caption_source == CaptionSource.NONE or not caption:
             caption = f"a photo of {trigger}"
-        elif trigger.lower() not in caption.lower():
+        elif not has_word(caption, trigger):  # as a whole word, as the engine checks it
             caption = f"{trigger}, {caption}"
         rows.append({"photo_id": photo.pk, "image": photo.image.name, "caption": caption})
     return rows

@@ -1,4 +1,5 @@
-"""Reads for the dataset studio: lists, the health summary, JSON for the grid, the export zip."""
+"""Reads for the dataset studio: lists, the health summary, JSON for the grid, the export zip,
+and a training's own data as a zip."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.urls import reverse
 
 from flux_studio.models import Event
 from trainer.datasets import has_word
-from trainer.models import Dataset, Photo
+from trainer.models import Dataset, Photo, TrainingJob
 from trainer.photos import WARN_SIDE
 
 # Aspect buckets a person recognises; FLUX trains on any, but a mix of extremes crops badly.
@@ -126,6 +127,29 @@ def dataset_export_zip(dataset: Dataset) -> IO[bytes]:
             with photo.image.open("rb") as handle:
                 archive.writestr(f"{stem}.jpg", handle.read())
             archive.writestr(f"{stem}.txt", photo.caption + "\n" if photo.caption else "")
+    spool.seek(0)
+    return spool
+
+
+def snapshot_files(snapshot: list[dict[str, object]]) -> list[tuple[str, str, str]]:
+    """A training's frozen photos as the engine reads them: (image file name, storage name,
+    caption) per photo, the caption going into the same-name .txt (what the worker writes)."""
+    return [(f"{index:04d}{PurePosixPath(str(row['image'])).suffix or '.png'}", str(row["image"]), str(row["caption"]))
+            for index, row in enumerate(snapshot)]
+
+
+def training_data_zip(job: TrainingJob) -> IO[bytes]:
+    """The photos and captions exactly as the training trained on them, in a `dataset/` folder:
+    unzipped beside the training's config.yaml (whose images_dir is `dataset`), the engine runs
+    it as it is (`python -m trainer.engine train --config config.yaml`). Spooled like the export."""
+    from django.core.files.storage import default_storage
+
+    spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+        for name, stored, caption in snapshot_files(job.snapshot):
+            with default_storage.open(stored, "rb") as handle:
+                archive.writestr(f"dataset/{name}", handle.read())
+            archive.writestr(f"dataset/{PurePosixPath(name).stem}.txt", caption)
     spool.seek(0)
     return spool
 

@@ -8,6 +8,7 @@ into database rows and live events, and answers its `should_stop()` polls.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -57,15 +58,15 @@ def materialize_dataset(job: TrainingJob, folder: Path) -> Path:
     """Write the job's snapshot (images + .txt captions) where the engine reads it."""
     from django.core.files.storage import default_storage
 
+    from trainer.selectors import snapshot_files
+
     folder.mkdir(parents=True, exist_ok=True)
-    for index, row in enumerate(job.snapshot):
-        stem = f"{index:04d}"
-        suffix = Path(row["image"]).suffix or ".png"
-        target = folder / f"{stem}{suffix}"
+    for name, stored, caption in snapshot_files(job.snapshot):
+        target = folder / name
         if not target.exists():
-            with default_storage.open(row["image"], "rb") as src, open(target, "wb") as dst:
+            with default_storage.open(stored, "rb") as src, open(target, "wb") as dst:
                 dst.write(src.read())
-        (folder / f"{stem}.txt").write_text(row["caption"], encoding="utf-8")
+        target.with_suffix(".txt").write_text(caption, encoding="utf-8")
     return folder
 
 
@@ -133,6 +134,7 @@ class JobHooks:
         self.job = job
         self.worker_id = job.worker_id
         self.uploads = checkpoint_store.Uploader(job, job_work_dir(job) / "uploading")
+        self.work_prefix = f"{job_work_dir(job)}{os.sep}"  # the worker's folders stay out of the job's log
         self.pending_losses: list[list[float]] = []
         self.last_seen: Any = None  # the engine's latest progress report
         self.last_progress = 0.0
@@ -142,6 +144,7 @@ class JobHooks:
 
     def on_log(self, message: str) -> None:
         log.info("job %s: %s", self.job.pk, message)
+        message = message.replace(self.work_prefix, "")  # "saved out/lora.safetensors", not this machine's path
         # Fenced too, but quietly: a line is no reason to stop, and the run's next fenced write
         # stops it anyway. A taken-over run must not add lines to the new run's log.
         if mine(self.job, self.worker_id).exists():

@@ -216,7 +216,7 @@ SCHEMAS: S = {
             "running": {"type": "integer", "minimum": 0, "description": "trainings running now"},
         }, description="while the training waits for the GPU worker, as its page shows; null otherwise")),
         "created_at": STAMP, "started_at": STAMP, "completed_at": STAMP,
-        "urls": obj({"get": URL, "cancel": URL, "web": URL}),
+        "urls": obj({"get": URL, "cancel": URL, "web": URL, "training_data": URL}),
     }, ["id", "status", "input", "output", "logs", "error", "metrics", "created_at", "urls"], closed=False),
     "LoraRef": obj({
         "training": {**ID, "description": "your succeeded training"}, "model": {**ID, "description": "a gallery model"},
@@ -455,8 +455,10 @@ PATHS: S = {
         {"201": json_response(ref("Training"), "the new training (its `parent` is this one)"), **CONFLICT},
         body=jbody("TrainingContinue"))},
     "/trainings/{id}/files/{kind}": {
-        "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights", "config"])],
-        "get": op("downloadTrainingFile", "Download the LoRA (diffusers or kohya layout) or its config", {"200": binary(".safetensors or .yaml")}),
+        "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights", "config", "training_data"])],
+        "get": op("downloadTrainingFile", "Download the LoRA (diffusers or kohya layout), its config, or the training data "
+                  "(a zip: dataset/ with the photos and captions as trained, beside which config.yaml runs as it is)",
+                  {"200": binary(".safetensors, .yaml or .zip")}),
     },
     "/trainings/{id}/samples/{sample_id}": {
         "parameters": [path_id(), path_id("sample_id")],

@@ -33,6 +33,7 @@ PREDICTION_STATUS = {
 FINAL_STATUSES = ("succeeded", "failed", "canceled")
 MAX_LOG_LINES = 500
 TRAINING_DOWNLOADS = {"weights": "lora_file", "kohya_weights": "kohya_file", "config": "config_file"}
+TRAINING_DATA = "training_data"  # the photos and captions as trained, a zip made on request
 
 
 def event_logs(topic: str) -> str:
@@ -90,7 +91,8 @@ def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "completed_at": iso(job.finished_at) if status in FINAL_STATUSES else None,
         "urls": {"get": urls.api("training", job.pk), "cancel": urls.api("training_cancel", job.pk),
-                 "web": urls.path(job.get_absolute_url())},
+                 "web": urls.path(job.get_absolute_url()),
+                 "training_data": urls.api("training_download", job.pk, TRAINING_DATA)},
     }
 
 

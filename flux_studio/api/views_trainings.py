@@ -14,19 +14,19 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body, json_object
-from flux_studio.api.serializers import TRAINING_DOWNLOADS, TRAINING_STATUS, training_object
+from flux_studio.api.serializers import TRAINING_DATA, TRAINING_DOWNLOADS, TRAINING_STATUS, training_object
 from flux_studio.api.training_input import (
     AUTOCAPTION_KEYS, TrainingSource, apply_style, autocaption_flag, dataset_for_training, discard, training_source,
 )
 from flux_studio.api.webhooks import parse_webhook, webhook_register, webhooks_rearm
 from flux_studio.files import serve_file
-from trainer import jobs
+from trainer import jobs, selectors
 from trainer.models import Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
 
@@ -257,10 +257,14 @@ def training_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @api_view(("GET",))
 def training_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     job = _own_job(request, pk)
+    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+    if kind == TRAINING_DATA:
+        return FileResponse(selectors.training_data_zip(job), as_attachment=True, filename=f"{stem}_{TRAINING_DATA}.zip",
+                            content_type="application/zip")
     field = TRAINING_DOWNLOADS.get(kind)
     if field is None or not getattr(job, field):
-        raise ApiError(404, f"this training has no {kind!r} file" + ("" if field else f"; one of {', '.join(TRAINING_DOWNLOADS)}"))
-    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+        kinds = ", ".join([*TRAINING_DOWNLOADS, TRAINING_DATA])
+        raise ApiError(404, f"this training has no {kind!r} file" + ("" if field else f"; one of {kinds}"))
     suffix = "config.yaml" if kind == "config" else f"{kind}.safetensors"
     return serve_file(getattr(job, field), download_name=f"{stem}_{suffix}", request=request)
 

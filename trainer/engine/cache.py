@@ -134,7 +134,9 @@ def build_cache(
     length, cut = caption_length(pipeline, captions, max_sequence_length)
     if cut:
         log(f"{cut} caption(s) longer than {max_sequence_length} T5 tokens were cut")
-    log(f"encoding {len(captions)} captions ({length} T5 tokens, not {sample_sequence_length})")
+    why = "the limit" if cut else "the longest caption's length" + (
+        f", not the {sample_sequence_length} of inference" if length < sample_sequence_length else "")
+    log(f"encoding {len(captions)} captions at {length} T5 tokens ({why})")
     sets = [(captions, length), ([""], length)] + ([(sample_prompts, sample_sequence_length)] if sample_prompts else [])
     encoded, empty, *rest = encode_prompt_sets(pipeline, sets, device)
     samples = rest[0] if rest else None
