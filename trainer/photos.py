@@ -7,13 +7,14 @@ applied and every piece of metadata (GPS location included) dropped, and a small
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import logging
 import warnings
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import IO
 
 import imagehash
@@ -108,19 +109,23 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
     """Each image of a zip becomes a photo; `photo.txt` next to `photo.jpg` is its caption.
 
     macOS resource forks (`__MACOSX/`, `._*`), hidden files and other junk are skipped
-    silently; any other non-image file is reported so the person knows it was not used.
+    silently; any other non-image file, and any entry with an unsafe path (absolute, or going
+    up with `..`), is reported so the person knows it was not used. Nothing is extracted to
+    disk: members are read into memory, so no path can write anywhere.
     """
     try:
         archive = zipfile.ZipFile(upload)
     except zipfile.BadZipFile:
         return [IngestOutcome(name, reason="not a readable .zip archive")]
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and not _is_junk(m.filename)]
+        files = [m for m in archive.infolist() if not m.is_dir()]
+        outcomes = [IngestOutcome(f"{name} › {m.filename}", reason=_unsafe_path(m.filename))
+                    for m in files if _unsafe_path(m.filename)]
+        members = [m for m in files if not _unsafe_path(m.filename) and not _is_junk(m.filename)]
         too_big = _zip_too_big(members)
         if too_big:
             return [IngestOutcome(name, reason=too_big)]
         captions = _zip_captions(archive, members)
-        outcomes = []
         for member in members:
             path = PurePosixPath(member.filename)
             if path.suffix.lower() == ".txt":
@@ -137,13 +142,15 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
                 # file_size was checked above; read at most that much so a lying header cannot balloon
                 with archive.open(member) as handle:
                     data = handle.read(max_photo_bytes() + 1)
-                photo = photo_ingest(dataset=dataset, data=data, name=path.name, caption=caption)
+                photo = photo_ingest(dataset=dataset, data=data, name=path.name,
+                                     caption=caption.text if caption else None)
             except PhotoRejected as exc:
                 outcomes.append(IngestOutcome(label, reason=str(exc)))
             except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as exc:
                 outcomes.append(IngestOutcome(label, reason=f"cannot be extracted from the zip ({exc})"))
             else:
-                outcomes.append(IngestOutcome(label, photo=photo, warnings=list(photo.warnings)))
+                notes = list(photo.warnings) + ([caption.note] if caption and caption.note else [])
+                outcomes.append(IngestOutcome(label, photo=photo, warnings=notes))
     if not outcomes:
         outcomes.append(IngestOutcome(name, reason="the zip holds no images"))
     return outcomes
@@ -165,25 +172,61 @@ def _zip_too_big(members: list[zipfile.ZipInfo]) -> str:
     return ""
 
 
+def _unsafe_path(filename: str) -> str:
+    """Why a zip entry's path is unsafe (absolute, a drive, or going up with ".."), or "".
+    Zips made on Windows may separate folders with backslashes."""
+    path = filename.replace("\\", "/")
+    if path.startswith("/") or PureWindowsPath(path).drive:
+        return "unsafe path in the zip (absolute); skipped"
+    if ".." in PurePosixPath(path).parts:
+        return "unsafe path in the zip (goes up a folder with ..); skipped"
+    return ""
+
+
 def _is_junk(filename: str) -> bool:
+    """macOS resource forks, hidden files and folders, and desktop clutter (".." is not a hidden
+    name: an unsafe path is reported, see _unsafe_path)."""
     parts = PurePosixPath(filename).parts
     return (
-        any(part == "__MACOSX" or part.startswith(".") for part in parts)
+        any(part == "__MACOSX" or (part.startswith(".") and part != "..") for part in parts)
         or parts[-1].lower() in JUNK_NAMES
     )
 
 
-def _zip_captions(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> dict[str, str]:
+@dataclass(frozen=True)
+class _ZipCaption:
+    text: str
+    note: str = ""  # how it was read, when that is worth telling (not UTF-8)
+
+
+def _zip_captions(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> dict[str, _ZipCaption]:
     """Captions from .txt files keyed by their lower-cased path without the suffix."""
     captions = {}
     for member in members:
         path = PurePosixPath(member.filename)
         if path.suffix.lower() != ".txt" or member.file_size > 64 * 1024:
             continue
-        raw = archive.read(member)
-        text = raw.decode("utf-8-sig", errors="replace")
-        captions[str(path.with_suffix("")).lower()] = " ".join(text.split())
+        text, note = caption_text(archive.read(member))
+        captions[str(path.with_suffix("")).lower()] = _ZipCaption(" ".join(text.split()), note)
     return captions
+
+
+def caption_text(raw: bytes) -> tuple[str, str]:
+    """A caption file's text and, when it was not UTF-8, a note saying how it was read.
+
+    UTF-8 (with or without a BOM) is read strictly; UTF-16 needs its BOM; anything else is taken
+    as Windows-1252, which covers Latin-1 and what Windows editors save as "ANSI" in Western
+    Europe ("café" is b"caf\xe9" there, and invalid UTF-8).
+    """
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16"), ""
+        except UnicodeDecodeError:
+            pass
+    try:
+        return raw.decode("utf-8-sig"), ""
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace"), "caption file is not UTF-8: read as Windows-1252 (Latin-1)"
 
 
 @dataclass

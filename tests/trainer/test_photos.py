@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import zipfile
 
@@ -198,3 +199,36 @@ def test_a_16_bit_greyscale_photo_keeps_its_tones_in_the_training_copy(dataset):
     copy = np.asarray(Image.open(photo.image).convert("L")).astype(int)
     assert abs(copy[150, 150] - (150 * 218 >> 8)) <= 3  # mid-grey stays mid-grey (it used to clip to white)
     assert copy[150, 10] < 20 and copy[150, 290] > 230
+
+
+def test_unsafe_zip_paths_are_rejected_with_a_reason_and_junk_still_skipped(dataset, image_bytes):
+    archive = make_zip({
+        "../../evil.png": image_bytes(300, 300, pattern=1), "/etc/abs.png": image_bytes(300, 300, pattern=2),
+        "set/..\\..\\win.png": image_bytes(300, 300, pattern=3), "C:/drive.png": image_bytes(300, 300, pattern=4),
+        "set/../up.txt": "a caption beside nothing", "set/ok.png": image_bytes(300, 300, pattern=5),
+        "__MACOSX/set/._ok.png": b"junk", "set/.hidden.png": b"junk", ".git/config": b"junk",
+    })
+    outcomes = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
+    reasons = {o.name.split(" › ")[-1]: o.reason for o in outcomes}
+    assert set(reasons) == {"../../evil.png", "/etc/abs.png", "set/..\\..\\win.png", "C:/drive.png", "set/../up.txt",
+                            "set/ok.png"}, "junk is skipped silently; every other entry is accounted for"
+    assert "goes up a folder" in reasons["../../evil.png"] and "goes up a folder" in reasons["set/..\\..\\win.png"]
+    assert "goes up a folder" in reasons["set/../up.txt"]
+    assert "absolute" in reasons["/etc/abs.png"] and "absolute" in reasons["C:/drive.png"]
+    assert reasons["set/ok.png"] == "" and [p.original_name for p in dataset.photos.all()] == ["ok.png"]
+
+
+@pytest.mark.parametrize("raw, note", [
+    ("café crème".encode("utf-8"), ""),
+    (codecs.BOM_UTF8 + "café crème".encode("utf-8"), ""),
+    ("café crème".encode("latin-1"), "read as Windows-1252"),
+    ("café crème ‘quoted’".encode("cp1252"), "read as Windows-1252"),
+    ("café crème".encode("utf-16"), ""),  # Python writes the BOM
+    (codecs.BOM_UTF16_BE + "café crème".encode("utf-16-be"), ""),
+])
+def test_zip_caption_files_in_legacy_encodings_are_read_not_garbled(dataset, image_bytes, raw, note):
+    archive = make_zip({"a.png": image_bytes(300, 300, pattern=1), "a.txt": raw})
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
+    assert outcome.photo.caption.startswith("café crème") and "\ufffd" not in outcome.photo.caption
+    assert outcome.photo.caption_source == CaptionSource.FILE
+    assert [w for w in outcome.warnings if "UTF-8" in w] == ([f"caption file is not UTF-8: {note} (Latin-1)"] if note else [])
