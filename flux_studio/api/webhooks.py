@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -24,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models.signals import post_save
@@ -52,10 +54,24 @@ def parse_webhook(body: dict[str, Any]) -> dict[str, Any] | None:
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 1000:
         raise field_error("webhook", "an http(s) URL of at most 1000 characters")
+    if not settings.WEBHOOK_ALLOW_PRIVATE and _internal_host(parts.hostname):
+        # Said at once where the URL itself names one; a name is checked after DNS, at delivery.
+        raise field_error("webhook", f"{parts.hostname} is not a public address: webhooks are sent from inside the "
+                                     "studio's network, so loopback, private and link-local destinations are refused")
     events = body.get("webhook_events_filter", list(EVENTS))
     if not isinstance(events, list) or not events or not all(isinstance(e, str) and e in EVENTS for e in events):
         raise field_error("webhook_events_filter", f"a non-empty list of: {', '.join(EVENTS)}")
     return {"url": url, "events": sorted(set(events), key=EVENTS.index)}
+
+
+def _internal_host(host: str) -> bool:
+    """Whether a URL's host is, as written, localhost or a non-public IP address (no DNS lookup)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:  # a name
+        return False
 
 
 def webhook_register(*, owner: AbstractBaseUser, kind: str, object_id: int, url: str, events: list[str]) -> Webhook:

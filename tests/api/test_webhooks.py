@@ -163,3 +163,14 @@ def test_internal_addresses_are_refused_without_a_request(alice, settings, url, 
     attempt = WebhookAttempt.objects.get(message=message)
     assert message.failed_at and "non-public address" in attempt.error and attempt.status_code is None
     assert receiver.requests == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",
+                                 "http://192.168.1.10/hook", "http://localhost:8000/admin/"])
+def test_a_webhook_naming_an_internal_address_is_refused_when_created(alice_api, settings, no_queue, url):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    created = alice_api.post("/api/v1/predictions", {"input": {"prompt": "a photo"}, "webhook": url})
+    assert created.status_code == 422 and "not a public address" in " ".join(created.json()["errors"]["webhook"])
+    assert Webhook.objects.count() == 0
+    public = alice_api.post("/api/v1/predictions", {"input": {"prompt": "a photo"}, "webhook": "https://hooks.example.com/x"})
+    assert public.status_code == 201, public.content
