@@ -114,9 +114,20 @@ def dataset_duplicate(*, dataset: Dataset, name: str = "") -> Dataset:
     return copy
 
 
+def _require_text(**fields: object) -> None:
+    """Refuse a caption or edit text that is not a string (JSON lets a list or null through,
+    and str() of it would be stored as "['x']" or "None")."""
+    wrong = {name: "expected text (a string)" for name, value in fields.items() if not isinstance(value, str)}
+    if wrong:
+        raise ValidationError(wrong)
+
+
 def photo_caption_set(*, photo: Photo, caption: str) -> Photo:
     """A caption the person wrote: marked USER so auto-captioning never overwrites it."""
-    caption = " ".join(caption.split())[:MAX_CAPTION]
+    _require_text(caption=caption)
+    caption = " ".join(caption.split())
+    if len(caption) > MAX_CAPTION:
+        raise ValidationError({"caption": f"{len(caption)} characters is over the limit of {MAX_CAPTION}; shorten it"})
     photo.caption = caption
     photo.caption_source = CaptionSource.USER if caption else CaptionSource.NONE
     photo.caption_error = ""
@@ -190,28 +201,61 @@ def captions_bulk_edit(
     *, dataset: Dataset, op: BulkOp, photo_ids: Iterable[int] | None = None, find: str = "",
     replace: str = "", text: str = "", case_sensitive: bool = False, dry_run: bool = False,
 ) -> list[CaptionChange]:
-    """Apply one edit to the chosen photos (all when photo_ids is None); return what changed."""
+    """Apply one edit to the chosen photos (all when photo_ids is None); return what changed.
+
+    All or nothing: an edit that would make any caption longer than MAX_CAPTION changes none and
+    names those photos (cutting them would drop the end of the person's text without a word).
+    A dry run is refused the same way, so the preview says what applying would say.
+    """
+    _bulk_request_check(dataset, op, find=find, replace=replace, text=text)
+    text = " ".join(text.split())
+    with transaction.atomic():
+        edits = []
+        for photo in _chosen(dataset, photo_ids).select_for_update():
+            after = " ".join(_edit(photo, dataset, op, find=find, replace=replace, text=text,
+                                   case_sensitive=case_sensitive).split())
+            if after != photo.caption:
+                edits.append((photo, after))
+        too_long = [(photo, after) for photo, after in edits if len(after) > MAX_CAPTION]
+        if too_long:
+            raise ValidationError({BULK_TEXT_FIELD.get(op, "caption"): _too_long(too_long)})
+        changes = []
+        for photo, after in edits:
+            changes.append(CaptionChange(photo.pk, photo.caption, after, photo.caption_source))
+            if not dry_run:
+                photo.caption, photo.caption_source = after, _bulk_source(op, photo, after)
+                photo.save(update_fields=["caption", "caption_source"])
+    return changes
+
+
+# The request field a too-long result is reported under: the text the edit adds.
+BULK_TEXT_FIELD = {"prepend": "text", "append": "text", "replace": "replace"}
+TOO_LONG_NAMED = 10  # photos named in the refusal; the rest are counted
+
+
+def _bulk_request_check(dataset: Dataset, op: str, *, find: str, replace: str, text: str) -> None:
+    """Refuse a bulk edit that cannot be right before reading any caption."""
     if op not in BULK_OPS:
         raise ValidationError({"op": f"unknown edit {op!r}"})
+    _require_text(find=find, replace=replace, text=text)
+    for name, value in (("find", find), ("replace", replace), ("text", text)):
+        if len(value) > MAX_CAPTION:
+            raise ValidationError({name: f"{len(value)} characters is over a caption's limit of {MAX_CAPTION}"})
     if op == "replace" and not find:
         raise ValidationError({"find": "Say what text to find."})
     if op in ("prepend", "append") and not text.strip():
         raise ValidationError({"text": "Say what text to add."})
     if op == "insert_trigger" and not dataset.trigger_word:
         raise ValidationError({"trigger_word": "Set a trigger word first."})
-    text = " ".join(text.split())
-    changes = []
-    with transaction.atomic():
-        for photo in _chosen(dataset, photo_ids).select_for_update():
-            after = " ".join(_edit(photo, dataset, op, find=find, replace=replace, text=text,
-                                   case_sensitive=case_sensitive).split())[:MAX_CAPTION]
-            if after == photo.caption:
-                continue
-            changes.append(CaptionChange(photo.pk, photo.caption, after, photo.caption_source))
-            if not dry_run:
-                photo.caption, photo.caption_source = after, _bulk_source(op, photo, after)
-                photo.save(update_fields=["caption", "caption_source"])
-    return changes
+
+
+def _too_long(edits: list[tuple[Photo, str]]) -> str:
+    named = ", ".join(f"{photo.original_name} (#{photo.pk}, {len(after)} characters)"
+                      for photo, after in edits[:TOO_LONG_NAMED])
+    more = f" and {len(edits) - TOO_LONG_NAMED} more" if len(edits) > TOO_LONG_NAMED else ""
+    captions = "1 caption" if len(edits) == 1 else f"{len(edits)} captions"
+    return (f"Nothing was changed: this edit would make {captions} longer than the limit of {MAX_CAPTION} "
+            f"characters: {named}{more}. Shorten {'it' if len(edits) == 1 else 'them'} or the text first.")
 
 
 def captions_restore(
@@ -227,13 +271,19 @@ def captions_restore(
     in the result.
     """
     sources, expected = sources or {}, expected or {}
+    for name, texts in (("captions", captions), ("expected", expected)):
+        wrong = [str(pk) for pk, text in texts.items() if not isinstance(text, str)]
+        if wrong:
+            raise ValidationError({name: f"expected text (a string) for each photo, not for {', '.join(wrong)}"})
+    # Not cut to MAX_CAPTION: what is put back is what was there (a zip's .txt may be longer).
+    wanted = {pk: " ".join(text.split()) for pk, text in captions.items()}
     changes = []
     with transaction.atomic():
-        for photo in dataset.photos.filter(pk__in=list(captions)).select_for_update():
+        for photo in dataset.photos.filter(pk__in=list(wanted)).select_for_update():
             if photo.pk in expected and photo.caption != expected[photo.pk]:
                 continue
             before, before_source = photo.caption, photo.caption_source
-            after = " ".join(str(captions[photo.pk]).split())[:MAX_CAPTION]
+            after = wanted[photo.pk]
             source = sources.get(photo.pk)
             if not after:
                 source = CaptionSource.NONE

@@ -56,6 +56,15 @@ def _ids(body: dict[str, Any]) -> list[int] | None:
     return raw
 
 
+def _by_photo(body: dict[str, Any], key: str) -> dict[int, Any]:
+    """`{photo id: value}` from the body, the ids as numbers; the values are checked by the
+    service (a caption that is not text is refused there, never stored as "['x']" or "None")."""
+    try:
+        return {int(k): v for k, v in dict(body.get(key) or {}).items()}
+    except (TypeError, ValueError):
+        raise ValidationError({key: "expected {photo id: text}"}) from None
+
+
 def _error(exc: ValidationError, status: int = 400) -> JsonResponse:
     detail = exc.message_dict if hasattr(exc, "message_dict") else {"error": exc.messages}
     text = "; ".join(" ".join(v) for v in detail.values())
@@ -183,10 +192,9 @@ def photo_file(request: HttpRequest, pk: int, photo_pk: int, kind: str) -> HttpR
 def photo_caption(request: HttpRequest, pk: int, photo_pk: int) -> JsonResponse:
     photo = _own_photo(request, pk, photo_pk)
     try:
-        caption = str(_json_body(request).get("caption", ""))
+        datasets.photo_caption_set(photo=photo, caption=_json_body(request).get("caption", ""))
     except ValidationError as exc:
         return _error(exc)
-    datasets.photo_caption_set(photo=photo, caption=caption)
     return JsonResponse({"ok": True, "photo": selectors.photo_payload(photo), "counts": _counts(photo.dataset)})
 
 
@@ -220,9 +228,10 @@ def captions_bulk(request: HttpRequest, pk: int) -> JsonResponse:
     dataset = _own_dataset(request, pk)
     try:
         body = _json_body(request)
+        # Not str(): a list or null must be refused (by the service), not stored as "['x']".
         changes = datasets.captions_bulk_edit(
-            dataset=dataset, op=str(body.get("op", "")), photo_ids=_ids(body), find=str(body.get("find", "")),
-            replace=str(body.get("replace", "")), text=str(body.get("text", "")),
+            dataset=dataset, op=body.get("op", ""), photo_ids=_ids(body), find=body.get("find", ""),
+            replace=body.get("replace", ""), text=body.get("text", ""),
             case_sensitive=bool(body.get("case_sensitive")), dry_run=bool(body.get("dry_run")),
         )
     except ValidationError as exc:
@@ -237,13 +246,10 @@ def captions_restore(request: HttpRequest, pk: int) -> JsonResponse:
     dataset = _own_dataset(request, pk)
     try:
         body = _json_body(request)
-        wanted = {int(k): str(v) for k, v in dict(body.get("captions") or {}).items()}
-        sources = {int(k): str(v) for k, v in dict(body.get("sources") or {}).items()}
-        expected = {int(k): str(v) for k, v in dict(body.get("expected") or {}).items()}
-    except (ValidationError, TypeError, ValueError):
-        return JsonResponse({"ok": False, "error": "expected {captions: {photo id: text}, sources: {photo id: source}, "
-                                                   "expected: {photo id: text now}}"}, status=400)
-    changes = datasets.captions_restore(dataset=dataset, captions=wanted, sources=sources, expected=expected)
+        wanted, sources, expected = (_by_photo(body, key) for key in ("captions", "sources", "expected"))
+        changes = datasets.captions_restore(dataset=dataset, captions=wanted, sources=sources, expected=expected)
+    except ValidationError as exc:
+        return _error(exc)
     restored = {change.id for change in changes}
     return JsonResponse({"ok": True, "changes": [c.as_dict() for c in changes], "counts": _counts(dataset),
                          "kept": [pk for pk in wanted if pk not in restored]})

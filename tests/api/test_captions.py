@@ -115,6 +115,19 @@ def test_bad_bulk_requests_are_422_and_change_nothing(alice_api, alice, make_dat
     assert [p.caption for p in photos_of(dataset)] == before
 
 
+def test_a_bulk_edit_that_would_overflow_a_caption_is_a_422_naming_it_and_changes_nothing(alice_api, alice, make_dataset):
+    dataset = make_dataset(alice, n=2)
+    first, second = photos_of(dataset)
+    url = f"/api/v1/datasets/{dataset.pk}/captions/bulk"
+    response = alice_api.post(url, {"op": "prepend", "text": "y" * 1990, "ids": [first.pk, second.pk]})
+    assert response.status_code == 422, response.json()
+    detail = response.json()["errors"]["text"][0]
+    assert "Nothing was changed" in detail and f"pet0.png (#{first.pk}, " in detail and f"pet1.png (#{second.pk}, " in detail
+    assert [p.caption for p in photos_of(dataset)] == ["a photo of zxq on a mat, view 0", "a photo of zxq on a mat, view 1"]
+    assert alice_api.post(url, {"op": "prepend", "text": "y" * 1990, "ids": [first.pk], "dry_run": True}).status_code == 422
+    assert alice_api.post(f"/api/v1/datasets/{dataset.pk}/captions/undo", {}).status_code == 409, "no edit was kept"
+
+
 def test_bulk_refuses_ids_of_another_dataset(alice_api, alice, bob, make_dataset):
     mine, theirs = make_dataset(alice, n=1), make_dataset(bob, n=1)
     foreign = photos_of(theirs)[0]

@@ -318,3 +318,52 @@ def test_auto_caption_endpoint_enqueues_on_commit(alice_client, dataset, add_pho
     with django_capture_on_commit_callbacks(execute=True):
         res = post_json(alice_client, "captions_auto", [dataset.pk], {"ids": [photo.pk, 99999], "overwrite": True})
     assert res.json()["queued"] and calls == [(dataset.pk, [photo.pk], True)]
+
+
+def test_a_bulk_edit_that_would_overflow_a_caption_is_refused_whole_and_names_the_photos(alice_client, dataset, add_photo):
+    short, long_one = add_photo(caption="a cat"), add_photo(caption="a cat " + "x" * 1950)
+    body = {"op": "append", "text": "y" * 60, "ids": [short.pk, long_one.pk]}
+    for dry_run in (True, False):  # the preview says what applying would say
+        res = post_json(alice_client, "captions_bulk", [dataset.pk], {**body, "dry_run": dry_run})
+        assert res.status_code == 400 and res.json()["fields"].keys() == {"text"}
+        error = res.json()["error"]
+        assert "Nothing was changed" in error and f"{long_one.original_name} (#{long_one.pk}, 2017 characters)" in error
+        assert short.original_name not in error
+    short.refresh_from_db(), long_one.refresh_from_db()
+    assert short.caption == "a cat" and long_one.caption == "a cat " + "x" * 1950, "all or nothing, never cut"
+    # The text itself over a caption's limit is refused before any caption is read.
+    over = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "y" * 5000})
+    assert over.status_code == 400 and "5000 characters is over" in over.json()["error"]
+    fits = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "y" * 1994, "ids": [short.pk]})
+    short.refresh_from_db()
+    assert fits.json()["ok"] and short.caption == "y" * 1994 + " a cat" and len(short.caption) == 2000
+
+
+def test_a_typed_caption_over_the_limit_is_refused_not_cut(alice_client, dataset, add_photo):
+    photo = add_photo(caption="a cat")
+    res = post_json(alice_client, "photo_caption", [dataset.pk, photo.pk], {"caption": "z" * 2001})
+    assert res.status_code == 400 and "2001 characters is over the limit of 2000" in res.json()["error"]
+    photo.refresh_from_db()
+    assert photo.caption == "a cat"
+
+
+@pytest.mark.parametrize("name, args, body, field", [
+    ("photo_caption", "photo", {"caption": ["x"]}, "caption"),
+    ("photo_caption", "photo", {"caption": None}, "caption"),
+    ("photo_caption", "photo", {"caption": 5}, "caption"),
+    ("captions_restore", "dataset", {"captions": {"ID": None}}, "captions"),
+    ("captions_restore", "dataset", {"captions": {"ID": ["x"]}}, "captions"),
+    ("captions_restore", "dataset", {"captions": {"ID": "x"}, "expected": {"ID": 3}}, "expected"),
+    ("captions_restore", "dataset", {"captions": ["x"]}, "captions"),
+    ("captions_bulk", "dataset", {"op": "append", "text": ["x"]}, "text"),
+    ("captions_bulk", "dataset", {"op": "replace", "find": "cat", "replace": None}, "replace"),
+    ("captions_bulk", "dataset", {"op": ["append"], "text": "x"}, "op"),
+])
+def test_json_endpoints_refuse_captions_that_are_not_text(alice_client, dataset, add_photo, name, args, body, field):
+    photo = add_photo(caption="a cat")
+    body = json.loads(json.dumps(body).replace('"ID"', f'"{photo.pk}"'))
+    res = post_json(alice_client, name, [dataset.pk, photo.pk] if args == "photo" else [dataset.pk], body)
+    assert res.status_code == 400 and not res.json()["ok"] and field in res.json()["fields"], res.json()
+    photo.refresh_from_db()
+    assert photo.caption == "a cat", "never stored as \"['x']\" or \"None\""
+
