@@ -108,17 +108,38 @@ def _clean_value(key: str, raw: Any, default: Any) -> Any:
     return value
 
 
+FILLED_TEMPLATE, FILLED_TRIGGER = "template", "trigger"  # what a snapshot row's `filled` says was done
+
+
 def snapshot_of(dataset: Dataset, trigger: str) -> list[dict[str, Any]]:
-    """The photos and captions as they will be trained; every caption carries the trigger."""
+    """The photos and captions as they will be trained; every caption carries the trigger.
+
+    A row whose caption the studio wrote says so in `filled`: the template for a photo without a
+    caption, or the trigger word put in front of a caption that lacked it (the job's log says how
+    many of each when training starts).
+    """
     rows = []
     for photo in dataset.photos.filter(excluded=False).order_by("id"):
-        caption = photo.caption.strip()
+        caption, filled = photo.caption.strip(), None
         if photo.caption_source == CaptionSource.NONE or not caption:
-            caption = f"a photo of {trigger}"
+            caption, filled = f"a photo of {trigger}", FILLED_TEMPLATE
         elif not has_word(caption, trigger):  # as a whole word, as the engine checks it
-            caption = f"{trigger}, {caption}"
-        rows.append({"photo_id": photo.pk, "image": photo.image.name, "caption": caption})
+            caption, filled = f"{trigger}, {caption}", FILLED_TRIGGER
+        rows.append({"photo_id": photo.pk, "image": photo.image.name, "caption": caption,
+                     **({"filled": filled} if filled else {})})
     return rows
+
+
+def snapshot_notes(snapshot: list[dict[str, Any]], trigger: str) -> list[str]:
+    """What the studio wrote into a snapshot's captions, in words for the job's log."""
+    template = sum(row.get("filled") == FILLED_TEMPLATE for row in snapshot)
+    prefixed = sum(row.get("filled") == FILLED_TRIGGER for row in snapshot)
+    notes = []
+    if template:
+        notes.append(f"{template} of {len(snapshot)} photos have no caption: they train as \"a photo of {trigger}\".")
+    if prefixed:
+        notes.append(f"{prefixed} of {len(snapshot)} captions lack the trigger word: they train with \"{trigger}, \" in front.")
+    return notes
 
 
 def launch_check(

@@ -502,7 +502,11 @@ def _run_claimed(job: TrainingJob) -> None:
 def _train(job: TrainingJob, hooks: JobHooks) -> None:
     from trainer import engine  # torch and diffusers load here, in the worker only
 
+    from trainer.jobs import snapshot_notes
+
     work = job_work_dir(job)
+    for note in snapshot_notes(job.snapshot, job.trigger_word):
+        hooks.on_log(note)
     try:
         images = materialize_dataset(job, work / "dataset")
         resume = checkpoint_here(job, hooks, work / "out")

@@ -42,6 +42,9 @@ def test_config_and_training_data_rerun_the_training_in_the_engine(alice, alice_
     # The job's log speaks of its own files, never of the worker's folders.
     assert any(line.startswith("saved out/lora.safetensors") for line in training["logs"].splitlines()), training["logs"]
     assert str(settings.DATA_DIR) not in training["logs"]
+    # and says which captions the studio wrote
+    assert '1 of 3 photos have no caption: they train as "a photo of zxq".' in training["logs"]
+    assert '2 of 3 captions lack the trigger word: they train with "zxq, " in front.' in training["logs"]
     assert bob_api.get(training["urls"]["training_data"]).status_code == 404
 
     data = body_of(alice_api.get(training["urls"]["training_data"]))
