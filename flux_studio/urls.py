@@ -1,12 +1,16 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from flux_studio import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    # Browsers and feed readers ask for it whatever the pages link to.
+    path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True)),
     path("healthz/worker-ping", views.worker_ping, name="worker_ping"),
     path("accounts/signup/", views.signup, name="signup"),
     # Sign-up asks for no email address, so there is no password reset by email (Django's own
