@@ -14,6 +14,8 @@ import tempfile
 import time
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 
 from flux_studio import events
+from flux_studio.models import Event
 from flux_studio.queues import gpu_queue
 from trainer.models import CaptionSource, Dataset, Photo
 
@@ -31,6 +34,39 @@ BATCH_SIZE = 4
 # Captions a person chose: typed in the grid, or brought along as same-name .txt files in a
 # zip. Re-captioning never replaces them unless the person asks to overwrite.
 PROTECTED_SOURCES = (CaptionSource.USER, CaptionSource.FILE)
+
+
+FAILED_STATES = ("unavailable", "failed")
+RUNNING_STATES = ("queued", "started")
+
+
+@dataclass(frozen=True)
+class CaptioningRun:
+    """The dataset's latest auto-captioning run, as its last "captioning" event tells it."""
+
+    state: str  # queued | started | finished | unavailable | failed
+    message: str
+    data: dict[str, Any]
+    at: datetime
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+
+def captioning_latest(dataset: Dataset) -> CaptioningRun | None:
+    """The latest run, or None when the dataset was never auto-captioned. The page shows a
+    failure or a run under way from it on load (the live events only bring newer news)."""
+    event = Event.objects.filter(topic=dataset.topic, kind="captioning").order_by("-id").first()
+    if event is None:
+        return None
+    data = event.data or {}
+    return CaptioningRun(state=str(data.get("state", "")), message=str(data.get("message") or ""), data=data,
+                         at=event.created_at)
 
 
 def captions_enqueue(*, dataset: Dataset, photo_ids: Iterable[int] | None = None, overwrite: bool = False) -> None:

@@ -94,6 +94,9 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _own_dataset(request, pk)
     photo_rows = list(dataset.photos.all())
+    # The live view replays events after this id; the latest run is read after it, so a run's
+    # news written in between is replayed rather than missed.
+    last_event_id = selectors.last_event_id(dataset)
     return render(request, "trainer/dataset_detail.html", {
         "dataset": dataset, "photos": photo_rows, "health": selectors.dataset_health(dataset),
         "style_form": CaptionStyleForm(instance=dataset), "advice": trigger_advice(dataset.trigger_word),
@@ -103,7 +106,8 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "florence_tasks": FLORENCE_TASKS,
         "template_caption": datasets.template_text(dataset),
         "max_photo_mb": settings.MAX_PHOTO_MB, "max_photos": settings.MAX_PHOTOS_PER_DATASET,
-        "formats": photos.FORMAT_NAMES, "last_event_id": selectors.last_event_id(dataset),
+        "formats": photos.FORMAT_NAMES, "last_event_id": last_event_id,
+        "captioning": captions.captioning_latest(dataset),
     })
 
 

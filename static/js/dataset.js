@@ -357,13 +357,13 @@
     box.hidden = false;
     box.className = `status ${cls || ""}`;
     box.textContent = text;
-    if (offerTemplate) {
+    if (offerTemplate) {  // the same button the page renders for a failure it loads with
       const b = document.createElement("button");
-      b.type = "button"; b.className = "small"; b.textContent = "Fill empty captions with the template";
-      b.onclick = () => $("fill-template").click();
+      b.type = "button"; b.className = "small use-template"; b.textContent = "Fill empty captions with the template";
       box.append(" ", b);
     }
   }
+  $("caption-status").addEventListener("click", (e) => { if (e.target.matches(".use-template")) $("fill-template").click(); });
   $("auto-caption").onclick = async () => {
     const data = await api(cfg.autoUrl, { ids: selectedIds(), overwrite: $("overwrite").checked });
     if (!data.ok) status(data.error, "bad"); else status("Captioning is queued…", "muted");

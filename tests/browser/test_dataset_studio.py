@@ -247,3 +247,23 @@ def test_keyboard_tab_reaches_the_buttons_and_alt_arrows_move_between_captions(p
     page.keyboard.press("Alt+ArrowUp")
     assert page.evaluate("document.activeElement.value") == "a cactus"
     assert "Alt" in page.text_content("#keyboard-help")
+
+
+def test_a_failed_auto_caption_is_still_reported_after_a_reload(page):
+    from django.contrib.auth import get_user_model
+
+    from flux_studio import events
+    from trainer.models import Dataset
+
+    sign_up(page, "ola")
+    url = _dataset_with_photos("ola", ["", "a mug"], trigger="MUGZX")
+    dataset = Dataset.objects.get(owner=get_user_model().objects.get(username="ola"))
+    events.publish(dataset.topic, "captioning", {"state": "unavailable",
+                                                 "message": "no captioner weights can be loaded here: florence2:/nowhere"})
+    page.goto(url)
+    status = page.locator("#caption-status")
+    assert status.is_visible() and "no captioner weights can be loaded here" in status.text_content()
+    status.locator("button", has_text="template").click()
+    page.locator("#bulk-result", has_text="1 caption changed").wait_for()
+    assert page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)") == [
+        "a photo of MUGZX", "a mug"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import pytest
@@ -367,3 +368,24 @@ def test_json_endpoints_refuse_captions_that_are_not_text(alice_client, dataset,
     photo.refresh_from_db()
     assert photo.caption == "a cat", "never stored as \"['x']\" or \"None\""
 
+
+@pytest.mark.parametrize("state, message, shown", [
+    ("unavailable", "no captioner weights can be loaded here: florence2:/nowhere is not a folder", "bad"),
+    ("failed", "Captioning stopped: out of memory", "bad"),
+    ("started", "Captioning 2 photos with florence2…", "muted"),
+    ("finished", "Captioned 2 photos.", None),
+])
+def test_the_page_loads_with_the_latest_captioning_runs_failure_or_progress(alice_client, dataset, add_photo,
+                                                                           state, message, shown):
+    from flux_studio import events
+
+    add_photo()
+    events.publish(dataset.topic, "captioning", {"state": "started", "message": "an older run"})
+    events.publish(dataset.topic, "captioning", {"state": state, "message": message})
+    html = alice_client.get(dataset.get_absolute_url()).content.decode()
+    box = re.search(r'<div id="caption-status" class="([^"]*)"[^>]*?(hidden)?>(.*?)</div>', html, re.S)
+    if shown is None:
+        assert box.group(2) == "hidden" and box.group(3) == ""
+        return
+    assert box.group(2) is None and box.group(1) == f"status {shown}" and message in box.group(3)
+    assert ("Fill empty captions with the template" in box.group(3)) == (shown == "bad")
