@@ -9,12 +9,19 @@
   const CONCURRENCY = 3;
 
   // ---- small helpers ------------------------------------------------------------------
-  async function api(url, body, method) {
-    const res = await fetch(url, {
-      method: method || "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf, Accept: "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  // keepalive: the request outlives the page (a reload or a closed tab), like sendBeacon but
+  // with the CSRF header.
+  async function api(url, body, method, keepalive) {
+    let res;
+    try {
+      res = await fetch(url, {
+        method: method || "POST", credentials: "same-origin", keepalive: !!keepalive,
+        headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf, Accept: "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      return { ok: false, error: "network error" };
+    }
     let data = {};
     try { data = await res.json(); } catch (e) { data = { ok: false, error: `server answered ${res.status}` }; }
     if (!res.ok && data.ok === undefined) data.ok = false;
@@ -149,13 +156,18 @@
     const box = card.querySelector("textarea.caption");
     box.dataset.saved = box.value;
   }
-  async function save(card) {
+  // A caption not yet confirmed saved: typed (timer running), being saved, or refused.
+  const unsaved = (card) => { const box = card.querySelector("textarea.caption"); return box.value !== box.dataset.saved; };
+  async function save(card, keepalive) {
     const box = card.querySelector("textarea.caption");
     clearTimeout(box._timer);
     if (box.value === box.dataset.saved) return;
     const sent = box.value;
+    if (keepalive && box._flushing === sent) return;  // hidden, then pagehide: send once
+    if (keepalive) box._flushing = sent;
     setState(card, "saving…");
-    const data = await api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent });
+    const data = await api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent }, "POST", keepalive);
+    if (box._flushing === sent) box._flushing = null;
     if (!data.ok) { setState(card, `not saved: ${data.error || "try again"}`, "bad"); return; }
     box.dataset.saved = data.photo.caption;
     card.dataset.source = data.photo.caption_source;
@@ -164,6 +176,17 @@
     setCounts(data.counts);
   }
   cards().forEach(initCard);
+  // Leaving within the autosave delay (reload, closed tab, another tab) must not lose an edit:
+  // send what is unsaved with keepalive, and warn while a save is pending or was refused.
+  function flushCaptions() { for (const card of cards()) if (unsaved(card)) save(card, true); }
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") flushCaptions(); });
+  window.addEventListener("pagehide", flushCaptions);
+  window.addEventListener("beforeunload", (e) => {
+    if (!cards().some(unsaved)) return;
+    flushCaptions();
+    e.preventDefault();
+    e.returnValue = "";  // what older browsers need to ask
+  });
   grid.addEventListener("input", (e) => {
     if (!e.target.matches("textarea.caption")) return;
     const card = e.target.closest(".photo-card");

@@ -249,6 +249,57 @@ def test_keyboard_tab_reaches_the_buttons_and_alt_arrows_move_between_captions(p
     assert "Alt" in page.text_content("#keyboard-help")
 
 
+def _caption_of(photo_id: int) -> str:
+    from trainer.models import Photo
+
+    return Photo.objects.get(pk=photo_id).caption
+
+
+def _wait_for_caption(photo_id: int, text: str, seconds: float = 10) -> None:
+    """The server's copy, polled: a keepalive save may land just after the page is gone."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _caption_of(photo_id) != text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _caption_of(photo_id) == text
+
+
+def test_a_caption_typed_just_before_a_reload_or_closing_the_tab_is_saved_and_the_page_warns(page):
+    sign_up(page, "lena")
+    url = _dataset_with_photos("lena", ["a fern", "a cactus"])
+    page.goto(url)
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.accept()))
+    first = page.locator("#photo-grid .photo-card").nth(0)
+    photo_id = int(first.get_attribute("data-id"))
+
+    # Reload well inside the 800 ms autosave delay: the browser asks first, and the edit is kept.
+    first.locator("textarea.caption").fill("")
+    first.locator("textarea.caption").type("a fern in a blue pot")
+    page.reload()
+    _wait_for_caption(photo_id, "a fern in a blue pot")
+    assert dialogs == ["beforeunload"]
+
+    # A save the server refused: leaving warns too (the edit is not on the server).
+    page.route("**/caption/", lambda route: route.fulfill(status=500, body="boom"))
+    second = page.locator("#photo-grid .photo-card").nth(1)
+    second.locator("textarea.caption").press("Control+End")
+    page.keyboard.type(" on a sill")
+    second.locator(".save-state", has_text="not saved").wait_for()
+    page.unroute("**/caption/")
+    dialogs.clear()
+    page.reload()
+    _wait_for_caption(int(second.get_attribute("data-id")), "a cactus on a sill")  # sent again on the way out
+    assert dialogs == ["beforeunload"]
+
+    # Closing the tab right after typing: the edit is sent with keepalive and lands.
+    first.locator("textarea.caption").press("Control+End")
+    page.keyboard.type(", watered")
+    page.close(run_before_unload=True)
+    _wait_for_caption(photo_id, "a fern in a blue pot, watered")
+
+
 def test_a_failed_auto_caption_is_still_reported_after_a_reload(page):
     from django.contrib.auth import get_user_model
 
