@@ -246,19 +246,39 @@
   }
   $("filter").addEventListener("change", applyFilter);
   $("search").addEventListener("input", applyFilter);
+  const shown = () => cards().filter((c) => !c.hidden);
+  const ticked = (c) => c.querySelector(".select").checked;
+  const idOf = (c) => Number(c.dataset.id);
+  const photosText = (n) => `${n} photo${n === 1 ? "" : "s"}`;
   function selectedIds() {
-    const ids = cards().filter((c) => c.querySelector(".select").checked).map((c) => Number(c.dataset.id));
-    return ids.length ? ids : null;  // null: nothing selected means "all photos"
+    // Only ticked photos that are shown: one a search or filter hides is left out of every
+    // action (its tick counts again once it is shown). null: nothing is selected.
+    const ids = shown().filter(ticked).map(idOf);
+    return ids.length ? ids : null;
+  }
+  function bulkTarget() {
+    // What the bulk bar edits: the selection; with none, the photos shown while a search or
+    // filter is on, and all photos only when none is (null ids: all, as the API reads it).
+    const ids = selectedIds();
+    if (ids) return { ids, label: `the ${photosText(ids.length)} selected` };
+    if ($("filter").value !== "all" || $("search").value.trim()) {
+      const visible = shown().map(idOf);
+      return { ids: visible, label: `the ${photosText(visible.length)} shown` };
+    }
+    return { ids: null, label: `all ${photosText(cards().length)}` };
   }
   function updateSelection() {
     const ids = selectedIds();
-    $("selected-count").textContent = `${ids ? ids.length : 0} selected`;
+    const hidden = cards().filter((c) => c.hidden && ticked(c)).length;
+    $("selected-count").textContent = `${ids ? ids.length : 0} selected` + (hidden ? ` (${hidden} more hidden by the search or filter, left out)` : "");
+    $("bulk-scope").textContent = `(acts on ${bulkTarget().label})`;
   }
   grid.addEventListener("change", (e) => { if (e.target.matches(".select")) updateSelection(); });
   $("select-all").addEventListener("change", (e) => {
     cards().forEach((c) => { c.querySelector(".select").checked = e.target.checked && !c.hidden; });
     updateSelection();
   });
+  updateSelection();
 
   // ---- bulk edits with preview and undo -----------------------------------------------
   function applyChanges(changes, sources) {
@@ -274,14 +294,18 @@
   }
   function showBulk(html) { $("bulk-result").innerHTML = html; }
   async function bulk(op, extra, label) {
-    const body = Object.assign({ op, ids: selectedIds() }, extra);
+    // extra.ids null: a button meant for every photo (the template, the trigger word)
+    const target = extra.ids === null ? { ids: null, label: `all ${photosText(cards().length)}` } : bulkTarget();
+    if (target.ids && !target.ids.length) { showBulk('<p class="warn">No photos are shown: nothing to edit.</p>'); return null; }
+    const body = Object.assign({ op, ids: target.ids }, extra);
     const data = await api(cfg.bulkUrl, body);
     if (!data.ok) { showBulk(`<p class="bad" role="alert">${escapeHtml(data.error)}</p>`); return null; }
+    data.target = target;
     if (body.dry_run) return data;
     applyChanges(data.changes);
     setCounts(data.counts);
     const undoable = data.changes.length > 0;
-    showBulk(`<p class="ok">${escapeHtml(label)}: ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} changed.
+    showBulk(`<p class="ok">${escapeHtml(label)} (${escapeHtml(target.label)}): ${data.changes.length} caption${data.changes.length === 1 ? "" : "s"} changed.
       ${undoable ? '<button type="button" class="small secondary" id="undo">Undo</button>' : ""}</p>`);
     if (undoable) $("undo").onclick = () => undo(data.changes);
     return data;
@@ -306,7 +330,7 @@
     const args = replaceArgs();
     const rows = data.changes.slice(0, 50).map((ch) => `<li><span class="before">${highlight(ch.before, args.find, args.case_sensitive)}</span>
       → <span class="after">${highlight(ch.after, args.replace, args.case_sensitive)}</span></li>`).join("");
-    showBulk(`<p><strong>${data.changes.length}</strong> caption${data.changes.length === 1 ? "" : "s"} would change.</p><ul class="preview">${rows}</ul>`);
+    showBulk(`<p><strong>${data.changes.length}</strong> caption${data.changes.length === 1 ? "" : "s"} would change (${escapeHtml(data.target.label)}).</p><ul class="preview">${rows}</ul>`);
   };
   $("apply-replace").onclick = () => bulk("replace", replaceArgs(), "Replaced");
   $("prepend").onclick = () => bulk("prepend", { text: $("affix").value }, "Prepended");

@@ -148,7 +148,7 @@ def test_dataset_studio_from_photos_to_train(page, tmp_path):
     page.click("#save-style")
     page.locator("#trigger-advice", has_text="Saved").wait_for()
     page.click("#insert-trigger")
-    page.locator("#bulk-result", has_text="Trigger word added: 4 captions changed").wait_for()
+    page.locator("#bulk-result", has_text="Trigger word added (all 4 photos): 4 captions changed").wait_for()
     captions = page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)")
     assert all("TPOTZX" in c for c in captions), captions
     assert page.locator("#counter").text_content() == "4 / 4 captioned"
@@ -298,6 +298,52 @@ def test_a_caption_typed_just_before_a_reload_or_closing_the_tab_is_saved_and_th
     page.keyboard.type(", watered")
     page.close(run_before_unload=True)
     _wait_for_caption(photo_id, "a fern in a blue pot, watered")
+
+
+def _add_text(page, button: str, text: str, photo_ids: list[int]) -> tuple[str, list[str]]:
+    """Press the bulk bar's Prepend or Append with `text`: its answer, and each caption as stored."""
+    page.fill("#affix", text)
+    page.click(button)
+    page.locator("#bulk-result", has_text="changed").wait_for()
+    return page.text_content("#bulk-result"), [_caption_of(pk) for pk in photo_ids]
+
+
+def test_the_bulk_bar_edits_only_the_photos_shown(page):
+    sign_up(page, "mo")
+    page.goto(_dataset_with_photos("mo", ["a red square", "a blue square", "a green square", "a red circle", "a cone"]))
+    card_ids = page.locator("#photo-grid .photo-card").evaluate_all("els => els.map(e => Number(e.dataset.id))")
+    page.click("#bulk summary")
+
+    # (a) Three ticked under one search, then another search: the hidden three are left out.
+    page.fill("#search", "square")
+    page.check("#select-all")
+    assert page.text_content("#selected-count") == "3 selected"
+    page.fill("#search", "circle")
+    assert page.locator("#photo-grid .photo-card:not([hidden])").count() == 1
+    answer, captions = _add_text(page, "#append", "at noon", card_ids)
+    assert captions == ["a red square", "a blue square", "a green square", "a red circle at noon", "a cone"]
+    assert "Appended (the 1 photo shown): 1 caption changed" in answer
+    assert page.text_content("#selected-count") == "0 selected (3 more hidden by the search or filter, left out)"
+    assert page.text_content("#bulk-scope") == "(acts on the 1 photo shown)"
+
+    # (b) Nothing ticked, a search showing three: only those three change, and the bar says so.
+    page.fill("#search", "square")
+    page.uncheck("#select-all")
+    answer, captions = _add_text(page, "#prepend", "photo of", card_ids)
+    assert captions == ["photo of a red square", "photo of a blue square", "photo of a green square",
+                        "a red circle at noon", "a cone"]
+    assert "Prepended (the 3 photos shown): 3 captions changed" in answer
+    page.fill("#search", "")
+    assert page.text_content("#bulk-scope") == "(acts on all 5 photos)"
+    page.fill("#search", "square")
+
+    # One ticked among those shown: only it; hidden by a search, left out; shown again, it counts again.
+    page.locator("#photo-grid .photo-card:not([hidden]) .select").first.check()
+    assert page.text_content("#bulk-scope") == "(acts on the 1 photo selected)"
+    page.fill("#search", "cone")
+    assert page.text_content("#bulk-scope") == "(acts on the 1 photo shown)"
+    page.fill("#search", "")
+    assert page.text_content("#selected-count") == "1 selected"
 
 
 def test_a_failed_auto_caption_is_still_reported_after_a_reload(page):
