@@ -16,7 +16,7 @@ from trainer.engine.config import resolution_sides
 class Preset:
     key: str
     label: str
-    explanation: str
+    explanation: str  # may name the settings on a base ("{steps:,}", "{lora_rank}"): see preset_summary
     steps: int
     learning_rate: float
     lora_rank: int
@@ -25,7 +25,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "fast": Preset("fast", "Fast", "Few steps at a high learning rate: a quick first look at whether the concept is picked up.", 500, 1e-3, 8, 1),
-    "balanced": Preset("balanced", "Balanced", "The usual choice for a pet, a person or an object: about 1,000 steps at rank 16.", 1000, 4e-4, 16, 1),
+    "balanced": Preset("balanced", "Balanced", "The usual choice for a pet, a person or an object: {steps:,} steps at rank {lora_rank}.", 1000, 4e-4, 16, 1),
     "high": Preset("high", "High quality", "More steps, a lower learning rate and a larger rank: finer detail, slower, for 20+ photos.", 2000, 2e-4, 32, 1),
 }
 
@@ -102,3 +102,27 @@ def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
         per_step *= LOW_MEMORY_FACTOR
     warmup = 10 * len(sides) if on_cpu else 90 + photo_count * len(sides)
     return int(warmup + settings["steps"] * settings["batch_size"] * per_step)
+
+
+def duration_text(seconds: float) -> str:
+    """'40 s', '12 min' or '1 h 5 min': an estimate read at a glance."""
+    whole = round(seconds)
+    if whole < 120:
+        return f"{whole} s"
+    minutes = round(whole / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def preset_summary(preset: str, base_model: str, photo_count: int) -> dict[str, str]:
+    """What the launch page says of a preset on a base: its explanation and its figures.
+
+    Both come from preset_settings for that base, so the words and the numbers agree whichever
+    base is chosen (the CPU bases scale the steps down).
+    """
+    values = preset_settings(preset, base_model)
+    eta = estimate_seconds(values, base_model, photo_count)
+    return {
+        "explanation": PRESETS[preset].explanation.format(**values),
+        "figures": f"{values['steps']:,} steps · rank {values['lora_rank']} · lr {values['learning_rate']:g} · "
+                   f"{resolution_text(values['resolution'])} px · about {duration_text(eta)}",
+    }

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from trainer import job_queue, jobs
 from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import Dataset, TrainingJob
-from trainer.presets import MEMORY_MODES, PRESETS, estimate_seconds, preset_settings, resolution_text
+from trainer.presets import MEMORY_MODES, PRESETS, preset_summary, resolution_text
 
 DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
 
@@ -51,13 +51,14 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
         else:
             return redirect(job)
     photo_count = dataset.photos.filter(excluded=False).count()
-    presets = []
-    if base in settings.BASE_MODELS:
-        for key, p in PRESETS.items():
-            values = preset_settings(key, base)
-            presets.append({"preset": p, "values": values, "eta": estimate_seconds(values, base, photo_count)})
+    # Every offered base's explanations and figures: the page shows the chosen base's and
+    # static/js/launch.js swaps them when another is picked (without JavaScript, ?base_model=).
+    summaries = {name: {key: preset_summary(key, name, photo_count) for key in PRESETS}
+                 for name in settings.BASE_MODELS}
+    shown = base if base in summaries else settings.DEFAULT_BASE_MODEL
     return render(request, "trainer/job_launch.html", {
-        "dataset": dataset, "presets": presets, "chosen": preset, "base": base,
+        "dataset": dataset, "presets": [{"preset": p, **summaries[shown][key]} for key, p in PRESETS.items()],
+        "summaries": summaries, "chosen": preset, "base": shown,
         "bases": [{"name": name, "description": preset_for(name).description} for name in settings.BASE_MODELS],
         "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
         "memory_mode": request.POST.get("memory_mode") or "fast", "posted": request.POST,
