@@ -1,5 +1,6 @@
-"""Input checks for datasets: names and caption style (the trigger word is checked by
-trainer.trigger_words, against the base model's tokenizers)."""
+"""Input checks for datasets (names and caption style; the trigger word is checked by
+trainer.trigger_words, against the base model's tokenizers) and for the training settings that
+count things."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from trainer.models import CaptionPlacement, Dataset
 from trainer.trigger_words import TRIGGER_CHARACTERS, TRIGGER_RE
 
 CAPTIONER_SUGGESTIONS = tuple(CAPTIONER_PRESETS)
+WHOLE_NUMBER = {"invalid": "must be a whole number"}
 
 
 class DatasetNameForm(forms.Form):
@@ -41,3 +43,15 @@ class CaptionStyleForm(forms.ModelForm):
 
     def clean_caption_placement(self) -> str:
         return self.cleaned_data.get("caption_placement") or CaptionPlacement.PREFIX
+
+
+class WholeSettingsForm(forms.Form):
+    """The launch and continue forms' settings that count things: "1.5" steps is refused as not
+    whole (not as "not a number"). Their ranges, and every other setting, are checked by
+    jobs.clean_settings, as for the API; empty means the preset's value."""
+
+    steps = forms.IntegerField(required=False, error_messages=WHOLE_NUMBER)
+    lora_rank = forms.IntegerField(required=False, error_messages=WHOLE_NUMBER)
+    batch_size = forms.IntegerField(required=False, error_messages=WHOLE_NUMBER)
+    sample_every = forms.IntegerField(required=False, error_messages=WHOLE_NUMBER)
+    seed = forms.IntegerField(required=False, error_messages=WHOLE_NUMBER)

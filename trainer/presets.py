@@ -50,7 +50,7 @@ LIMITS = {
     "batch_size": (1, 16),
     "resolution": (32, 2048),  # each of them, when several
     "sample_every": (0, 5000),
-    "seed": (0, 2**31 - 1),
+    "seed": (0, 2**32 - 1),  # as a generation's (gallery.defaults.LIMITS); a training keeps it in its JSON config
     "caption_dropout": (0.0, 0.5),
 }
 

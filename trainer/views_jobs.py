@@ -13,7 +13,8 @@ from django.views.decorators.http import require_POST
 from trainer import job_queue, jobs
 from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import Dataset, TrainingJob
-from trainer.presets import MEMORY_MODES, PRESETS, preset_summary, resolution_text
+from trainer.forms import WholeSettingsForm
+from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_summary, resolution_text
 
 DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
 
@@ -34,6 +35,15 @@ def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
+def _whole_settings(request: HttpRequest) -> dict[str, int]:
+    """The counting settings typed on the form (steps, rank, ...) as whole numbers; a
+    ValidationError names one that is not."""
+    form = WholeSettingsForm(request.POST)
+    if not form.is_valid():
+        raise ValidationError(form.errors.as_data())
+    return {key: value for key, value in form.cleaned_data.items() if value is not None}
+
+
 @login_required
 def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset, pk=dataset_pk, owner=request.user)
@@ -45,7 +55,7 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
         prompts = request.POST.get("sample_prompts", "").splitlines()
         try:
             job = jobs.job_create(owner=request.user, dataset=dataset, preset=preset, base_model=base,
-                                  overrides=overrides, sample_prompts=prompts or None)
+                                  overrides={**overrides, **_whole_settings(request)}, sample_prompts=prompts or None)
         except ValidationError as exc:
             error = _error_text(exc)
         else:
@@ -61,7 +71,7 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
         "summaries": summaries, "chosen": preset, "base": shown,
         "bases": [{"name": name, "description": preset_for(name).description} for name in settings.BASE_MODELS],
         "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
-        "memory_mode": request.POST.get("memory_mode") or "fast", "posted": request.POST,
+        "memory_mode": request.POST.get("memory_mode") or "fast", "posted": request.POST, "seed_limits": LIMITS["seed"],
         "default_prompt": f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "",
     })
 
@@ -102,9 +112,9 @@ def job_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
 def job_continue_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
     try:
-        child = jobs.job_continue(job=job, extra_steps=int(request.POST.get("steps") or 0))
-    except (ValidationError, ValueError) as exc:
-        messages.error(request, _error_text(exc) if isinstance(exc, ValidationError) else "steps must be a number")
+        child = jobs.job_continue(job=job, extra_steps=_whole_settings(request).get("steps", 0))
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
         return redirect(job)
     return redirect(child)
 

@@ -1,4 +1,4 @@
-"""What the training pages say: preset figures per base."""
+"""What the training pages say: preset figures per base, whole-number settings, seed limits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from trainer import jobs
-from trainer.models import TrainingJob
+from trainer.models import JobState, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +63,38 @@ def test_the_balanced_explanation_names_the_steps_its_figures_show_on_each_base(
         assert f"{steps} steps at rank 16" in presets["balanced"]["explanation"], base
     assert "1,000 steps at rank 16" in embedded["flux-dev"]["balanced"]["explanation"]
     assert "200 steps at rank 16" in embedded["demo"]["balanced"]["explanation"]
+
+
+@pytest.mark.parametrize("field", ["steps", "lora_rank", "batch_size", "sample_every", "seed"])
+def test_a_fraction_where_a_count_is_wanted_says_whole_number(alice_client, alice, make_dataset, field):
+    dataset = make_dataset(alice, n=1)
+    page = alice_client.post(launch_url(dataset), {"preset": "fast", "base_model": "tiny", field: "1.5"}).content.decode()
+    assert f"{field.replace('_', ' ')}: must be a whole number" in page
+    assert "is not a number" not in page and not TrainingJob.objects.exists()
+    assert 'value="1.5"' in page  # what was typed stays to be corrected
+
+
+def test_continue_training_for_a_fraction_of_steps_says_whole_number(alice_client, alice, make_dataset):
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
+    page = alice_client.post(reverse("trainer:job_continue", args=[job.pk]), {"steps": "1.5"}, follow=True)
+    assert "steps: must be a whole number" in page.content.decode() and TrainingJob.objects.count() == 1
+    alice_client.post(reverse("trainer:job_continue", args=[job.pk]), {"steps": "7"})
+    assert TrainingJob.objects.latest("id").total_steps == 7
+
+
+def test_a_training_seed_has_the_same_limit_as_a_generation_seed(alice_client, alice, make_dataset):
+    """The generation form and the predictions API take 0 to 2**32 - 1 (a BigIntegerField); a training
+    keeps its seed in its JSON config, so the launch page and the trainings API take the same."""
+    from gallery.forms import GenerationForm
+
+    dataset = make_dataset(alice, n=1)
+    top = GenerationForm().fields["seed"].max_value
+    assert top == 2**32 - 1
+    launch = alice_client.get(launch_url(dataset)).content.decode()
+    assert re.search(r'<input type="number" name="seed" id="seed" min="0" max="(\d+)"', launch).group(1) == str(top)
+
+    alice_client.post(launch_url(dataset), {"preset": "fast", "base_model": "tiny", "seed": str(top)})
+    assert TrainingJob.objects.get().config["seed"] == top
+    refused = alice_client.post(launch_url(dataset), {"preset": "fast", "base_model": "tiny", "seed": str(top + 1)})
+    assert f"seed: must be between 0 and {top}" in refused.content.decode() and TrainingJob.objects.count() == 1
