@@ -8,6 +8,11 @@
   const steps = [], raw = [], smooth = [];
   let ema = null, chart = null, startedAt = root.dataset.started ? new Date(root.dataset.started) : null;
   let finishedAt = root.dataset.finished ? new Date(root.dataset.finished) : null;
+  // Start, finish and event times are the server's clock; this computer's may be off by seconds
+  // (a clock one second ahead counted 9 s, then showed 8 s when the run ended). So elapsed time
+  // is counted on the server's clock: its offset from ours is at least what the page's render
+  // time and each event's stamp say (both were taken before we saw them), so take the largest.
+  let serverAhead = root.dataset.now ? new Date(root.dataset.now) - Date.now() : 0;
   const baseTitle = document.title.split(" · ")[0];
 
   function fmtSeconds(s) {
@@ -29,8 +34,15 @@
   }
 
   function addLosses(pairs) {
+    if (pairs.length && steps.length && pairs[0][0] <= steps[steps.length - 1]) {
+      // A run that went back to an earlier checkpoint (or to step 0, with none) trains those
+      // steps again: their new losses replace the old ones.
+      const keep = steps.findIndex((step) => step >= pairs[0][0]);
+      steps.length = raw.length = smooth.length = keep;
+      ema = keep ? smooth[keep - 1] : null;
+    }
     for (const [step, loss] of pairs) {
-      if (steps.length && step <= steps[steps.length - 1]) continue; // a resumed run repeats none
+      if (steps.length && step <= steps[steps.length - 1]) continue;
       ema = ema == null ? loss : 0.9 * ema + 0.1 * loss;
       steps.push(step); raw.push(loss); smooth.push(ema);
     }
@@ -50,7 +62,8 @@
     badge.dataset.state = data.state;
     root.dataset.state = data.state;
     $("queue-note").hidden = data.state !== "queued";
-    if (data.state === "training" && !startedAt) startedAt = at;
+    if ((data.state === "starting" || data.state === "training") && !startedAt) startedAt = at;  // as the server's started_at
+    if (data.state !== "training") { $("speed").textContent = "–"; $("eta").textContent = "–"; }  // no run, no speed
     showElapsed();  // at once, not a second later
     $("error").hidden = !data.error;
     if (data.error) $("error").textContent = data.error + (data.error_hint ? " — " + data.error_hint : "");
@@ -59,12 +72,14 @@
     const final = FINAL.includes(data.state);
     const cancel = $("cancel-form"); if (cancel) cancel.hidden = final;
     const resume = $("resume-form"); if (resume) resume.hidden = !final;
+    $("delete-form").hidden = !final;
     if (!final) { finishedAt = null; return; }
     finishedAt = at;
     if (data.state === "succeeded") $("finished").hidden = false;
     if (!live) return;
     notify(data.state === "succeeded" ? `Training finished: ${baseTitle}` : `Training ${data.state}: ${baseTitle}`);
-    // The resume button is drawn by the server; fetch it once the job has just ended.
+    // The resume button (its step, or "Run again") is drawn by the server; fetch it once the job
+    // has just stopped.
     if (data.state !== "succeeded") setTimeout(() => location.reload(), 800);
   }
 
@@ -102,15 +117,17 @@
     $("step").textContent = data.step; $("total").textContent = data.total;
     $("loss").textContent = data.loss.toFixed(4);
     $("lr").textContent = data.lr.toExponential(2);
-    $("speed").textContent = data.it_per_s.toFixed(2);
-    $("eta").textContent = fmtSeconds(data.eta_s);
+    if (root.dataset.state === "training") {
+      $("speed").textContent = data.it_per_s.toFixed(2);
+      $("eta").textContent = fmtSeconds(data.eta_s);
+    }
     addLosses(data.losses || [[data.step, data.loss]]);
   }
 
   function showElapsed() {
     if (!startedAt) return;
-    const end = finishedAt || new Date();
-    $("elapsed").textContent = fmtSeconds((end - startedAt) / 1000);
+    const end = finishedAt || Date.now() + serverAhead;
+    $("elapsed").textContent = fmtSeconds(Math.max(0, Math.floor((end - startedAt) / 1000)));  // whole seconds passed
   }
   setInterval(showElapsed, 1000);
 
@@ -126,5 +143,6 @@
     log: (d) => appendLog(d.line),
     checkpoint: (d) => appendLog(`checkpoint saved at step ${d.step}`),
     replayed: () => { live = true; },
+    "*": (ev) => { if (ev.ts) serverAhead = Math.max(serverAhead, new Date(ev.ts) - Date.now()); },
   }, { onStatus: (s) => { $("conn").textContent = s === "live" ? "● live" : s; } });
 })();

@@ -1,15 +1,25 @@
-"""In Chromium, without a worker: the launch figures follow the chosen base."""
+"""In Chromium, without a worker: the test plays the worker's part by writing the job's row and
+events, so each moment a person sees (a base changed, a run ending live, a reload) is exact.
+The launch figures follow the chosen base; samples show once each; a run that ends live shows
+what a reload would, with no stale speed and an elapsed time on the server's clock."""
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from django.urls import reverse
+from django.utils import timezone
 
+from flux_studio import events
 from tests.browser.conftest import LiveStudio
 from tests.browser.test_training_page import log_in
-from trainer.models import TrainingJob
+from trainer import jobs
+from trainer.models import JobState, TrainingJob
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -20,6 +30,34 @@ def studio(transactional_db, tmp_path: Path) -> Iterator[LiveStudio]:
     live = LiveStudio(tmp_path).start(worker=False)
     yield live
     live.stop()
+
+
+@pytest.fixture
+def training(alice, make_dataset, monkeypatch):
+    """A tiny job, running for 30 s by the server's clock, that no queue will pick up."""
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, started_at=timezone.now() - timedelta(seconds=30))
+    job.refresh_from_db()
+    jobs.publish_state(job)
+    return job
+
+
+def end(job: TrainingJob, state: str, message: str) -> None:
+    """What the worker does when a run stops: the row, then the event."""
+    TrainingJob.objects.filter(pk=job.pk).update(state=state, finished_at=timezone.now())
+    job.refresh_from_db()
+    jobs.publish_state(job, message)
+
+
+def progress(job: TrainingJob, step: int) -> None:
+    events.publish(job.topic, "progress", {"step": step, "total": job.total_steps, "loss": 0.25, "lr": 1e-3,
+                                           "it_per_s": 44.46, "eta_s": 61.0, "losses": [[step, 0.25]]})
+
+
+def seconds(text: str) -> int:
+    minutes = re.search(r"(\d+)m", text)
+    return (int(minutes.group(1)) * 60 if minutes else 0) + int(re.search(r"(\d+)s", text).group(1))
 
 
 def test_the_preset_figures_follow_the_chosen_base_and_are_what_runs(page, alice, make_dataset):
@@ -38,3 +76,57 @@ def test_the_preset_figures_follow_the_chosen_base_and_are_what_runs(page, alice
     page.wait_for_url("**/trainings/*/")
     job = TrainingJob.objects.get()
     assert (job.base_model, job.total_steps, job.config["resolution"]) == ("tiny", 30, 64)
+
+
+def test_each_sample_shows_once_when_the_page_opens(page, alice, training):
+    from django.core.files.base import ContentFile
+
+    from tests.conftest import make_image_bytes
+    from trainer.models import TrainingSample
+
+    for step in range(5, 35, 5):  # six samples, each also an event the page replays
+        sample = TrainingSample(job=training, step=step, prompt=f"zxq at step {step}")
+        sample.image.save("sample.png", ContentFile(make_image_bytes(32, 32)), save=True)
+        events.publish(training.topic, "sample", {"step": step, "prompt": sample.prompt, "id": sample.pk,
+                                                  "url": reverse("trainer:job_sample", args=[training.pk, sample.pk])})
+    events.publish(training.topic, "log", {"line": "all replayed"})
+    log_in(page, "alice", "correct horse battery")
+    page.goto(training.get_absolute_url())
+    page.wait_for_function("document.getElementById('log').textContent.includes('all replayed')")
+    assert page.locator("#samples figure").count() == 6
+
+
+def test_a_run_that_succeeds_live_shows_delete_clears_its_speed_and_counts_on_the_servers_clock(page, training):
+    page.clock.set_system_time(time.time() + 5)  # this computer's clock runs 5 s ahead of the server's
+    log_in(page, "alice", "correct horse battery")
+    page.goto(training.get_absolute_url())
+    page.evaluate("window.stillThisPage = true")
+    progress(training, 3)
+    page.wait_for_function("document.getElementById('speed').textContent === '44.46'")
+    assert page.text_content("#eta") == "1m 1s"
+    assert page.locator("#delete").is_hidden()
+    before = (timezone.now() - training.started_at).total_seconds()
+    running = seconds(page.text_content("#elapsed"))
+    after = (timezone.now() - training.started_at).total_seconds()
+    assert int(before) - 1 <= running <= after, "counted from the server's start on the server's clock, not 5 s more"
+
+    end(training, JobState.SUCCEEDED, "Training finished.")
+    page.wait_for_selector("#job-state[data-state=succeeded]")
+    assert page.locator("#delete").is_visible() and page.locator("#download-lora").is_visible()
+    assert (page.text_content("#speed"), page.text_content("#eta")) == ("–", "–")
+    assert seconds(page.text_content("#elapsed")) >= running, "the elapsed time went back when the run ended"
+    time.sleep(1.5)
+    assert page.evaluate("window.stillThisPage") is True, "a success needs no reload"
+
+
+def test_a_canceled_run_without_a_checkpoint_offers_run_again_and_no_stale_speed(page, training):
+    log_in(page, "alice", "correct horse battery")
+    page.goto(training.get_absolute_url())
+    progress(training, 3)
+    page.wait_for_function("document.getElementById('speed').textContent === '44.46'")
+    with page.expect_navigation():  # the page reloads once to draw the button
+        end(training, JobState.CANCELED, "Canceled at step 3; dataset kept.")
+    page.wait_for_function("document.getElementById('log').textContent.includes('Canceled at step 3')")
+    assert (page.text_content("#speed"), page.text_content("#eta")) == ("–", "–")
+    assert page.text_content("#resume") == "Run again"
+    assert page.locator("#delete").is_visible()

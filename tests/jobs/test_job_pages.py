@@ -1,4 +1,5 @@
-"""What the training pages say: preset figures per base, whole-number settings, seed limits."""
+"""What the training pages say: preset figures per base, whole-number settings, the run-again
+button, samples once each, seed limits."""
 
 from __future__ import annotations
 
@@ -81,6 +82,47 @@ def test_continue_training_for_a_fraction_of_steps_says_whole_number(alice_clien
     assert "steps: must be a whole number" in page.content.decode() and TrainingJob.objects.count() == 1
     alice_client.post(reverse("trainer:job_continue", args=[job.pk]), {"steps": "7"})
     assert TrainingJob.objects.latest("id").total_steps == 7
+
+
+def test_a_job_that_failed_before_any_checkpoint_offers_run_again(alice_client, alice, make_dataset):
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.FAILED, error="could not load the base model")
+    page = alice_client.get(job.get_absolute_url()).content.decode()
+    assert ">Run again</button>" in page and "starts over from step 0" in page
+    assert "Resume from step" not in page
+
+    alice_client.post(reverse("trainer:job_resume", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and job.error == "" and job.checkpoint_step == 0
+
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.CANCELED, step=40, checkpoint_step=40)
+    page = alice_client.get(job.get_absolute_url()).content.decode()
+    assert ">Resume from step 40</button>" in page and "Run again" not in page
+
+
+def test_each_sample_on_the_page_names_its_id_so_replayed_events_do_not_add_it_again(alice_client, alice, make_dataset):
+    from django.core.files.base import ContentFile
+
+    from tests.conftest import make_image_bytes
+    from trainer.models import TrainingSample
+
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    ids = []
+    for step in (5, 10):
+        sample = TrainingSample(job=job, step=step, prompt="a photo of zxq")
+        sample.image.save("sample.png", ContentFile(make_image_bytes(32, 32)), save=True)
+        ids.append(sample.pk)
+    page = alice_client.get(job.get_absolute_url()).content.decode()
+    assert re.findall(r'<figure class="sample" data-sample="(\d+)">', page) == [str(i) for i in ids]
+
+
+def test_the_delete_button_waits_hidden_while_the_job_runs(alice_client, alice, make_dataset):
+    """job.js shows it when a run ends live, as a reload would."""
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    assert re.search(r'id="delete-form" hidden', alice_client.get(job.get_absolute_url()).content.decode())
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
+    page = alice_client.get(job.get_absolute_url()).content.decode()
+    assert 'id="delete-form"' in page and not re.search(r'id="delete-form" hidden', page)
 
 
 def test_a_training_seed_has_the_same_limit_as_a_generation_seed(alice_client, alice, make_dataset):
