@@ -1,5 +1,5 @@
 """What the training pages say: preset figures per base, whole-number settings, the run-again
-button, samples once each, seed limits."""
+button, samples once each, labels that tell trainings apart, and texts that agree across pages."""
 
 from __future__ import annotations
 
@@ -123,6 +123,23 @@ def test_the_delete_button_waits_hidden_while_the_job_runs(alice_client, alice, 
     TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
     page = alice_client.get(job.get_absolute_url()).content.decode()
     assert 'id="delete-form"' in page and not re.search(r'id="delete-form" hidden', page)
+
+
+def test_trainings_of_one_dataset_are_told_apart_in_the_list(alice_client, alice, make_dataset):
+    dataset = make_dataset(alice, n=1)
+    first = jobs.job_create(owner=alice, dataset=dataset, preset="fast", base_model="tiny")
+    second = jobs.job_create(owner=alice, dataset=dataset, preset="high", base_model="tiny")
+    page = alice_client.get(reverse("trainer:job_list")).content.decode()
+    assert f"#{first.pk} · pets · zxq" in page and f"#{second.pk} · pets · zxq" in page
+    assert "fast · rank 8" in page and "high · rank 32" in page
+    assert f'<span class="muted">#{first.pk}</span>' in alice_client.get(first.get_absolute_url()).content.decode()
+
+
+def test_the_home_page_and_the_datasets_page_ask_for_the_same_number_of_photos(alice_client):
+    def wanted(url: str) -> set[str]:
+        return set(re.findall(r"\d+–\d+(?= photos| varied photos)", alice_client.get(url).content.decode()))
+
+    assert wanted(reverse("home")) == wanted(reverse("trainer:dataset_list")) == {"10–30"}
 
 
 def test_a_training_seed_has_the_same_limit_as_a_generation_seed(alice_client, alice, make_dataset):
