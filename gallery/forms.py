@@ -1,4 +1,4 @@
-"""Parsing of the generation form (types and shapes); ranges and permissions are the service's."""
+"""Parsing of the generation and publishing forms (types and shapes); the rules are the services'."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from gallery.defaults import LIMITS
+from gallery.models import GalleryModel
 from gallery.services import LoraChoice
 
 SIZE_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
@@ -72,3 +74,27 @@ class GenerationForm(forms.Form):
             "seed": c["seed"] if c["seed_mode"] == "fixed" else None, "steps": c["steps"], "guidance": c["guidance"],
             "width": c["width"], "height": c["height"], "num_images": c["num_images"],
         }
+
+
+class PublishForm(forms.Form):
+    """The publishing page's details. Every rule (a title, one trigger word, a known license, at
+    most 8 tags) is `services_gallery.gallery_model_update`'s, so that the page and the API answer
+    alike: this form only carries what was typed back to the page, with the service's errors."""
+
+    title = forms.CharField(required=False, strip=False)
+    description = forms.CharField(required=False, strip=False)
+    trigger_word = forms.CharField(required=False, strip=False)
+    license = forms.CharField(required=False)
+    tags = forms.CharField(required=False, strip=False)
+
+    @classmethod
+    def of(cls, model: GalleryModel) -> PublishForm:
+        """The form as the model stands (unbound)."""
+        return cls(initial={"title": model.title, "description": model.description, "trigger_word": model.trigger_word,
+                            "license": model.license, "tags": ", ".join(model.tags)})
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """The service's errors next to their fields; the others (examples, training) above the form."""
+        self.is_valid()  # binds cleaned_data, which add_error needs; every field is accepted as typed
+        for field, errors in (exc.message_dict if hasattr(exc, "message_dict") else {None: exc.messages}).items():
+            self.add_error(field if field in self.fields else None, errors)

@@ -24,7 +24,8 @@ from gallery.models import GalleryExample, GalleryModel, GenerationImage, Licens
 from trainer.models import JobState, TrainingJob, TrainingSample
 
 MAX_TAGS = 8
-TAG_RE = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,29}$")
+MAX_TAG_CHARS = 30
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9 _-]*$")
 DEFAULT_LICENSE = {"flux-schnell": License.APACHE_2, "tiny": License.MIT, "demo": License.MIT}
 
 
@@ -35,8 +36,10 @@ def parse_tags(raw: str) -> list[str]:
         tag = " ".join(part.strip().lower().split())
         if not tag or tag in tags:
             continue
+        if len(tag) > MAX_TAG_CHARS:  # quoted cut short, it would look fine: say where it starts and how long it is
+            raise ValidationError({"tags": f"tag '{tag[:20]}…' is {len(tag)} characters long; at most {MAX_TAG_CHARS}"})
         if not TAG_RE.match(tag):
-            raise ValidationError({"tags": f"tag {tag[:30]!r}: letters, digits, spaces, - and _ only, up to 30 characters"})
+            raise ValidationError({"tags": f"tag {tag!r}: letters, digits, spaces, - and _ only"})
         tags.append(tag)
     if len(tags) > MAX_TAGS:
         raise ValidationError({"tags": f"at most {MAX_TAGS} tags"})

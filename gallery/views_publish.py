@@ -7,10 +7,12 @@ from typing import Callable
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from gallery import selectors, services_gallery
+from gallery.forms import PublishForm
 from gallery.models import GalleryModel, License
 from trainer.models import TrainingJob
 
@@ -30,8 +32,9 @@ def _save(request: HttpRequest, model: GalleryModel) -> str:
 
 
 def _publish(request: HttpRequest, model: GalleryModel) -> str:
-    _save(request, model)
-    services_gallery.gallery_model_publish(model=model)
+    with transaction.atomic():  # as over the API: details that cannot be published are not saved either
+        _save(request, model)
+        services_gallery.gallery_model_publish(model=model)
     return "Published: everyone can now find it in the gallery."
 
 
@@ -64,6 +67,8 @@ def _remove(request: HttpRequest, model: GalleryModel) -> str:
 ACTIONS: dict[str, Callable[[HttpRequest, GalleryModel], str]] = {
     "save": _save, "publish": _publish, "unpublish": _unpublish, "add": _add_samples, "cover": _cover, "remove": _remove,
 }
+# The actions of the details form: when one fails, the page comes back with what was typed.
+DETAIL_ACTIONS = {"save", "publish"}
 
 
 def _model_for(request: HttpRequest, job: TrainingJob) -> GalleryModel:
@@ -83,20 +88,32 @@ def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
         messages.error(request, _error_text(exc))
         return redirect(job)
     if request.method == "POST":
-        action = ACTIONS.get(request.POST.get("action", ""))
+        name = request.POST.get("action", "")
+        action = ACTIONS.get(name)
         if action is None:
             messages.error(request, "Unknown action.")
         else:
             try:
                 messages.success(request, action(request, model))
             except ValidationError as exc:
-                messages.error(request, _error_text(exc))
+                if name not in DETAIL_ACTIONS:
+                    messages.error(request, _error_text(exc))
+                else:  # nothing typed is lost: the same page, the errors next to their fields
+                    model.refresh_from_db()  # as stored: a publish that failed rolled its save back
+                    form = PublishForm(request.POST)
+                    form.add_service_errors(exc)
+                    return _page(request, job, model, form, failed="published" if name == "publish" else "saved")
         return redirect("gallery:publish", job.pk)
+    return _page(request, job, model, PublishForm.of(model))
+
+
+def _page(request: HttpRequest, job: TrainingJob, model: GalleryModel, form: PublishForm, failed: str = "") -> HttpResponse:
+    """The page; `failed` names what a refused POST did not do ("saved"), which answers 400."""
     examples = list(model.examples.all()) if model.pk else []
     return render(request, "gallery/publish.html", {
-        "model": model, "job": job, "examples": examples, "licenses": License.choices,
+        "model": model, "job": job, "form": form, "failed": failed, "examples": examples, "licenses": License.choices,
         # Before the first save, the samples that will become the first examples.
         "first_samples": [] if model.pk else services_gallery.first_example_samples(job),
         "samples": job.samples.order_by("-step")[:24], "images": selectors.generation_images_with(request.user, job),
         "area": "gallery",
-    })
+    }, status=400 if failed else 200)

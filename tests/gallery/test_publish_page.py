@@ -1,0 +1,108 @@
+"""The publishing page: a refused save or publish comes back with what was typed and says why,
+next to the field; every label names its field."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from gallery import services_gallery
+from gallery.models import GalleryModel
+from tests.gallery.test_gallery import add_sample
+
+pytestmark = pytest.mark.django_db
+
+NINE_TAGS = "cats, pets, film, portrait, soft light, indoor, sofa, winter, grain"
+
+
+def typed(**fields: str) -> dict[str, str]:
+    return {"action": "publish", "title": "Zqx on the sofa", "description": "Our cat, shot on film.\nSoft light.",
+            "trigger_word": "zqx", "license": "apache-2.0", "tags": "cats, pets", **fields}
+
+
+def field_error(page: str, field: str) -> str:
+    """The error shown under a field (empty when there is none), and the field points at it."""
+    found = re.search(rf'<p class="bad field-error" id="{field}-error">(.*?)</p>', page, re.S)
+    if not found:
+        return ""
+    assert re.search(rf'id="{field}"[^>]*aria-invalid="true" aria-describedby="{field}-error"', page), f"{field} not marked"
+    return html.unescape(found.group(1))
+
+
+def test_too_many_tags_keeps_everything_typed(alice_client, alice, make_job):
+    job = make_job(alice)
+    add_sample(job)
+    url = reverse("gallery:publish", args=[job.pk])
+    response = alice_client.post(url, typed(tags=NINE_TAGS))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'value="Zqx on the sofa"' in page
+    assert ">Our cat, shot on film.\nSoft light.</textarea>" in page
+    assert f'value="{NINE_TAGS}"' in page
+    assert '<option value="apache-2.0" selected>' in page and '<option value="mit" selected>' not in page
+    assert field_error(page, "tags") == "at most 8 tags"
+    assert field_error(page, "title") == "" and field_error(page, "trigger_word") == ""
+    assert 'id="form-errors"' in page and "Not published" in page
+    # Nothing was stored: the draft keeps its defaults and stays private.
+    model = GalleryModel.objects.get(training=job)
+    assert not model.published and model.title == job.name and model.tags == [] and model.license == "mit"
+
+
+def test_a_bad_trigger_word_is_shown_next_to_it_and_the_rest_stays(alice_client, alice, make_job):
+    job = make_job(alice)
+    add_sample(job)
+    response = alice_client.post(reverse("gallery:publish", args=[job.pk]), typed(action="save", trigger_word="two words"))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert field_error(page, "trigger_word").startswith("one word")
+    assert 'id="trigger_word" name="trigger_word" value="two words"' in page
+    assert 'value="Zqx on the sofa"' in page and 'value="cats, pets"' in page and "Not saved" in page
+
+
+def test_a_publish_without_examples_saves_nothing_and_says_why(alice_client, alice, make_job):
+    job = make_job(alice)  # no samples: the draft starts without examples
+    response = alice_client.post(reverse("gallery:publish", args=[job.pk]), typed())
+    page = response.content.decode()
+    assert response.status_code == 400 and "add at least one example image" in page
+    assert 'value="Zqx on the sofa"' in page
+    model = GalleryModel.objects.get(training=job)
+    assert not model.published and model.title == job.name, "as over the API: not published, not saved"
+
+
+def test_a_good_save_still_redirects_and_stores(alice_client, alice, make_job):
+    job = make_job(alice)
+    response = alice_client.post(reverse("gallery:publish", args=[job.pk]), typed(action="save"))
+    assert response.status_code == 302
+    model = GalleryModel.objects.get(training=job)
+    assert model.title == "Zqx on the sofa" and model.tags == ["cats", "pets"] and model.license == "apache-2.0"
+
+
+def test_a_too_long_tag_is_quoted_so_it_looks_too_long(alice_client, alice, make_job):
+    long_tag = "watercolor landscapes at golden hour"  # 36 characters; its first 30 alone would be a valid tag
+    with pytest.raises(ValidationError) as refused:
+        services_gallery.parse_tags(f"cats, {long_tag}")
+    message = " ".join(refused.value.message_dict["tags"])
+    assert "36 characters" in message and "at most 30" in message and "…" in message
+    assert repr(long_tag[:30]) not in message
+    job = make_job(alice)
+    page = alice_client.post(reverse("gallery:publish", args=[job.pk]), typed(action="save", tags=f"cats, {long_tag}"))
+    assert "36 characters" in field_error(page.content.decode(), "tags")
+    with pytest.raises(ValidationError) as refused:  # a tag short enough, with a bad character: quoted whole
+        services_gallery.parse_tags("good, a/b")
+    assert "'a/b'" in " ".join(refused.value.message_dict["tags"])
+
+
+def test_every_label_names_its_field(alice_client, alice, make_job):
+    job = make_job(alice, base="flux-dev")
+    page = alice_client.get(reverse("gallery:publish", args=[job.pk])).content.decode()
+    form = page[page.index('id="publish-form"'):page.index("</form>", page.index('id="publish-form"'))]
+    for target in re.findall(r"<label([^>]*)>", form):
+        found = re.search(r'for="([^"]+)"', target)
+        assert found, f"a label without for: <label{target}>"
+        assert f'id="{found.group(1)}"' in form, f"no field with id {found.group(1)}"
+    assert re.search(r'<input type="text" id="base_model" value="flux-dev" readonly', form)
+    assert 'name="base_model"' not in form, "the base is shown, never posted"
