@@ -96,11 +96,15 @@ def example_image(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def model_like(request: HttpRequest, pk: int) -> HttpResponse:
+    wants_json = request.headers.get("Accept", "").startswith("application/json")
     if not request.user.is_authenticated:
-        return redirect(f"{reverse('login')}?next={reverse('gallery:model_detail', args=[pk])}")
+        login = f"{reverse('login')}?{urlencode({'next': reverse('gallery:model_detail', args=[pk])})}"
+        if wants_json:  # the page's script: a redirect would be followed to the login form's HTML
+            return JsonResponse({"error": "log in to like models", "login_url": login}, status=401)
+        return redirect(login)
     model = get_object_or_404(GalleryModel, pk=pk, published=True)
     count = services_gallery.like_set(user=request.user, model=model, liked=request.POST.get("like", "1") == "1")
-    if request.headers.get("Accept", "").startswith("application/json"):
+    if wants_json:
         return JsonResponse({"likes": count, "liked": request.POST.get("like", "1") == "1"})
     return redirect(model)
 

@@ -15,7 +15,18 @@
   like.addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = new FormData(like);
-    const response = await fetch(like.action, { method: "POST", body, headers: { Accept: "application/json" } });
+    let response;
+    try {
+      response = await fetch(like.action, { method: "POST", body, headers: { Accept: "application/json" } });
+    } catch (err) {  // offline or the server is down: the plain form post shows the browser's own error
+      like.submit();
+      return;
+    }
+    if (response.status === 401) {  // logged out: log in, then come back to this page
+      const answer = await response.json();
+      window.location.assign(answer.login_url);
+      return;
+    }
     if (!response.ok) { like.submit(); return; }
     const data = await response.json();
     const button = document.getElementById("like-button");
