@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -35,9 +34,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from gallery.lora_usage import REPO_RE, hub_base_model, loading_recipe
 from gallery.models import GalleryExample, GalleryModel, HubState
 from gallery.selectors import training_summary
-from trainer.engine.presets import BASE_PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,6 @@ LORA_NAME, KOHYA_NAME = "lora.safetensors", "lora_kohya.safetensors"
 # A push still "pushing" after this long lost its worker (or none runs): it may be asked again.
 STALE_PUSH = timedelta(minutes=15)
 MAX_EXAMPLES = 12
-# The Hub's repo names: letters, digits, '-', '_', '.'; an optional namespace (user or org).
-REPO_RE = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 # Our license ids are the Hub's, except FLUX.1 [dev]'s own license, which the Hub calls "other".
 FLUX_DEV_LICENSE = {
     "license": "other",
@@ -59,15 +56,6 @@ FLUX_DEV_LICENSE = {
 
 def hub_endpoint() -> str:
     return (getattr(settings, "HF_ENDPOINT", "") or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def hub_base_model(base_model: str) -> str | None:
-    """The Hub id of a base model ('flux-dev' -> 'black-forest-labs/FLUX.1-dev'); None for local or built-in ones."""
-    preset = BASE_PRESETS.get(base_model)
-    source = preset.source if preset else base_model
-    if source.startswith(("builtin:", "/", ".", "~")) or Path(source).exists() or not REPO_RE.match(source) or "/" not in source:
-        return None
-    return source
 
 
 # --- Request (web process) --------------------------------------------------------------------
@@ -223,17 +211,11 @@ def model_card(model: GalleryModel, examples: list[tuple[str, GalleryExample]], 
         lines += [f"![{e.prompt[:80]}]({path})", "", f"Prompt: {_code(e.prompt)}" + (f" ({settings_text})" if settings_text else ""), ""]
     if not examples:
         lines += ["No example images.", ""]
-    pipeline_source = base or model.base_model
+    recipe = loading_recipe(base_model=model.base_model, trigger_word=model.trigger_word, weight_name=LORA_NAME,
+                            repo_id=repo_id)
     lines += [
-        "## Use it with diffusers", "",
-        "```python",
-        "import torch",
-        "from diffusers import FluxPipeline", "",
-        f'pipe = FluxPipeline.from_pretrained("{pipeline_source}", torch_dtype=torch.bfloat16).to("cuda")',
-        f'pipe.load_lora_weights("{repo_id}", weight_name="{LORA_NAME}")',
-        f'image = pipe("a photo of {model.trigger_word}").images[0]',
-        'image.save("example.png")',
-        "```", "",
+        f"## {recipe.title}", "", recipe.note, "",
+        f"```{recipe.language}", recipe.code, "```", "",
         "## Files", "",
         f"- `{LORA_NAME}`: diffusers format, for `load_lora_weights`",
     ]

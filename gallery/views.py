@@ -19,7 +19,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from flux_studio.files import serve_file
-from gallery import hub, selectors, services_gallery
+from gallery import hub, lora_usage, selectors, services_gallery
 from gallery.models import GalleryExample, GalleryModel, GenerationImage, HubState
 
 PAGE_SIZE = 24
@@ -67,24 +67,29 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     downloads = [d for d in downloads if getattr(job, DOWNLOADS[d["kind"]][0])]
     liked = selectors.liked_by(request.user, model)
+    recipe = lora_usage.loading_recipe(base_model=model.base_model, trigger_word=model.trigger_word,
+                                       weight_name=_download_name(model, "diffusers"))
     return render(request, "gallery/model_detail.html", {
         "model": model, "examples": [(e, _try_url(model, e)) for e in examples], "summary": selectors.training_summary(job),
         "downloads": downloads, "liked": liked, "try_url": _try_url(model), "is_owner": model.owner_id == request.user.pk,
-        "others": selectors.other_models_of(model), "area": "gallery",
+        "others": selectors.other_models_of(model), "area": "gallery", "recipe": recipe,
         "hub_pushing": model.hub_state == HubState.PUSHING, "hub_default_repo": slugify(model.title)[:90] or "flux-lora",
     })
+
+
+def _download_name(model: GalleryModel, kind: str) -> str:
+    """The downloaded file's name ("zqx-portraits-zqx.safetensors"), which the page's loading recipe names too."""
+    return f"{slugify(model.title) or 'lora'}-{model.trigger_word}{DOWNLOADS[kind][1]}.safetensors"
 
 
 def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     model = _visible_or_404(request, pk)
     if kind not in DOWNLOADS:
         raise Http404("unknown format")
-    field_name, suffix = DOWNLOADS[kind]
-    field = getattr(model.training, field_name)
+    field = getattr(model.training, DOWNLOADS[kind][0])
     if not field:
         raise Http404("this model has no file in that format")
-    name = f"{slugify(model.title) or 'lora'}-{model.trigger_word}{suffix}.safetensors"
-    return serve_file(field, download_name=name, public=model.published, request=request)
+    return serve_file(field, download_name=_download_name(model, kind), public=model.published, request=request)
 
 
 def example_image(request: HttpRequest, pk: int) -> HttpResponse:

@@ -262,6 +262,10 @@ def test_card_for_a_local_base_names_no_hub_base(published):
     card = hub.model_card(published, [], "alice-hf/x")
     meta = yaml.safe_load(card.split("---\n", 2)[1])
     assert "base_model" not in meta and meta["license"] == "mit" and meta["widget"] == []
+    # Its usage section cannot name the base to diffusers: it says how FLUX Studio's engine loads it.
+    assert "from_pretrained" not in card and "## Load it with FLUX Studio's engine" in card
+    assert "hf download alice-hf/x lora.safetensors --local-dir .\npython -m trainer.engine generate --base tiny " \
+           "--lora lora.safetensors" in card
     assert hub.hub_base_model("flux-schnell") == "black-forest-labs/FLUX.1-schnell"
     assert hub.hub_base_model("someone/their-flux") == "someone/their-flux"
     assert hub.hub_base_model("/models/flux") is None
