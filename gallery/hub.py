@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -37,6 +39,7 @@ from django.utils import timezone
 from gallery.lora_usage import REPO_RE, hub_base_model, loading_recipe
 from gallery.models import GalleryExample, GalleryModel, HubState
 from gallery.selectors import training_summary
+from trainer.engine.hub_errors import causes
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +135,31 @@ def _record_failure(model_id: int, reason: str) -> None:
     GalleryModel.objects.filter(pk=model_id).update(hub_state=HubState.FAILED, hub_error=reason[:1000])
 
 
+def _unreachable(exc: Exception) -> bool:
+    """No answer from the Hub at all: DNS, a refused or timed-out connection, a proxy in the way,
+    HF_HUB_OFFLINE. Matched on exception types along the cause chain, never on message text: the
+    HTTP library's transport errors (an HTTPError that is no HfHubHTTPError, which has a status)
+    and the OS's errors beneath them."""
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError, OfflineModeIsEnabled
+
+    return any(
+        isinstance(e, (OfflineModeIsEnabled, ConnectionError, TimeoutError, socket.gaierror))
+        or (isinstance(e, HTTPError) and not isinstance(e, HfHubHTTPError))
+        for e in causes(exc)
+    )
+
+
 def _reason(exc: Exception, token: str) -> str:
     """A short reason for the page, never carrying the token."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
     text = " ".join(str(exc).split()) or type(exc).__name__
     if status in (401, 403):
         text = f"the Hub refused the token (HTTP {status}): it needs write access to that namespace. {text}"
+    elif status is None and _unreachable(exc):
+        host = urlsplit(hub_endpoint()).netloc or hub_endpoint()
+        text = (f"FLUX Studio could not reach {host} (no network, or a proxy or firewall in the way): the studio's "
+                f"network or proxy settings need a look; then push again. The token was not stored: paste it again "
+                f"then. (Detail: {text})")
     if token:
         text = text.replace(token, "***")
     return text[:1000]

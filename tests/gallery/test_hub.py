@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -228,6 +229,43 @@ def test_a_refused_token_is_recorded_as_the_reason(alice_client, published, stan
     assert not stand_in.repos
     page = alice_client.get(published.get_absolute_url()).content.decode()
     assert 'id="hub-error"' in page and "401" in page and 'id="hub-form"' in page  # the form is offered again
+
+
+def test_no_network_is_said_in_words_and_the_token_is_not_kept(alice_client, published, settings, monkeypatch,
+                                                               immediate_light_queue, django_capture_on_commit_callbacks):
+    """No DNS (the worker's machine is offline): huggingface_hub's own error chain, as it comes."""
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    settings.HF_ENDPOINT = "https://huggingface.co"
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with django_capture_on_commit_callbacks(execute=True):
+        push(alice_client, published)
+    monkeypatch.undo()
+    published.refresh_from_db()
+    assert published.hub_state == HubState.FAILED
+    error = published.hub_error
+    assert error.startswith("FLUX Studio could not reach huggingface.co") and "proxy" in error, error
+    assert "token was not stored" in error and TOKEN not in error
+    page = alice_client.get(published.get_absolute_url()).content.decode()
+    assert "could not reach huggingface.co" in page and 'id="hub-form"' in page
+
+
+def test_a_refused_connection_names_the_hub_it_tried(published, settings):
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.HF_ENDPOINT = f"http://127.0.0.1:{port}"
+    GalleryModel.objects.filter(pk=published.pk).update(hub_state=HubState.PUSHING)
+    hub.run_hub_push(model_id=published.pk, repo_id="alice-hf/zqx-cat", token=TOKEN)
+    published.refresh_from_db()
+    assert published.hub_error.startswith(f"FLUX Studio could not reach 127.0.0.1:{port}"), published.hub_error
+
+
+def test_other_failures_keep_their_detail():
+    assert hub._reason(OSError("No space left on device"), TOKEN) == "No space left on device"
+    assert "could not reach" not in hub._reason(RuntimeError(f"bad {TOKEN}"), TOKEN)
+    assert TOKEN not in hub._reason(RuntimeError(f"bad {TOKEN}"), TOKEN)
 
 
 def test_who_may_push_and_when(alice_client, bob_client, published, stand_in, django_capture_on_commit_callbacks):
