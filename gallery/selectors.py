@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import BooleanField, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Cast
@@ -142,6 +143,14 @@ def browse_models(*, q: str = "", base: str = "", tag: str = "", sort: str = "ne
     if tag:
         qs = qs.filter(tags_text__icontains=json.dumps(tag.strip().lower()))
     return _with_cover(qs.order_by(*SORTS.get(sort, SORTS["newest"])))
+
+
+def browse_bases() -> list[str]:
+    """The base models the gallery can be filtered by: those offered here (every training's base was
+    one of them when it launched), then any base a published model has that is no longer offered."""
+    bases = list(settings.BASE_MODELS)
+    published = GalleryModel.objects.filter(published=True).values_list("base_model", flat=True).distinct()
+    return bases + sorted(set(published) - set(bases))
 
 
 def popular_tags(limit: int = 20) -> list[str]:

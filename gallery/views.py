@@ -6,7 +6,6 @@ so are their files (every file goes through `visible_model` before `serve_file`)
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -33,7 +32,7 @@ def browse(request: HttpRequest) -> HttpResponse:
     keep = urlencode({k: v for k, v in (("q", q), ("base", base), ("tag", tag), ("sort", sort)) if v})
     return render(request, "gallery/browse.html", {
         "page": page, "q": q, "base": base, "tag": tag, "sort": sort or "newest", "keep": keep,
-        "bases": settings.BASE_MODELS, "tags": selectors.popular_tags(), "area": "gallery",
+        "bases": selectors.browse_bases(), "tags": selectors.popular_tags(), "area": "gallery",
     })
 
 

@@ -484,7 +484,8 @@ PATHS: S = {
         "get": op("listModels", "Browse the public gallery", {"200": json_response(page_of("Model"))}, public=True, params=[
             *LIST_PARAMS, {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}},
             {"name": "sort", "in": "query", "required": False, "schema": {"type": "string", "enum": ["newest", "used", "liked"]}},
-            {"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "a base the studio offers, or one a published model has; another is a 422"},
             {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}}]),
         "post": op("publishModel", "Publish, update or unpublish the gallery model of a succeeded training",
                    {"201": json_response(ref("Model"), "published (or saved as a private draft / unpublished)")},

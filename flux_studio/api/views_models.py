@@ -44,10 +44,12 @@ def models(request: HttpRequest) -> HttpResponse:
     urls = Urls(request)
     if request.method == "POST":
         return _publish(request, urls)
-    sort = request.GET.get("sort", "newest")
+    sort, base = request.GET.get("sort", "newest"), request.GET.get("base_model", "")
     if sort not in selectors.SORTS:
         raise field_error("sort", f"one of {', '.join(selectors.SORTS)}")
-    rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=request.GET.get("base_model", "")[:200],
+    if base and base not in (bases := selectors.browse_bases()):
+        raise field_error("base_model", f"one of {', '.join(bases)}")
+    rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=base,
                                    tag=request.GET.get("tag", "")[:40], sort=sort).prefetch_related("examples")
     rows = selectors.with_liked(rows, request.user)
     return paginated_sorted(request, rows, lambda m: _object(request, m, urls, liked=m.liked))

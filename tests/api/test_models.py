@@ -58,6 +58,17 @@ def test_sort_and_pagination(alice_api, alice, finished_job):
     assert alice_api.get("/api/v1/models?sort=random").status_code == 422
 
 
+def test_an_unknown_base_model_filter_is_a_422_like_an_unknown_sort(alice_api, alice, finished_job, settings):
+    tiny = publish(alice_api, finished_job(alice), title="Tiny one").json()
+    assert [m["id"] for m in alice_api.get("/api/v1/models?base_model=tiny").json()["results"]] == [tiny["id"]]
+    assert alice_api.get("/api/v1/models?base_model=flux-dev").json()["results"] == [], "offered, no model yet"
+    bogus = alice_api.get("/api/v1/models?base_model=bogus")
+    assert bogus.status_code == 422 and "flux-dev" in bogus.json()["errors"]["base_model"][0]
+    # A base no longer offered here still finds the models published on it.
+    settings.BASE_MODELS = ["demo", "flux-dev"]
+    assert [m["id"] for m in alice_api.get("/api/v1/models?base_model=tiny").json()["results"]] == [tiny["id"]]
+
+
 def test_published_false_unpublishes_and_an_empty_tag_list_clears(alice_api, alice, finished_job):
     job = finished_job(alice)
     body = publish(alice_api, job, title="Cats", tags=["cat", "pet"]).json()
