@@ -118,7 +118,8 @@ def _tags(data: dict[str, Any], model: GalleryModel) -> str:
 
 
 def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
-    """Create or update the model of a training; `"published": false` unpublishes it."""
+    """Create or update the model of a training; `"published": false` unpublishes it. 201 when this
+    request created the model, 200 when it changed (or unpublished) one that was there."""
     if not getattr(request, "api_token", None):
         raise ApiError(401, "publishing needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
     data = json_body(request)
@@ -127,6 +128,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
     publish = _publish_flag(data)
     try:
         with transaction.atomic():
+            existed = GalleryModel.objects.filter(training=job).exists()
             model = services_gallery.draft_for_training(owner=request.user, job=job)
             services_gallery.gallery_model_update(
                 model=model, title=_text(data, "title", model.title), description=_text(data, "description", model.description),
@@ -140,7 +142,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
                 services_gallery.gallery_model_unpublish(model=model)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return _answer(request, model, status=201)
+    return _answer(request, model, status=200 if existed else 201)
 
 
 @api_view(("GET",), auth="optional")

@@ -58,6 +58,15 @@ def test_sort_and_pagination(alice_api, alice, finished_job):
     assert alice_api.get("/api/v1/models?sort=random").status_code == 422
 
 
+def test_201_only_when_the_request_created_the_model(alice_api, alice, finished_job):
+    job = finished_job(alice)
+    assert publish(alice_api, job, published=False).status_code == 201, "a new private draft"
+    assert publish(alice_api, job, title="Now public").status_code == 200, "the draft, published"
+    assert publish(alice_api, job, published=False).status_code == 200, "unpublished"
+    document = alice_api.get("/api/v1/openapi.json").json()
+    assert {"200", "201"} <= set(document["paths"]["/models"]["post"]["responses"])
+
+
 def test_an_unknown_base_model_filter_is_a_422_like_an_unknown_sort(alice_api, alice, finished_job, settings):
     tiny = publish(alice_api, finished_job(alice), title="Tiny one").json()
     assert [m["id"] for m in alice_api.get("/api/v1/models?base_model=tiny").json()["results"]] == [tiny["id"]]
@@ -75,7 +84,9 @@ def test_published_false_unpublishes_and_an_empty_tag_list_clears(alice_api, ali
     assert body["published"] and body["tags"] == ["cat", "pet"]
     kept = publish(alice_api, job, title="Cats again").json()
     assert kept["tags"] == ["cat", "pet"], "tags absent: unchanged"
-    hidden = publish(alice_api, job, published=False, tags=[]).json()
+    hidden = publish(alice_api, job, published=False, tags=[])
+    assert hidden.status_code == 200, "unpublishing changes a model, it creates none"
+    hidden = hidden.json()
     assert hidden["published"] is False and hidden["tags"] == []
     anonymous = ApiClient(None)
     assert anonymous.get(f"/api/v1/models/{body['id']}").status_code == 404

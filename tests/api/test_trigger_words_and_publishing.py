@@ -53,7 +53,7 @@ def test_publishing_the_same_examples_twice_adds_them_once(alice_api, alice, fin
     prompts = [e["prompt"] for e in first["examples"]]
     assert prompts.count("zqx on a beach") == 2, "two different images of one prediction are two examples"
     again = alice_api.post("/api/v1/models", {"training": job.pk, "examples": examples + examples[:1]})
-    assert again.status_code == 201
+    assert again.status_code == 200, "it changed the model that was there"
     assert [e["id"] for e in again.json()["examples"]] == [e["id"] for e in first["examples"]], "nothing duplicated"
 
 
