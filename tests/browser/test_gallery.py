@@ -1,12 +1,14 @@
-"""In Chromium: publish a finished training, find it in the gallery as someone else, like it, try it."""
+"""In Chromium: publish a finished training, find it in the gallery as someone else, like it, try it;
+a refused publish keeps what was typed; a logged-out like goes to log in; labels and a delete that asks."""
 
 from __future__ import annotations
 
 import pytest
 from django.core.files.base import ContentFile
 
+from gallery.models import Generation
 from tests.browser.conftest import screenshot, sign_up
-from tests.browser.test_generate import finished_training
+from tests.browser.test_generate import finished_training, studio_without_worker  # noqa: F401  (a fixture)
 from tests.conftest import make_image_bytes
 from trainer.models import TrainingSample
 
@@ -45,3 +47,61 @@ def test_publish_browse_like_and_try(page, chromium, studio, tmp_path):
     assert other.input_value("#id_prompt") == "a photo of zqx"
     assert other.input_value("select[name=lora]").startswith("gallery:")
     other.context.close()
+
+
+def test_a_refused_publish_keeps_the_form_and_every_control_is_labelled(chromium, studio_without_worker, tmp_path):
+    """The QA walk-through: nine tags and Apache 2.0, Publish; then a logged-out like, the labels, delete."""
+    context = chromium.new_context(base_url=studio_without_worker.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    sign_up(page, "quinn")
+    job = finished_training("quinn", tmp_path)
+    sample = TrainingSample(job=job, step=4, prompt="a photo of zqx")
+    sample.image.save("s.png", ContentFile(make_image_bytes(64, 64)), save=True)
+
+    page.goto(f"/gallery/publish/{job.pk}/")
+    assert page.get_by_label("Base model").input_value() == "tiny"
+    nine = "one, two, three, four, five, six, seven, eight, nine"
+    page.fill("#title", "Zqx circles")
+    page.fill("#description", "Circles, drawn by a tiny model.")
+    page.fill("#tags", nine)
+    page.select_option("#license", "apache-2.0")
+    page.click("#publish-button")
+    page.wait_for_selector("#form-errors")
+    assert page.locator("#tags-error").text_content() == "at most 8 tags"
+    assert page.get_by_label("Tags (comma separated)").get_attribute("aria-describedby") == "tags-error"
+    assert (page.input_value("#title"), page.input_value("#description"), page.input_value("#tags"),
+            page.input_value("#license")) == ("Zqx circles", "Circles, drawn by a tiny model.", nine, "apache-2.0")
+    screenshot(page, "gallery-03-publish-refused")
+    page.fill("#tags", "circles")
+    page.click("#publish-button")
+    page.wait_for_selector("#unpublish")
+    model_url = page.get_attribute("#view-public", "href")
+
+    # Logged out, Like leads to the login form and back to the model.
+    visitor = chromium.new_context(base_url=studio_without_worker.url).new_page()
+    visitor.goto(model_url)
+    visitor.click("#like-button")
+    visitor.wait_for_url("**/accounts/login/?next=*")
+    visitor.fill("#id_username", "quinn")
+    visitor.fill("#id_password", "a long test password 1")
+    visitor.click("button[type=submit]")
+    visitor.wait_for_url(f"**{model_url}")
+    visitor.context.close()
+
+    # The generation page's seed has its label; deleting a generation asks first.
+    page.goto("/generate/")
+    assert page.get_by_label("Seed", exact=True).get_attribute("id") == "id_seed"
+    Generation.objects.create(owner=job.owner, prompt="a red circle", base_model="tiny", seed=1, steps=3, guidance=1.0,
+                              width=64, height=64, state="succeeded", loras=[])
+    page.goto("/generate/history/")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click(".delete-form button")
+    assert asked and "Delete this generation" in asked[0]
+    assert Generation.objects.count() == 1, "dismissed: nothing deleted"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(".delete-form button")
+    page.wait_for_selector("text=Generation deleted.")
+    assert not Generation.objects.exists()
+    context.close()

@@ -136,6 +136,18 @@ def test_history_settings_again_cancel_and_delete_are_owner_only(alice_client, b
     assert not Generation.objects.exists()
 
 
+def test_the_seed_has_its_label_and_delete_asks_first(alice_client, alice):
+    """(Chromium clicks them in tests/browser/test_gallery.py.)"""
+    g = Generation.objects.create(owner=alice, prompt="a photo of zqx", base_model="tiny", seed=5, steps=3, guidance=2.0,
+                                  width=64, height=64)
+    page = alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+    assert '<label for="id_seed">Seed</label>' in page and 'id="id_seed"' in page
+    history = alice_client.get(reverse("gallery:generation_history")).content.decode()
+    for html in (page, history):
+        form = html[html.index(f'action="{reverse("gallery:generation_delete", args=[g.pk])}"'):]
+        assert form.split(">", 1)[0].count("onsubmit=\"return confirm('Delete this generation") == 1
+
+
 def test_queue_info_estimates_the_wait_behind_a_running_training(alice, bob, make_job):
     from gallery.selectors import queue_info
 
