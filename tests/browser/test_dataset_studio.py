@@ -304,7 +304,7 @@ def _add_text(page, button: str, text: str, photo_ids: list[int]) -> tuple[str, 
     """Press the bulk bar's Prepend or Append with `text`: its answer, and each caption as stored."""
     page.fill("#affix", text)
     page.click(button)
-    page.locator("#bulk-result", has_text="changed").wait_for()
+    page.locator("#bulk-result", has_text={"#prepend": "Prepended", "#append": "Appended"}[button]).wait_for()
     return page.text_content("#bulk-result"), [_caption_of(pk) for pk in photo_ids]
 
 
