@@ -6,11 +6,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from trainer import job_queue, jobs
+from trainer import job_queue, jobs, selectors
 from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import Dataset, TrainingJob
 from trainer.forms import WholeSettingsForm
@@ -147,11 +147,13 @@ def job_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     from flux_studio.files import serve_file
 
     job = _own_job(request, pk)
+    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+    if kind == "data":  # the photos and captions as trained, beside which config.yaml runs as it is
+        return FileResponse(selectors.training_data_zip(job), as_attachment=True, filename=f"{stem}_training_data.zip")
     if kind not in DOWNLOADS:
         raise Http404("unknown download")
     field, name = DOWNLOADS[kind]
     file = getattr(job, field)
     if not file:
         raise Http404("this job has no such file yet")
-    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
     return serve_file(file, download_name=f"{stem}_{name}")

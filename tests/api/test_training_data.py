@@ -11,6 +11,8 @@ import io
 import zipfile
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from tests.api.conftest import body_of
 from trainer import jobs
@@ -21,7 +23,12 @@ from trainer.training_run import run_training
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-def test_config_and_training_data_rerun_the_training_in_the_engine(alice, alice_api, bob_api, make_dataset, no_queue,
+def contents(zipped: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_config_and_training_data_rerun_the_training_in_the_engine(alice, bob, alice_api, bob_api, make_dataset, no_queue,
                                                                    tmp_path, monkeypatch, settings):
     from trainer.engine.cli import main
 
@@ -48,6 +55,14 @@ def test_config_and_training_data_rerun_the_training_in_the_engine(alice, alice_
     assert bob_api.get(training["urls"]["training_data"]).status_code == 404
 
     data = body_of(alice_api.get(training["urls"]["training_data"]))
+    # The training's page offers the same zip to its owner alone.
+    page = Client()
+    page.force_login(alice)
+    assert b'id="download-data"' in page.get(job.get_absolute_url()).content
+    from_page = b"".join(page.get(reverse("trainer:job_download", args=[job.pk, "data"])).streaming_content)
+    assert contents(from_page) == contents(data)
+    page.force_login(bob)
+    assert page.get(reverse("trainer:job_download", args=[job.pk, "data"])).status_code == 404
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         archive.extractall(tmp_path)
     captions = [path.read_text() for path in sorted((tmp_path / "dataset").glob("*.txt"))]
