@@ -98,10 +98,12 @@ def _clean_value(key: str, raw: Any, default: Any) -> Any:
             raise ValueError(f"{raw!r} is not one of {', '.join(CHOICES[key])}")
         return raw
     kind = float if isinstance(default, float) else int
+    if isinstance(raw, bool) or (kind is int and isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError(f"{raw!r} is not a whole number" if kind is int else f"{raw!r} is not a number")
     try:
         value = kind(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{raw!r} is not a number") from None
+        raise ValueError(f"{raw!r} is not a whole number" if kind is int else f"{raw!r} is not a number") from None
     low, high = LIMITS[key]
     if not low <= value <= high:
         raise ValueError(f"must be between {low} and {high}")
@@ -240,7 +242,8 @@ def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJ
             job.config = {**job.config, "memory_mode": memory_mode}
             job.save(update_fields=["config"])
             mode = f" in {memory_mode} memory mode"
-        publish_state(job, f"Resuming from step {job.checkpoint_step}{mode}.")
+        start = f"Resuming from step {job.checkpoint_step}" if job.checkpoint_step else "Running again from the start"
+        publish_state(job, f"{start}{mode}.")
         job_enqueue(job)
     return job
 

@@ -197,7 +197,7 @@ SCHEMAS: S = {
                        "description": "bucket size in pixels, or several (e.g. [512, 768, 1024]) to train every photo "
                                       "at each; samples use the largest"},
         "caption_dropout_rate": {"type": "number", "minimum": 0, "maximum": 0.5},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
         "sample_every": {"type": "integer", "minimum": 0, "maximum": 5000},
         "sample_prompts": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
         "memory_mode": {"type": "string", "enum": list(MEMORY_MODES),

@@ -49,6 +49,8 @@ def test_create_from_file_ids_copies_into_a_new_dataset(alice_api, alice, make_d
 @pytest.mark.parametrize("input_, field", [
     ({"steps": 0}, "input.steps"),
     ({"steps": "many"}, "input.steps"),
+    ({"steps": 1.5}, "input.steps"),
+    ({"lora_rank": True}, "input.lora_rank"),
     ({"learning_rate": 1.0}, "input.learning_rate"),
     ({"resolution": 70}, "input.resolution"),
     ({"preset": "slow"}, "input.preset"),
@@ -151,3 +153,11 @@ def test_refused_launch_from_files_leaves_no_dataset_behind(alice_api, alice, ma
     assert response.status_code == 422 and "input.trigger_word" in response.json()["errors"]
     assert Dataset.objects.count() == before
     assert create(alice_api, files=ids, trigger_word="zxq", autocaption=True).status_code == 201
+
+
+def test_a_count_must_be_a_whole_number(alice_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=1)
+    for steps in (1.5, "1.5"):
+        response = create(alice_api, dataset=dataset.pk, steps=steps)
+        assert "whole number" in " ".join(response.json()["errors"]["input.steps"]), response.json()
+    assert create(alice_api, dataset=dataset.pk, steps=20.0).status_code == 201  # a JSON number that is whole

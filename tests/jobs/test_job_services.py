@@ -287,3 +287,24 @@ def test_queue_position_is_live_and_counts_from_the_re_enqueue(alice_client, ali
     jobs.job_claim(second.pk, "w1")
     assert position(first) == 1
     assert Event.objects.filter(topic=first.topic, kind="queue").latest("id").data["running"] == 1
+
+
+@pytest.mark.parametrize("steps", [1.5, "1.5", True])
+def test_a_count_that_is_not_a_whole_number_is_refused_not_rounded(steps):
+    with pytest.raises(ValidationError) as refused:
+        jobs.clean_settings(preset="fast", base_model="tiny", overrides={"steps": steps}, sample_prompts=[])
+    assert "whole number" in str(refused.value)
+    assert jobs.clean_settings(preset="fast", base_model="tiny", overrides={"steps": 20.0}, sample_prompts=[])["steps"] == 20
+
+
+def test_a_resume_says_where_it_starts(alice, make_dataset):
+    from flux_studio.models import Event
+
+    dataset = make_dataset(alice, n=1)
+    never, stopped = (jobs.job_create(owner=alice, dataset=dataset, base_model="tiny") for _ in range(2))
+    TrainingJob.objects.filter(pk=never.pk).update(state=JobState.FAILED, error="base did not load")
+    TrainingJob.objects.filter(pk=stopped.pk).update(state=JobState.CANCELED, checkpoint_step=40)
+    for job in (never, stopped):
+        jobs.job_resume(job=job)
+    said = {job.pk: Event.objects.filter(topic=job.topic, kind="state").latest("id").data["message"] for job in (never, stopped)}
+    assert said == {never.pk: "Running again from the start.", stopped.pk: "Resuming from step 40."}
