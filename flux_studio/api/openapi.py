@@ -405,7 +405,9 @@ PATHS: S = {
         description="All or nothing: an id that is not a photo of this dataset changes nothing (422).")},
     "/datasets/{id}/captions/bulk": {"parameters": [path_id()], "post": op(
         "bulkEditCaptions", "Find/replace, prepend, append, insert the trigger word or fill templates in many captions",
-        {"200": json_response(ref("CaptionsBulkResult"), "what changed (or would, with dry_run)")}, body=jbody("CaptionsBulk"))},
+        {"200": json_response(ref("CaptionsBulkResult"), "what changed (or would, with dry_run)")}, body=jbody("CaptionsBulk"),
+        description="All or nothing: an edit that would make any caption longer than 2,000 characters is a 422 naming "
+                    "the photos, and changes nothing.")},
     "/datasets/{id}/captions/undo": {"parameters": [path_id()], "post": op(
         "undoBulkCaptionEdit", "Undo the last bulk caption edit: each caption's text and former source come back",
         {"200": json_response(ref("CaptionsUndoResult"), "what was put back, and what was left as it is"), **CONFLICT},

@@ -18,6 +18,7 @@ from flux_studio.models import Event
 from gallery import selectors as gallery_selectors
 from gallery.models import GalleryModel, Generation, GenerationState, HubState
 from trainer import job_queue
+from trainer.captions import captioning_latest
 from trainer.models import Dataset, JobState, Photo, TrainingJob
 from trainer.selectors import dataset_health
 
@@ -153,17 +154,16 @@ CAPTIONING_STATUS = {"queued": "starting", "started": "processing", "finished": 
 
 def captioning_object(dataset: Dataset, urls: Urls) -> dict[str, Any]:
     """The dataset's latest auto-captioning run, read off its live events; status null: never run."""
-    event = Event.objects.filter(topic=dataset.topic, kind="captioning").order_by("-id").first()
-    data = event.data if event is not None else {}
-    state = data.get("state")
-    status = CAPTIONING_STATUS.get(state) if state else None
+    run = captioning_latest(dataset)
+    data = run.data if run is not None else {}
+    status = CAPTIONING_STATUS.get(run.state) if run is not None and run.state else None
     return {
         "dataset": dataset.pk,
         "status": status,
         "message": data.get("message") or None,
         "error": data.get("message") if status == "failed" else None,
         "metrics": {key: data.get(key) for key in ("total", "done", "kept", "failed")},
-        "updated_at": iso(event.created_at) if event is not None else None,
+        "updated_at": iso(run.at) if run is not None else None,
         "urls": {"get": urls.api("dataset_captioning", dataset.pk), "dataset": urls.api("dataset", dataset.pk)},
     }
 
