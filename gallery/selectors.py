@@ -35,13 +35,24 @@ class LoraOption:
 
 def lora_options(user: AbstractBaseUser) -> list[LoraOption]:
     """Own finished trainings first, then published gallery models of others."""
-    own = TrainingJob.objects.filter(owner=user, state=JobState.SUCCEEDED).exclude(lora_file="").order_by("-finished_at", "-pk")
-    options = [LoraOption(f"training:{j.pk}", "training", j.pk, j.name, j.trigger_word, j.base_model, j.pk) for j in own]
+    own = (TrainingJob.objects.filter(owner=user, state=JobState.SUCCEEDED).exclude(lora_file="")
+           .select_related("dataset").order_by("-finished_at", "-pk"))
+    options = [LoraOption(f"training:{j.pk}", "training", j.pk, _training_label(j), j.trigger_word, j.base_model, j.pk)
+               for j in own]
     published = GalleryModel.objects.filter(published=True).exclude(owner=user).select_related("owner", "training")
     for m in published.order_by("-use_count", "-pk")[:200]:
         label = f"{m.title} (by {m.owner.username})"
         options.append(LoraOption(f"gallery:{m.pk}", "gallery", m.pk, label, m.trigger_word, m.base_model, m.training_id))
     return options
+
+
+def _training_label(job: TrainingJob) -> str:
+    """Tells apart trainings of one dataset (whose names are all "dataset · trigger"): the number,
+    the dataset, and steps and day; the option goes on with the trigger word and the base."""
+    name = job.dataset.name if job.dataset is not None else job.name
+    finished = timezone.localtime(job.finished_at) if job.finished_at else None
+    when = f", {finished:%b} {finished.day}" if finished else ""
+    return f"#{job.pk} {name} ({job.total_steps} steps{when})"
 
 
 def usable_lora(user: AbstractBaseUser, kind: str, pk: int) -> tuple[TrainingJob, GalleryModel | None] | None:
@@ -130,14 +141,14 @@ def _with_cover(qs: QuerySet[GalleryModel]) -> QuerySet[GalleryModel]:
 
 
 def browse_models(*, q: str = "", base: str = "", tag: str = "", sort: str = "newest") -> QuerySet[GalleryModel]:
-    """Published models matching a search (title, trigger, tags, description) and filters."""
+    """Published models matching a search (title, trigger, tags, description, the owner's name) and filters."""
     # PostgreSQL refuses NUL in text parameters (an error, not "no match"); no stored text has one.
     q, base, tag = (text.replace("\x00", "") for text in (q, base, tag))
     # Tags are a JSON list; its text form ('["film", "portrait"]') is searchable on SQLite and PostgreSQL.
     qs = GalleryModel.objects.filter(published=True).annotate(tags_text=Cast("tags", TextField()))
     for word in q.split()[:8]:
         qs = qs.filter(Q(title__icontains=word) | Q(trigger_word__icontains=word) | Q(description__icontains=word)
-                       | Q(tags_text__icontains=word))
+                       | Q(tags_text__icontains=word) | Q(owner__username__icontains=word))
     if base:
         qs = qs.filter(base_model=base)
     if tag:

@@ -122,6 +122,8 @@ def test_search_filter_sort_and_pagination(alice, bob, make_job):
     assert titles(q="ohwx")[0] == ["Watercolor cats"]
     assert titles(q="film")[0] == ["Dev portraits"]
     assert titles(q="secretword")[0] == []  # drafts never show
+    assert titles(q="BOB")[0] == ["Neon city", "Dev portraits"]  # by the owner's name
+    assert titles(q="bob city")[0] == ["Neon city"]
     assert titles(base="flux-dev")[0] == ["Dev portraits"]
     assert titles(tag="city")[0] == ["Neon city"]
     _, html = titles(sort="liked")

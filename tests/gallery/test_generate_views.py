@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from gallery.models import GalleryModel, Generation, GenerationState
-from trainer.models import JobState
+from trainer.models import JobState, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +39,19 @@ def test_page_needs_login_and_offers_defaults_and_own_loras(alice_client, alice,
     assert f"training:{others.pk}" not in html  # bob's private training is not offered
     assert "a photo of zqx" in html
     assert '"steps": 8' in html  # the tiny preset's sampling steps
+
+
+def test_own_trainings_of_one_dataset_are_told_apart(alice_client, alice, make_dataset, make_job):
+    from django.utils import timezone
+
+    dataset = make_dataset(alice, n=1, name="Teapot")
+    first, second = make_job(alice), make_job(alice, which="two")
+    day = timezone.localtime(timezone.now()).replace(month=3, day=7)
+    for job, steps in ((first, 200), (second, 1000)):
+        TrainingJob.objects.filter(pk=job.pk).update(dataset=dataset, name="Teapot · zqx", total_steps=steps, finished_at=day)
+    html = alice_client.get(reverse("gallery:generate")).content.decode()
+    assert f"#{first.pk} Teapot (200 steps, Mar 7) · zqx · tiny" in html
+    assert f"#{second.pk} Teapot (1000 steps, Mar 7) · zqx · tiny" in html
 
 
 def test_valid_request_is_stored_and_enqueued_on_commit(alice_client, alice, make_job, queued, django_capture_on_commit_callbacks):
