@@ -43,6 +43,13 @@ def _initial(request: HttpRequest) -> tuple[dict[str, Any], list[tuple[str, floa
         if g is not None:
             initial, refs = _initial_from_generation(g)
             base, prompt = g.base_model, g.prompt
+            gone = [row for row in g.loras if selectors.usable_lora(request.user, row["kind"], row["id"]) is None]
+            if gone:  # deleted, unpublished or failed since: say so rather than drop it quietly
+                names = ", ".join(str(row.get("label") or f"{row['kind']} {row['id']}") for row in gone)
+                messages.warning(request, f"Left out, as it can no longer be used (deleted or unpublished): {names}. "
+                                          "The other settings are as they were.")
+                refs = [(ref, scale) for ref, scale in refs
+                        if ref not in {f"{row['kind']}:{row['id']}" for row in gone}]
     for kind in ("training", "model"):
         if q.get(kind, "").isdigit() and not refs:
             found = selectors.usable_lora(request.user, "training" if kind == "training" else "gallery", int(q[kind]))

@@ -130,6 +130,24 @@ def test_published_models_of_others_are_usable_and_counted(alice_client, alice, 
     assert len(queued) == 1 and model.use_count == 0, "a use counts once the images exist (worker), not on request"
 
 
+def test_settings_again_says_which_lora_is_gone(alice_client, alice, bob, make_job):
+    kept, gone = make_job(alice), make_job(bob, which="two")
+    model = GalleryModel.objects.create(owner=bob, training=gone, title="Bob's ink", trigger_word="zqx",
+                                        base_model="tiny", published=True)
+    g = Generation.objects.create(owner=alice, prompt="a photo of zqx", base_model="tiny", seed=5, steps=3, guidance=2.0,
+                                  width=64, height=48, num_images=1, loras=[
+                                      {"kind": "training", "id": kept.pk, "scale": 0.8, "label": "alice one"},
+                                      {"kind": "gallery", "id": model.pk, "scale": 1.0, "label": "Bob's ink"}])
+    page = alice_client.get(reverse("gallery:generate") + f"?from={g.pk}").content.decode()
+    assert f'value="gallery:{model.pk}" data-trigger="zqx" data-base="tiny" selected' in page
+    assert "can no longer be used" not in page
+    GalleryModel.objects.filter(pk=model.pk).update(published=False)  # bob unpublishes it
+    page = alice_client.get(reverse("gallery:generate") + f"?from={g.pk}").content.decode()
+    assert "Left out, as it can no longer be used (deleted or unpublished): Bob&#x27;s ink." in page
+    assert f'value="training:{kept.pk}" data-trigger="zqx" data-base="tiny" selected' in page
+    assert f'gallery:{model.pk}' not in page
+
+
 def test_history_settings_again_cancel_and_delete_are_owner_only(alice_client, bob_client, alice, queued):
     g = Generation.objects.create(owner=alice, prompt="a photo of zqx", base_model="tiny", seed=5, steps=3, guidance=2.0,
                                   width=64, height=48, num_images=2)
