@@ -61,10 +61,13 @@ def _round16(value: float) -> int:
 def size_choices(resolution: int) -> tuple[SizeChoice, ...]:
     """Sizes with about resolution² pixels for each aspect ratio, sides multiples of 16."""
     area = resolution * resolution
-    choices = []
+    choices: list[SizeChoice] = []
     for name, w, h in ASPECTS:
         unit = (area / (w * h)) ** 0.5
-        choices.append(SizeChoice(name, _round16(unit * w), _round16(unit * h)))
+        choice = SizeChoice(name, _round16(unit * w), _round16(unit * h))
+        # On a small base several ratios round to one size: offer it once, under the first name.
+        if all((c.width, c.height) != (choice.width, choice.height) for c in choices):
+            choices.append(choice)
     return tuple(choices)
 
 

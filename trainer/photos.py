@@ -42,6 +42,9 @@ if "AVIF" in Image.registered_extensions().values():
 FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF, GIF" + (", AVIF" if "AVIF" in ALLOWED_FORMATS else "")
 MIN_SIDE = 256  # below this a photo teaches the model blur
 WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and go soft
+# The engine's aspect buckets span 1:2 to 2:1 (trainer.engine.data.make_buckets): a longer photo is
+# cropped to 2:1, and past this ratio so much goes that the person should choose the crop.
+WARN_ASPECT = 2.5
 MAX_PIXELS = 64_000_000  # about 8000 x 8000: more is a decompression bomb, not a photo
 NEAR_DUPLICATE_DISTANCE = 6  # perceptual-hash bits; 0-6 is "the same picture, re-encoded/resized"
 FLAT_STDDEV = 3.0  # levels (of 255) in each channel at 32x32: below it a photo is a single colour
@@ -272,6 +275,10 @@ def check_image(data: bytes) -> _Checked:
     notes = []
     if short < WARN_SIDE:
         notes.append(f"small ({width}×{height}): under {WARN_SIDE} px it will train soft")
+    if max(width, height) / short > WARN_ASPECT:
+        lost = round(100 * (1 - 2 * short / max(width, height)))
+        notes.append(f"very {'wide' if width > height else 'tall'} ({width}×{height}): training crops it to 2:1, "
+                     f"about {lost}% of it is cut away; crop it yourself to keep the subject")
     return _Checked(image, "JPEG" if fmt == "MPO" else fmt, width, height, notes)
 
 

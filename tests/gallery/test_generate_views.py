@@ -208,3 +208,12 @@ def test_queue_endpoint_gives_the_owner_a_fresh_estimate(alice_client, bob_clien
     assert alice_client.get(url).json() == {"state": "running"}
     page = alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
     assert f'data-queue-url="{url}"' in page
+
+
+def test_size_choices_offer_each_size_once():
+    from gallery.defaults import size_choices
+
+    small = [(c.aspect, c.value) for c in size_choices(64)]
+    assert len({value for _, value in small}) == len(small)  # 4:3, 3:2 and 16:9 all round to 80x48 at 64 px
+    assert ("4:3", "80x48") in small and not any(aspect in ("3:2", "16:9") for aspect, _ in small)
+    assert [c.aspect for c in size_choices(1024)] == ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16"]

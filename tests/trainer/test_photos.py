@@ -85,6 +85,10 @@ def test_size_rules(image_bytes):
         check_image(image_bytes(300, 200))
     assert "small" in check_image(image_bytes(400, 400)).warnings[0]
     assert check_image(image_bytes(512, 700)).warnings == []
+    assert check_image(image_bytes(1200, 520)).warnings == []  # 2.3:1, cropped a little to 2:1
+    assert check_image(image_bytes(6000, 400)).warnings[-1].startswith(
+        "very wide (6000×400): training crops it to 2:1, about 87% of it is cut away")
+    assert check_image(image_bytes(600, 1800)).warnings[-1].startswith("very tall (600×1800)")
 
 
 def test_file_size_limit(dataset, image_bytes, settings):
