@@ -75,8 +75,17 @@
     while (active < CONCURRENCY && queue.length) send(queue.shift());
   }
   function send(item) {
-    active += 1;
     const { file, row } = item;
+    // A photo over the limit is refused here, before its bytes travel (the server checks it
+    // again); a zip has its own, larger limit, so it is left to the server.
+    const limit = Number(cfg.maxMb) * 1048576;
+    if (limit && file.size > limit && !/\.zip$/i.test(file.name)) {
+      showResults(row, { results: [{ ok: false, name: file.name,
+        reason: `${(file.size / 1048576).toFixed(1)} MB is over the ${cfg.maxMb} MB limit per photo` }] });
+      pump();
+      return;
+    }
+    active += 1;
     const status = row.querySelector(".upload-status");
     const bar = row.querySelector("progress");
     row.className = "upload sending";

@@ -364,3 +364,24 @@ def test_a_failed_auto_caption_is_still_reported_after_a_reload(page):
     page.locator("#bulk-result", has_text="1 caption changed").wait_for()
     assert page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)") == [
         "a photo of MUGZX", "a mug"]
+
+
+@pytest.fixture
+def one_mb_limit(monkeypatch):
+    monkeypatch.setenv("MAX_PHOTO_MB", "1")  # before `page`, so the studio starts with it
+
+
+def test_a_photo_over_the_size_limit_is_refused_before_it_uploads(one_mb_limit, page, tmp_path):
+    sign_up(page, "hugo")
+    page.fill("#id_name", "Big files")
+    page.click("text=Create dataset")
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" and "upload" in request.url else None)
+    big, small = tmp_path / "huge.jpg", tmp_path / "fine.png"
+    big.write_bytes(b"\xff\xd8" + b"\0" * (1536 * 1024))  # 1.5 MB: never sent
+    small.write_bytes(make_image_bytes(520, 520, color=(90, 60, 30), pattern=2))
+    page.set_input_files("#file-input", [str(big), str(small)])
+    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 1", timeout=60_000)
+    refused = page.locator(".upload.rejected", has_text="huge.jpg")
+    assert "1.5 MB is over the 1 MB limit per photo" in refused.locator(".reason").text_content()
+    assert len(posts) == 1, posts  # only fine.png travelled
