@@ -13,8 +13,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from gallery import selectors, services_gallery
 from gallery.forms import PublishForm
+from gallery.lora_usage import hub_base_model
 from gallery.models import GalleryModel, License
 from trainer.models import TrainingJob
+
+FLUX_DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -116,4 +119,6 @@ def _page(request: HttpRequest, job: TrainingJob, model: GalleryModel, form: Pub
         "first_samples": [] if model.pk else services_gallery.first_example_samples(job),
         "samples": job.samples.order_by("-step")[:24], "images": selectors.generation_images_with(request.user, job),
         "area": "gallery",
+        # A LoRA of FLUX.1 [dev] is a derivative of a model under a non-commercial license.
+        "dev_base": hub_base_model(model.base_model) == FLUX_DEV_HUB_ID,
     }, status=400 if failed else 200)

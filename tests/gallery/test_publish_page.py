@@ -106,3 +106,12 @@ def test_every_label_names_its_field(alice_client, alice, make_job):
         assert f'id="{found.group(1)}"' in form, f"no field with id {found.group(1)}"
     assert re.search(r'<input type="text" id="base_model" value="flux-dev" readonly', form)
     assert 'name="base_model"' not in form, "the base is shown, never posted"
+
+
+def test_the_page_names_the_trained_trigger_and_the_dev_license(alice_client, alice, make_job):
+    demo_job, dev_job = make_job(alice, trigger="zqx", base="tiny"), make_job(alice, which="two", trigger="ohwx", base="flux-dev")
+    demo_page = alice_client.get(reverse("gallery:publish", args=[demo_job.pk])).content.decode()
+    assert "Trained with <strong>zqx</strong>" in demo_page and 'id="dev-license"' not in demo_page
+    dev_page = alice_client.get(reverse("gallery:publish", args=[dev_job.pk])).content.decode()
+    assert "Trained with <strong>ohwx</strong>" in dev_page
+    assert 'id="dev-license"' in dev_page and "FLUX.1 [dev] Non-Commercial License" in dev_page
