@@ -19,11 +19,10 @@ from django.db.models import QuerySet
 # The caption style's pure-Python part: importing it loads no torch (see its package).
 from trainer.engine.captioning.style import replace_subject
 from trainer.models import CaptionSource, Dataset, Photo, TrainingJob
-from trainer.photos import photo_files_delete
+from trainer.photos import MAX_CAPTION, photo_files_delete
 
 BulkOp = Literal["replace", "prepend", "append", "insert_trigger", "template"]
 BULK_OPS = ("replace", "prepend", "append", "insert_trigger", "template")
-MAX_CAPTION = 2000
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ if "AVIF" in Image.registered_extensions().values():
     ALLOWED_FORMATS.add("AVIF")
 FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF, GIF" + (", AVIF" if "AVIF" in ALLOWED_FORMATS else "")
 MIN_SIDE = 256  # below this a photo teaches the model blur
+MAX_CAPTION = 2000  # characters a caption may have when typed or bulk-edited (trainer.datasets checks it)
 WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and go soft
 # The engine's aspect buckets span 1:2 to 2:1 (trainer.engine.data.make_buckets): a longer photo is
 # cropped to 2:1, and past this ratio so much goes that the person should choose the crop.
@@ -210,7 +211,12 @@ def _zip_captions(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> d
         if path.suffix.lower() != ".txt" or member.file_size > 64 * 1024:
             continue
         text, note = caption_text(archive.read(member))
-        captions[str(path.with_suffix("")).lower()] = _ZipCaption(" ".join(text.split()), note)
+        text = " ".join(text.split())
+        if len(text) > MAX_CAPTION:  # kept whole (nothing is lost), but the editors refuse it as it is
+            long = (f"caption is {len(text):,} characters, over the {MAX_CAPTION:,} an edited caption may have: "
+                    "shorten it before editing it alone or in bulk")
+            note = f"{note}; {long}" if note else long
+        captions[str(path.with_suffix("")).lower()] = _ZipCaption(text, note)
     return captions
 
 

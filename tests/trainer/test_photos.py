@@ -236,3 +236,15 @@ def test_zip_caption_files_in_legacy_encodings_are_read_not_garbled(dataset, ima
     assert outcome.photo.caption.startswith("café crème") and "\ufffd" not in outcome.photo.caption
     assert outcome.photo.caption_source == CaptionSource.FILE
     assert [w for w in outcome.warnings if "UTF-8" in w] == ([f"caption file is not UTF-8: {note} (Latin-1)"] if note else [])
+
+
+def test_a_zip_caption_too_long_to_edit_is_kept_whole_and_flagged(dataset, image_bytes):
+    long_caption = "zqx " + "on a very long and winding road " * 70  # about 2,240 characters
+    archive = make_zip({"a.png": image_bytes(300, 300, pattern=1), "a.txt": long_caption,
+                        "b.png": image_bytes(300, 300, pattern=2), "b.txt": "zqx asleep"})
+    first, second = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
+    assert first.photo.caption == " ".join(long_caption.split())  # nothing is cut
+    assert [w for w in first.warnings if "characters" in w] == [
+        f"caption is {len(first.photo.caption):,} characters, over the 2,000 an edited caption may have: "
+        "shorten it before editing it alone or in bulk"]
+    assert not any("characters" in w for w in second.warnings)
