@@ -421,8 +421,12 @@
   }
   $("caption-status").addEventListener("click", (e) => { if (e.target.matches(".use-template")) $("fill-template").click(); });
   $("auto-caption").onclick = async () => {
-    const data = await api(cfg.autoUrl, { ids: selectedIds(), overwrite: $("overwrite").checked });
-    if (!data.ok) status(data.error, "bad"); else status("Captioning is queued…", "muted");
+    // The same photos as the bulk bar: ticked ones a search hides are never captioned, and a
+    // search or filter narrows "all" to what is shown (overwrite then touches only those).
+    const target = bulkTarget();
+    if (target.ids && !target.ids.length) { status("No photos are shown: nothing to caption.", "warn"); return; }
+    const data = await api(cfg.autoUrl, { ids: target.ids, overwrite: $("overwrite").checked });
+    if (!data.ok) status(data.error, "bad"); else status(`Captioning is queued for ${target.label}…`, "muted");
   };
   let done = 0;
   if (window.FluxLive) {

@@ -346,6 +346,29 @@ def test_the_bulk_bar_edits_only_the_photos_shown(page):
     assert page.text_content("#selected-count") == "1 selected"
 
 
+def test_auto_caption_captions_what_the_bulk_bar_would_edit(page):
+    import json
+
+    sign_up(page, "nia")
+    page.goto(_dataset_with_photos("nia", ["a red square", "a blue square", "a cone"]))
+    card_ids = page.locator("#photo-grid .photo-card").evaluate_all("els => els.map(e => Number(e.dataset.id))")
+
+    def asked(search: str = "") -> dict:
+        page.fill("#search", search)
+        with page.expect_response(lambda r: r.request.method == "POST" and "captions/auto" in r.url) as answered:
+            page.click("#auto-caption")
+        return json.loads(answered.value.request.post_data)
+
+    page.check("#overwrite")
+    page.fill("#search", "square")
+    page.check("#select-all")  # both squares ticked ...
+    body = asked("cone")  # ... then hidden by another search: only the cone shown is captioned
+    assert body == {"ids": [card_ids[2]], "overwrite": True}
+    assert asked("")["ids"] == card_ids[:2]  # shown again, the ticked squares are the target
+    page.uncheck("#select-all")
+    assert asked("")["ids"] is None  # nothing ticked, no search: all photos
+
+
 def test_a_failed_auto_caption_is_still_reported_after_a_reload(page):
     from django.contrib.auth import get_user_model
 
