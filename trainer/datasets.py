@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 # The caption style's pure-Python part: importing it loads no torch (see its package).
 from trainer.engine.captioning.style import replace_subject
 from trainer.models import CaptionSource, Dataset, Photo, TrainingJob
-from trainer.photos import MAX_CAPTION, photo_files_delete
+from trainer.photos import MAX_CAPTION, MAX_CAPTION_FILE, photo_files_delete, tidy_caption
 
 BulkOp = Literal["replace", "prepend", "append", "insert_trigger", "template"]
 BULK_OPS = ("replace", "prepend", "append", "insert_trigger", "template")
@@ -124,7 +124,7 @@ def _require_text(**fields: object) -> None:
 def photo_caption_set(*, photo: Photo, caption: str) -> Photo:
     """A caption the person wrote: marked USER so auto-captioning never overwrites it."""
     _require_text(caption=caption)
-    caption = " ".join(caption.split())
+    caption = tidy_caption(caption)
     if len(caption) > MAX_CAPTION:
         raise ValidationError({"caption": f"{len(caption)} characters is over the limit of {MAX_CAPTION}; shorten it"})
     photo.caption = caption
@@ -211,11 +211,12 @@ def captions_bulk_edit(
     with transaction.atomic():
         edits = []
         for photo in _chosen(dataset, photo_ids).select_for_update():
-            after = " ".join(_edit(photo, dataset, op, find=find, replace=replace, text=text,
-                                   case_sensitive=case_sensitive).split())
+            after = tidy_caption(_edit(photo, dataset, op, find=find, replace=replace, text=text,
+                                       case_sensitive=case_sensitive))
             if after != photo.caption:
                 edits.append((photo, after))
-        too_long = [(photo, after) for photo, after in edits if len(after) > MAX_CAPTION]
+        # A caption already over the limit (kept whole from a zip) may still be edited, only not lengthened.
+        too_long = [(photo, after) for photo, after in edits if len(after) > max(MAX_CAPTION, len(photo.caption))]
         if too_long:
             raise ValidationError({BULK_TEXT_FIELD.get(op, "caption"): _too_long(too_long)})
         changes = []
@@ -274,8 +275,12 @@ def captions_restore(
         wrong = [str(pk) for pk, text in texts.items() if not isinstance(text, str)]
         if wrong:
             raise ValidationError({name: f"expected text (a string) for each photo, not for {', '.join(wrong)}"})
-    # Not cut to MAX_CAPTION: what is put back is what was there (a zip's .txt may be longer).
-    wanted = {pk: " ".join(text.split()) for pk, text in captions.items()}
+    # Not cut to MAX_CAPTION: what is put back is what was there (a zip's .txt may be longer),
+    # though never longer than any stored caption can be.
+    wanted = {pk: tidy_caption(text) for pk, text in captions.items()}
+    huge = [str(pk) for pk, text in wanted.items() if len(text) > MAX_CAPTION_FILE]
+    if huge:
+        raise ValidationError({"captions": f"longer than any caption can be ({MAX_CAPTION_FILE} characters): {', '.join(huge)}"})
     changes = []
     with transaction.atomic():
         for photo in dataset.photos.filter(pk__in=list(wanted)).select_for_update():

@@ -11,6 +11,7 @@ import codecs
 import hashlib
 import io
 import logging
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -42,6 +43,14 @@ if "AVIF" in Image.registered_extensions().values():
 FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF, GIF" + (", AVIF" if "AVIF" in ALLOWED_FORMATS else "")
 MIN_SIDE = 256  # below this a photo teaches the model blur
 MAX_CAPTION = 2000  # characters a caption may have when typed or bulk-edited (trainer.datasets checks it)
+MAX_CAPTION_FILE = 64 * 1024  # bytes of a zip's .txt caption read at all: no stored caption is longer
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # control characters (not whitespace)
+
+
+def tidy_caption(text: str) -> str:
+    """A caption as stored: control characters dropped (PostgreSQL refuses NUL, and none means
+    anything in a caption) and whitespace runs as one space."""
+    return " ".join(_CONTROL.sub("", text).split())
 WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and go soft
 # The engine's aspect buckets span 1:2 to 2:1 (trainer.engine.data.make_buckets): a longer photo is
 # cropped to 2:1, and past this ratio so much goes that the person should choose the crop.
@@ -208,10 +217,10 @@ def _zip_captions(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> d
     captions = {}
     for member in members:
         path = PurePosixPath(member.filename)
-        if path.suffix.lower() != ".txt" or member.file_size > 64 * 1024:
+        if path.suffix.lower() != ".txt" or member.file_size > MAX_CAPTION_FILE:
             continue
         text, note = caption_text(archive.read(member))
-        text = " ".join(text.split())
+        text = tidy_caption(text)
         if len(text) > MAX_CAPTION:  # kept whole (nothing is lost), but the editors refuse it as it is
             long = (f"caption is {len(text):,} characters, over the {MAX_CAPTION:,} an edited caption may have: "
                     "shorten it before editing it alone or in bulk")
@@ -235,7 +244,11 @@ def caption_text(raw: bytes) -> tuple[str, str]:
     try:
         return raw.decode("utf-8-sig"), ""
     except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace"), "caption file is not UTF-8: read as Windows-1252 (Latin-1)"
+        pass
+    try:
+        return raw.decode("cp1252"), "caption file is not UTF-8: read as Windows-1252 (Latin-1)"
+    except UnicodeDecodeError:  # one of the 5 bytes Windows-1252 leaves undefined: plain Latin-1 reads every byte
+        return raw.decode("latin-1"), "caption file is not UTF-8: read as Latin-1"
 
 
 @dataclass
@@ -357,6 +370,7 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
         format=checked.format, size_bytes=len(data), sha256=digest, phash=str(phash or ""),
         duplicate_of=near, warnings=notes,
     )
+    caption = tidy_caption(caption or "")
     if caption:
         photo.caption, photo.caption_source = caption, CaptionSource.FILE
     stem = PurePosixPath(name).stem[:40] or "photo"

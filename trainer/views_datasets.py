@@ -255,8 +255,9 @@ def captions_restore(request: HttpRequest, pk: int) -> JsonResponse:
     except ValidationError as exc:
         return _error(exc)
     restored = {change.id for change in changes}
+    present = set(dataset.photos.filter(pk__in=list(wanted)).values_list("pk", flat=True))
     return JsonResponse({"ok": True, "changes": [c.as_dict() for c in changes], "counts": _counts(dataset),
-                         "kept": [pk for pk in wanted if pk not in restored]})
+                         "kept": [pk for pk in wanted if pk in present and pk not in restored]})
 
 
 @login_required

@@ -26,6 +26,7 @@ from flux_studio.api.uploads import ingest_uploads
 from flux_studio.files import serve_file
 from trainer.datasets import MAX_CAPTION, dataset_create, photo_caption_set, photos_delete, photos_set_excluded
 from trainer.models import Dataset, Photo
+from trainer.photos import tidy_caption
 
 API_DATASET_NAME = "API uploads"
 MAX_FILES_PER_REQUEST = 50
@@ -91,7 +92,7 @@ def _edit(photo: Photo, data: dict[str, Any]) -> Photo:
     if not data:
         raise ApiError(422, "nothing to change; give `caption` and/or `excluded`")
     caption, excluded = data.get("caption"), data.get("excluded")
-    if "caption" in data and (not isinstance(caption, str) or len(caption) > MAX_CAPTION):
+    if "caption" in data and (not isinstance(caption, str) or len(tidy_caption(caption)) > MAX_CAPTION):
         raise field_error("caption", f"a string of at most {MAX_CAPTION} characters")
     if "excluded" in data and not isinstance(excluded, bool):
         raise field_error("excluded", "true or false")

@@ -248,3 +248,14 @@ def test_a_zip_caption_too_long_to_edit_is_kept_whole_and_flagged(dataset, image
         f"caption is {len(first.photo.caption):,} characters, over the 2,000 an edited caption may have: "
         "shorten it before editing it alone or in bulk"]
     assert not any("characters" in w for w in second.warnings)
+
+
+@pytest.mark.parametrize("raw, caption, note", [
+    ("zqx at the\x00 beach".encode("utf-16-le"), "zqx at the beach", ""),  # UTF-16 without its mark reads as UTF-8 with NULs
+    (b"zqx caf\xe9 \x81 noir", "zqx caf\u00e9 noir", "caption file is not UTF-8: read as Latin-1"),  # 0x81: not Windows-1252
+])
+def test_zip_captions_lose_control_characters_and_never_get_replacement_characters(dataset, image_bytes, raw, caption, note):
+    archive = make_zip({"a.png": image_bytes(300, 300, pattern=1), "a.txt": raw})
+    [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
+    assert outcome.photo.caption == caption  # no NUL (PostgreSQL refuses them), no U+FFFD
+    assert [w for w in outcome.warnings if "UTF-8" in w] == ([note] if note else [])

@@ -155,6 +155,7 @@ def test_undo_keeps_a_caption_written_after_the_bulk_edit(alice_client, dataset,
     body = {"captions": {ch["id"]: ch["before"] for ch in applied["changes"]},
             "sources": {ch["id"]: ch["before_source"] for ch in applied["changes"]},
             "expected": {ch["id"]: ch["after"] for ch in applied["changes"]}}
+    body["captions"][999999] = "a photo that is gone"  # deleted since, or never here: not "kept"
     undo = post_json(alice_client, "captions_restore", [dataset.pk], body).json()
     assert [ch["id"] for ch in undo["changes"]] == [a.pk] and undo["kept"] == [b.pk]
     a.refresh_from_db(), b.refresh_from_db()
@@ -389,3 +390,22 @@ def test_the_page_loads_with_the_latest_captioning_runs_failure_or_progress(alic
         return
     assert box.group(2) is None and box.group(1) == f"status {shown}" and message in box.group(3)
     assert ("Fill empty captions with the template" in box.group(3)) == (shown == "bad")
+
+
+def test_a_caption_over_the_limit_from_a_zip_may_be_edited_but_not_lengthened(alice_client, dataset, add_photo):
+    long = add_photo(caption="a cat " * 400)  # 2,399 characters, kept whole from a zip's .txt
+    short = add_photo(caption="a cat asleep")
+    replaced = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": "cat", "replace": "dog"})
+    assert replaced.status_code == 200 and len(replaced.json()["changes"]) == 2
+    longer = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "append", "text": "at noon"})
+    assert longer.status_code == 400 and f"#{long.pk}" in longer.json()["error"]
+    short.refresh_from_db()
+    assert short.caption == "a dog asleep"  # all or nothing: the refused append changed nothing
+
+
+def test_restore_refuses_text_longer_than_any_caption(alice_client, dataset, add_photo):
+    photo = add_photo(caption="a cat")
+    huge = post_json(alice_client, "captions_restore", [dataset.pk], {"captions": {photo.pk: "x" * 70_000}})
+    assert huge.status_code == 400
+    photo.refresh_from_db()
+    assert photo.caption == "a cat"
