@@ -45,6 +45,8 @@ def bulk_edit_record(*, dataset: Dataset, op: str, changes: list[CaptionChange])
     if not changes:
         return None
     with transaction.atomic():
+        # Two bulk edits at once must not both stay kept: the dataset's row serializes them.
+        Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
         CaptionBulkEdit.objects.filter(dataset=dataset).delete()
         return CaptionBulkEdit.objects.create(dataset=dataset, op=op, changes=[change.as_dict() for change in changes])
 
