@@ -12,6 +12,7 @@ from typing import IO
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Max, Q, QuerySet
+from django.http import FileResponse
 from django.urls import reverse
 
 from flux_studio.models import Event
@@ -136,6 +137,19 @@ def snapshot_files(snapshot: list[dict[str, object]]) -> list[tuple[str, str, st
     caption) per photo, the caption going into the same-name .txt (what the worker writes)."""
     return [(f"{index:04d}{PurePosixPath(str(row['image'])).suffix or '.png'}", str(row["image"]), str(row["caption"]))
             for index, row in enumerate(snapshot)]
+
+
+def download_stem(job: TrainingJob) -> str:
+    """The start of a training's download names: its trigger word, safe in a file name."""
+    return "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+
+
+def training_data_response(job: TrainingJob) -> FileResponse:
+    """The training data zip as a private download (the page's and the API's)."""
+    response = FileResponse(training_data_zip(job), as_attachment=True, filename=f"{download_stem(job)}_training_data.zip",
+                            content_type="application/zip")
+    response["Cache-Control"] = "private, max-age=300"  # as every private file (flux_studio.files)
+    return response
 
 
 def training_data_zip(job: TrainingJob) -> IO[bytes]:

@@ -505,8 +505,9 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
     from trainer.jobs import snapshot_notes
 
     work = job_work_dir(job)
-    for note in snapshot_notes(job.snapshot, job.trigger_word):
-        hooks.on_log(note)
+    if not job.checkpoint_step:  # said once, when the run starts from the beginning (not again on each resume)
+        for note in snapshot_notes(job.snapshot, job.trigger_word):
+            hooks.on_log(note)
     try:
         images = materialize_dataset(job, work / "dataset")
         resume = checkpoint_here(job, hooks, work / "out")

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -147,13 +147,12 @@ def job_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     from flux_studio.files import serve_file
 
     job = _own_job(request, pk)
-    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
     if kind == "data":  # the photos and captions as trained, beside which config.yaml runs as it is
-        return FileResponse(selectors.training_data_zip(job), as_attachment=True, filename=f"{stem}_training_data.zip")
+        return selectors.training_data_response(job)
     if kind not in DOWNLOADS:
         raise Http404("unknown download")
     field, name = DOWNLOADS[kind]
     file = getattr(job, field)
     if not file:
         raise Http404("this job has no such file yet")
-    return serve_file(file, download_name=f"{stem}_{name}")
+    return serve_file(file, download_name=f"{selectors.download_stem(job)}_{name}")

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
@@ -257,16 +257,14 @@ def training_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @api_view(("GET",))
 def training_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     job = _own_job(request, pk)
-    stem = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
     if kind == TRAINING_DATA:
-        return FileResponse(selectors.training_data_zip(job), as_attachment=True, filename=f"{stem}_{TRAINING_DATA}.zip",
-                            content_type="application/zip")
+        return selectors.training_data_response(job)
     field = TRAINING_DOWNLOADS.get(kind)
     if field is None or not getattr(job, field):
         kinds = ", ".join([*TRAINING_DOWNLOADS, TRAINING_DATA])
         raise ApiError(404, f"this training has no {kind!r} file" + ("" if field else f"; one of {kinds}"))
     suffix = "config.yaml" if kind == "config" else f"{kind}.safetensors"
-    return serve_file(getattr(job, field), download_name=f"{stem}_{suffix}", request=request)
+    return serve_file(getattr(job, field), download_name=f"{selectors.download_stem(job)}_{suffix}", request=request)
 
 
 @api_view(("GET",))

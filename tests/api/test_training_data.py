@@ -59,7 +59,9 @@ def test_config_and_training_data_rerun_the_training_in_the_engine(alice, bob, a
     page = Client()
     page.force_login(alice)
     assert b'id="download-data"' in page.get(job.get_absolute_url()).content
-    from_page = b"".join(page.get(reverse("trainer:job_download", args=[job.pk, "data"])).streaming_content)
+    from_page_response = page.get(reverse("trainer:job_download", args=[job.pk, "data"]))
+    assert from_page_response["Cache-Control"] == "private, max-age=300"
+    from_page = b"".join(from_page_response.streaming_content)
     assert contents(from_page) == contents(data)
     page.force_login(bob)
     assert page.get(reverse("trainer:job_download", args=[job.pk, "data"])).status_code == 404
