@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import time
@@ -14,7 +13,7 @@ from django.utils import timezone
 
 from flux_studio.api.models import WebhookAttempt, WebhookMessage
 from flux_studio.api.tokens import webhook_secret_of
-from flux_studio.api.webhooks import sign
+from flux_studio.api.webhooks import non_public_address, sign
 from flux_studio.env import env_float
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def destination_refusal(url: str) -> str:
     except (socket.gaierror, UnicodeError) as exc:
         return f"cannot resolve {host!r}: {exc}"
     for address in sorted(addresses):
-        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+        if non_public_address(address):
             return f"refused: {host} resolves to the non-public address {address} (WEBHOOK_ALLOW_PRIVATE is off)"
     return ""
 

@@ -64,12 +64,18 @@ def parse_webhook(body: dict[str, Any]) -> dict[str, Any] | None:
     return {"url": url, "events": sorted(set(events), key=EVENTS.index)}
 
 
+def non_public_address(address: str) -> bool:
+    """Whether an IP address (an IPv6 one may carry a %zone) is loopback, private, link-local or
+    otherwise not on the public internet. ValueError for a name."""
+    return not ipaddress.ip_address(address.split("%")[0]).is_global
+
+
 def _internal_host(host: str) -> bool:
     """Whether a URL's host is, as written, localhost or a non-public IP address (no DNS lookup)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return not ipaddress.ip_address(host).is_global
+        return non_public_address(host)
     except ValueError:  # a name
         return False
 
