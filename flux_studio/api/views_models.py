@@ -44,7 +44,8 @@ def models(request: HttpRequest) -> HttpResponse:
     urls = Urls(request)
     if request.method == "POST":
         return _publish(request, urls)
-    sort, base = request.GET.get("sort", "newest"), request.GET.get("base_model", "")
+    # A NUL is dropped from search text, as browse_models does for the rest (PostgreSQL refuses it).
+    sort, base = request.GET.get("sort", "newest"), request.GET.get("base_model", "").replace("\x00", "")
     if sort not in selectors.SORTS:
         raise field_error("sort", f"one of {', '.join(selectors.SORTS)}")
     if base and base not in (bases := selectors.browse_bases()):
