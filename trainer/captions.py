@@ -15,12 +15,13 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from flux_studio import events
 from flux_studio.models import Event
@@ -58,6 +59,14 @@ class CaptioningRun:
         return self.state in RUNNING_STATES
 
 
+# A run under way publishes each caption as it is made: one silent this long after it started
+# captioning lost its worker (killed, restarted) and will not finish. (A queued run may wait
+# behind a long training, so only a started one can go stale.)
+STALE_AFTER_S = 15 * 60
+STOPPED_MESSAGE = ("The last auto-captioning run stopped without finishing (its worker was stopped or restarted). "
+                   "Run it again: the captions it already wrote are kept.")
+
+
 def captioning_latest(dataset: Dataset) -> CaptioningRun | None:
     """The latest run, or None when the dataset was never auto-captioned. The page shows a
     failure or a run under way from it on load (the live events only bring newer news)."""
@@ -65,8 +74,15 @@ def captioning_latest(dataset: Dataset) -> CaptioningRun | None:
     if event is None:
         return None
     data = event.data or {}
-    return CaptioningRun(state=str(data.get("state", "")), message=str(data.get("message") or ""), data=data,
-                         at=event.created_at)
+    run = CaptioningRun(state=str(data.get("state", "")), message=str(data.get("message") or ""), data=data,
+                        at=event.created_at)
+    if run.state == "started":
+        last = (Event.objects.filter(topic=dataset.topic, kind__in=("caption", "captioning")).order_by("-id")
+                .values_list("created_at", flat=True).first())
+        if last is not None and timezone.now() - last > timedelta(seconds=STALE_AFTER_S):
+            stopped = {**data, "state": "failed", "message": STOPPED_MESSAGE}
+            return CaptioningRun(state="failed", message=STOPPED_MESSAGE, data=stopped, at=last)
+    return run
 
 
 def captions_enqueue(*, dataset: Dataset, photo_ids: Iterable[int] | None = None, overwrite: bool = False) -> None:

@@ -265,3 +265,25 @@ def test_a_starting_gpu_worker_removes_photo_copies_a_killed_captioning_left(set
     worker.run_start_hooks()
     assert not stale.exists()
     assert (young / "1.jpg").is_file()  # another worker process may be captioning from it
+
+
+def test_a_run_whose_worker_died_is_reported_stopped_not_running_forever(dataset, alice_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from flux_studio import events
+    from trainer.captions import captioning_latest
+
+    events.publish(dataset.topic, "captioning", {"state": "started", "total": 9, "done": 0, "message": "Captioning 9 photos…"})
+    events.publish(dataset.topic, "caption", {"photo_id": 1, "caption": "a cat"})
+    assert captioning_latest(dataset).running  # captions are still arriving
+    Event.objects.filter(topic=dataset.topic).update(created_at=timezone.now() - timedelta(minutes=20))
+    run = captioning_latest(dataset)
+    assert run.failed and "stopped without finishing" in run.message
+    page = alice_client.get(dataset.get_absolute_url()).content.decode()
+    assert "stopped without finishing" in page
+    # A run queued behind a long training is only waiting: never reported stopped.
+    events.publish(dataset.topic, "captioning", {"state": "queued", "message": "Captioning is queued."})
+    Event.objects.filter(topic=dataset.topic).update(created_at=timezone.now() - timedelta(hours=3))
+    assert captioning_latest(dataset).running
