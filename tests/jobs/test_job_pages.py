@@ -40,6 +40,8 @@ def test_the_launch_page_shows_the_chosen_bases_figures_and_they_are_what_runs(a
     assert figures(alice_client.get(launch_url(dataset) + "?base_model=demo").content.decode(), "fast").startswith(
         "100 steps · rank 8 · lr 0.001 · 64 px · about")
     flux = alice_client.get(launch_url(dataset) + "?base_model=flux-dev").content.decode()  # without JavaScript
+    # <noscript>: links to the other bases' figures; the one shown is not a link
+    assert '<a href="?base_model=demo">demo</a>' in flux and '<a href="?base_model=flux-dev">' not in flux
     assert figures(flux, "fast").startswith("500 steps · rank 8 · lr 0.001 · 1024 px · about")
     assert figures(flux, "high").startswith("2,000 steps · rank 32")
     assert 'value="flux-dev" selected' in flux
