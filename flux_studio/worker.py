@@ -1,4 +1,5 @@
-"""What a worker process does besides running tasks: heartbeats, shutdown, start-up recovery.
+"""What a worker process does besides running tasks: heartbeats, shutdown, start-up recovery,
+and whether another worker is still alive (`is_dead`: what it claimed will not finish).
 
 Apps hook in through `on_worker_start` (e.g. the trainer re-queues jobs whose worker died),
 through `housekeeping` for clean-ups a GPU worker also repeats while it runs (e.g. dropping the
@@ -27,7 +28,7 @@ log = logging.getLogger("flux_studio.worker")
 shutting_down = threading.Event()
 _start_hooks: list[Callable[[], None]] = []
 _housekeeping: list[tuple[Callable[[], None], float]] = []  # (hook, every N seconds)
-_state = {"worker_id": "", "current_task": ""}
+_state: dict = {"worker_id": "", "current_task": "", "heartbeat": None}
 
 
 def on_worker_start(hook: Callable[[], None]) -> Callable[[], None]:
@@ -103,6 +104,12 @@ def current_worker_id() -> str:
     return _state["worker_id"] or "inline"
 
 
+def current_heartbeat() -> int | None:
+    """This worker's heartbeat row id, None outside a worker. What a task records to say who runs
+    it where the person sees it: unlike the worker id, it names no host or process."""
+    return _state["heartbeat"]
+
+
 def set_current_task(description: str) -> None:
     _state["current_task"] = description[:255]
     beat()
@@ -129,6 +136,7 @@ def register(queue: str, device: str) -> WorkerHeartbeat:
             "current_task": "",
         },
     )
+    _state["heartbeat"] = row.pk
     return row
 
 
@@ -136,6 +144,7 @@ def unregister() -> None:
     if _state["worker_id"]:
         WorkerHeartbeat.objects.filter(worker_id=_state["worker_id"]).delete()
         _state["worker_id"] = ""
+        _state["heartbeat"] = None
 
 
 def start_heartbeat_thread(stop: threading.Event) -> threading.Thread:
@@ -175,3 +184,31 @@ def is_alive(worker: str) -> bool:
     """Whether the worker with this id has beaten recently."""
     cutoff = timezone.now() - timezone.timedelta(seconds=settings.WORKER_STALE_SECONDS)
     return WorkerHeartbeat.objects.filter(worker_id=worker, last_seen__gte=cutoff).exists()
+
+
+def heartbeat_is_dead(heartbeat: int) -> bool:
+    """`is_dead` for the worker whose heartbeat row has this id (`current_heartbeat`); a row that
+    is gone is a worker that stopped."""
+    row = WorkerHeartbeat.objects.filter(pk=heartbeat).values_list("worker_id", flat=True).first()
+    return row is None or is_dead(row)
+
+
+def is_dead(worker: str) -> bool:
+    """Whether the worker with this id is dead: no id, a heartbeat that is stale or gone, or a
+    process that no longer exists on this host. What a dead worker claimed (a training, a
+    captioning run) will not finish; what a live one claimed may only be slow."""
+    if not worker:
+        return True
+    row = WorkerHeartbeat.objects.filter(worker_id=worker).first()
+    if row is None or not is_alive(worker):
+        return True
+    if row.hostname == os.uname().nodename:
+        if row.pid == os.getpid() and worker != current_worker_id():
+            return True  # our pid, another worker id: a dead process before a restart reused the pid
+        try:
+            os.kill(row.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False

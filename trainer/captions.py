@@ -1,7 +1,9 @@
 """Auto-captions: enqueue from the web, caption on the GPU worker, stream each caption live.
 
 Events on topic `dataset-<id>` (the grid watches them with FluxLive.watch("dataset", id)):
-  - "captioning" {state: "started" | "finished" | "unavailable" | "failed", message, total, done}
+  - "captioning" {state: "queued" | "started" | "finished" | "unavailable" | "failed", message, total, done};
+    "started" also names the worker running it (`worker`: its heartbeat row id, no host or pid), so
+    a run whose worker died reads as stopped.
   - "caption" {photo_id, caption, error}: one per photo, as soon as it is saved.
 Web processes never import torch: the engine is imported inside the task body only.
 """
@@ -23,7 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from flux_studio import events
+from flux_studio import events, worker
 from flux_studio.models import Event
 from flux_studio.queues import gpu_queue
 from trainer.models import CaptionSource, Dataset, Photo
@@ -59,9 +61,12 @@ class CaptioningRun:
         return self.state in RUNNING_STATES
 
 
-# A run under way publishes each caption as it is made: one silent this long after it started
-# captioning lost its worker (killed, restarted) and will not finish. (A queued run may wait
-# behind a long training, so only a started one can go stale.)
+# A started run names its worker: once that worker is dead (flux_studio.worker.is_dead: heartbeat
+# stale or gone, process gone) the run will not finish; while it lives the run is under way, however
+# slow (a big captioner may load for many minutes). A run without a known worker (started inline, or
+# by code older than the `worker` field) falls back to silence: one that published no caption for
+# this long after it started lost its worker. (A queued run may wait behind a long training, so only
+# a started one is ever reported stopped.)
 STALE_AFTER_S = 15 * 60
 STOPPED_MESSAGE = ("The last auto-captioning run stopped without finishing (its worker was stopped or restarted). "
                    "Run it again: the captions it already wrote are kept.")
@@ -76,13 +81,26 @@ def captioning_latest(dataset: Dataset) -> CaptioningRun | None:
     data = event.data or {}
     run = CaptioningRun(state=str(data.get("state", "")), message=str(data.get("message") or ""), data=data,
                         at=event.created_at)
-    if run.state == "started":
-        last = (Event.objects.filter(topic=dataset.topic, kind__in=("caption", "captioning")).order_by("-id")
-                .values_list("created_at", flat=True).first())
-        if last is not None and timezone.now() - last > timedelta(seconds=STALE_AFTER_S):
-            stopped = {**data, "state": "failed", "message": STOPPED_MESSAGE}
-            return CaptioningRun(state="failed", message=STOPPED_MESSAGE, data=stopped, at=last)
-    return run
+    if run.state != "started":
+        return run
+    runner = data.get("worker")
+    if isinstance(runner, int) and not isinstance(runner, bool):  # its worker is known: no guessing
+        if not worker.heartbeat_is_dead(runner):
+            return run
+        last = _last_news(dataset, run)
+    else:  # started inline or by older code: only a long silence tells
+        last = _last_news(dataset, run)
+        if timezone.now() - last <= timedelta(seconds=STALE_AFTER_S):
+            return run
+    return CaptioningRun(state="failed", message=STOPPED_MESSAGE, at=last,
+                         data={**data, "state": "failed", "message": STOPPED_MESSAGE})
+
+
+def _last_news(dataset: Dataset, run: CaptioningRun) -> datetime:
+    """When the dataset's latest caption or captioning event came: the run's own at the earliest."""
+    last = (Event.objects.filter(topic=dataset.topic, kind__in=("caption", "captioning")).order_by("-id")
+            .values_list("created_at", flat=True).first())
+    return last or run.at
 
 
 def captions_enqueue(*, dataset: Dataset, photo_ids: Iterable[int] | None = None, overwrite: bool = False) -> None:
@@ -136,6 +154,7 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
     style = CaptionStyle(trigger=dataset.trigger_word, placement=dataset.caption_placement,
                          prefix=dataset.caption_prefix, suffix=dataset.caption_suffix)
     events.publish(topic, "captioning", {"state": "started", "total": len(photos), "done": 0,
+                                         "worker": worker.current_heartbeat(),
                                          "message": f"Captioning {_photos(len(photos))} with {spec}…"})
     try:
         counts = _caption_photos(captioner, photos, style, topic=topic, overwrite=overwrite)

@@ -7,7 +7,6 @@ and a worker (or two workers) never both move the same job.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from django.conf import settings
@@ -348,30 +347,11 @@ def job_claim(job_id: int, worker_id: str) -> TrainingJob | None:
     return job
 
 
-def _worker_dead(worker_id: str) -> bool:
-    """A worker is dead when its heartbeat is stale, gone, or its process no longer exists here."""
-    if not worker_id:
-        return True
-    row = WorkerHeartbeat.objects.filter(worker_id=worker_id).first()
-    if row is None or not worker.is_alive(worker_id):
-        return True
-    if row.hostname == os.uname().nodename:
-        if row.pid == os.getpid() and worker_id != worker.current_worker_id():
-            return True  # our pid, another worker id: a dead process before a restart reused the pid
-        try:
-            os.kill(row.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-    return False
-
-
 def recover_orphaned_jobs() -> list[int]:
     """Jobs left 'starting'/'training' by a dead worker: re-queue from the checkpoint, or fail."""
     recovered = []
     for job in TrainingJob.objects.filter(state__in=(JobState.STARTING, JobState.TRAINING)):
-        if not _worker_dead(job.worker_id):
+        if not worker.is_dead(job.worker_id):
             continue
         if job.cancel_requested:  # the person asked it to stop: keep the checkpoint, do not re-run
             done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(

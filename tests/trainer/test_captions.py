@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_studio.models import Event
+from flux_studio.models import Event, WorkerHeartbeat
 from trainer.captions import UNAVAILABLE_PREFIX, caption_dataset_task, captions_enqueue
 from trainer.models import CaptionSource, Photo
 
@@ -287,3 +287,95 @@ def test_a_run_whose_worker_died_is_reported_stopped_not_running_forever(dataset
     events.publish(dataset.topic, "captioning", {"state": "queued", "message": "Captioning is queued."})
     Event.objects.filter(topic=dataset.topic).update(created_at=timezone.now() - timedelta(hours=3))
     assert captioning_latest(dataset).running
+
+
+def _heartbeat(worker_id: str, *, seconds_ago: float):
+    """A heartbeat row of a worker on another machine (so only its heartbeat can tell whether it lives)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from flux_studio.models import WorkerHeartbeat
+
+    return WorkerHeartbeat.objects.create(worker_id=worker_id, hostname="gpu-box-2", pid=4242, queue="gpu",
+                                          last_seen=timezone.now() - timedelta(seconds=seconds_ago))
+
+
+def _started_by(dataset, worker_id: int | None, *, minutes_ago: float = 0) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from flux_studio import events
+
+    data = {"state": "started", "total": 9, "done": 0, "message": "Captioning 9 photos…"}
+    if worker_id is not None:
+        data["worker"] = worker_id
+    events.publish(dataset.topic, "captioning", data)
+    Event.objects.filter(topic=dataset.topic).update(created_at=timezone.now() - timedelta(minutes=minutes_ago))
+
+
+@pytest.mark.parametrize("heartbeat_age_s", [None, 3600], ids=["heartbeat-gone", "heartbeat-stale"])
+def test_a_run_whose_worker_is_dead_is_reported_stopped_at_once(dataset, alice_client, heartbeat_age_s):
+    from trainer.captions import captioning_latest
+
+    heartbeat = _heartbeat("gpu-box-2:4242:gpu:dead", seconds_ago=heartbeat_age_s or 0).pk
+    if heartbeat_age_s is None:
+        WorkerHeartbeat.objects.filter(pk=heartbeat).delete()  # removed: it stopped, or stale rows were swept
+    _started_by(dataset, heartbeat)  # a moment ago: no silence to wait out
+    run = captioning_latest(dataset)
+    assert run.failed and "stopped without finishing" in run.message
+    assert "stopped without finishing" in alice_client.get(dataset.get_absolute_url()).content.decode()
+
+
+def test_a_slow_run_whose_worker_still_beats_is_not_reported_stopped(dataset, alice_client):
+    """A big captioner may load for longer than STALE_AFTER_S; a live worker is never given up on."""
+    from trainer.captions import STALE_AFTER_S, captioning_latest
+
+    row = _heartbeat("gpu-box-2:4242:gpu:alive", seconds_ago=1)
+    _started_by(dataset, row.pk, minutes_ago=STALE_AFTER_S / 60 + 5)
+    assert captioning_latest(dataset).running
+    page = alice_client.get(dataset.get_absolute_url()).content.decode()
+    assert "stopped without finishing" not in page and "Captioning 9 photos…" in page
+
+
+@pytest.mark.parametrize("worker_id", [None, "gpu-box-2:4242:gpu:x"], ids=["inline-or-older", "not-a-heartbeat-id"])
+def test_a_run_without_a_known_worker_falls_back_to_its_silence(dataset, worker_id):
+    from trainer.captions import STALE_AFTER_S, captioning_latest
+
+    _started_by(dataset, worker_id, minutes_ago=1)
+    assert captioning_latest(dataset).running  # no heartbeat to read: not taken for a dead worker
+    Event.objects.filter(topic=dataset.topic).delete()
+    _started_by(dataset, worker_id, minutes_ago=STALE_AFTER_S / 60 + 5)
+    assert captioning_latest(dataset).failed
+
+
+def test_the_worker_running_captioning_is_recorded_and_its_death_seen_at_once(settings, dataset, add_photo, monkeypatch):
+    from collections import Counter
+
+    from flux_studio import worker
+    from flux_studio.models import WorkerHeartbeat
+    from trainer import captions
+
+    add_photo()
+    seen: list[tuple[object, bool]] = []
+
+    def caption_then_lose_the_worker(*args, **kwargs) -> Counter:
+        seen.append((events(dataset, "captioning")[-1]["worker"], captions.captioning_latest(dataset).running))
+        WorkerHeartbeat.objects.filter(worker_id=worker.current_worker_id()).delete()  # as if killed
+        seen.append(("after", captions.captioning_latest(dataset).failed))
+        return Counter(saved=1)
+
+    monkeypatch.setattr(captions, "_load_with_prompt", lambda spec, prompt: object())
+    monkeypatch.setattr(captions, "_caption_photos", caption_then_lose_the_worker)
+    worker.register("gpu", "cpu")
+    try:
+        running_on = worker.current_heartbeat()
+        caption_dataset_task.call_local(dataset.pk, None, False)
+    finally:
+        worker.unregister()
+    assert seen == [(running_on, True), ("after", True)]
+    import socket
+
+    assert isinstance(running_on, int) and socket.gethostname() not in str(events(dataset, "captioning")), \
+        "the owner's browser gets the event: it names the worker's heartbeat row, not the host"
