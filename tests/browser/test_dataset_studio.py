@@ -365,8 +365,31 @@ def test_auto_caption_captions_what_the_bulk_bar_would_edit(page):
     body = asked("cone")  # ... then hidden by another search: only the cone shown is captioned
     assert body == {"ids": [card_ids[2]], "overwrite": True}
     assert asked("")["ids"] == card_ids[:2]  # shown again, the ticked squares are the target
+    assert page.text_content("#auto-caption") == "Auto-caption the 2 photos selected"
     page.uncheck("#select-all")
     assert asked("")["ids"] is None  # nothing ticked, no search: all photos
+
+
+def test_auto_caption_with_a_filter_on_and_nothing_ticked_captions_only_the_photos_shown(tiny_captioner, page):
+    # tiny_captioner comes before page so the studio's worker starts with it in its environment.
+    sign_up(page, "pia")
+    page.goto(_dataset_with_photos("pia", ["a MUGZX mug on a desk", "a mug", "a cup"], trigger="MUGZX"))
+    card_ids = page.locator("#photo-grid .photo-card").evaluate_all("els => els.map(e => Number(e.dataset.id))")
+    assert page.text_content("#auto-caption") == "Auto-caption"  # no filter: all photos
+
+    page.select_option("#filter", "notrigger")  # hides the photo whose caption has the word
+    assert page.locator("#photo-grid .photo-card:not([hidden])").count() == 2
+    assert page.text_content("#auto-caption") == "Auto-caption the 2 photos shown"
+    page.check("#overwrite")  # the captions are the person's: only overwrite replaces them
+    page.click("#auto-caption")
+    page.locator("#caption-status", has_text=re.compile(r"Captioned \d+ photo")).wait_for(timeout=90_000)
+    assert page.text_content("#caption-status") == "Captioned 2 photos."
+    stored = [_caption_of(pk) for pk in card_ids]
+    assert stored[0] == "a MUGZX mug on a desk", stored  # hidden by the filter: left alone
+    assert all("MUGZX" in c and c not in ("a mug", "a cup") for c in stored[1:]), stored
+    in_grid = page.locator("#photo-grid textarea.caption").evaluate_all("els => els.map(e => e.value)")
+    assert in_grid == stored
+    screenshot(page, "05-dataset-auto-captioned-shown")
 
 
 def test_a_failed_auto_caption_is_still_reported_after_a_reload(page):
