@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
+from typing import AsyncIterator
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -66,29 +67,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return 0
 
     async def _replay(self, after: int, joined: datetime) -> None:
-        # Page by page: a long training writes tens of thousands of events, and "replayed" must
-        # only be sent once the page has seen all of them.
-        shared = layer_is_shared()
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + 2 * relay_module.GAP_GRACE_SECONDS  # a bound, should clocks disagree
         self.last_id = after
-        while True:
-            if not shared:
-                upto: int | None = relay.sent_id
-            elif loop.time() < give_up:
-                upto = await database_sync_to_async(settled_id)()
-            else:
-                upto = None  # waited long enough: past the gap, as the relay goes after its grace
-            page = await database_sync_to_async(events_after)(self.topic, self.last_id, upto=upto)
-            for event in page:
-                await self._send_event(event.as_message())
-            if len(page) == events.REPLAY_PAGE:
-                continue
-            if not shared or upto is None:
-                break
-            if not await database_sync_to_async(written_before)(self.topic, max(self.last_id, upto), joined):
-                break
-            await asyncio.sleep(settings.EVENTS_POLL_SECONDS)  # a gap below rows only replay can bring
+        async for event in replay(self.topic, after, joined):
+            await self._send_event(event)
         await self.send_json({"kind": "replayed", "data": {"last_id": self.last_id}})
 
     async def disconnect(self, code: int) -> None:
@@ -110,3 +91,34 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.last_id = event["id"]
         # The relay encodes each event once for all its watchers; replayed events are encoded here.
         await self.send(text_data=text or json.dumps(event))
+
+
+async def replay(topic: str, after: int, joined: datetime) -> AsyncIterator[dict]:
+    """The stored events of `topic` after id `after`, in id order, as messages, up to the point
+    from which live delivery takes over for a watcher that joined the topic's group at `joined`.
+
+    Page by page: a long training writes tens of thousands of events. Shared by the WebSocket
+    consumer and the API's event stream (flux_studio.api.streams).
+    """
+    shared = layer_is_shared()
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 2 * relay_module.GAP_GRACE_SECONDS  # a bound, should clocks disagree
+    last_id = after
+    while True:
+        if not shared:
+            upto: int | None = relay.sent_id
+        elif loop.time() < give_up:
+            upto = await database_sync_to_async(settled_id)()
+        else:
+            upto = None  # waited long enough: past the gap, as the relay goes after its grace
+        page = await database_sync_to_async(events_after)(topic, last_id, upto=upto)
+        for event in page:
+            last_id = event.id
+            yield event.as_message()
+        if len(page) == events.REPLAY_PAGE:
+            continue
+        if not shared or upto is None:
+            return
+        if not await database_sync_to_async(written_before)(topic, max(last_id, upto), joined):
+            return
+        await asyncio.sleep(settings.EVENTS_POLL_SECONDS)  # a gap below rows only replay can bring

@@ -355,6 +355,21 @@ def jbody(name: str) -> S:
 PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^wait(=[0-9]{1,2})?$"},
           "description": "wait=n: hold the request up to n seconds (max 60) until the prediction finishes"}
 
+def events_op(op_id: str, what: str, ends: str) -> S:
+    return {"parameters": [path_id()], "get": op(
+        op_id, f"Watch {what}'s events live (Server-Sent Events)",
+        {"200": {"description": "text/event-stream: stored events, then `replayed`, then live ones",
+                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+         "204": {"description": "finished, and nothing after the given id: stop reconnecting"}},
+        params=[{"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                 "description": "send only events after this id (an EventSource sends Last-Event-ID instead)"},
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}],
+        description="Each frame: `id`, `event` (its kind: state, progress, log, sample, …) and `data` (the event as "
+                    f"JSON: id, kind, data, ts); the same events the web page shows. {ends} A comment line comes every "
+                    "15 s while idle.")}
+
+
 PATHS: S = {
     "/files": {
         "get": op("listFiles", "List your uploaded photos", {"200": json_response(page_of("File"))},
@@ -392,6 +407,8 @@ PATHS: S = {
         "delete": op("deleteDataset", "Delete a dataset and its photos", {"204": {"description": "deleted"}},
                      description="Trainings made from it keep the photos and captions they froze at launch."),
     },
+    "/datasets/{id}/events": events_op("watchDataset", "a dataset", "Auto-captioning progress: `captioning` and "
+                                       "`caption` events; the stream stays open."),
     "/datasets/{id}/duplicate": {"parameters": [path_id()], "post": op(
         "duplicateDataset", "Copy a dataset (photo files, captions, style)", {"201": json_response(ref("Dataset"), "the copy")},
         body=jbody("DatasetCopy"))},
@@ -448,6 +465,8 @@ PATHS: S = {
                      description="409 while it runs (cancel first), while it is published in the gallery (unpublish "
                                  "first) or while a continuation of it has not succeeded."),
     },
+    "/trainings/{id}/events": events_op("watchTraining", "a training", "The stream ends after the `state` event "
+                                        "that finishes the training (succeeded, failed, canceled)."),
     "/trainings/{id}/cancel": {"parameters": [path_id()], "post": op("cancelTraining", "Cancel a training", {"200": json_response(ref("Training"))})},
     "/trainings/{id}/resume": {"parameters": [path_id()], "post": op(
         "resumeTraining", "Resume a canceled or failed training from its last checkpoint",
@@ -477,6 +496,8 @@ PATHS: S = {
         "delete": op("deletePrediction", "Delete a prediction and its images (canceled first if it runs)",
                      {"204": {"description": "deleted"}}),
     },
+    "/predictions/{id}/events": events_op("watchPrediction", "a prediction", "The stream ends after the `state` event "
+                                          "that finishes the prediction."),
     "/predictions/{id}/cancel": {"parameters": [path_id()], "post": op("cancelPrediction", "Cancel a prediction", {"200": json_response(ref("Prediction"))})},
     "/predictions/{id}/images/{index}": {
         "parameters": [path_id(), {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
@@ -556,6 +577,10 @@ like Standard Webhooks: headers webhook-id, webhook-timestamp and webhook-signat
 "v1,<base64 HMAC-SHA256 of id.timestamp.body>" keyed with the base64-decoded part of your
 secret after "whsec_" (GET /webhooks/default/secret). Failed deliveries are retried with
 exponential backoff; "logs" events are sent at most once every few seconds per object.
+
+Live progress without a webhook: GET /trainings/{id}/events (and /predictions/{id}/events,
+/datasets/{id}/events) is a Server-Sent Events stream, e.g. `curl -N -H "Authorization: Bearer
+$TOKEN" …/events`; reconnect with Last-Event-ID to get only what you missed.
 """
 
 

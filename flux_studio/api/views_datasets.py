@@ -24,6 +24,7 @@ from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, paginated, parse_id
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
 from flux_studio.api.serializers import captioning_object, dataset_object
+from flux_studio.api.streams import event_stream
 from trainer import captions, datasets, selectors
 from trainer.forms import CaptionStyleForm
 from trainer.models import CaptionPlacement, Dataset
@@ -126,6 +127,12 @@ def dataset_view(request: HttpRequest, pk: int) -> HttpResponse:
             _apply_style(dataset, data)
         dataset = _own(request, pk)
     return JsonResponse(dataset_object(dataset, Urls(request), detail=True))
+
+
+@api_view(("GET",))
+def dataset_events(request: HttpRequest, pk: int) -> HttpResponse:
+    """The dataset's events (auto-captioning) as Server-Sent Events; the stream stays open."""
+    return event_stream(request, _own(request, pk).topic)
 
 
 @api_view(("POST",))

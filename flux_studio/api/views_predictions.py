@@ -20,11 +20,12 @@ from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, parse_id
 from flux_studio.api.problems import field_error, from_validation_error, json_body
 from flux_studio.api.serializers import prediction_object
+from flux_studio.api.streams import event_stream
 from flux_studio.api.webhooks import parse_webhook, webhook_register
 from flux_studio.files import serve_file
 from gallery import services
 from gallery.defaults import LIMITS, defaults_for
-from gallery.models import Generation
+from gallery.models import Generation, GenerationState
 
 INPUT_KEYS = ("prompt", "loras", "seed", "steps", "guidance", "width", "height", "num_outputs", "base_model")
 MAX_WAIT_S = 60
@@ -140,6 +141,17 @@ def prediction(request: HttpRequest, pk: int) -> HttpResponse:
         services.generation_delete(generation=generation)
         return HttpResponse(status=204)
     return JsonResponse(prediction_object(generation, Urls(request)))
+
+
+FINAL_STATES = (GenerationState.SUCCEEDED, GenerationState.FAILED, GenerationState.CANCELED)
+
+
+@api_view(("GET",))
+def prediction_events(request: HttpRequest, pk: int) -> HttpResponse:
+    """The prediction's events as Server-Sent Events, stored then live (flux_studio.api.streams)."""
+    generation = _own(request, pk)
+    return event_stream(request, generation.topic, final_states=FINAL_STATES,
+                        final_now=generation.state in FINAL_STATES)
 
 
 @api_view(("POST",))

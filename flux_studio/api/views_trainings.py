@@ -21,13 +21,14 @@ from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body, json_object
 from flux_studio.api.serializers import TRAINING_DATA, TRAINING_DOWNLOADS, TRAINING_STATUS, training_object
+from flux_studio.api.streams import event_stream
 from flux_studio.api.training_input import (
     AUTOCAPTION_KEYS, TrainingSource, apply_style, autocaption_flag, dataset_for_training, discard, training_source,
 )
 from flux_studio.api.webhooks import parse_webhook, webhook_register, webhooks_rearm
 from flux_studio.files import serve_file
 from trainer import jobs, selectors
-from trainer.models import Dataset, JobState, TrainingJob
+from trainer.models import FINAL_STATES, Dataset, JobState, TrainingJob
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
 
 INPUT_KEYS = (
@@ -193,6 +194,13 @@ def training(request: HttpRequest, pk: int) -> HttpResponse:
             raise _state_error(exc) from None
         return HttpResponse(status=204)
     return JsonResponse(training_object(job, Urls(request)))
+
+
+@api_view(("GET",))
+def training_events(request: HttpRequest, pk: int) -> HttpResponse:
+    """The training's events as Server-Sent Events, stored then live (flux_studio.api.streams)."""
+    job = _own_job(request, pk)
+    return event_stream(request, job.topic, final_states=FINAL_STATES, final_now=job.state in FINAL_STATES)
 
 
 def _state_error(exc: ValidationError) -> ApiError:

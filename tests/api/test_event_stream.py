@@ -1,0 +1,238 @@
+"""Live progress over the HTTP API: GET /api/v1/trainings/{id}/events as Server-Sent Events.
+
+The streams go through the real ASGI application (as daphne serves it), with a bearer token:
+stored events first, then `replayed`, then live ones; the stream ends after the final state; a
+reconnect with Last-Event-ID gets only what it missed, and 204 once there is nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import ApplicationCommunicator
+
+from flux_studio import events
+from flux_studio.api import streams
+from flux_studio.asgi import application
+from flux_studio.relay import relay
+from trainer import jobs
+from trainer.models import JobState, TrainingJob
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
+
+
+class Stream:
+    """One GET through the ASGI app; `frames()` reads the body as SSE frames as it arrives."""
+
+    def __init__(self, path: str, token: str | None, headers: dict[str, str] | None = None) -> None:
+        path, _, query = path.partition("?")
+        raw_headers = [(b"host", b"testserver")]
+        if token:
+            raw_headers.append((b"authorization", f"Bearer {token}".encode()))
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        self.communicator = ApplicationCommunicator(application, {
+            "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+            "raw_path": path.encode(), "query_string": query.encode(), "headers": raw_headers,
+            "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
+        })
+        self.buffer = ""
+        self.ended = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+
+    async def open(self) -> "Stream":
+        await self.communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await self.communicator.receive_output(timeout=10)
+        self.status = start["status"]
+        self.headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return self
+
+    async def frame(self, timeout: float = 10) -> dict | None:
+        """The next frame as {"id", "event", "data", "comment"}, or None once the body ended."""
+        while "\n\n" not in self.buffer:
+            if self.ended:
+                return None
+            message = await self.communicator.receive_output(timeout=timeout)
+            self.buffer += message.get("body", b"").decode()
+            self.ended = not message.get("more_body", False)
+        raw, self.buffer = self.buffer.split("\n\n", 1)
+        parsed: dict = {"id": None, "event": None, "data": None, "comment": None}
+        for line in raw.split("\n"):
+            field, _, value = line.partition(": ")
+            if field == "":
+                parsed["comment"] = value
+            elif field == "data":
+                parsed["data"] = json.loads(value)
+            else:
+                parsed[field] = value
+        return parsed
+
+    async def until(self, event: str, timeout: float = 10) -> list[dict]:
+        seen = []
+        while True:
+            got = await self.frame(timeout)
+            assert got is not None, f"the stream ended before {event!r}; saw {seen}"
+            seen.append(got)
+            if got["event"] == event:
+                return seen
+
+    async def close(self) -> None:
+        await self.communicator.send_input({"type": "http.disconnect"})
+        await self.communicator.wait(timeout=5)
+
+
+@pytest.fixture
+def queued_job(alice, make_dataset, no_queue) -> TrainingJob:
+    return jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+
+
+def _finish(job: TrainingJob) -> None:
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED, step=job.total_steps)
+    job.refresh_from_db()
+    jobs.publish_state(job, "Done.")
+
+
+def test_stored_then_live_then_the_stream_ends_with_the_training(alice_token, queued_job):
+    job = queued_job
+    stored = events.publish(job.topic, "log", {"line": "stored before the client came"})
+    path = f"/api/v1/trainings/{job.pk}/events"
+
+    async def scenario() -> None:
+        stream = await Stream(path, alice_token).open()
+        assert stream.status == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        assert "no-cache" in stream.headers["cache-control"]
+        replayed = await stream.until("replayed")
+        logs = [f for f in replayed if f["event"] == "log"]
+        assert logs[-1]["data"]["data"]["line"] == "stored before the client came"
+        assert logs[-1]["id"] == str(stored.id)
+        assert replayed[-1]["data"]["last_id"] >= stored.id
+
+        live = await sync_to_async(events.publish)(job.topic, "progress", {"step": 3, "total": 10, "loss": 0.42})
+        got = await stream.frame()
+        assert (got["event"], got["id"], got["data"]["data"]["loss"]) == ("progress", str(live.id), 0.42)
+
+        await sync_to_async(_finish)(job)
+        got = await stream.frame()
+        assert got["event"] == "state" and got["data"]["data"]["state"] == "succeeded"
+        assert await stream.frame() is None, "the stream ends once the training is finished"
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_reconnect_gets_only_what_it_missed_then_204(alice_token, queued_job):
+    job = queued_job
+    first = events.publish(job.topic, "log", {"line": "one"})
+    second = events.publish(job.topic, "log", {"line": "two"})
+    _finish(job)
+    last = events.events_after(job.topic, second.id)[-1]
+    path = f"/api/v1/trainings/{job.pk}/events"
+
+    async def scenario() -> None:
+        stream = await Stream(path, alice_token, {"Last-Event-ID": str(first.id)}).open()
+        frames = await stream.until("replayed")
+        assert [f["data"]["data"].get("line") for f in frames if f["event"] == "log"] == ["two"]
+        assert frames[-2]["event"] == "state" and frames[-2]["data"]["data"]["state"] == "succeeded"
+        assert await stream.frame() is None, "a finished training's stream ends after the replay"
+
+        done = await Stream(f"{path}?after={last.id}", alice_token).open()
+        assert done.status == 204, "nothing more will come: an EventSource stops reconnecting"
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_idle_stream_sends_keepalives_and_leaves_its_group_when_closed(alice_token, queued_job, monkeypatch):
+    monkeypatch.setattr(streams, "KEEPALIVE_S", 0.2)
+    job = queued_job
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{job.pk}/events", alice_token).open()
+        await stream.until("replayed")
+        got = await stream.frame()
+        assert got["comment"] == "keepalive" and got["event"] is None
+        layer = streams.get_channel_layer()
+        group = events.group_name(job.topic)
+        assert layer.groups.get(group), "the open stream is in its topic's group"
+        await stream.close()
+        assert not layer.groups.get(group), "a closed stream stops receiving"
+        await relay.stop()
+
+    if events.layer_is_shared():
+        pytest.skip("reads the in-memory layer's groups")
+    async_to_sync(scenario)()
+
+
+def test_only_the_owner_with_a_token_or_session_may_watch(alice, alice_api, bob_api, queued_job, client):
+    path = f"/api/v1/trainings/{queued_job.pk}/events"
+    assert bob_api.get(path).status_code == 404
+    anonymous = client.get(path)
+    assert anonymous.status_code == 401 and "Bearer" in anonymous.json()["detail"]
+    bad = alice_api.get(path + "?after=yesterday")
+    assert bad.status_code == 422 and "after" in json.dumps(bad.json())
+
+
+def test_prediction_and_dataset_streams(alice_token, alice, make_dataset, queued_job):
+    from gallery.models import Generation, GenerationState
+
+    generation = Generation.objects.create(owner=alice, prompt="a photo", base_model="tiny", seed=1, steps=3, guidance=1.0,
+                                           width=64, height=64, num_images=1, state=GenerationState.FAILED)
+    dataset = queued_job.dataset
+
+    async def scenario() -> None:
+        gone = await Stream(f"/api/v1/predictions/{generation.pk}/events?after=0", alice_token).open()
+        assert gone.status == 204, "a finished prediction with no events: nothing to stream"
+        stream = await Stream(f"/api/v1/datasets/{dataset.pk}/events", alice_token).open()
+        assert stream.status == 200
+        await stream.until("replayed")
+        await sync_to_async(events.publish)(dataset.topic, "captioning", {"state": "started", "message": "Captioning 1 photo."})
+        got = await stream.frame()
+        assert got["event"] == "captioning" and got["data"]["data"]["state"] == "started"
+        await stream.close()
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+@pytest.mark.slow
+def test_a_script_watches_a_real_worker_train(start_worker, alice, alice_api, alice_token, make_dataset):
+    worker = start_worker("gpu")
+    dataset = make_dataset(alice, n=3)
+    created = alice_api.post("/api/v1/trainings", {"input": {
+        "dataset": dataset.pk, "base_model": "tiny", "preset": "fast", "steps": 8, "sample_every": 4,
+        "sample_prompts": ["a photo of zxq"]}})
+    assert created.status_code == 201, created.json()
+    training_id = created.json()["id"]
+
+    async def scenario() -> list[dict]:
+        stream = await Stream(f"/api/v1/trainings/{training_id}/events", alice_token).open()
+        frames = []
+        while (got := await stream.frame(timeout=240)) is not None:
+            frames.append(got)
+        await relay.stop()
+        return frames
+
+    frames = async_to_sync(scenario)()
+    job = TrainingJob.objects.get(pk=training_id)
+    assert job.state == JobState.SUCCEEDED, (job.error, worker.output()[-3000:])
+    states = [f["data"]["data"]["state"] for f in frames if f["event"] == "state"]
+    assert "training" in states and states[-1] == "succeeded"
+    progress = [f["data"]["data"] for f in frames if f["event"] == "progress"]
+    assert progress[-1]["step"] == 8
+    assert any(f["event"] == "sample" for f in frames)
+    ids = [int(f["id"]) for f in frames if f["id"]]
+    assert ids == sorted(set(ids)), "each event once, in order"
+
+
+def test_under_wsgi_the_stream_is_the_stored_events_then_it_ends(alice_api, queued_job):
+    """A WSGI server cannot hold a stream open cheaply: a client there polls with Last-Event-ID."""
+    job = queued_job
+    first = events.publish(job.topic, "log", {"line": "one"})
+    events.publish(job.topic, "log", {"line": "two"})
+    response = alice_api.get(f"/api/v1/trainings/{job.pk}/events", headers={"Last-Event-ID": str(first.id)})
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content).decode()
+    assert '"line": "two"' in body and '"line": "one"' not in body
+    assert body.rstrip().split("\n\n")[-1].startswith("event: replayed")
