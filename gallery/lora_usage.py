@@ -10,14 +10,28 @@ command line, run from a FLUX Studio checkout.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+from django.utils.text import slugify
 
 from gallery.defaults import defaults_for
 from trainer.engine.presets import BASE_PRESETS
 
 # The Hub's repo names: letters, digits, '-', '_', '.'; an optional namespace (user or org).
 REPO_RE = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+# A gallery model's LoRA files, by the training's file field: how each one's download name ends.
+DOWNLOAD_ENDINGS = {"lora_file": ".safetensors", "kohya_file": "-kohya.safetensors"}
+
+
+def download_name(*, title: str, trigger_word: str, field: str) -> str:
+    """A gallery model's LoRA file as downloaded, from its page or over the API: "zqx-portraits-zqx.safetensors"
+    (the kohya layout's "…-zqx-kohya.safetensors"). ASCII letters, digits, '-' and '_' only, so that every
+    browser, shell and S3 signed URL keeps it as it is; the trigger word keeps its case, as prompts need it."""
+    trigger = unicodedata.normalize("NFKD", trigger_word).encode("ascii", "ignore").decode()
+    trigger = re.sub(r"[^A-Za-z0-9_-]", "", trigger)
+    return f"{slugify(title) or 'lora'}{f'-{trigger}' if trigger else ''}{DOWNLOAD_ENDINGS[field]}"
 
 
 def hub_base_model(base_model: str) -> str | None:

@@ -68,8 +68,9 @@ def first_example_samples(job: TrainingJob) -> list[TrainingSample]:
     return list(latest.values())[:4]
 
 
-def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
-    """The gallery entry of a finished training: existing, or a new private draft (writes: POST only)."""
+def draft_get_or_create(*, owner: AbstractBaseUser, job: TrainingJob) -> tuple[GalleryModel, bool]:
+    """The gallery entry of a finished training, existing or a new private draft with its first
+    examples (writes: POST only), and whether this call created it."""
     preview = draft_preview(owner=owner, job=job)  # checks the training may be published
     model, created = GalleryModel.objects.get_or_create(training=job, defaults={
         field: getattr(preview, field) for field in ("owner", "title", "trigger_word", "base_model", "license")
@@ -77,12 +78,17 @@ def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryM
     if created:
         for sample in first_example_samples(job):
             example_add_from_sample(model=model, sample=sample)
-    return model
+    return model, created
 
 
-def gallery_model_update(
-    *, model: GalleryModel, title: str, description: str, trigger_word: str, license: str, tags: str,
-) -> GalleryModel:
+def draft_for_training(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
+    """The gallery entry of a finished training: existing, or a new private draft (writes: POST only)."""
+    return draft_get_or_create(owner=owner, job=job)[0]
+
+
+def gallery_model_details(*, title: str, description: str, trigger_word: str, license: str, tags: str) -> dict[str, Any]:
+    """A model's details as they would be stored, checked: a ValidationError names every refused
+    field. Writes nothing, so a caller can refuse details before it makes a draft."""
     errors = {}
     # PostgreSQL cannot store NUL (the trigger word and tags patterns already refuse it).
     for name, value in (("title", title), ("description", description)):
@@ -100,9 +106,18 @@ def gallery_model_update(
         errors.update({k: " ".join(v) for k, v in exc.message_dict.items()})
     if errors:
         raise ValidationError(errors)
-    model.title, model.description = title.strip()[:120], description.strip()[:5000]
-    model.trigger_word, model.license, model.tags = trigger_word.strip(), license, tag_list
-    model.save(update_fields=["title", "description", "trigger_word", "license", "tags"])
+    return {"title": title.strip()[:120], "description": description.strip()[:5000], "trigger_word": trigger_word.strip(),
+            "license": license, "tags": tag_list}
+
+
+def gallery_model_update(
+    *, model: GalleryModel, title: str, description: str, trigger_word: str, license: str, tags: str,
+) -> GalleryModel:
+    details = gallery_model_details(title=title, description=description, trigger_word=trigger_word, license=license,
+                                    tags=tags)
+    for field, value in details.items():
+        setattr(model, field, value)
+    model.save(update_fields=list(details))
     return model
 
 

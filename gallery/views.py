@@ -22,7 +22,8 @@ from gallery import hub, lora_usage, selectors, services_gallery
 from gallery.models import GalleryExample, GalleryModel, GenerationImage, HubState
 
 PAGE_SIZE = 24
-DOWNLOADS = {"diffusers": ("lora_file", ""), "kohya": ("kohya_file", "-kohya")}
+# The model page's kinds of download: the training's file field of each.
+DOWNLOADS = {"diffusers": "lora_file", "kohya": "kohya_file"}
 
 
 def browse(request: HttpRequest) -> HttpResponse:
@@ -64,7 +65,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {"kind": "diffusers", "label": "diffusers (.safetensors)", "size": model.lora_size, "sha256": model.lora_sha256},
         {"kind": "kohya", "label": "kohya / ComfyUI (.safetensors)", "size": model.kohya_size, "sha256": model.kohya_sha256},
     ]
-    downloads = [d for d in downloads if getattr(job, DOWNLOADS[d["kind"]][0])]
+    downloads = [d for d in downloads if getattr(job, DOWNLOADS[d["kind"]])]
     liked = selectors.liked_by(request.user, model)
     recipe = lora_usage.loading_recipe(base_model=model.base_model, trigger_word=model.trigger_word,
                                        weight_name=_download_name(model, "diffusers"))
@@ -77,15 +78,15 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _download_name(model: GalleryModel, kind: str) -> str:
-    """The downloaded file's name ("zqx-portraits-zqx.safetensors"), which the page's loading recipe names too."""
-    return f"{slugify(model.title) or 'lora'}-{model.trigger_word}{DOWNLOADS[kind][1]}.safetensors"
+    """The downloaded file's name, as the API names it too; the page's loading recipe names it."""
+    return lora_usage.download_name(title=model.title, trigger_word=model.trigger_word, field=DOWNLOADS[kind])
 
 
 def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     model = _visible_or_404(request, pk)
     if kind not in DOWNLOADS:
         raise Http404("unknown format")
-    field = getattr(model.training, DOWNLOADS[kind][0])
+    field = getattr(model.training, DOWNLOADS[kind])
     if not field:
         raise Http404("this model has no file in that format")
     return serve_file(field, download_name=_download_name(model, kind), public=model.published, request=request)

@@ -26,18 +26,19 @@ def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
+def _details(request: HttpRequest) -> dict[str, str]:
+    """The details form as posted."""
+    return {name: request.POST.get(name, "") for name in ("title", "description", "trigger_word", "license", "tags")}
+
+
 def _save(request: HttpRequest, model: GalleryModel) -> str:
-    p = request.POST
-    services_gallery.gallery_model_update(model=model, title=p.get("title", ""), description=p.get("description", ""),
-                                          trigger_word=p.get("trigger_word", ""), license=p.get("license", ""),
-                                          tags=p.get("tags", ""))
+    services_gallery.gallery_model_update(model=model, **_details(request))
     return "Saved."
 
 
 def _publish(request: HttpRequest, model: GalleryModel) -> str:
-    with transaction.atomic():  # as over the API: details that cannot be published are not saved either
-        _save(request, model)
-        services_gallery.gallery_model_publish(model=model)
+    _save(request, model)  # in the POST's transaction: details that cannot be published are not saved either
+    services_gallery.gallery_model_publish(model=model)
     return "Published: everyone can now find it in the gallery."
 
 
@@ -74,40 +75,49 @@ ACTIONS: dict[str, Callable[[HttpRequest, GalleryModel], str]] = {
 DETAIL_ACTIONS = {"save", "publish"}
 
 
-def _model_for(request: HttpRequest, job: TrainingJob) -> GalleryModel:
-    """The training's gallery model; a GET shows an unsaved preview rather than writing a draft."""
-    if request.method == "POST":
-        return services_gallery.draft_for_training(owner=request.user, job=job)
-    services_gallery.check_publishable(owner=request.user, job=job)
+def _stored_or_preview(request: HttpRequest, job: TrainingJob) -> GalleryModel:
+    """The training's gallery model as stored, or else an unsaved preview of its draft: a GET, or a
+    refused POST, writes no draft."""
     return GalleryModel.objects.filter(training=job).first() or services_gallery.draft_preview(owner=request.user, job=job)
+
+
+def _act(request: HttpRequest, job: TrainingJob, name: str) -> str:
+    """Run one action on the training's model (a new draft, the first time); what it did, or a
+    ValidationError. A refused action leaves nothing behind, the draft it made included (as over
+    the API); refused details are refused before the draft's first examples are copied at all."""
+    if name in DETAIL_ACTIONS:
+        services_gallery.gallery_model_details(**_details(request))
+    with transaction.atomic():
+        model = services_gallery.draft_for_training(owner=request.user, job=job)
+        return ACTIONS[name](request, model)
 
 
 @login_required
 def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
     job = get_object_or_404(TrainingJob, pk=job_pk, owner=request.user)
     try:
-        model = _model_for(request, job)
+        services_gallery.check_publishable(owner=request.user, job=job)
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
         return redirect(job)
-    if request.method == "POST":
-        name = request.POST.get("action", "")
-        action = ACTIONS.get(name)
-        if action is None:
-            messages.error(request, "Unknown action.")
-        else:
-            try:
-                messages.success(request, action(request, model))
-            except ValidationError as exc:
-                if name not in DETAIL_ACTIONS:
-                    messages.error(request, _error_text(exc))
-                else:  # nothing typed is lost: the same page, the errors next to their fields
-                    model.refresh_from_db()  # as stored: a publish that failed rolled its save back
-                    form = PublishForm(request.POST)
-                    form.add_service_errors(exc)
-                    return _page(request, job, model, form, failed="published" if name == "publish" else "saved")
+    if request.method != "POST":
+        model = _stored_or_preview(request, job)
+        return _page(request, job, model, PublishForm.of(model))
+    name = request.POST.get("action", "")
+    if name not in ACTIONS:
+        messages.error(request, "Unknown action.")
         return redirect("gallery:publish", job.pk)
-    return _page(request, job, model, PublishForm.of(model))
+    try:
+        messages.success(request, _act(request, job, name))
+    except ValidationError as exc:
+        if name not in DETAIL_ACTIONS:
+            messages.error(request, _error_text(exc))
+        else:  # nothing typed is lost: the same page, the errors next to their fields, the model as stored
+            form = PublishForm(request.POST)
+            form.add_service_errors(exc)
+            return _page(request, job, _stored_or_preview(request, job), form,
+                         failed="published" if name == "publish" else "saved")
+    return redirect("gallery:publish", job.pk)
 
 
 def _page(request: HttpRequest, job: TrainingJob, model: GalleryModel, form: PublishForm, failed: str = "") -> HttpResponse:

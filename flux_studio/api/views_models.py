@@ -16,13 +16,15 @@ from flux_studio.api.problems import ApiError, field_error, from_validation_erro
 from flux_studio.api.serializers import model_object
 from flux_studio.files import serve_file
 from gallery import hub, selectors, services_gallery
+from gallery.lora_usage import download_name
 from gallery.models import GalleryModel, GenerationImage
 from trainer.models import TrainingJob, TrainingSample
 
 PUBLISH_KEYS = ("training", "title", "description", "trigger_word", "license", "tags", "examples", "published", "publish")
 MAX_SAMPLES = 24  # as many as the publishing page offers
 MAX_HUB_TOKEN = 400
-MODEL_FILES = {"weights": ("lora_file", "lora.safetensors"), "kohya_weights": ("kohya_file", "lora_kohya.safetensors")}
+# The API's kinds of model file: the training's file field of each (named as on the model page).
+MODEL_FILES = {"weights": "lora_file", "kohya_weights": "kohya_file"}
 
 
 def _object(request: HttpRequest, model: GalleryModel, urls: Urls, *, liked: bool | None = None) -> dict[str, Any]:
@@ -129,8 +131,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
     publish = _publish_flag(data)
     try:
         with transaction.atomic():
-            existed = GalleryModel.objects.filter(training=job).exists()
-            model = services_gallery.draft_for_training(owner=request.user, job=job)
+            model, created = services_gallery.draft_get_or_create(owner=request.user, job=job)
             services_gallery.gallery_model_update(
                 model=model, title=_text(data, "title", model.title), description=_text(data, "description", model.description),
                 trigger_word=_text(data, "trigger_word", model.trigger_word), license=_text(data, "license", model.license),
@@ -143,7 +144,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
                 services_gallery.gallery_model_unpublish(model=model)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return _answer(request, model, status=200 if existed else 201)
+    return _answer(request, model, status=201 if created else 200)
 
 
 @api_view(("GET",), auth="optional")
@@ -165,12 +166,11 @@ def model_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     found = _visible(request, pk)
     if kind not in MODEL_FILES:
         raise ApiError(404, f"no such file; one of {', '.join(MODEL_FILES)}")
-    field, suffix = MODEL_FILES[kind]
-    file = getattr(found.training, field)
+    file = getattr(found.training, MODEL_FILES[kind])
     if not file:
         raise ApiError(404, f"this model has no {kind} file")
-    stem = "".join(ch if ch.isalnum() else "_" for ch in found.trigger_word.lower()) or "lora"
-    return serve_file(file, download_name=f"{stem}_{suffix}", public=found.published, request=request)
+    name = download_name(title=found.title, trigger_word=found.trigger_word, field=MODEL_FILES[kind])
+    return serve_file(file, download_name=name, public=found.published, request=request)
 
 
 def _owned(request: HttpRequest, pk: int) -> GalleryModel:

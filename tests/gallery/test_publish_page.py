@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from gallery import services_gallery
 from gallery.models import GalleryModel
-from tests.gallery.test_gallery import add_sample
+from tests.gallery.test_gallery import add_sample, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -47,9 +47,7 @@ def test_too_many_tags_keeps_everything_typed(alice_client, alice, make_job):
     assert field_error(page, "tags") == "at most 8 tags"
     assert field_error(page, "title") == "" and field_error(page, "trigger_word") == ""
     assert 'id="form-errors"' in page and "Not published" in page
-    # Nothing was stored: the draft keeps its defaults and stays private.
-    model = GalleryModel.objects.get(training=job)
-    assert not model.published and model.title == job.name and model.tags == [] and model.license == "mit"
+    assert not GalleryModel.objects.filter(training=job).exists(), "nothing was stored, not even a draft"
 
 
 def test_a_bad_trigger_word_is_shown_next_to_it_and_the_rest_stays(alice_client, alice, make_job):
@@ -69,8 +67,38 @@ def test_a_publish_without_examples_saves_nothing_and_says_why(alice_client, ali
     page = response.content.decode()
     assert response.status_code == 400 and "add at least one example image" in page
     assert 'value="Zqx on the sofa"' in page
-    model = GalleryModel.objects.get(training=job)
-    assert not model.published and model.title == job.name, "as over the API: not published, not saved"
+    assert not GalleryModel.objects.filter(training=job).exists(), "as over the API: not published, no draft saved"
+
+
+@pytest.mark.parametrize("action", ["save", "publish"])
+def test_refused_details_leave_no_draft_and_no_copied_files(alice_client, alice, make_job, settings, action):
+    job = make_job(alice)
+    add_sample(job)  # a new draft would copy it as its first example
+    files_before = stored_files(settings)
+    response = alice_client.post(reverse("gallery:publish", args=[job.pk]), typed(action=action, trigger_word="two words"))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert field_error(page, "trigger_word").startswith("one word") and 'value="Zqx on the sofa"' in page
+    assert "first examples when you save or publish" in page, "the page still previews the first examples"
+    assert not GalleryModel.objects.exists(), "a refused POST makes no draft"
+    assert stored_files(settings) == files_before, "nor copies example images"
+    assert alice_client.get(reverse("gallery:publish", args=[job.pk])).status_code == 200
+    assert not GalleryModel.objects.exists()
+
+
+def test_a_refused_post_keeps_the_draft_saved_before_as_it_was(alice_client, alice, make_job):
+    job = make_job(alice)
+    add_sample(job)
+    url = reverse("gallery:publish", args=[job.pk])
+    assert alice_client.post(url, typed(action="save", tags="cats")).status_code == 302
+    draft = GalleryModel.objects.get(training=job)
+    for action in ("save", "publish"):
+        response = alice_client.post(url, typed(action=action, title="", tags="cats, pets"))
+        assert response.status_code == 400 and field_error(response.content.decode(), "title") == "give the model a title"
+        assert 'value="cats, pets"' in response.content.decode()
+        kept = GalleryModel.objects.get(training=job)
+        assert kept.pk == draft.pk and kept.title == "Zqx on the sofa" and kept.tags == ["cats"] and not kept.published
+        assert kept.examples.count() == 1
 
 
 def test_a_good_save_still_redirects_and_stores(alice_client, alice, make_job):
