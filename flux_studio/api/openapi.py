@@ -529,7 +529,9 @@ PATHS: S = {
     },
     "/models/{id}/files/{kind}": {
         "parameters": [path_id(), path_str("kind", ["weights", "kohya_weights"])],
-        "get": op("downloadModelFile", "Download a published LoRA", {"200": binary(".safetensors")}, public=True),
+        "get": op("downloadModelFile", "Download a published LoRA",
+                  {"200": binary(".safetensors, named <title-slug>-<trigger>[-kohya].safetensors as on the model page")},
+                  public=True),
     },
     "/models/{id}/examples": {"parameters": [path_id()], "post": op(
         "addModelExamples", "Add training samples or generated images to your model's examples",
