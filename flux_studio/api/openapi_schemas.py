@@ -18,6 +18,7 @@ STATUS = {"type": "string", "enum": ["starting", "processing", "succeeded", "fai
 STAMP = {"type": ["string", "null"], "format": "date-time"}
 ID = {"type": "integer", "minimum": 1}
 URL = {"type": "string", "format": "uri"}
+STREAM = {**URL, "description": "its events, stored then live, as Server-Sent Events"}
 LICENSE = {"type": "string", "enum": list(License.values)}
 SIDE = {"type": "integer", "minimum": 32, "maximum": 2048, "multipleOf": 16}  # a training resolution
 
@@ -93,7 +94,7 @@ SCHEMAS: S = {
         "health": {"type": "object", "description": "GET /datasets/{id} only: counts and the problems worth fixing "
                                                     "before training (`problems`), as the web page shows"},
         "captioning": ref("Captioning"),
-        "urls": obj({"get": URL, "files": URL, "captioning": URL, "export": URL, "web": URL}),
+        "urls": obj({"get": URL, "files": URL, "captioning": URL, "export": URL, "web": URL, "stream": STREAM}),
     }, ["id", "name", "trigger_word", "counts", "urls"], closed=False),
     "DatasetEdit": obj({
         "name": {"type": "string", "minLength": 1, "maxLength": 120},
@@ -156,7 +157,7 @@ SCHEMAS: S = {
     "Captioning": obj({
         "dataset": ID, "status": {"anyOf": [STATUS, {"type": "null"}], "description": "null: never run"},
         "message": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
-        "metrics": {"type": "object"}, "updated_at": STAMP, "urls": obj({"get": URL, "dataset": URL}),
+        "metrics": {"type": "object"}, "updated_at": STAMP, "urls": obj({"get": URL, "dataset": URL, "stream": STREAM}),
     }, ["dataset", "status", "urls"], closed=False),
     "TriggerWordCheck": obj({
         "word": {"type": "string"}, "base_model": {"type": "string"},
@@ -214,7 +215,7 @@ SCHEMAS: S = {
             "running": {"type": "integer", "minimum": 0, "description": "trainings running now"},
         }, description="while the training waits for the GPU worker, as its page shows; null otherwise")),
         "created_at": STAMP, "started_at": STAMP, "completed_at": STAMP,
-        "urls": obj({"get": URL, "cancel": URL, "web": URL, "training_data": URL}),
+        "urls": obj({"get": URL, "cancel": URL, "web": URL, "training_data": URL, "stream": STREAM}),
     }, ["id", "status", "input", "output", "logs", "error", "metrics", "created_at", "urls"], closed=False),
     "LoraRef": obj({
         "training": {**ID, "description": "your succeeded training"}, "model": {**ID, "description": "a gallery model"},
@@ -244,7 +245,7 @@ SCHEMAS: S = {
             "per_image_s": {"type": "number", "description": "typical seconds per image lately"},
         }, description="while the prediction waits, as its page shows; null otherwise")),
         "created_at": STAMP, "started_at": STAMP, "completed_at": STAMP,
-        "urls": obj({"get": URL, "cancel": URL, "web": URL}),
+        "urls": obj({"get": URL, "cancel": URL, "web": URL, "stream": STREAM}),
     }, ["id", "status", "input", "output", "logs", "error", "metrics", "created_at", "urls"], closed=False),
     "Model": obj({
         "id": ID, "title": {"type": "string"}, "description": {"type": "string"}, "owner": {"type": "string"},

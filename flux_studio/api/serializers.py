@@ -92,7 +92,7 @@ def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "completed_at": iso(job.finished_at) if status in FINAL_STATUSES else None,
         "urls": {"get": urls.api("training", job.pk), "cancel": urls.api("training_cancel", job.pk),
-                 "web": urls.path(job.get_absolute_url()),
+                 "stream": urls.api("training_events", job.pk), "web": urls.path(job.get_absolute_url()),
                  "training_data": urls.api("training_download", job.pk, TRAINING_DATA)},
     }
 
@@ -124,6 +124,7 @@ def prediction_object(generation: Generation, urls: Urls) -> dict[str, Any]:
         "started_at": iso(generation.started_at),
         "completed_at": iso(generation.finished_at) if status in FINAL_STATUSES else None,
         "urls": {"get": urls.api("prediction", generation.pk), "cancel": urls.api("prediction_cancel", generation.pk),
+                 "stream": urls.api("prediction_events", generation.pk),
                  "web": urls.path(reverse("gallery:generation_detail", args=[generation.pk]))},
     }
 
@@ -164,7 +165,8 @@ def captioning_object(dataset: Dataset, urls: Urls) -> dict[str, Any]:
         "error": data.get("message") if status == "failed" else None,
         "metrics": {key: data.get(key) for key in ("total", "done", "kept", "failed")},
         "updated_at": iso(run.at) if run is not None else None,
-        "urls": {"get": urls.api("dataset_captioning", dataset.pk), "dataset": urls.api("dataset", dataset.pk)},
+        "urls": {"get": urls.api("dataset_captioning", dataset.pk), "dataset": urls.api("dataset", dataset.pk),
+                 "stream": urls.api("dataset_events", dataset.pk)},
     }
 
 
@@ -189,7 +191,7 @@ def dataset_object(dataset: Dataset, urls: Urls, *, detail: bool = False) -> dic
         "created_at": iso(dataset.created_at),
         "updated_at": iso(dataset.updated_at),
         "urls": {"get": urls.api("dataset", dataset.pk), "files": urls.api("files") + f"?dataset={dataset.pk}",
-                 "captioning": urls.api("dataset_captioning", dataset.pk),
+                 "captioning": urls.api("dataset_captioning", dataset.pk), "stream": urls.api("dataset_events", dataset.pk),
                  "export": urls.api("dataset_export", dataset.pk), "web": urls.path(dataset.get_absolute_url())},
     }
     if detail:

@@ -71,7 +71,8 @@ def frame(message: dict, text: str | None = None) -> str:
 
 
 def _replayed(last_id: int) -> str:
-    return f"event: replayed\ndata: {json.dumps({'last_id': last_id})}\n\n"
+    # Shaped like an event (as on the WebSocket), without an id: a reconnect resumes after the events.
+    return f"event: replayed\ndata: {json.dumps({'kind': 'replayed', 'data': {'last_id': last_id}})}\n\n"
 
 
 def _stored(topic: str, after: int) -> Iterator[str]:

@@ -107,7 +107,8 @@ def test_stored_then_live_then_the_stream_ends_with_the_training(alice_token, qu
         logs = [f for f in replayed if f["event"] == "log"]
         assert logs[-1]["data"]["data"]["line"] == "stored before the client came"
         assert logs[-1]["id"] == str(stored.id)
-        assert replayed[-1]["data"]["last_id"] >= stored.id
+        assert replayed[-1]["data"] == {"kind": "replayed", "data": {"last_id": replayed[-2]["data"]["id"]}}
+        assert replayed[-1]["id"] is None, "no id: a reconnect's Last-Event-ID stays the last event's"
 
         live = await sync_to_async(events.publish)(job.topic, "progress", {"step": 3, "total": 10, "loss": 0.42})
         got = await stream.frame()
