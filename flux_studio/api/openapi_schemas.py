@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_studio.api.tokens import NAME_CHARS
 from flux_studio.api.webhooks import EVENTS
 from gallery.models import License
 from trainer.datasets import BULK_OPS, MAX_CAPTION
@@ -294,8 +295,9 @@ SCHEMAS: S = {
     }, closed=False),
     "Account": obj({"type": {"type": "string"}, "username": {"type": "string"}, "token": {"type": ["string", "null"]}}),
     "Token": obj(TOKEN_FIELDS, TOKEN_REQUIRED, closed=False),
-    "TokenCreate": obj({"name": {"type": "string", "minLength": 1, "maxLength": 80,
-                                 "description": "e.g. the script that will use it"}}, ["name"]),
+    "TokenCreate": obj({"name": {"type": "string", "minLength": 1, "maxLength": NAME_CHARS,
+                                 "description": "e.g. the script that will use it (runs of whitespace become one space; "
+                                                "longer is refused, never cut)"}}, ["name"]),
     "TokenCreated": obj({**TOKEN_FIELDS, "token": {
         "type": "string", "description": "the secret, for `Authorization: Bearer`: in this answer only"}},
         [*TOKEN_REQUIRED, "token"], closed=False),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from flux_studio.api.models import TOKEN_PREFIX, ApiToken, WebhookSecret, hash_token, new_webhook_secret
@@ -14,17 +16,30 @@ from flux_studio.api.models import TOKEN_PREFIX, ApiToken, WebhookSecret, hash_t
 # Writing last_used_at on every request would make each read a write; once a minute is plenty.
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 MAX_TOKENS = 50
+NAME_CHARS: int = ApiToken._meta.get_field("name").max_length  # 80; the page's field says the same
 
 
 def token_create(*, owner: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
-    """A new token; the raw value is returned once and never stored."""
-    name = " ".join(name.split())[:80]
+    """A new token; the raw value is returned once and never stored.
+
+    The rules for the page and POST /tokens alike: runs of whitespace in the name become one
+    space; a blank name, a name over NAME_CHARS (refused, never cut) and a 51st active token are
+    ValidationErrors on "name".
+    """
+    name = " ".join(name.split())
     if not name:
         raise ValidationError({"name": "Give the token a name (e.g. the script that will use it)."})
-    if ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_TOKENS:
-        raise ValidationError({"name": f"You already have {MAX_TOKENS} active tokens; revoke one first."})
+    if len(name) > NAME_CHARS:
+        raise ValidationError({"name": f"Use at most {NAME_CHARS} characters (this name has {len(name)})."})
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(owner=owner, name=name, prefix=raw[:10], key_hash=hash_token(raw))
+    with transaction.atomic():
+        # Creations for one owner take turns from the count to the insert, or two at once could
+        # both count 49 and make 51: the owner's row is the lock (PostgreSQL; on SQLite the
+        # IMMEDIATE transaction already lets one writer in at a time).
+        get_user_model().objects.select_for_update().filter(pk=owner.pk).get()
+        if ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_TOKENS:
+            raise ValidationError({"name": f"You already have {MAX_TOKENS} active tokens; revoke one first."})
+        token = ApiToken.objects.create(owner=owner, name=name, prefix=raw[:10], key_hash=hash_token(raw))
     return token, raw
 
 

@@ -67,19 +67,26 @@ def webhook_deliveries(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def tokens_page(request: HttpRequest) -> HttpResponse:
-    """Create and revoke tokens; a new token is shown once, on the page that created it."""
-    created = None
+    """Create and revoke tokens; a new token is shown once, on the page that created it.
+
+    A refused name (the service's rules, as for POST /tokens) is answered beside the field, with
+    what was typed still in it.
+    """
+    created, name, name_errors = None, "", []
     if request.method == "POST":
+        name = request.POST.get("name", "")
         try:
-            _, created = tokens.token_create(owner=request.user, name=request.POST.get("name", ""))
+            _, created = tokens.token_create(owner=request.user, name=name)
+            name = ""
         except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
+            name_errors = exc.messages  # each of token_create's refusals is about the name
     return render(request, "api/tokens.html", {
         "tokens": ApiToken.objects.filter(owner=request.user), "created": created,
+        "name": name, "name_errors": name_errors, "name_chars": tokens.NAME_CHARS,
         "webhook_secret": tokens.webhook_secret_of(request.user), "area": "api",
         "deliveries": WebhookAttempt.objects.filter(message__webhook__owner=request.user)
         .select_related("message__webhook").order_by("-id")[:20],
-    })
+    }, status=400 if name_errors else 200)
 
 
 @login_required

@@ -19,8 +19,6 @@ from flux_studio.api.models import ApiToken
 from flux_studio.api.problems import field_error, json_body
 from flux_studio.api.serializers import token_object
 
-NAME_CHARS = 80  # ApiToken.name; the page's form field has the same maxlength
-
 
 def _object(request: HttpRequest, token: ApiToken, urls: Urls) -> dict[str, Any]:
     current = request.api_token is not None and request.api_token.pk == token.pk
@@ -31,9 +29,9 @@ def _name(data: dict[str, Any]) -> str:
     name = data.get("name")
     if name is None:
         raise field_error("name", "give the token a name (e.g. the script that will use it)")
-    if not isinstance(name, str) or len(name) > NAME_CHARS:
-        raise field_error("name", f"a string of at most {NAME_CHARS} characters")
-    return name
+    if not isinstance(name, str):
+        raise field_error("name", f"a string of at most {tokens.NAME_CHARS} characters")
+    return name  # blank or too long: the service refuses it, in the same words as the page
 
 
 @api_view(("GET", "POST"))
@@ -42,7 +40,7 @@ def tokens_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         data = json_body(request)
         check_keys(data, ("name",), where="body")
-        # The page's service: a blank name or too many active tokens is a ValidationError (422).
+        # The page's service: a blank or too-long name, or too many active tokens, is a ValidationError (422).
         token, raw = tokens.token_create(owner=request.user, name=_name(data))
         return JsonResponse({**_object(request, token, urls), "token": raw}, status=201)
     return paginated(request, ApiToken.objects.filter(owner=request.user), lambda token: _object(request, token, urls))

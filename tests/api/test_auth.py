@@ -6,6 +6,7 @@ import pytest
 from django.core.cache import cache
 
 from flux_studio.api.models import ApiToken, hash_token
+from flux_studio.api.tokens import MAX_TOKENS, token_create
 from tests.api.conftest import ApiClient
 
 pytestmark = pytest.mark.django_db
@@ -54,6 +55,33 @@ def test_token_page_shows_a_new_token_once(alice_client, alice):
     assert raw.encode() not in again.content and b"laptop" in again.content
     assert ApiClient(raw).get("/api/v1/account").status_code == 200
 
+
+
+def test_token_page_refuses_a_too_long_name_next_to_the_field_and_keeps_it(alice_client, alice_api, alice):
+    """The page and POST /tokens share one rule: a name over 80 characters is refused, never cut."""
+    typed = "nightly training job on the big machine " * 3  # 120 characters
+    response = alice_client.post("/api/v1/tokens/", {"name": typed})
+    assert response.status_code == 400 and response.context["created"] is None
+    assert list(ApiToken.objects.filter(owner=alice).values_list("name", flat=True)) == ["alice script"]
+    html = response.content.decode()
+    error = response.context["name_errors"]
+    assert error == alice_api.post("/api/v1/tokens", {"name": typed}).json()["errors"]["name"], "the API's words"
+    assert "at most 80 characters" in error[0]
+    assert f'<p class="bad field-error" id="token-name-error">{error[0]}' in html
+    assert f'value="{typed}"' in html and 'aria-invalid="true" aria-describedby="token-name-error"' in html
+    assert not any(m.level_tag == "error" for m in response.context["messages"]), "beside the field, not a banner"
+
+    exactly = "x" * 80
+    assert alice_client.post("/api/v1/tokens/", {"name": exactly}).context["created"].startswith("fst_")
+    assert ApiToken.objects.filter(owner=alice, name=exactly).exists()
+
+
+def test_token_page_shows_the_limit_beside_the_name_too(alice_client, alice):
+    for number in range(MAX_TOKENS):
+        token_create(owner=alice, name=f"t{number}")
+    response = alice_client.post("/api/v1/tokens/", {"name": "one too many"})
+    assert response.status_code == 400 and ApiToken.objects.filter(owner=alice).count() == MAX_TOKENS
+    assert "revoke one first" in response.context["name_errors"][0] and b'value="one too many"' in response.content
 
 def test_token_page_needs_login_and_bob_cannot_revoke_alices(client, bob_client, alice, alice_token):
     assert client.get("/api/v1/tokens/").status_code == 302
