@@ -37,7 +37,8 @@ FLUX_RESOLUTION = 1024
 # How the engine spends GPU memory (trainer/engine/config.py MEMORY_MODES). A job that ran out of
 # memory may resume from its checkpoint in "low": the adapter and optimizer carry over, but on
 # CUDA the 4-bit base computes slightly different losses, so that resume continues the run rather
-# than replaying it exactly (on a CPU both modes compute the same losses). No GPU figures yet.
+# than replaying it exactly (on a CPU both modes compute the same losses). What each costs in time:
+# LOW_MEMORY_STEP_FACTOR below.
 MEMORY_MODES = {
     "fast": "Fast: everything on the GPU in bf16",
     "low": "Low memory: gradient checkpointing, one text encoder at a time and a 4-bit base on CUDA (slower)",
@@ -82,10 +83,22 @@ def preset_settings(preset: str, base_model: str) -> dict:
 
 
 # FLUX.1-dev, rank 16, batch 1, the worker's defaults (eager, fast mode), on an H200: 0.32 s a step
-# at 512², 0.50 at 1024² (a fixed part plus one growing with the area); low memory mode took 1.9x
-# as long at 1024² (bench/README-train.md).
+# at 512², 0.50 at 1024² (a fixed part plus one growing with the area; bench/README-train.md).
 FLUX_STEP_S = (0.26, 0.24)  # seconds per step: fixed, per (side / 1024)²
-LOW_MEMORY_FACTOR = 1.9
+# The CPU bases at 64² in fast mode: a round figure; the engine's bare steps took 0.01-0.06 s there
+# (measurement below), the rest is left for validation, samples and checkpoints.
+CPU_STEP_S = 0.1
+# A low memory step over a fast one with the same settings, measured on each kind of machine:
+# - "gpu": gradient checkpointing, the 4-bit NF4 base and 8-bit AdamW. FLUX.1-dev at 1024² on an
+#   H200: 0.953 s against 0.498 (bench/results/h200-2026-11-26.jsonl), 1.91x. Low mode was not
+#   timed at 512² with the current precision; an H100 before it took 2.6x fast's step there
+#   (0.832 / 0.318 s, bench/results/h100-2026-11-25.jsonl), so small sizes may run longer still.
+# - "cpu": on a CPU only gradient checkpointing differs (fp32 in both modes; offloading to the CPU
+#   moves nothing). The engine on the demo and tiny bases at 64², 6 photos, 80-150 steps, fast and
+#   low interleaved, 7 rounds each, one thread on a shared 2-core CPU (2026-11-26): median step
+#   1.95x (demo) and 1.88x (tiny) fast's, geometric mean of all 14 rounds 2.01x (range 1.55-3.0).
+#   Loading and encoding took the same in both modes (1-2 s), so only the steps are scaled.
+LOW_MEMORY_STEP_FACTOR = {"gpu": 1.9, "cpu": 2.0}
 
 
 def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
@@ -97,9 +110,9 @@ def estimate_seconds(settings: dict, base_model: str, photo_count: int) -> int:
     sides = resolution_sides(settings["resolution"])
     on_cpu = base_model in CPU_STEP_SCALE
     fixed, per_area = FLUX_STEP_S
-    per_step = 0.1 if on_cpu else sum(fixed + per_area * (side / 1024) ** 2 for side in sides) / len(sides)
-    if not on_cpu and settings.get("memory_mode") == "low":
-        per_step *= LOW_MEMORY_FACTOR
+    per_step = CPU_STEP_S if on_cpu else sum(fixed + per_area * (side / 1024) ** 2 for side in sides) / len(sides)
+    if settings.get("memory_mode") == "low":
+        per_step *= LOW_MEMORY_STEP_FACTOR["cpu" if on_cpu else "gpu"]
     warmup = 10 * len(sides) if on_cpu else 90 + photo_count * len(sides)
     return int(warmup + settings["steps"] * settings["batch_size"] * per_step)
 
@@ -113,16 +126,23 @@ def duration_text(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def preset_summary(preset: str, base_model: str, photo_count: int) -> dict[str, str]:
+def preset_summary(preset: str, base_model: str, photo_count: int) -> dict[str, str | dict[str, str]]:
     """What the launch page says of a preset on a base: its explanation and its figures.
 
     Both come from preset_settings for that base, so the words and the numbers agree whichever
-    base is chosen (the CPU bases scale the steps down).
+    base is chosen (the CPU bases scale the steps down). The figures end with the time estimate,
+    which depends on the memory mode and names it: `figures_by_memory_mode` holds them for each
+    mode (the page swaps them when the mode changes), `figures` those of the presets' own mode.
     """
     values = preset_settings(preset, base_model)
-    eta = estimate_seconds(values, base_model, photo_count)
+    settings_text = (f"{values['steps']:,} steps · rank {values['lora_rank']} · lr {values['learning_rate']:g} · "
+                     f"{resolution_text(values['resolution'])} px")
+    by_mode = {}
+    for mode in MEMORY_MODES:
+        eta = estimate_seconds({**values, "memory_mode": mode}, base_model, photo_count)
+        by_mode[mode] = f"{settings_text} · about {duration_text(eta)} ({mode} memory mode)"
     return {
         "explanation": PRESETS[preset].explanation.format(**values),
-        "figures": f"{values['steps']:,} steps · rank {values['lora_rank']} · lr {values['learning_rate']:g} · "
-                   f"{resolution_text(values['resolution'])} px · about {duration_text(eta)}",
+        "figures": by_mode[values["memory_mode"]],
+        "figures_by_memory_mode": by_mode,
     }

@@ -66,12 +66,16 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     summaries = {name: {key: preset_summary(key, name, photo_count) for key in PRESETS}
                  for name in settings.BASE_MODELS}
     shown = base if base in summaries else settings.DEFAULT_BASE_MODEL
+    # The estimates in the figures follow the memory mode too: the selected one's (fast unless a
+    # refused launch chose low), and launch.js swaps them when another is picked.
+    memory_mode = request.POST.get("memory_mode") if request.POST.get("memory_mode") in MEMORY_MODES else "fast"
     return render(request, "trainer/job_launch.html", {
-        "dataset": dataset, "presets": [{"preset": p, **summaries[shown][key]} for key, p in PRESETS.items()],
+        "dataset": dataset, "presets": [{"preset": p, **summary, "figures": summary["figures_by_memory_mode"][memory_mode]}
+                                        for p, summary in zip(PRESETS.values(), summaries[shown].values())],
         "summaries": summaries, "chosen": preset, "base": shown,
         "bases": [{"name": name, "description": preset_for(name).description} for name in settings.BASE_MODELS],
         "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
-        "memory_mode": request.POST.get("memory_mode") or "fast", "posted": request.POST, "seed_limits": LIMITS["seed"],
+        "memory_mode": memory_mode, "posted": request.POST, "seed_limits": LIMITS["seed"],
         "default_prompt": f"a photo of {dataset.trigger_word}" if dataset.trigger_word else "",
     })
 

@@ -1,0 +1,38 @@
+"""In Chromium: the presets' time estimates on the launch page follow the memory mode picked under
+Advanced settings, live, for whichever base is chosen (static/js/launch.js), and that mode is
+what the launched training runs in."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.test_training_page import log_in
+from tests.browser.test_training_page_live import studio  # noqa: F401  (the web server alone, no worker)
+from trainer.models import TrainingJob
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_switching_the_memory_mode_changes_the_shown_estimates(page, alice, make_dataset):
+    dataset = make_dataset(alice, n=2)
+    log_in(page, "alice", "correct horse battery")
+    page.goto(f"/trainings/launch/{dataset.pk}/")
+    balanced = page.locator("#preset-balanced-figures")
+    page.select_option("#base_model", "flux-dev")
+    assert balanced.text_content().endswith("· about 10 min (fast memory mode)")
+
+    page.click("summary")  # Advanced settings, where the memory mode is
+    page.select_option("#memory_mode", "low")
+    assert balanced.text_content().endswith("· about 17 min (low memory mode)")  # 0.95 s a step, not 0.50
+    assert page.locator("#preset-fast-figures").text_content().endswith("(low memory mode)")
+    page.select_option("#base_model", "demo")  # the mode holds when the base changes
+    assert balanced.text_content() == "200 steps · rank 16 · lr 0.0004 · 64 px · about 50 s (low memory mode)"
+    page.select_option("#memory_mode", "fast")
+    assert balanced.text_content() == "200 steps · rank 16 · lr 0.0004 · 64 px · about 30 s (fast memory mode)"
+
+    page.select_option("#memory_mode", "low")
+    page.check("input[name=preset][value=balanced]")
+    page.click("#launch")
+    page.wait_for_url("**/trainings/*/")
+    job = TrainingJob.objects.get()
+    assert (job.base_model, job.total_steps, job.config["memory_mode"]) == ("demo", 200, "low")
