@@ -7,7 +7,7 @@ decided here, so they are checked without a GPU.
 import pytest
 import torch
 
-from trainer.engine import TrainConfig, training
+from trainer.engine import TrainConfig, optimizers, training
 from trainer.engine.compiling import use_cuda_graphs
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
@@ -20,10 +20,10 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 def test_auto_optimizer_is_fused_adamw_unless_low_memory_can_use_8bit(
     monkeypatch: pytest.MonkeyPatch, memory_mode: str, bitsandbytes: bool, chosen: str
 ) -> None:
-    monkeypatch.setattr(training, "can_quantize", lambda device: bitsandbytes)
-    assert training.optimizer_name(TrainConfig(memory_mode=memory_mode), CUDA) == chosen
+    monkeypatch.setattr(optimizers, "can_quantize", lambda device: bitsandbytes)
+    assert optimizers.optimizer_name(TrainConfig(memory_mode=memory_mode), CUDA) == chosen
     # a named optimizer is never second-guessed
-    assert training.optimizer_name(TrainConfig(memory_mode=memory_mode, optimizer="adafactor"), CUDA) == "adafactor"
+    assert optimizers.optimizer_name(TrainConfig(memory_mode=memory_mode, optimizer="adafactor"), CUDA) == "adafactor"
 
 
 def test_the_default_optimizer_on_a_cpu_is_fused_adamw() -> None:

@@ -86,14 +86,15 @@ def test_a_resume_keeps_the_optimizer_its_checkpoint_was_made_with(
     one optimizer's, so the resumed run keeps that optimizer."""
     import torch
 
-    from trainer.engine import training
+    from trainer.engine import optimizers, training
 
     full, _ = trained
     out = tmp_path / "resumed"
     shutil.copytree(full.config_path.parent / "checkpoints" / "step-000020", out / "checkpoints" / "step-000020")
     assert torch.load(out / "checkpoints" / "step-000020" / "state.pt", weights_only=False)["optimizer_name"] == "adamw"
     # as on a CUDA box resumed in low memory mode: auto would now pick 8-bit AdamW
-    monkeypatch.setattr(training, "optimizer_name", lambda cfg, device: "adamw8bit")
+    monkeypatch.setattr(training, "optimizer_name", lambda cfg, device: "adamw8bit")  # the check in train()
+    monkeypatch.setattr(optimizers, "optimizer_name", lambda cfg, device: "adamw8bit")  # make_optimizer's choice
     hooks = RecordingHooks()
     resumed = train(train_config(_base(full), _images(full), out, resume=True, steps=22, sample_prompts=[], val_every=0), hooks)
     assert any(line.startswith("optimizer adamw,") for line in hooks.logs)

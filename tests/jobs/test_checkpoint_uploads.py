@@ -15,9 +15,10 @@ import pytest
 from django.core.files.storage import default_storage
 
 from flux_studio.models import Event
-from trainer import checkpoint_store, jobs, training_run
+from trainer import checkpoint_store, job_hooks, jobs
+from trainer.job_hooks import JobHooks
 from trainer.models import JobState, TrainingJob
-from trainer.training_run import JobHooks, run_training
+from trainer.training_run import run_training
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow, pytest.mark.services]
 
@@ -47,7 +48,7 @@ def watch_run(monkeypatch, cancel_at: int, on_step=None) -> list[tuple[str, int]
         if p.step == cancel_at:
             jobs.job_cancel(job=self.job)
 
-    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)  # the cancel is read at the next step
+    monkeypatch.setattr(job_hooks, "STOP_POLL_S", 0.0)  # the cancel is read at the next step
     monkeypatch.setattr(JobHooks, "on_progress", on_progress)
     return seen
 

@@ -14,8 +14,9 @@ import pytest
 
 from flux_studio.models import Event
 from trainer import jobs
+from trainer.job_hooks import JobHooks
 from trainer.models import CaptionSource, JobState, TrainingJob
-from trainer.training_run import JobHooks, run_training
+from trainer.training_run import run_training
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.core.files.storage import default_storage
 
-from trainer import jobs, training_run
+from trainer import job_hooks, jobs, training_run
 from trainer.models import Dataset, JobState
 from trainer.training_run import run_training
 
@@ -24,7 +24,7 @@ def _record_enqueue(monkeypatch):
 def cancel_at_step(monkeypatch, step: int) -> None:
     """The person presses Cancel right after `step`; the run reads the flag at the next step
     (STOP_POLL_S 0), so where it stops does not depend on how fast this machine trains."""
-    from trainer.training_run import JobHooks
+    from trainer.job_hooks import JobHooks
 
     progress = JobHooks.on_progress
 
@@ -33,7 +33,7 @@ def cancel_at_step(monkeypatch, step: int) -> None:
         if p.step == step:
             jobs.job_cancel(job=self.job)
 
-    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)
+    monkeypatch.setattr(job_hooks, "STOP_POLL_S", 0.0)
     monkeypatch.setattr(JobHooks, "on_progress", on_progress)
 
 
@@ -147,7 +147,7 @@ def test_cancel_that_meets_a_worker_shutdown_ends_canceled_not_queued(alice, mak
     """Ctrl-C on the worker while a cancel is pending: the job is canceled, never re-queued with the flag."""
     import trainer.tasks
     from flux_studio import worker
-    from trainer.training_run import JobHooks
+    from trainer.job_hooks import JobHooks
 
     requeued: list[int] = []
     monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
@@ -175,7 +175,7 @@ def test_a_run_whose_job_was_taken_over_stops_and_leaves_the_job_alone(alice, ma
     """Recovery thought this worker dead and another claimed the job: this run must not finish it."""
     from flux_studio.models import Event
     from trainer.models import TrainingJob
-    from trainer.training_run import JobHooks
+    from trainer.job_hooks import JobHooks
 
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
                           overrides={"steps": 200, "sample_every": 0})
@@ -243,7 +243,7 @@ def test_resume_on_a_machine_without_the_checkpoint_fetches_it_from_storage(alic
 
     from flux_studio.models import Event
     from trainer import checkpoint_store
-    from trainer.training_run import JobHooks
+    from trainer.job_hooks import JobHooks
 
     # No sample images keep the steps short.
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
@@ -275,7 +275,7 @@ def test_a_stopped_run_sends_every_loss_it_computed(alice, make_dataset, monkeyp
     """Losses held back by the progress rate limit still reach the chart when the run stops."""
     from flux_studio.models import Event
 
-    monkeypatch.setattr(training_run, "PROGRESS_EVERY_S", 3600.0)  # only the first report goes out live
+    monkeypatch.setattr(job_hooks, "PROGRESS_EVERY_S", 3600.0)  # only the first report goes out live
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
                           overrides={"steps": 40, "sample_every": 0}, sample_prompts=[])
     cancel_at_step(monkeypatch, 4)

@@ -22,9 +22,11 @@ from django.utils import timezone
 
 from flux_studio import worker
 from flux_studio.models import Event, WorkerHeartbeat
-from trainer import checkpoint_store, jobs, training_run
+from trainer import checkpoint_store, job_hooks, jobs, work_dirs
+from trainer.job_hooks import JobHooks
 from trainer.models import Dataset, JobState, TrainingJob
-from trainer.training_run import JobHooks, job_work_dir, run_training
+from trainer.training_run import run_training
+from trainer.work_dirs import job_work_dir
 
 pytestmark = [pytest.mark.django_db]
 
@@ -61,7 +63,7 @@ def cancel_at_step(monkeypatch, step: int) -> None:
         if p.step == step:
             jobs.job_cancel(job=self.job)
 
-    monkeypatch.setattr(training_run, "STOP_POLL_S", 0.0)  # the cancel is read at the next step
+    monkeypatch.setattr(job_hooks, "STOP_POLL_S", 0.0)  # the cancel is read at the next step
     monkeypatch.setattr(JobHooks, "on_progress", on_progress)
 
 
@@ -219,12 +221,12 @@ def test_a_removal_that_fails_is_logged_and_the_next_start_retries(alice, make_d
         raise PermissionError(13, "Permission denied", str(path))
 
     with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="trainer.worker"):
-        m.setattr(training_run.shutil, "rmtree", refuse)
-        training_run.remove_job_work_dir(job)  # no exception: the job's ending is already recorded
+        m.setattr(work_dirs.shutil, "rmtree", refuse)
+        work_dirs.remove_job_work_dir(job)  # no exception: the job's ending is already recorded
     assert "Permission denied" in caplog.text
     assert not job_work_dir(job).exists() and len(leftovers()) == 1, leftovers()
 
-    training_run.sweep_work_dirs()
+    work_dirs.sweep_work_dirs()
     assert leftovers() == []
 
 

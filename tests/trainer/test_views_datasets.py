@@ -223,7 +223,7 @@ def test_photo_delete_removes_files(alice_client, dataset, add_photo, django_cap
 def test_files_a_training_job_needs_outlive_the_photo(alice_client, alice, dataset, add_photo, tmp_path, delete,
                                                        django_capture_on_commit_callbacks):
     from trainer.jobs import job_create
-    from trainer.training_run import materialize_dataset
+    from trainer.work_dirs import materialize_dataset
 
     trained, other = add_photo(caption="MIRAZX asleep"), add_photo()
     other.excluded = True

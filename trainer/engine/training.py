@@ -3,6 +3,10 @@
 Read `train()` top to bottom: check the input, load the base, encode the dataset once, add the
 adapter, then the loop (batches -> flow-matching loss -> AdamW), with validation, samples and
 checkpoints on their schedules, and the stop flag polled before every step.
+
+This module holds the loop and what a step needs: the optimizer step itself, what to do when
+memory runs out, and when to stop. The optimizer and schedule are chosen in `optimizers.py`; the
+files a run writes on the way (checkpoints, samples, the final LoRA) in `side_jobs.py`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .batches import Batch, BatchPlan, loss_of, make_batch, seeded, validation_batches, validation_loss
-from .cache import CachedDataset, build_cache
-from .checkpoint import dataset_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
-from .compiling import compile_blocks, eager, new_step, use_cuda_graphs
+from .cache import build_cache
+from .checkpoint import dataset_fingerprint, latest_checkpoint, load_checkpoint
+from .compiling import compile_blocks, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
 from .eager_attention import eager_attention
@@ -29,11 +32,12 @@ from .errors import ConfigError, OutOfMemoryError, StopRequested
 from .fp8 import fp8_support, use_fp8
 from .fused_lora import fused_adapters
 from .hooks import Progress, TrainHooks, TrainResult
-from .kohya import to_kohya
-from .lora import add_lora, diffusers_rank, folded, load_raw_state_dict, raw_state_dict, read_lora, save_lora, start_from
+from .lora import add_lora, diffusers_rank, load_raw_state_dict, read_lora, start_from
 from .models import can_quantize, compute_dtype, load_pipeline, load_transformer, resolve_device
+from .optimizers import ADAMW8BIT_NEEDS, Update, make_optimizer, make_scheduler, optimizer_name
 from .precision import training_precision
 from .presets import base_source, preset_for
+from .side_jobs import SideJobs
 
 
 def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
@@ -130,7 +134,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         n_params = sum(p.numel() for p in params)
         hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
 
-        run = _Run(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs, dataset)
+        run = SideJobs(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs, dataset)
         plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
         # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention;
         # eager steps also run the adapter and the attention through fused kernels.
@@ -240,20 +244,6 @@ def _stop_point(hooks: TrainHooks) -> None:
         raise StopRequested
 
 
-@dataclasses.dataclass
-class Update:
-    """How one optimizer step updates the adapter (shared with bench/gpu_train_speed.py)."""
-
-    params: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    guidance: float | None
-    max_grad_norm: float
-    device: torch.device
-    dtype: torch.dtype
-    graphs: bool = False  # the blocks replay as CUDA graphs: mark each new forward
-
-
 def optimizer_step(transformer: torch.nn.Module, micro_batches: Iterable[Batch], count: int, update: Update) -> float:
     """One optimizer step over `count` micro-batches (gradient accumulation); returns the mean loss."""
     step_loss = 0.0
@@ -315,140 +305,3 @@ def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: Tra
     hooks.on_log(f"init_lora has rank {file_rank}; training at that rank instead of {cfg.lora_rank}")
     alpha = float(file_rank) if asked.lora_alpha is None else cfg.lora_alpha
     return dataclasses.replace(cfg, lora_rank=file_rank, lora_alpha=alpha)
-
-
-# optimizer class -> the `optimizer` setting that makes it (saved in checkpoints)
-OPTIMIZER_NAMES = {"AdamW": "adamw", "AdamW8bit": "adamw8bit", "Adafactor": "adafactor"}
-ADAMW8BIT_NEEDS = "optimizer adamw8bit needs a CUDA GPU and the bitsandbytes package; use adamw or adafactor here"
-
-
-def optimizer_name(cfg: TrainConfig, device: torch.device) -> str:
-    """The optimizer a run uses. `auto`: 8-bit AdamW in low memory mode on CUDA with bitsandbytes
-    (its state is a quarter of AdamW's), else fused AdamW. In fast mode the adapter's fp32 AdamW
-    state is small next to the bf16 base (about 0.45 GB for FLUX.1 at rank 16, against 24 GB),
-    and 8-bit AdamW, which updates each of the ~840 adapter tensors with kernels of its own, was
-    no faster: 0.568 against 0.546 s a step at 1024² on an H200, equal at 512²."""
-    if cfg.optimizer != "auto":
-        return cfg.optimizer
-    return "adamw8bit" if cfg.memory_mode == "low" and can_quantize(device) else "adamw"
-
-
-def make_optimizer(
-    params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device, hooks: TrainHooks, name: str | None = None
-) -> torch.optim.Optimizer:
-    """AdamW by default; 8-bit AdamW (bitsandbytes, CUDA) halves optimizer memory; Adafactor less still.
-
-    `name` overrides the config's choice (a resumed run keeps the optimizer its state was saved from)."""
-    name = name or optimizer_name(cfg, device)
-    hooks.on_log(f"optimizer {name}, lr {cfg.learning_rate:g}")
-    if name == "adamw8bit":
-        if not can_quantize(device):
-            raise ConfigError(ADAMW8BIT_NEEDS)
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if name == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                         scale_parameter=False, relative_step=False, warmup_init=False)  # fmt: skip
-    # The fused kernel updates all LoRA tensors in one pass instead of ~10 small ops per tensor;
-    # with hundreds of small adapter matrices that loop is a visible share of a step.
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    from diffusers.optimization import get_scheduler
-
-    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" and cfg.warmup_steps else cfg.lr_scheduler
-    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
-
-
-@dataclasses.dataclass
-class _Run:
-    """What the loop's side jobs (samples, checkpoints, final files) need."""
-
-    cfg: TrainConfig
-    out: Path
-    transformer: Any
-    pipeline: Any
-    cache: CachedDataset
-    device: torch.device
-    dtype: torch.dtype
-    hooks: TrainHooks
-    params: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    graphs: bool = False
-    dataset: str = ""  # dataset_fingerprint: a resume checks it trains on the same images and captions
-
-    @property
-    def update(self) -> Update:
-        cfg = self.cfg
-        return Update(self.params, self.optimizer, self.scheduler, cfg.guidance, cfg.max_grad_norm, self.device,
-                      self.dtype, self.graphs)  # fmt: skip
-
-    @property
-    def scale(self) -> float:
-        return self.cfg.lora_alpha / self.cfg.lora_rank  # type: ignore[operator]
-
-    def info(self, step: int) -> dict[str, Any]:
-        """Safetensors metadata: enough to know what a LoRA file is without its job."""
-        return {"base": self.cfg.base, "trigger_word": self.cfg.trigger_word, "rank": self.cfg.lora_rank,
-                "alpha": self.cfg.lora_alpha, "steps": step, "resolution": self.cfg.resolution,
-                "targets": self.cfg.lora_targets}  # fmt: skip
-
-    def checkpoint(self, step: int, losses: list[float], val_losses: list[tuple[int, float]]) -> Path:
-        state = {"lora": raw_state_dict(self.transformer), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "losses": losses, "val_losses": val_losses,
-                 "config": self.cfg.to_dict(), "optimizer_name": OPTIMIZER_NAMES.get(type(self.optimizer).__name__),
-                 "dataset": self.dataset}  # fmt: skip
-        write = lambda folder: save_lora(folder / "lora.safetensors", state["lora"], self.scale, self.dtype, self.info(step))  # noqa: E731
-        path = save_checkpoint(self.out, step, state, self.cfg.keep_checkpoints, write)
-        self.hooks.on_checkpoint(step, path)
-        return path
-
-    def save_final(self, step: int) -> tuple[Path, Path]:
-        from safetensors.torch import save_file
-
-        state = raw_state_dict(self.transformer)
-        lora_path = save_lora(self.out / "lora.safetensors", state, self.scale, self.dtype, self.info(step))
-        kohya = to_kohya(folded(state, self.scale, self.dtype))
-        kohya_path = self.out / "lora_kohya.safetensors"
-        metadata = {"ss_network_module": "networks.lora_flux", "ss_network_dim": str(self.cfg.lora_rank),
-                    "ss_network_alpha": str(self.cfg.lora_rank), "ss_base_model_version": "flux1",
-                    "ss_steps": str(step), "modelspec.trigger_phrase": self.cfg.trigger_word,
-                    "modelspec.architecture": "flux-1-dev/lora", "flux_studio.base": self.cfg.base}  # fmt: skip
-        save_file(kohya, str(kohya_path), metadata=metadata)
-        return lora_path, kohya_path
-
-    @torch.no_grad()
-    @eager()
-    def render_samples(self, step: int) -> list[Path]:
-        """One image per sample prompt, each with its own fixed seed so steps compare like for like.
-
-        Drawn at the largest resolution trained (with several, the one the LoRA is mostly used at).
-        """
-        cfg, samples, paths = self.cfg, self.cache.samples, []
-        assert samples is not None
-        self.transformer.eval()
-        self.pipeline.vae.to(self.device)
-        folder = self.out / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, prompt in enumerate(cfg.sample_prompts):
-            if self.hooks.should_stop():
-                break
-            image = self.pipeline(
-                prompt_embeds=samples.text[i : i + 1].to(self.device, self.dtype),
-                pooled_prompt_embeds=samples.pooled[i : i + 1].to(self.device, self.dtype),
-                height=cfg.sample_resolution, width=cfg.sample_resolution, num_inference_steps=cfg.sample_steps,
-                guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed + i),
-            ).images[0]  # fmt: skip
-            path = folder / f"step-{step:06d}-{i}.png"
-            image.save(path)
-            self.hooks.on_sample(step, prompt, path)
-            paths.append(path)
-        if cfg.memory_mode == "low":
-            self.pipeline.vae.to("cpu")
-        self.transformer.train()
-        return paths
