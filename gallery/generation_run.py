@@ -102,7 +102,8 @@ class GenerationProgress:
 def image_payload(row: GenerationImage) -> dict[str, Any]:
     url = reverse("gallery:generation_image", args=[row.generation_id, row.pk])
     return {"id": row.pk, "index": row.index, "seed": row.seed, "url": url,
-            "thumb_url": url + "?size=thumb", "download_url": url + "?download=1"}
+            "thumb_url": url + "?size=thumb", "download_url": url + "?download=1",
+            "api_url": reverse("api:prediction_image", args=[row.generation_id, row.index])}  # for a token
 
 
 def _finish(generation: Generation, state: str, message: str = "", error: str = "", step: int | None = None) -> None:

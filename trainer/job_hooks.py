@@ -108,7 +108,9 @@ class JobHooks:
             sample = TrainingSample(job=self.job, step=step, prompt=prompt)
             sample.image.save(Path(path).name, File(fh), save=True)
         url = reverse("trainer:job_sample", args=[self.job.pk, sample.pk])
-        events.publish(self.job.topic, "sample", {"step": step, "prompt": prompt, "url": url, "id": sample.pk})
+        api_url = reverse("api:training_sample", args=[self.job.pk, sample.pk])  # for a token, not a session
+        events.publish(self.job.topic, "sample", {"step": step, "prompt": prompt, "url": url, "api_url": api_url,
+                                                  "id": sample.pk})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         # Storage first, then the row: `checkpoint_step` only ever names a checkpoint that any

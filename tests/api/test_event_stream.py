@@ -19,6 +19,7 @@ from flux_studio.asgi import application
 from flux_studio.relay import relay
 from trainer import jobs
 from trainer.models import JobState, TrainingJob
+from tests.api.conftest import body_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -222,7 +223,8 @@ def test_a_script_watches_a_real_worker_train(start_worker, alice, alice_api, al
     assert "training" in states and states[-1] == "succeeded"
     progress = [f["data"]["data"] for f in frames if f["event"] == "progress"]
     assert progress[-1]["step"] == 8
-    assert any(f["event"] == "sample" for f in frames)
+    samples = [f["data"]["data"] for f in frames if f["event"] == "sample"]
+    assert samples and body_of(alice_api.get(samples[0]["api_url"]))[:4] == b"\x89PNG", "fetched with the token"
     ids = [int(f["id"]) for f in frames if f["id"]]
     assert ids == sorted(set(ids)), "each event once, in order"
 

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from django.test import Client
 from PIL import Image
 
 from flux_studio.models import Event
@@ -64,6 +65,11 @@ def test_page_path_equals_plain_diffusers_and_reports_live(alice, make_job, lora
     assert kinds[0] == "state" and kinds[-1] == "state" and kinds.count("image") == 2 and "progress" in kinds
     image_event = Event.objects.filter(topic=g.topic, kind="image").first()
     assert image_event.data["seed"] == 9 and image_event.data["url"].startswith(f"/generate/{g.pk}/images/")
+    from flux_studio.api.tokens import token_create
+
+    token = token_create(owner=alice, name="script")[1]  # the API's event stream carries the same event
+    fetched = Client().get(image_event.data["api_url"], headers={"Authorization": f"Bearer {token}"})
+    assert fetched.status_code == 200 and b"".join(fetched.streaming_content)[:4] == b"\x89PNG"
 
 
 def test_second_generation_with_another_lora_keeps_the_base(alice, make_job, worker_cache):
