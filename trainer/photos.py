@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import IO
 
-import imagehash
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
@@ -26,6 +25,7 @@ from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from trainer.engine.data import eight_bit  # Pillow only, no torch
 from trainer.models import CaptionSource, Dataset, Photo
+from trainer.photo_duplicates import FLAT_STDDEV, layout_hash, near_duplicate
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ WARN_SIDE = 512  # FLUX trains at 512-1024 px: smaller photos are upscaled and g
 # cropped to 2:1, and past this ratio so much goes that the person should choose the crop.
 WARN_ASPECT = 2.5
 MAX_PIXELS = 64_000_000  # about 8000 x 8000: more is a decompression bomb, not a photo
-NEAR_DUPLICATE_DISTANCE = 6  # perceptual-hash bits; 0-6 is "the same picture, re-encoded/resized"
-FLAT_STDDEV = 3.0  # levels (of 255) in each channel at 32x32: below it a photo is a single colour
 THUMB_SIDE = 384
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".avif", ".jfif"}
@@ -331,22 +329,6 @@ def _nearly_one_colour(image: Image.Image) -> bool:
     return max(ImageStat.Stat(small).stddev) < FLAT_STDDEV
 
 
-def _hash_worth_comparing(image: Image.Image) -> bool:
-    """The perceptual hash sees brightness only: a picture (nearly) flat in brightness hashes to
-    zeros and noise, which would "match" other such pictures whatever their colours."""
-    small = image.convert("L").resize((32, 32))
-    return ImageStat.Stat(small).stddev[0] >= FLAT_STDDEV
-
-
-def _near_duplicate(dataset: Dataset, phash: imagehash.ImageHash) -> Photo | None:
-    best, best_distance = None, NEAR_DUPLICATE_DISTANCE + 1
-    for other in dataset.photos.exclude(phash="").only("id", "phash", "original_name"):
-        distance = phash - imagehash.hex_to_hash(other.phash)
-        if distance < best_distance:
-            best, best_distance = other, distance
-    return best
-
-
 def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | None = None) -> Photo:
     """Check `data` and store it as a new photo of `dataset`; raises PhotoRejected with a reason."""
     if dataset.photos.count() >= settings.MAX_PHOTOS_PER_DATASET:
@@ -357,9 +339,9 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
         raise PhotoRejected(f"an exact duplicate of {twin.original_name}, already in this dataset")
     checked = check_image(data)
     flat = _nearly_one_colour(checked.image)
-    phash = imagehash.phash(checked.image.convert("RGB")) if _hash_worth_comparing(checked.image) else None
-    # (None: stored empty, so neither matched now nor later)
-    near = _near_duplicate(dataset, phash) if phash is not None else None
+    thumbnail = _thumbnail(checked.image)
+    phash = layout_hash(checked.image)  # None for a picture flat in brightness: stored empty, never matched
+    near = near_duplicate(dataset=dataset, phash=phash, thumbnail=thumbnail) if phash is not None else None
     notes = list(checked.warnings)
     if flat:
         notes.append("almost a single colour: little for the LoRA to learn from")
@@ -376,7 +358,7 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
     stem = PurePosixPath(name).stem[:40] or "photo"
     photo.original.save(f"{stem}{PurePosixPath(name).suffix.lower()[:10]}", ContentFile(data), save=False)
     photo.image.save(f"{stem}.jpg", ContentFile(_training_copy(checked.image)), save=False)
-    photo.thumbnail.save(f"{stem}.jpg", ContentFile(_thumbnail(checked.image)), save=False)
+    photo.thumbnail.save(f"{stem}.jpg", ContentFile(thumbnail), save=False)
     try:
         with transaction.atomic():
             # The page uploads 2-3 files at once: re-check the limit under a row lock so parallel
