@@ -15,7 +15,7 @@ from django.utils import timezone
 from flux_studio.models import WorkerHeartbeat
 from gallery.models import GalleryExample, GalleryModel, Generation, GenerationImage, GenerationState, Like
 from trainer.models import JobState, TrainingJob
-from trainer.presets import resolution_text
+from trainer.presets import estimate_seconds, resolution_text
 
 DEFAULT_GENERATION_SECONDS = 15.0
 
@@ -111,11 +111,9 @@ def queue_info(generation: Generation) -> dict:
     training = None
     if trainings and len(trainings) >= max(1, workers):
         job = trainings[0]
-        left = job.eta_seconds
-        if left is None and job.it_per_s:
-            left = (job.total_steps - job.step) / job.it_per_s
-        training = {"step": job.step, "total": job.total_steps, "eta_s": round(left or 0), "it_per_s": job.it_per_s}
-        wait += left or 0
+        left = _training_left_s(job)
+        training = {"step": job.step, "total": job.total_steps, "eta_s": round(left), "it_per_s": job.it_per_s}
+        wait += left
     if running is not None:
         wait += per_image * max(1, running.num_images) / 2
     return {
@@ -126,6 +124,19 @@ def queue_info(generation: Generation) -> dict:
         "wait_s": round(wait),
         "per_image_s": round(per_image, 1),
     }
+
+
+def _training_left_s(job: TrainingJob) -> float:
+    """Seconds until a running training frees the GPU: its own ETA, else its pace, else (still
+    loading, no step taken yet) the launch page's estimate for the steps it has left."""
+    if job.eta_seconds is not None:
+        return job.eta_seconds
+    if job.it_per_s:
+        return (job.total_steps - job.step) / job.it_per_s
+    settings_left = {**job.config, "steps": max(0, job.total_steps - job.step)}
+    if "resolution" not in settings_left or "batch_size" not in settings_left:
+        return 0.0
+    return float(estimate_seconds(settings_left, job.base_model, len(job.snapshot or [])))
 
 
 # -- gallery ---------------------------------------------------------------------------------

@@ -194,6 +194,21 @@ def test_queue_info_estimates_the_wait_behind_a_running_training(alice, bob, mak
     assert queue_info(earlier)["position"] == 1
 
 
+def test_a_training_still_loading_counts_its_estimate_in_the_wait(alice, bob, make_job):
+    """No step taken yet (the base loads, photos encode): no pace to go by, so the launch page's
+    estimate for its steps stands in, rather than a wait of 0 s."""
+    from gallery.selectors import queue_info
+    from trainer.presets import estimate_seconds
+
+    training = make_job(bob, state=JobState.STARTING)
+    type(training).objects.filter(pk=training.pk).update(step=0, total_steps=300)
+    training.refresh_from_db()
+    g = Generation.objects.create(owner=alice, prompt="p", base_model="tiny", seed=1, steps=3, guidance=1.0, width=64, height=64)
+    expected = estimate_seconds({**training.config, "steps": 300}, "tiny", 1)
+    info = queue_info(g)
+    assert expected > 0 and info["training"]["eta_s"] == expected and info["wait_s"] >= expected
+
+
 def test_queue_endpoint_gives_the_owner_a_fresh_estimate(alice_client, bob_client, alice, bob, make_job):
     training = make_job(bob, state=JobState.TRAINING)
     type(training).objects.filter(pk=training.pk).update(step=10, total_steps=50, it_per_s=1.0, eta_seconds=40.0)
