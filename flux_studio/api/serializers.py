@@ -259,5 +259,6 @@ def token_object(token: ApiToken, urls: Urls, *, current: bool = False) -> dict[
         "created_at": iso(token.created_at),
         "last_used_at": iso(token.last_used_at),
         "revoked_at": iso(token.revoked_at),
+        "created_by": token.created_by_id,
         "urls": {"get": urls.api("token", token.pk)},
     }

@@ -19,12 +19,13 @@ MAX_TOKENS = 50
 NAME_CHARS: int = ApiToken._meta.get_field("name").max_length  # 80; the page's field says the same
 
 
-def token_create(*, owner: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def token_create(*, owner: AbstractBaseUser, name: str, created_by: ApiToken | None = None) -> tuple[ApiToken, str]:
     """A new token; the raw value is returned once and never stored.
 
     The rules for the page and POST /tokens alike: runs of whitespace in the name become one
     space; a blank name, a name over NAME_CHARS (refused, never cut) and a 51st active token are
-    ValidationErrors on "name".
+    ValidationErrors on "name". `created_by`: the token sending POST /tokens (None on the page),
+    shown in the lists so a person can see which script made which token.
     """
     name = " ".join(name.split())
     if not name:
@@ -39,7 +40,8 @@ def token_create(*, owner: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
         get_user_model().objects.select_for_update().filter(pk=owner.pk).get()
         if ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_TOKENS:
             raise ValidationError({"name": f"You already have {MAX_TOKENS} active tokens; revoke one first."})
-        token = ApiToken.objects.create(owner=owner, name=name, prefix=raw[:10], key_hash=hash_token(raw))
+        token = ApiToken.objects.create(owner=owner, name=name, prefix=raw[:10], key_hash=hash_token(raw),
+                                        created_by=created_by)
     return token, raw
 
 

@@ -81,7 +81,7 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             name_errors = exc.messages  # each of token_create's refusals is about the name
     return render(request, "api/tokens.html", {
-        "tokens": ApiToken.objects.filter(owner=request.user), "created": created,
+        "tokens": ApiToken.objects.filter(owner=request.user).select_related("created_by"), "created": created,
         "name": name, "name_errors": name_errors, "name_chars": tokens.NAME_CHARS,
         "webhook_secret": tokens.webhook_secret_of(request.user), "area": "api",
         "deliveries": WebhookAttempt.objects.filter(message__webhook__owner=request.user)

@@ -41,7 +41,7 @@ def tokens_view(request: HttpRequest) -> HttpResponse:
         data = json_body(request)
         check_keys(data, ("name",), where="body")
         # The page's service: a blank or too-long name, or too many active tokens, is a ValidationError (422).
-        token, raw = tokens.token_create(owner=request.user, name=_name(data))
+        token, raw = tokens.token_create(owner=request.user, name=_name(data), created_by=request.api_token)
         return JsonResponse({**_object(request, token, urls), "token": raw}, status=201)
     return paginated(request, ApiToken.objects.filter(owner=request.user), lambda token: _object(request, token, urls))
 

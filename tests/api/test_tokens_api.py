@@ -37,9 +37,23 @@ def test_list_shows_only_your_tokens_newest_first_and_pages(alice, alice_api, bo
     assert [row["name"] for row in page["results"]] == ["script 3", "script 2", "script 1", "script 0", "alice script"]
     assert [row["current"] for row in page["results"]] == [False] * 4 + [True]
     assert set(page["results"][0]) == {"id", "name", "prefix", "active", "current", "created_at", "last_used_at",
-                                       "revoked_at", "urls"}
+                                       "revoked_at", "created_by", "urls"}
     assert all_pages(alice_api, "/api/v1/tokens", page_size=2) == [row["id"] for row in page["results"]]
     assert [row["name"] for row in bob_api.get("/api/v1/tokens").json()["results"]] == ["bob script"]
+
+
+def test_each_token_says_which_token_made_it(alice, alice_api, alice_client):
+    """A token made over the API names the token that made it (a leaked one's offspring can be
+    found and revoked); one made on the page names none. The page shows the same."""
+    maker = ApiToken.objects.get(owner=alice, name="alice script")
+    made = alice_api.post("/api/v1/tokens", {"name": "made by a script"}).json()
+    assert made["created_by"] == maker.pk
+    assert alice_api.get(made["urls"]["get"]).json()["created_by"] == maker.pk
+    assert alice_api.get(f"/api/v1/tokens/{maker.pk}").json()["created_by"] is None  # made on the page
+    page = alice_client.get("/api/v1/tokens/").content.decode()
+    row = page[page.index("made by a script"):].split("</tr>", 1)[0]
+    assert f"{maker.prefix}…</code> (alice script)" in row
+    assert "this page" in page[page.index(">alice script<"):].split("</tr>", 1)[0]
 
 
 def test_revoke_another_token_then_it_is_listed_as_revoked(alice, alice_api):
