@@ -107,7 +107,9 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "sqlite"))
 if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # No persistent connections: under ASGI each request runs in a thread of its own, so a kept
+    # connection would linger per request until garbage collection (Django's advice for ASGI).
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 else:
     # WAL lets the web server read while the worker writes progress; IMMEDIATE transactions and
     # a busy timeout turn writer contention into a short wait instead of "database is locked".

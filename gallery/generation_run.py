@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -111,12 +112,13 @@ def _finish(generation: Generation, state: str, message: str = "", error: str = 
     changes: dict[str, Any] = {"state": state, "error": error, "finished_at": timezone.now()}
     if step is not None:
         changes["step"] = step
-    if Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING).update(**changes):
-        for name, value in changes.items():
-            setattr(generation, name, value)
-    else:  # canceled or taken meanwhile: report what the row says
-        generation.refresh_from_db()
-    services.publish_state(generation, message)
+    with transaction.atomic():  # the row and its state event together, as for trainings
+        if Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING).update(**changes):
+            for name, value in changes.items():
+                setattr(generation, name, value)
+        else:  # canceled or taken meanwhile: report what the row says
+            generation.refresh_from_db()
+        services.publish_state(generation, message)
 
 
 def run_generation(generation_id: int) -> None:

@@ -146,16 +146,22 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
                                              "message": "Nothing to caption: every chosen caption was written or uploaded by you."})
         return
     spec = dataset.captioner or settings.CAPTIONER
+    # Started (naming this worker) before the model loads: a worker killed while loading a big
+    # captioner (out of memory) is then seen dead, not left "queued" for ever.
+    started = {"state": "started", "total": len(photos), "done": 0, "worker": worker.current_heartbeat()}
+    events.publish(topic, "captioning", {**started, "message": f"Loading {spec}…"})
     try:
         captioner = _load_with_prompt(spec, caption_prompt(dataset))
     except CaptionerUnavailable as exc:
         events.publish(topic, "captioning", {"state": "unavailable", "message": f"{UNAVAILABLE_PREFIX}: {exc}"})
         return
+    except Exception as exc:  # a live worker must not leave the run "started" for ever
+        log.exception("loading captioner %s for dataset %s failed", spec, dataset_id)
+        events.publish(topic, "captioning", {"state": "failed", "message": f"Captioning stopped: {spec} could not load: {exc}"})
+        return
     style = CaptionStyle(trigger=dataset.trigger_word, placement=dataset.caption_placement,
                          prefix=dataset.caption_prefix, suffix=dataset.caption_suffix)
-    events.publish(topic, "captioning", {"state": "started", "total": len(photos), "done": 0,
-                                         "worker": worker.current_heartbeat(),
-                                         "message": f"Captioning {_photos(len(photos))} with {spec}…"})
+    events.publish(topic, "captioning", {**started, "message": f"Captioning {_photos(len(photos))} with {spec}…"})
     try:
         counts = _caption_photos(captioner, photos, style, topic=topic, overwrite=overwrite)
     except Exception as exc:  # report, do not leave the page waiting forever

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files import File
+from django.db import transaction
 from django.utils import timezone
 
 from flux_studio import worker
@@ -122,11 +123,15 @@ def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
 
 def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> bool:
     held_by = job.worker_id
-    if not mine(job, held_by).update(state=state, finished_at=timezone.now() if state != JobState.QUEUED else None, **fields):
-        log.warning("job %s was taken over by another worker; not recording %s from %s", job.pk, state, held_by)
-        return False
-    job.refresh_from_db()
-    publish_state(job, message)
+    # The row and its state event commit together: a client that sees the final state (an event
+    # stream's 204) has the event too.
+    with transaction.atomic():
+        if not mine(job, held_by).update(state=state, finished_at=timezone.now() if state != JobState.QUEUED else None,
+                                         **fields):
+            log.warning("job %s was taken over by another worker; not recording %s from %s", job.pk, state, held_by)
+            return False
+        job.refresh_from_db()
+        publish_state(job, message)
     if state == JobState.QUEUED:
         job_queue.mark_enqueued(job)  # the caller re-enqueues it: back of the queue
     job_queue.publish_queue_positions()

@@ -12,12 +12,16 @@ their WebSocket (flux_studio.consumers), in the same order and each once. One fr
 A training or prediction stream ends after the event that puts the object in a final state
 (succeeded, failed, canceled); reconnecting after that answers 204, which tells an EventSource
 to stop reconnecting. A dataset stream (auto-captioning) stays open. A comment line is sent
-every KEEPALIVE_S so proxies keep an idle stream open and a closed client is noticed.
+every KEEPALIVE_S so proxies keep an idle stream open and a closed client is noticed, and any
+stream ends after MAX_STREAM_S: the client reconnects with Last-Event-ID (an EventSource does
+it by itself), which checks its token and the object again.
 
 The view does the authentication and ownership checks synchronously like every API view; the
-body is an async generator, so under ASGI (daphne, as the studio runs) a stream holds no thread
-while it waits. A WSGI server cannot hold a stream open without a thread each, so there the body
-is the stored events and `replayed`, and the stream ends: reconnect with Last-Event-ID to poll.
+body is an async generator. Under ASGI (daphne, as the studio runs) Django keeps the request's
+thread for the life of the response, idle while the stream waits, and the stream gives its
+database connection back once the replay is done: an open stream holds no connection. A WSGI
+server would hold a worker per stream, so there the body is the stored events and `replayed`,
+and the stream ends: reconnect with Last-Event-ID to poll.
 """
 
 from __future__ import annotations
@@ -26,41 +30,55 @@ import asyncio
 import json
 from typing import AsyncIterator, Iterable, Iterator
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.db import connections
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 
 from flux_studio.api.problems import field_error
 from flux_studio.consumers import replay
 from flux_studio.events import events_after, group_name, layer_is_shared
+from flux_studio.models import Event
 from flux_studio.relay import relay, settled_id
 
 KEEPALIVE_S = 15.0
+MAX_STREAM_S = 30 * 60
 
 
 def after_id(request: HttpRequest) -> int:
     """Where the caller's copy ends: the `Last-Event-ID` header an EventSource sends when it
-    reconnects, else `?after=`, else 0 (everything)."""
-    raw = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise field_error("after", "the id of the last event you have (a whole number)") from None
-    if value < 0:
-        raise field_error("after", "the id of the last event you have (0 or more)")
+    reconnects, else `?after=`, else 0 (everything). An id above any event so far is refused:
+    every later event would have a lower id and be taken for one already seen."""
+    if request.headers.get("Last-Event-ID"):
+        field, raw = "Last-Event-ID", request.headers["Last-Event-ID"].strip()
+    else:
+        field, raw = "after", request.GET.get("after", "0").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise field_error(field, "the id of the last event you have: a whole number, 0 or more")
+    value = int(raw)
+    if value and value > (Event.objects.aggregate(top=Max("id"))["top"] or 0):
+        raise field_error(field, f"no event has id {value} yet; send the id of the last event you received")
     return value
 
 
 def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str] = (),
-                 final_now: bool = False) -> HttpResponse:
+                 final_now: bool = False) -> HttpResponseBase:
     """The response for one object's events. `final_states`: the `state` values after which
     the stream ends; `final_now`: the object is in one of them already."""
     after = after_id(request)
     if final_now and not events_after(topic, after):
         return HttpResponse(status=204)  # finished, and the caller has it all: stop reconnecting
-    frames = _frames(topic, after, frozenset(final_states)) if isinstance(request, ASGIRequest) else _stored(topic, after)
-    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
+    content_type = "text/event-stream; charset=utf-8"
+    if request.method == "HEAD":  # the headers a GET would answer with, and no stream to hold
+        response: HttpResponseBase = HttpResponse(content_type=content_type)
+    elif isinstance(request, ASGIRequest):
+        response = StreamingHttpResponse(_frames(topic, after, frozenset(final_states), finished=final_now),
+                                         content_type=content_type)
+    else:
+        response = StreamingHttpResponse(_stored(topic, after), content_type=content_type)
     response["Cache-Control"] = "no-cache, private"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each frame on at once
     return response
@@ -92,7 +110,14 @@ def _ends(message: dict, final_states: frozenset[str]) -> bool | None:
     return (message.get("data") or {}).get("state") in final_states
 
 
-async def _frames(topic: str, after: int, final_states: frozenset[str]) -> AsyncIterator[str]:
+def _release_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+
+
+async def _frames(topic: str, after: int, final_states: frozenset[str], *, finished: bool) -> AsyncIterator[str]:
+    """`finished`: the object was in a final state when the request came; a replayed state event
+    says otherwise (a failed training resumed since the caller's last event)."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
     group = group_name(topic)
@@ -103,29 +128,41 @@ async def _frames(topic: str, after: int, final_states: frozenset[str]) -> Async
     try:
         if not layer_is_shared():
             await relay.ensure_running()
-        last_id, finished = after, False
+        last_id = after
         async for message in replay(topic, after, joined):
             last_id = message["id"]
             says = _ends(message, final_states)
             finished = finished if says is None else says
             yield frame(message)
         yield _replayed(last_id)
+        # From here on only the channel layer is read: the connection goes back (this runs in the
+        # request's thread, where the view and the replay opened it).
+        await sync_to_async(_release_connections)()
         if finished:
             return
-        while True:
+        replayed_id = last_id
+        deadline = asyncio.get_running_loop().time() + MAX_STREAM_S
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
             if pending is None:
                 pending = asyncio.ensure_future(layer.receive(channel))
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+            done, _ = await asyncio.wait({pending}, timeout=min(KEEPALIVE_S, left))
             if not done:
                 yield ": keepalive\n\n"
                 continue
             received, pending = pending.result(), None
             message = received["event"]
+            ends = _ends(message, final_states)
             if message["id"] <= last_id:
-                continue  # replayed already
+                # Seen already, unless it is a final state that arrived after a later event (with
+                # Redis, events go out in commit order): dropping that would leave the caller
+                # waiting for an end that never comes.
+                if ends and message["id"] > replayed_id:
+                    yield frame(message, received.get("text"))
+                    return
+                continue
             last_id = message["id"]
             yield frame(message, received.get("text"))
-            if _ends(message, final_states):
+            if ends:
                 return
     finally:
         if pending is not None:

@@ -130,13 +130,16 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
     job = get_object_or_404(TrainingJob, pk=parse_id(data.get("training"), "training"), owner=request.user)
     publish = _publish_flag(data)
     try:
+        current = (GalleryModel.objects.filter(training=job).first()
+                   or services_gallery.draft_preview(owner=request.user, job=job))
+        details = {"title": _text(data, "title", current.title), "description": _text(data, "description", current.description),
+                   "trigger_word": _text(data, "trigger_word", current.trigger_word),
+                   "license": _text(data, "license", current.license), "tags": _tags(data, current)}
+        # Refused details are refused before a new draft copies its first examples into storage.
+        services_gallery.gallery_model_details(**details)
         with transaction.atomic():
             model, created = services_gallery.draft_get_or_create(owner=request.user, job=job)
-            services_gallery.gallery_model_update(
-                model=model, title=_text(data, "title", model.title), description=_text(data, "description", model.description),
-                trigger_word=_text(data, "trigger_word", model.trigger_word), license=_text(data, "license", model.license),
-                tags=_tags(data, model),
-            )
+            services_gallery.gallery_model_update(model=model, **details)
             _examples(request, model, data.get("examples"))
             if publish:
                 services_gallery.gallery_model_publish(model=model)

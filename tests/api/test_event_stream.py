@@ -7,6 +7,7 @@ reconnect with Last-Event-ID gets only what it missed, and 204 once there is not
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -27,14 +28,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 class Stream:
     """One GET through the ASGI app; `frames()` reads the body as SSE frames as it arrives."""
 
-    def __init__(self, path: str, token: str | None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, path: str, token: str | None, headers: dict[str, str] | None = None, method: str = "GET") -> None:
         path, _, query = path.partition("?")
         raw_headers = [(b"host", b"testserver")]
         if token:
             raw_headers.append((b"authorization", f"Bearer {token}".encode()))
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.communicator = ApplicationCommunicator(application, {
-            "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+            "type": "http", "http_version": "1.1", "method": method, "scheme": "http", "path": path,
             "raw_path": path.encode(), "query_string": query.encode(), "headers": raw_headers,
             "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
         })
@@ -239,3 +240,140 @@ def test_under_wsgi_the_stream_is_the_stored_events_then_it_ends(alice_api, queu
     body = b"".join(response.streaming_content).decode()
     assert '"line": "two"' in body and '"line": "one"' not in body
     assert body.rstrip().split("\n\n")[-1].startswith("event: replayed")
+
+
+def _canceled(job: TrainingJob) -> int:
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.CANCELED)
+    job.refresh_from_db()
+    jobs.publish_state(job, "Canceled.")
+    return events.events_after(job.topic, 0)[-1].id
+
+
+def test_a_final_state_that_arrives_after_a_later_event_still_ends_the_stream(alice_token, queued_job):
+    """With Redis, events go out in commit order: a queue update committed just after the cancel
+    can arrive first. The stream must still pass the final state on and end."""
+    job = queued_job
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{job.pk}/events", alice_token).open()
+        frames = await stream.until("replayed")
+        top = frames[-1]["data"]["data"]["last_id"]
+        layer, group = streams.get_channel_layer(), events.group_name(job.topic)
+        ts = "2026-11-26T00:00:00+00:00"
+        await layer.group_send(group, {"type": "event.message", "event": {
+            "id": top + 2, "kind": "queue", "data": {"position": None}, "ts": ts}})
+        await layer.group_send(group, {"type": "event.message", "event": {
+            "id": top + 1, "kind": "state", "data": {"state": "canceled"}, "ts": ts}})
+        assert (await stream.frame())["event"] == "queue"
+        last = await stream.frame()
+        assert last["event"] == "state" and last["data"]["data"]["state"] == "canceled"
+        assert await stream.frame() is None
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_a_finished_training_with_events_after_its_end_still_ends(alice_token, queued_job):
+    job = queued_job
+    canceled_id = _canceled(job)
+    events.publish(job.topic, "queue", {"position": None})  # published by a queue update racing the cancel
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{job.pk}/events", alice_token, {"Last-Event-ID": str(canceled_id)}).open()
+        assert stream.status == 200
+        frames = await stream.until("replayed")
+        assert [f["event"] for f in frames] == ["queue", "replayed"]
+        assert await stream.frame(timeout=5) is None, "finished: the stream ends instead of waiting forever"
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_a_resumed_training_streams_on_after_its_old_failure(alice_token, queued_job):
+    job = queued_job
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.FAILED)
+    job.refresh_from_db()
+    jobs.publish_state(job, "Out of memory.")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.QUEUED)
+    job.refresh_from_db()
+    jobs.publish_state(job, "Resumed.")
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{job.pk}/events", alice_token).open()
+        await stream.until("replayed")
+        live = await sync_to_async(events.publish)(job.topic, "log", {"line": "training again"})
+        got = await stream.frame()
+        assert got["id"] == str(live.id), "a failure followed by a resume is not the end"
+        await stream.close()
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+@pytest.mark.parametrize("header, query, field", [
+    ({"Last-Event-ID": "99999999999999"}, "", "Last-Event-ID"),
+    ({}, "?after=99999999999999", "after"),
+    ({}, "?after=1_0", "after"),
+    ({"Last-Event-ID": "\u0663"}, "", "Last-Event-ID"),
+    ({}, "?after=-1", "after"),
+])
+def test_an_id_no_event_has_is_refused_naming_what_was_sent(alice_api, queued_job, header, query, field):
+    events.publish(queued_job.topic, "log", {"line": "one"})
+    response = alice_api.get(f"/api/v1/trainings/{queued_job.pk}/events{query}", headers=header)
+    assert response.status_code == 422
+    assert field in response.json()["errors"], response.json()
+
+
+def test_every_stream_ends_after_its_longest_life(alice_token, queued_job, monkeypatch):
+    """A client then reconnects with Last-Event-ID, and its token and the object are checked again."""
+    monkeypatch.setattr(streams, "MAX_STREAM_S", 0.5)
+    monkeypatch.setattr(streams, "KEEPALIVE_S", 0.2)
+    dataset = queued_job.dataset
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/datasets/{dataset.pk}/events", alice_token).open()
+        await stream.until("replayed")
+        seen = []
+        while (got := await stream.frame(timeout=5)) is not None:
+            seen.append(got["comment"])
+        assert seen and set(seen) == {"keepalive"}
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_head_answers_the_headers_without_holding_a_stream(alice_token, queued_job):
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{queued_job.pk}/events", alice_token, method="HEAD").open()
+        assert stream.status == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        assert await stream.frame(timeout=5) is None
+
+    async_to_sync(scenario)()
+
+
+def test_open_streams_hold_no_database_connection(alice_token, queued_job):
+    """Each stream runs in a request thread of its own; after the replay it gives its connection
+    back, or a hundred watching scripts would use up PostgreSQL's connections."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("counts PostgreSQL backends")
+
+    def backends() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    async def scenario() -> None:
+        before = await sync_to_async(backends)()
+        opened = []
+        for _ in range(3):
+            stream = await Stream(f"/api/v1/trainings/{queued_job.pk}/events", alice_token).open()
+            await stream.until("replayed")
+            opened.append(stream)
+        await asyncio.sleep(0.5)
+        assert await sync_to_async(backends)() <= before
+        for stream in opened:
+            await stream.close()
+
+    async_to_sync(scenario)()

@@ -125,3 +125,14 @@ def test_kohya_weights_download_is_the_real_file(alice_api, alice, finished_job)
     assert body_of(ApiClient(None).get(body["kohya_weights"]["url"])) == b"fake-kohya"
     training = alice_api.get(f"/api/v1/trainings/{job.pk}").json()
     assert body_of(alice_api.get(training["output"]["kohya_weights"])) == b"fake-kohya"
+
+
+def test_a_refused_publish_saves_nothing_and_copies_no_examples(alice_api, alice, finished_job, settings):
+    job = finished_job(alice)  # its sample would become a new draft's first example
+    stored = lambda: sorted(p for p in (settings.MEDIA_ROOT / "users").rglob("*") if p.is_file())  # noqa: E731
+    before = stored()
+    refused = publish(alice_api, job, title="Zqx", license="nope")
+    assert refused.status_code == 422 and "license" in refused.json()["errors"]
+    assert not GalleryModel.objects.exists()
+    assert stored() == before, "no example images left behind in storage"
+    assert publish(alice_api, job, title="Zqx", license="mit").status_code == 201

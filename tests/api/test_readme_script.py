@@ -51,7 +51,7 @@ def test_the_readmes_api_script_runs(transactional_db, alice, tmp_path: Path):
     assert run.returncode == 0, run.stdout + run.stderr + studio.output()
     out = run.stdout
     assert "3 photos in dataset" in out
-    assert re.search(r"^progress step 12/12 loss \d", out, re.M), out  # from the live event stream
+    assert re.search(r"^step 12/12 loss \d", out, re.M), out  # from the live event stream
     assert re.search(r"^state training$", out, re.M) and re.search(r"^state succeeded$", out, re.M), out
     assert (tmp_path / "zxq_lora.safetensors").stat().st_size > 1000
     for index in (0, 1):

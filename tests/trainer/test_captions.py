@@ -54,8 +54,9 @@ def test_task_fills_captions_live_with_trigger_prefix_and_suffix(captioner, data
     live = events(dataset, "caption")
     assert [e["photo_id"] for e in live] == [p.pk for p in photos]
     assert all(e["caption"] and e["error"] == "" for e in live)
-    states = [e["state"] for e in events(dataset, "captioning")]
-    assert states == ["started", "finished"]
+    runs = events(dataset, "captioning")
+    assert [e["state"] for e in runs] == ["started", "started", "finished"]
+    assert runs[0]["message"].startswith("Loading ") and runs[1]["message"].startswith("Captioning 3 photos")
 
 
 @pytest.mark.parametrize("placement", ["suffix", "replace"])
@@ -150,9 +151,49 @@ def test_unavailable_captioner_says_so_plainly(settings, dataset, add_photo, tmp
     caption_dataset_task.call_local(dataset.pk, None, False)
     photo.refresh_from_db()
     assert photo.caption == ""
-    [event] = events(dataset, "captioning")
+    loading, event = events(dataset, "captioning")
+    assert loading["state"] == "started" and loading["message"].startswith("Loading florence2:")
     assert event["state"] == "unavailable"
     assert event["message"].startswith(f"{UNAVAILABLE_PREFIX}: ") and "template" in event["message"]
+
+
+def test_a_captioner_that_fails_to_load_ends_the_run_with_the_reason(dataset, add_photo, monkeypatch):
+    """Not only "unavailable": any error while loading ends the run, or its live worker would
+    leave it "started" for ever."""
+    from trainer import captions
+    from trainer.captions import captioning_latest
+
+    def broken(spec, prompt):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(captions, "_load_with_prompt", broken)
+    add_photo()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    run = captioning_latest(dataset)
+    assert run.failed and "could not load" in run.message and "illegal memory access" in run.message
+
+
+def test_a_worker_killed_while_loading_the_captioner_is_seen_dead(dataset, add_photo, monkeypatch):
+    from flux_studio import worker
+    from trainer import captions
+    from trainer.captions import captioning_latest
+
+    seen = []
+
+    def killed_while_loading(spec, prompt):
+        WorkerHeartbeat.objects.filter(worker_id=worker.current_worker_id()).delete()  # as if OOM-killed
+        seen.append(captioning_latest(dataset).failed)
+        raise SystemExit  # the process is gone: nothing after this runs
+
+    monkeypatch.setattr(captions, "_load_with_prompt", killed_while_loading)
+    add_photo()
+    worker.register("gpu", "cpu")
+    try:
+        with pytest.raises(SystemExit):
+            caption_dataset_task.call_local(dataset.pk, None, False)
+    finally:
+        worker.unregister()
+    assert seen == [True] and "stopped without finishing" in captioning_latest(dataset).message
 
 
 def test_nothing_to_caption_when_all_were_written_by_the_person(settings, dataset, add_photo):
