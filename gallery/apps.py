@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 
 
 class GalleryConfig(AppConfig):
@@ -10,3 +13,12 @@ class GalleryConfig(AppConfig):
         from gallery.models import Generation
 
         register_topic("generation", owner_authorizer(Generation))
+        connection_created.connect(_add_sqlite_functions)
+
+
+def _add_sqlite_functions(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """The gallery search's lower-casing of every letter (`selectors.UnicodeLower`), on each SQLite connection."""
+    if connection.vendor == "sqlite":
+        from gallery.selectors import SQLITE_LOWER, sqlite_lower
+
+        connection.connection.create_function(SQLITE_LOWER, 1, sqlite_lower, deterministic=True)

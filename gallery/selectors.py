@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import reduce
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import BooleanField, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sum, TextField, Value
+from django.db.models import BooleanField, Count, Exists, Func, OuterRef, Prefetch, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -140,6 +143,32 @@ def _training_left_s(job: TrainingJob) -> float:
 
 
 # -- gallery ---------------------------------------------------------------------------------
+# What a search word is looked for in (tags as their JSON text).
+SEARCHED = ("title", "trigger_word", "description", "tags_text", "owner__username")
+
+
+class UnicodeLower(Func):
+    """LOWER, for every letter: SQLite's own LOWER (and LIKE) fold ASCII letters only, so there it is
+    Python's `str.lower`, registered on each connection (gallery.apps)."""
+
+    function = "LOWER"
+    output_field = TextField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        return super().as_sql(compiler, connection, function=SQLITE_LOWER, **extra)
+
+
+SQLITE_LOWER = "flux_lower"
+
+
+def sqlite_lower(text: str | None) -> str | None:
+    return text.lower() if isinstance(text, str) else text
+
+
+def _folded(name: str) -> str:
+    return "folded_" + name.replace("__", "_")
+
+
 # Every sort ends in the id: rows that tie (same count) keep one order, so offset pages never
 # repeat or skip a model.
 SORTS = {"newest": ("-published_at", "-pk"), "used": ("-use_count", "-published_at", "-pk"),
@@ -157,9 +186,11 @@ def browse_models(*, q: str = "", base: str = "", tag: str = "", sort: str = "ne
     q, base, tag = (text.replace("\x00", "") for text in (q, base, tag))
     # Tags are a JSON list; its text form ('["film", "portrait"]') is searchable on SQLite and PostgreSQL.
     qs = GalleryModel.objects.filter(published=True).annotate(tags_text=Cast("tags", TextField()))
+    if q.split():  # each text lower-cased in the database, so that "café" finds "Café" on SQLite too
+        qs = qs.annotate(**{_folded(name): UnicodeLower(name) for name in SEARCHED})
     for word in q.split()[:8]:
-        qs = qs.filter(Q(title__icontains=word) | Q(trigger_word__icontains=word) | Q(description__icontains=word)
-                       | Q(tags_text__icontains=word) | Q(owner__username__icontains=word))
+        word = word.lower()
+        qs = qs.filter(reduce(operator.or_, (Q(**{f"{_folded(name)}__contains": word}) for name in SEARCHED)))
     if base:
         qs = qs.filter(base_model=base)
     if tag:

@@ -31,10 +31,17 @@ def browse(request: HttpRequest) -> HttpResponse:
     models = selectors.browse_models(q=q, base=base, tag=tag, sort=sort or "newest")
     page = Paginator(models, PAGE_SIZE).get_page(request.GET.get("page"))
     keep = urlencode({k: v for k, v in (("q", q), ("base", base), ("tag", tag), ("sort", sort)) if v})
+    # A filter in force is always an option, selected: a model page's tag link can name a tag
+    # outside the popular ones, and a select showing "All" would hide the filter and drop it on Apply.
+    bases, tags = selectors.browse_bases(), selectors.popular_tags()
     return render(request, "gallery/browse.html", {
         "page": page, "q": q, "base": base, "tag": tag, "sort": sort or "newest", "keep": keep,
-        "bases": selectors.browse_bases(), "tags": selectors.popular_tags(), "area": "gallery",
+        "bases": _with_current(bases, base), "tags": _with_current(tags, tag), "area": "gallery",
     })
+
+
+def _with_current(options: list[str], current: str) -> list[str]:
+    return options if not current or current in options else [current, *options]
 
 
 def _visible_or_404(request: HttpRequest, pk: int) -> GalleryModel:

@@ -27,10 +27,17 @@ from gallery.generation_run import image_payload
 from gallery.models import Generation, GenerationState
 
 
-def _initial_from_generation(g: Generation) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+def _initial_from_generation(request: HttpRequest, g: Generation) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """The form as `g` was asked for, less any LoRA that can no longer be used (deleted, unpublished
+    or failed since): the person is told, rather than finding the LoRA row quietly empty."""
     initial = {"prompt": g.prompt, "base_model": g.base_model, "seed_mode": "fixed", "seed": g.seed, "steps": g.steps,
                "guidance": g.guidance, "size": f"{g.width}x{g.height}", "num_images": g.num_images}
-    return initial, [(f"{row['kind']}:{row['id']}", row["scale"]) for row in g.loras]
+    gone = [row for row in g.loras if selectors.usable_lora(request.user, row["kind"], row["id"]) is None]
+    if gone:
+        names = ", ".join(str(row.get("label") or f"{row['kind']} {row['id']}") for row in gone)
+        messages.warning(request, f"Left out, as it can no longer be used (deleted or unpublished): {names}. "
+                                  "The other settings are as they were.")
+    return initial, [(f"{row['kind']}:{row['id']}", row["scale"]) for row in g.loras if row not in gone]
 
 
 def _initial(request: HttpRequest) -> tuple[dict[str, Any], list[tuple[str, float]]]:
@@ -41,15 +48,8 @@ def _initial(request: HttpRequest) -> tuple[dict[str, Any], list[tuple[str, floa
     if q.get("from", "").isdigit():
         g = selectors.generation_of(request.user, int(q["from"]))
         if g is not None:
-            initial, refs = _initial_from_generation(g)
+            initial, refs = _initial_from_generation(request, g)
             base, prompt = g.base_model, g.prompt
-            gone = [row for row in g.loras if selectors.usable_lora(request.user, row["kind"], row["id"]) is None]
-            if gone:  # deleted, unpublished or failed since: say so rather than drop it quietly
-                names = ", ".join(str(row.get("label") or f"{row['kind']} {row['id']}") for row in gone)
-                messages.warning(request, f"Left out, as it can no longer be used (deleted or unpublished): {names}. "
-                                          "The other settings are as they were.")
-                refs = [(ref, scale) for ref, scale in refs
-                        if ref not in {f"{row['kind']}:{row['id']}" for row in gone}]
     for kind in ("training", "model"):
         if q.get(kind, "").isdigit() and not refs:
             found = selectors.usable_lora(request.user, "training" if kind == "training" else "gallery", int(q[kind]))
@@ -79,7 +79,9 @@ def _page(request: HttpRequest, form: GenerationForm, refs: list[tuple[str, floa
     rows = [{"ref": ref, "scale": scale} for ref, scale in refs] or [{"ref": "", "scale": 1.0}]
     context = {
         "form": form, "bases": bases, "lora_options": options, "lora_rows": rows, "area": "generate",
-        "generation": generation, "recent": selectors.generations_of(request.user)[:6],
+        # The others: on a generation's own page, a list holding only itself would be an empty heading.
+        "generation": generation, "recent": selectors.generations_of(request.user).exclude(
+            pk=generation.pk if generation else None)[:6],
     }
     if generation is not None:
         context["images"] = [image_payload(i) for i in generation.images.all()]
@@ -115,7 +117,7 @@ def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     generation = selectors.generation_of(request.user, pk)
     if generation is None:
         raise Http404("no such generation")
-    values, refs = _initial_from_generation(generation)
+    values, refs = _initial_from_generation(request, generation)
     return _page(request, GenerationForm(initial=values), refs, generation=generation)
 
 

@@ -31,9 +31,20 @@
     }
     document.getElementById("guidance-field").hidden = !info.uses_guidance;
     document.getElementById("base-hint").textContent = info.uses_guidance ? "" : `${base} has no guidance embedding: guidance is ignored.`;
-    for (const opt of form.querySelectorAll(".lora-select option[data-base]")) {
-      opt.disabled = opt.dataset.base !== base;  // a LoRA only fits the base it was trained on
+    // A LoRA only fits the base it was trained on. One already chosen for another base is taken
+    // out, and the page says so: a disabled option stays on show but is never sent, so the
+    // images would come without it while the row still named it.
+    const left = [];
+    for (const select of rows.querySelectorAll(".lora-select")) {
+      for (const opt of select.querySelectorAll("option[data-base]")) opt.disabled = opt.dataset.base !== base;
+      const chosen = select.selectedOptions[0];
+      if (chosen && chosen.disabled) {
+        left.push(`${chosen.dataset.label}, trained on ${chosen.dataset.base}`);
+        select.value = "";
+      }
     }
+    document.getElementById("lora-note").textContent =
+      left.length ? `Left out, as it does not fit ${base}: ${left.join("; ")}.` : "";
   }
 
   function triggerHints() {
@@ -61,6 +72,7 @@
 
   rows.addEventListener("change", (e) => {
     if (e.target.classList.contains("lora-select")) {
+      document.getElementById("lora-note").textContent = "";
       const opt = e.target.selectedOptions[0];
       if (opt && opt.dataset.base && opt.dataset.base !== baseSelect.value) {
         baseSelect.value = opt.dataset.base;

@@ -4,13 +4,12 @@ a refused publish keeps what was typed; a logged-out like goes to log in; labels
 from __future__ import annotations
 
 import pytest
-from django.core.files.base import ContentFile
 
 from gallery.models import Generation
 from tests.browser.conftest import screenshot, sign_up
-from tests.browser.test_generate import finished_training, studio_without_worker  # noqa: F401  (a fixture)
-from tests.conftest import make_image_bytes
-from trainer.models import TrainingSample
+from tests.browser.test_generate import (  # noqa: F401  (studio_without_worker: a fixture)
+    add_sample, finished_training, signed_in_page, studio_without_worker,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -18,8 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_publish_browse_like_and_try(page, chromium, studio, tmp_path):
     sign_up(page, "hana")
     job = finished_training("hana", tmp_path)
-    sample = TrainingSample(job=job, step=4, prompt="a photo of zqx")
-    sample.image.save("s.png", ContentFile(make_image_bytes(64, 64)), save=True)
+    add_sample(job)
 
     page.goto(f"/gallery/publish/{job.pk}/")
     page.fill("#title", "Zqx circles")
@@ -51,13 +49,10 @@ def test_publish_browse_like_and_try(page, chromium, studio, tmp_path):
 
 def test_a_refused_publish_keeps_the_form_and_every_control_is_labelled(chromium, studio_without_worker, tmp_path):
     """The QA walk-through: nine tags and Apache 2.0, Publish; then a logged-out like, the labels, delete."""
-    context = chromium.new_context(base_url=studio_without_worker.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    sign_up(page, "quinn")
+    page = signed_in_page(chromium, studio_without_worker, "quinn")
+    context = page.context
     job = finished_training("quinn", tmp_path)
-    sample = TrainingSample(job=job, step=4, prompt="a photo of zqx")
-    sample.image.save("s.png", ContentFile(make_image_bytes(64, 64)), save=True)
+    add_sample(job)
 
     page.goto(f"/gallery/publish/{job.pk}/")
     assert page.get_by_label("Base model").input_value() == "tiny"

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from tests.browser.conftest import LiveStudio, screenshot, sign_up
 from tests.gallery.conftest import make_lora
-from trainer.models import JobState, TrainingJob
+from tests.conftest import make_image_bytes
+from trainer.models import JobState, TrainingJob, TrainingSample
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,6 +27,22 @@ def finished_training(username: str, tmp_path) -> TrainingJob:
     )
     job.lora_file.save("lora.safetensors", ContentFile(path.read_bytes()), save=True)
     return job
+
+
+def signed_in_page(chromium, live: LiveStudio, username: str, viewport: dict | None = None):
+    """A page in a new browser context of `live`, signed up as `username` (1280×900 unless told)."""
+    context = chromium.new_context(base_url=live.url, viewport=viewport or {"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    sign_up(page, username)
+    return page
+
+
+def add_sample(job: TrainingJob) -> TrainingSample:
+    """A training sample image, which publishing makes the model's first example."""
+    sample = TrainingSample(job=job, step=4, prompt="a photo of zqx")
+    sample.image.save("s.png", ContentFile(make_image_bytes(64, 64)), save=True)
+    return sample
 
 
 def generate_and_wait(page) -> tuple[str, bytes]:
@@ -75,10 +92,7 @@ def studio_without_worker(transactional_db, tmp_path):
 
 
 def test_waiting_behind_a_training_says_so_and_stays_live(chromium, studio_without_worker, django_user_model):
-    context = chromium.new_context(base_url=studio_without_worker.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    sign_up(page, "wendy")
+    page = signed_in_page(chromium, studio_without_worker, "wendy")
     other = django_user_model.objects.create_user("trainer-user", password="x" * 12)
     running = TrainingJob.objects.create(owner=other, name="long run", state=JobState.TRAINING, base_model="tiny",
                                          trigger_word="zqx", config={"seed": 1}, total_steps=500, step=100, it_per_s=2.0, eta_seconds=50.0,
@@ -105,4 +119,4 @@ def test_waiting_behind_a_training_says_so_and_stays_live(chromium, studio_witho
     page.click("#cancel-form button")
     page.wait_for_function("document.getElementById('result').dataset.state === 'canceled'")
     assert queue.is_hidden()
-    context.close()
+    page.context.close()

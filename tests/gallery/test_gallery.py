@@ -208,3 +208,28 @@ def test_training_summary_reads_like_the_launch_form():
     several = TrainingJob(base_model="tiny", total_steps=60, config={"resolution": [512, 768, 1024], "lora_rank": 16})
     assert training_summary(several)["resolution"] == "512, 768, 1024"
     assert training_summary(TrainingJob(base_model="tiny", config={"resolution": 64}))["resolution"] == "64"
+
+
+def test_a_tag_outside_the_popular_ones_shows_as_the_filter_in_force(alice, make_job, monkeypatch):
+    """A model page's tag link can name a tag the Tag menu does not list (only the 20 most used are):
+    the menu shows that tag selected, not "All", so the filter is visible and Apply keeps it."""
+    rare = published(alice, make_job(alice, trigger="ohwx"), title="Rare one", tags=["rare"])
+    published(alice, make_job(alice, trigger="sks"), title="Common one", tags=["common"])
+    monkeypatch.setattr("gallery.selectors.popular_tags", lambda limit=20: ["common"])
+    html = Client().get(reverse("gallery:browse"), {"tag": "rare", "base": "flux-schnell"}).content.decode()
+    assert "<option selected>rare</option>" in html
+    assert "<option selected>flux-schnell</option>" in html
+    html = Client().get(reverse("gallery:browse"), {"tag": "rare"}).content.decode()
+    assert f'data-model="{rare.pk}"' in html and "<option selected>rare</option>" in html
+    assert html.count("<option selected>") == 1  # the tag alone: no base is in force
+
+
+def test_search_ignores_the_case_of_every_letter_not_only_ascii(alice, django_user_model, make_job):
+    """SQLite's LIKE folds A-Z only: "café" must still find "Café", and a name in another script."""
+    zoe = django_user_model.objects.create_user("Zoë", password="a long test password 1")
+    model = published(zoe, make_job(zoe, trigger="ohwx"), title="Café Ölgemälde", description="ΝΥΧΤΑ σε πόλη")
+    for q in ("café", "ÖLGEMÄLDE", "νυχτα", "zoË", "CAFÉ ohwx"):
+        html = Client().get(reverse("gallery:browse"), {"q": q}).content.decode()
+        assert f'data-model="{model.pk}"' in html, q
+    html = Client().get(reverse("gallery:browse"), {"q": "café nothing-like-it"}).content.decode()
+    assert f'data-model="{model.pk}"' not in html  # every word must match

@@ -232,3 +232,22 @@ def test_size_choices_offer_each_size_once():
     assert len({value for _, value in small}) == len(small)  # 4:3, 3:2 and 16:9 all round to 80x48 at 64 px
     assert ("4:3", "80x48") in small and not any(aspect in ("3:2", "16:9") for aspect, _ in small)
     assert [c.aspect for c in size_choices(1024)] == ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16"]
+
+
+def test_a_generation_page_says_which_lora_its_form_leaves_out(alice_client, alice, bob, make_job):
+    """The page of a past generation fills the form to run it again: a LoRA unpublished since is
+    named as left out (as "use these settings again" does), never a row quietly showing "none"."""
+    gone = make_job(bob, which="two")
+    model = GalleryModel.objects.create(owner=bob, training=gone, title="Bob's ink", trigger_word="zqx",
+                                        base_model="tiny", published=False)
+    older = Generation.objects.create(owner=alice, prompt="an older one", base_model="tiny", seed=5, steps=3,
+                                      guidance=2.0, width=64, height=64)
+    g = Generation.objects.create(owner=alice, prompt="a photo of zqx", base_model="tiny", seed=5, steps=3, guidance=2.0,
+                                  width=64, height=64, state=GenerationState.SUCCEEDED,
+                                  loras=[{"kind": "gallery", "id": model.pk, "scale": 1.0, "label": "Bob's ink"}])
+    page = alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+    assert "Left out, as it can no longer be used (deleted or unpublished): Bob&#x27;s ink." in page
+    # The recent list holds the others only: a page of a first generation shows no empty "Recent".
+    assert "an older one" in page and f'href="{reverse("gallery:generation_detail", args=[g.pk])}"' not in page
+    older.delete()
+    assert "<h2>Recent</h2>" not in alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
