@@ -4,16 +4,18 @@
   if (!root) return;
   const jobId = root.dataset.job;
   const $ = (id) => document.getElementById(id);
-  const FINAL = ["succeeded", "failed", "canceled"];
+  const FINAL = ["succeeded", "failed", "canceled"], RUNNING = ["starting", "training"];
   const steps = [], raw = [], smooth = [];
-  let ema = null, chart = null, startedAt = root.dataset.started ? new Date(root.dataset.started) : null;
-  let finishedAt = root.dataset.finished ? new Date(root.dataset.finished) : null;
+  let ema = null, chart = null;
+  const serverStart = root.dataset.started ? new Date(root.dataset.started) : null;
+  const serverFinish = root.dataset.finished ? new Date(root.dataset.finished) : null;
   // Start, finish and event times are the server's clock; this computer's may be off by seconds
   // (a clock one second ahead counted 9 s, then showed 8 s when the run ended). So elapsed time
   // is counted on the server's clock: its offset from ours is at least what the page's render
   // time and each event's stamp say (both were taken before we saw them), so take the largest.
   let serverAhead = root.dataset.now ? new Date(root.dataset.now) - Date.now() : 0;
-  const baseTitle = document.title.split(" · ")[0];
+  // The tab title is "<training name> · <state>", and a name may hold " · " itself ("pets · zxq").
+  const baseTitle = document.title.slice(0, document.title.lastIndexOf(" · ")) || document.title;
 
   function fmtSeconds(s) {
     if (s == null || !isFinite(s)) return "–";
@@ -24,13 +26,16 @@
 
   function makeChart() {
     const el = $("loss-chart");
+    // the card's inner width: clientWidth counts its padding, and a chart that wide overflows the
+    // card (and a phone's screen)
+    const width = () => { const css = getComputedStyle(el); return el.clientWidth - parseFloat(css.paddingLeft) - parseFloat(css.paddingRight); };
     chart = new uPlot({
-      width: el.clientWidth || 600, height: 220,
+      width: width() || 600, height: 220,
       scales: { x: { time: false } },
       series: [{ label: "step" }, { label: "loss", stroke: "#c9c2fb", width: 1 }, { label: "smoothed", stroke: "#5b3df5", width: 2 }],
       axes: [{ label: "step" }, {}],
     }, [steps, raw, smooth], el);
-    window.addEventListener("resize", () => chart.setSize({ width: el.clientWidth, height: 220 }));
+    window.addEventListener("resize", () => chart.setSize({ width: width(), height: 220 }));
   }
 
   function addLosses(pairs) {
@@ -50,37 +55,62 @@
   }
 
   // Events replayed on (re)connect describe the past: a resumed job's history holds its old
-  // "canceled" or "failed" state. Side effects that answer a change (reload, notification) run
-  // only for events that arrive after the replay, so an old final state never reloads the page.
-  let live = false;
+  // "canceled" or "failed" state. While the page's first replay runs it keeps what the server drew
+  // and only gathers the history (chart, samples, log, run times); the latest state and progress
+  // show once the replay ends, so a reload does not flip through every old state and step. Side
+  // effects that answer a change (reload, notification) run only for events after the replay.
+  let live = false, pendingState = null, pendingProgress = null;
 
-  function setState(data, ev) {
-    const at = ev && ev.ts ? new Date(ev.ts) : new Date();
+  // Elapsed is the time the job has run: each run goes from its start (starting or training) to its
+  // end (a final state, or queued again: resumed, or its worker died), so the hours it sat canceled
+  // or waited in the queue do not count. The server's start and finish stand in until the replay
+  // has told the runs.
+  let ranBefore = 0, runFrom = null, runs = 0;
+
+  function countRun(state, at) {
+    const running = RUNNING.includes(state);
+    if (running && runFrom == null) {
+      // The first run began when the server's row says (its state event comes a moment later).
+      runFrom = !runs && serverStart && serverStart < at ? serverStart : at;
+      runs += 1;
+    } else if (!running && runFrom != null) {
+      ranBefore += Math.max(0, at - runFrom);
+      runFrom = null;
+    }
+  }
+
+  function onState(data, ev) {
+    countRun(data.state, ev && ev.ts ? new Date(ev.ts) : new Date(Date.now() + serverAhead));
+    if (data.message) appendLog(data.message);
+    if (!live) { pendingState = data; return; }
+    showState(data);
+    if (!FINAL.includes(data.state)) return;
+    notify(data.state === "succeeded" ? `Training finished: ${baseTitle}` : `Training ${data.state}: ${baseTitle}`);
+    // The resume button (its step, or "Run again") is drawn by the server; fetch it once the job
+    // has just stopped.
+    if (data.state !== "succeeded") setTimeout(() => location.reload(), 800);
+  }
+
+  function showState(data) {
     const badge = $("job-state");
     badge.textContent = data.state.charAt(0).toUpperCase() + data.state.slice(1);
     badge.className = "badge " + data.state;
     badge.dataset.state = data.state;
     root.dataset.state = data.state;
     $("queue-note").hidden = data.state !== "queued";
-    if ((data.state === "starting" || data.state === "training") && !startedAt) startedAt = at;  // as the server's started_at
     if (data.state !== "training") { $("speed").textContent = "–"; $("eta").textContent = "–"; }  // no run, no speed
     showElapsed();  // at once, not a second later
     $("error").hidden = !data.error;
     if (data.error) $("error").textContent = data.error + (data.error_hint ? " — " + data.error_hint : "");
-    if (data.message) appendLog(data.message);
     document.title = `${baseTitle} · ${badge.textContent}`;
     const final = FINAL.includes(data.state);
-    const cancel = $("cancel-form"); if (cancel) cancel.hidden = final;
+    // Drawn for every job (hidden when it is not running): a job resumed elsewhere (another tab,
+    // the API) can be canceled here too. A stop asked for earlier is over once the job has ended.
+    $("cancel-form").hidden = final;
+    if (final) { $("cancel").disabled = false; $("cancel").textContent = "Cancel"; $("cancel-note").hidden = true; }
     const resume = $("resume-form"); if (resume) resume.hidden = !final;
     $("delete-form").hidden = !final;
-    if (!final) { finishedAt = null; return; }
-    finishedAt = at;
     if (data.state === "succeeded") $("finished").hidden = false;
-    if (!live) return;
-    notify(data.state === "succeeded" ? `Training finished: ${baseTitle}` : `Training ${data.state}: ${baseTitle}`);
-    // The resume button (its step, or "Run again") is drawn by the server; fetch it once the job
-    // has just stopped.
-    if (data.state !== "succeeded") setTimeout(() => location.reload(), 800);
   }
 
   function notify(text) {
@@ -112,7 +142,12 @@
     $("queue-position").textContent = data.position ? ` — position ${data.position} in the queue${running}` : "";
   }
 
-  function progress(data) {
+  function onProgress(data) {
+    addLosses(data.losses || [[data.step, data.loss]]);
+    if (live) showProgress(data); else pendingProgress = data;
+  }
+
+  function showProgress(data) {
     $("progress").max = data.total; $("progress").value = data.step;
     $("step").textContent = data.step; $("total").textContent = data.total;
     $("loss").textContent = data.loss.toFixed(4);
@@ -121,14 +156,16 @@
       $("speed").textContent = data.it_per_s.toFixed(2);
       $("eta").textContent = fmtSeconds(data.eta_s);
     }
-    addLosses(data.losses || [[data.step, data.loss]]);
   }
 
   function showElapsed() {
-    if (!startedAt) return;
-    const end = finishedAt || Date.now() + serverAhead;
-    $("elapsed").textContent = fmtSeconds(Math.max(0, Math.floor((end - startedAt) / 1000)));  // whole seconds passed
+    let ran;
+    if (live && runs) ran = ranBefore + (runFrom ? Date.now() + serverAhead - runFrom : 0);
+    else if (serverStart) ran = (serverFinish || Date.now() + serverAhead) - serverStart;
+    else return;
+    $("elapsed").textContent = fmtSeconds(Math.max(0, Math.floor(ran / 1000)));  // whole seconds passed
   }
+  showElapsed();  // the server's figure, until the replay has told the runs
   setInterval(showElapsed, 1000);
 
   if (window.uPlot) makeChart();
@@ -136,13 +173,19 @@
     document.addEventListener("click", () => Notification.requestPermission(), { once: true });
   }
   FluxLive.watch("training", jobId, {
-    state: setState,
-    progress: progress,
+    state: onState,
+    progress: onProgress,
     sample: addSample,
     queue: queuePosition,
     log: (d) => appendLog(d.line),
     checkpoint: (d) => appendLog(`checkpoint saved at step ${d.step}`),
-    replayed: () => { live = true; },
+    replayed: () => {
+      if (live) return;  // a reconnect's replay: its events showed as they came
+      live = true;
+      if (pendingState) showState(pendingState);
+      if (pendingProgress) showProgress(pendingProgress);
+      showElapsed();
+    },
     "*": (ev) => { if (ev.ts) serverAhead = Math.max(serverAhead, new Date(ev.ts) - Date.now()); },
   }, { onStatus: (s) => { $("conn").textContent = s === "live" ? "● live" : s; } });
 })();
