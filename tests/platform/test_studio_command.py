@@ -16,6 +16,20 @@ from tests.conftest import ROOT, free_port, wait_for
 pytestmark = pytest.mark.slow
 
 
+def children(pid: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def gpu_worker(pid: int) -> int | None:
+    for child in children(pid):
+        try:
+            if b"--queue\x00gpu" in open(f"/proc/{child}/cmdline", "rb").read():
+                return child
+        except OSError:
+            pass
+    return None
+
+
 def test_studio_serves_http_with_live_workers_and_stops_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "S3_BUCKET")}
     env.update(DATA_DIR=str(tmp_path), WORKER_HEARTBEAT_SECONDS="1", PYTHONUNBUFFERED="1")
@@ -35,11 +49,21 @@ def test_studio_serves_http_with_live_workers_and_stops_on_ctrl_c(tmp_path):
     try:
         report = wait_for(healthy, timeout=120, message=(tmp_path / "studio.log").read_text(errors="replace"))
         assert report["ok"] and {w["queue"] for w in report["worker"]["workers"]} == {"gpu", "light"}
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(studio.pid)], capture_output=True, text=True).stdout.split()]
-        assert len(children) == 3  # daphne, gpu worker, light worker
+        assert len(children(studio.pid)) == 3  # daphne, gpu worker, light worker
+
+        # A worker killed (as by the out-of-memory killer) is started again; the studio stays up.
+        killed = gpu_worker(studio.pid)
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: gpu_worker(studio.pid) not in (None, killed), timeout=30,
+                 message=(tmp_path / "studio.log").read_text(errors="replace"))
+        assert studio.poll() is None
+        wait_for(lambda: (r := healthy()) and r["ok"], timeout=120, message="the new gpu worker never beat")
+        assert "gpu-worker exited with code -9; starting it again" in (tmp_path / "studio.log").read_text()
+
+        pids = children(studio.pid)
         studio.send_signal(signal.SIGINT)
         assert studio.wait(60) == 0
-        for pid in children:
+        for pid in pids:
             wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
                      timeout=10, message=f"child {pid} still running after Ctrl-C")
     finally:

@@ -3,7 +3,9 @@
     python manage.py studio --host 127.0.0.1 --port 8000
 
 Each part runs as its own process (the web server never imports torch; the GPU worker does).
-Ctrl-C or SIGTERM stops them all; if one dies, the others are stopped too and the command
+Ctrl-C or SIGTERM stops them all. A worker that dies (killed, out of memory) is started again,
+and the new one resumes the training it was running from its checkpoint; one that keeps dying
+(MAX_RESTARTS within RESTART_WINDOW_S), or the web server dying, stops the rest and the command
 exits with an error, so a supervisor can restart the set.
 """
 
@@ -13,8 +15,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 120.0
 
 
 class Command(BaseCommand):
@@ -43,10 +49,21 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         failed = ""
+        restarts: dict[str, deque[float]] = {name: deque(maxlen=MAX_RESTARTS) for name in procs}
         while not stopping["signal"] and not failed:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    failed = f"{name} exited with code {proc.returncode}"
+            for name, proc in list(procs.items()):
+                if proc.poll() is None:
+                    continue
+                exited, recent = f"{name} exited with code {proc.returncode}", restarts[name]
+                if name == "web":
+                    failed = exited
+                    break
+                if len(recent) == MAX_RESTARTS and time.monotonic() - recent[0] < RESTART_WINDOW_S:
+                    failed = f"{exited}, its {MAX_RESTARTS + 1}th exit within {RESTART_WINDOW_S:.0f} s"
+                    break
+                self.stderr.write(f"{exited}; starting it again (a training it ran resumes from its checkpoint)")
+                recent.append(time.monotonic())
+                procs[name] = subprocess.Popen(commands[name], start_new_session=True)
             time.sleep(0.3)
         self._stop_all(procs)
         if failed:
