@@ -289,8 +289,11 @@ def job_delete(*, job: TrainingJob) -> None:
                                   "it; unpublish it first")
         waiting = list(job.continuations.exclude(state=JobState.SUCCEEDED).values_list("pk", flat=True))
         if waiting:
-            raise ValidationError(f"training(s) {', '.join(map(str, waiting))} continue from this one's weights and "
-                                  "have not succeeded yet; delete or finish them first")
+            if len(waiting) == 1:
+                raise ValidationError(f"training #{waiting[0]} continues from this one's weights and has not "
+                                      "finished: delete it or let it finish first")
+            raise ValidationError(f"trainings {', '.join(f'#{pk}' for pk in waiting)} continue from this one's "
+                                  "weights and have not finished: delete them or let them finish first")
         files = [getattr(job, name) for name in ("lora_file", "kohya_file", "config_file")]
         files += [sample.image for sample in job.samples.all()]
         if model is not None:

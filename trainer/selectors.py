@@ -140,8 +140,18 @@ def snapshot_files(snapshot: list[dict[str, object]]) -> list[tuple[str, str, st
 
 
 def download_stem(job: TrainingJob) -> str:
-    """The start of a training's download names: its trigger word, safe in a file name."""
-    return "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+    """The start of a training's download names: its trigger word, safe in a file name, and its
+    number, so two trainings of one dataset do not download over each other ("zxq_12")."""
+    word = "".join(ch if ch.isalnum() else "_" for ch in job.trigger_word.lower()) or "lora"
+    return f"{word}_{job.pk}"
+
+
+# A training's files as downloaded, by field: the page's and the API's names are the same.
+DOWNLOAD_ENDINGS = {"lora_file": "lora.safetensors", "kohya_file": "lora_kohya.safetensors", "config_file": "config.yaml"}
+
+
+def download_name(job: TrainingJob, field: str) -> str:
+    return f"{download_stem(job)}_{DOWNLOAD_ENDINGS[field]}"
 
 
 def training_data_response(job: TrainingJob) -> FileResponse:

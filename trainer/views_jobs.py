@@ -16,7 +16,7 @@ from trainer.models import Dataset, TrainingJob
 from trainer.forms import WholeSettingsForm
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_summary, resolution_text
 
-DOWNLOADS = {"lora": ("lora_file", "lora.safetensors"), "kohya": ("kohya_file", "lora_kohya.safetensors"), "config": ("config_file", "config.yaml")}
+DOWNLOADS = {"lora": "lora_file", "kohya": "kohya_file", "config": "config_file"}  # the page's kinds: file fields
 
 
 def _own_job(request: HttpRequest, pk: int) -> TrainingJob:
@@ -87,7 +87,6 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "trainer/job_detail.html", {
         "job": job, "samples": job.samples.all(), "queue_position": queue_position, "area": "training",
         "resolutions": resolution_text(job.config.get("resolution") or []),
-        "downloads": [(kind, name) for kind, (field, name) in DOWNLOADS.items() if getattr(job, field)],
     })
 
 
@@ -155,8 +154,7 @@ def job_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
         return selectors.training_data_response(job)
     if kind not in DOWNLOADS:
         raise Http404("unknown download")
-    field, name = DOWNLOADS[kind]
-    file = getattr(job, field)
+    file = getattr(job, DOWNLOADS[kind])
     if not file:
         raise Http404("this job has no such file yet")
-    return serve_file(file, download_name=f"{selectors.download_stem(job)}_{name}")
+    return serve_file(file, download_name=selectors.download_name(job, DOWNLOADS[kind]))

@@ -271,8 +271,7 @@ def training_download(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     if field is None or not getattr(job, field):
         kinds = ", ".join([*TRAINING_DOWNLOADS, TRAINING_DATA])
         raise ApiError(404, f"this training has no {kind!r} file" + ("" if field else f"; one of {kinds}"))
-    suffix = "config.yaml" if kind == "config" else f"{kind}.safetensors"
-    return serve_file(getattr(job, field), download_name=f"{selectors.download_stem(job)}_{suffix}", request=request)
+    return serve_file(getattr(job, field), download_name=selectors.download_name(job, field), request=request)
 
 
 @api_view(("GET",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from tests.api.conftest import all_pages
 from trainer.models import CaptionSource, JobState, TrainingJob
@@ -126,6 +127,17 @@ def test_outputs_are_owner_only_download_urls(alice_api, bob_api, alice, finishe
     assert alice_api.get(body["samples"][0]["url"]).status_code == 200
     assert bob_api.get(body["samples"][0]["url"]).status_code == 404
     assert alice_api.get(f"/api/v1/trainings/{job.pk}/files/nope").status_code == 404
+
+
+def test_two_trainings_of_one_trigger_word_download_under_different_names(alice_api, alice_client, alice, finished_job):
+    first, second = finished_job(alice, trigger="zqx"), finished_job(alice, trigger="zqx")
+    names = set()
+    for job in (first, second):
+        api = alice_api.get(f"/api/v1/trainings/{job.pk}/files/weights")["Content-Disposition"]
+        page = alice_client.get(reverse("trainer:job_download", args=[job.pk, "lora"]))["Content-Disposition"]
+        assert f'"zqx_{job.pk}_lora.safetensors"' in api and api == page
+        names.add(api)
+    assert len(names) == 2
 
 
 def test_list_pages_through_everything(alice_api, alice, finished_job):

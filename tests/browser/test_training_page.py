@@ -52,7 +52,8 @@ def test_launch_watch_and_download(page, alice, make_dataset, tmp_path):
         page.click("#download-lora")
     path = tmp_path / "lora.safetensors"
     download_info.value.save_as(path)
-    assert download_info.value.suggested_filename == "zxq_lora.safetensors"
+    job_pk = page.url.rstrip("/").rsplit("/", 1)[-1]
+    assert download_info.value.suggested_filename == f"zxq_{job_pk}_lora.safetensors"
     assert any(".lora_A." in key for key in load_file(path))
 
     # A reload (or a second tab) replays the whole history: the chart and samples come back.
