@@ -7,6 +7,7 @@ and a worker (or two workers) never both move the same job.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -210,6 +211,7 @@ def job_cancel(*, job: TrainingJob) -> bool:
         state=JobState.CANCELED, cancel_requested=True, finished_at=timezone.now()
     )
     if updated:
+        _close_requeued_run(job.pk)
         job.refresh_from_db()
         publish_state(job, "Canceled before it started.")
         transaction.on_commit(job_queue.publish_queue_positions)
@@ -230,8 +232,11 @@ def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJ
     if memory_mode is not None and memory_mode not in MEMORY_MODES:
         raise ValidationError({"memory_mode": f"{memory_mode!r} is not one of {', '.join(MEMORY_MODES)}"})
     with transaction.atomic():
+        job.refresh_from_db(fields=["finished_at", "run_started_at"])
         updated = TrainingJob.objects.filter(pk=job.pk, state__in=(JobState.CANCELED, JobState.FAILED)).update(
-            state=JobState.QUEUED, cancel_requested=False, error="", error_hint="", finished_at=None, attempts=0
+            state=JobState.QUEUED, cancel_requested=False, error="", error_hint="", finished_at=None, attempts=0,
+            # the run that ended at finished_at joins the job's run time; the wait from here does not
+            ran_seconds=F("ran_seconds") + _run_seconds(job.run_started_at, job.finished_at), run_started_at=None,
         )
         if not updated:
             raise ValidationError("only a canceled or failed job can be resumed")
@@ -340,14 +345,33 @@ def job_claim(job_id: int, worker_id: str) -> TrainingJob | None:
         if TrainingJob.objects.filter(pk=job_id, state=JobState.QUEUED, cancel_requested=True).update(
             state=JobState.CANCELED, finished_at=timezone.now()
         ):
+            _close_requeued_run(job_id)
             publish_state(TrainingJob.objects.get(pk=job_id), "Canceled before it started.")
         return None
     job = TrainingJob.objects.get(pk=job_id)
-    if job.started_at is None:
-        TrainingJob.objects.filter(pk=job_id).update(started_at=timezone.now())
-        job.started_at = timezone.now()
+    # A run starts. One that a worker's shutdown or death sent back to the queue ended when it
+    # rejoined the queue (enqueued_at); a resume closed its run already. started_at stays the first.
+    job.ran_seconds += _run_seconds(job.run_started_at, job.enqueued_at)
+    job.run_started_at = timezone.now()
+    job.started_at = job.started_at or job.run_started_at
+    TrainingJob.objects.filter(pk=job_id).update(
+        ran_seconds=job.ran_seconds, run_started_at=job.run_started_at, started_at=job.started_at)
     job_queue.publish_queue_positions()  # everyone behind it moves up
     return job
+
+
+def _run_seconds(start: datetime | None, end: datetime | None) -> float:
+    """The length of a run that went from `start` to `end`; 0 when either is unknown."""
+    return max(0.0, (end - start).total_seconds()) if start and end else 0.0
+
+
+def _close_requeued_run(job_id: int) -> None:
+    """A job canceled while it waited: a run that its worker's shutdown or death sent back to the
+    queue ended when it rejoined the queue, not now (the wait is not run time)."""
+    job = TrainingJob.objects.only("run_started_at", "enqueued_at", "ran_seconds").get(pk=job_id)
+    if job.run_started_at is not None:
+        TrainingJob.objects.filter(pk=job_id, run_started_at=job.run_started_at).update(
+            ran_seconds=F("ran_seconds") + _run_seconds(job.run_started_at, job.enqueued_at), run_started_at=None)
 
 
 def recover_orphaned_jobs() -> list[int]:

@@ -127,7 +127,12 @@ class TrainingJob(models.Model):
     # When the job last joined the back of the GPU queue (created, resumed, recovered): the queue
     # order, so a resumed job counts from its re-enqueue, not from its creation.
     enqueued_at = models.DateTimeField(default=timezone.now)
+    # The first start: a resumed job keeps it. The time it has run leaves out the hours it sat
+    # canceled, failed or queued between runs: `ran_seconds` adds up the runs that have ended
+    # before the latest one, which began at `run_started_at` (see `run_time`).
     started_at = models.DateTimeField(null=True, blank=True)
+    run_started_at = models.DateTimeField(null=True, blank=True)
+    ran_seconds = models.FloatField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -149,6 +154,14 @@ class TrainingJob(models.Model):
     @property
     def topic(self) -> str:
         return f"training-{self.pk}"
+
+    def run_time(self) -> float | None:
+        """Seconds the job has run, all its runs together, once it has stopped; None before it
+        ran or while it runs or waits (the API's `metrics.predict_time`)."""
+        if self.finished_at is None or self.started_at is None:
+            return None
+        latest = (self.finished_at - self.run_started_at).total_seconds() if self.run_started_at else 0.0
+        return self.ran_seconds + max(0.0, latest)
 
 
 class TrainingSample(models.Model):

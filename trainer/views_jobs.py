@@ -6,13 +6,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from trainer import job_queue, jobs, selectors
 from trainer.engine.presets import preset_for  # torch-free
-from trainer.models import Dataset, TrainingJob
+from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
 from trainer.forms import WholeSettingsForm
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_summary, resolution_text
 
@@ -23,10 +24,30 @@ def _own_job(request: HttpRequest, pk: int) -> TrainingJob:
     return get_object_or_404(TrainingJob, pk=pk, owner=request.user)
 
 
+JOBS_PER_PAGE = 25
+# The list's filters: ?state= value -> (label, the job states it shows; None for all).
+JOB_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "all": ("All", None),
+    "running": ("Running or queued", ACTIVE_STATES),
+    "finished": ("Finished", (JobState.SUCCEEDED,)),
+    "stopped": ("Failed or canceled", (JobState.FAILED, JobState.CANCELED)),
+}
+
+
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    job_rows = TrainingJob.objects.filter(owner=request.user).select_related("dataset")
-    return render(request, "trainer/job_list.html", {"jobs": job_rows, "area": "training"})
+    """The person's trainings, newest first, a page at a time, optionally of one kind of state."""
+    shown = request.GET.get("state") if request.GET.get("state") in JOB_FILTERS else "all"
+    job_rows = TrainingJob.objects.filter(owner=request.user).select_related("dataset").order_by("-created_at", "-pk")
+    states = JOB_FILTERS[shown][1]
+    if states is not None:
+        job_rows = job_rows.filter(state__in=states)
+    page = Paginator(job_rows, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "trainer/job_list.html", {
+        "page": page, "jobs": page.object_list, "area": "training", "shown": shown,
+        "filters": [(key, label) for key, (label, _) in JOB_FILTERS.items()],
+        "keep": "" if shown == "all" else f"state={shown}&",  # the filter, kept by the page links
+    })
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -86,7 +107,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     queue_position = job_queue.queue_position(job)
     return render(request, "trainer/job_detail.html", {
         "job": job, "samples": job.samples.all(), "queue_position": queue_position, "area": "training",
-        "resolutions": resolution_text(job.config.get("resolution") or []),
+        "resolutions": resolution_text(job.config.get("resolution") or []), "step_limits": LIMITS["steps"],
     })
 
 

@@ -67,7 +67,9 @@ def training_object(job: TrainingJob, urls: Urls) -> dict[str, Any]:
     if job.state == JobState.SUCCEEDED:
         output = {name: urls.api("training_download", job.pk, name) if getattr(job, field) else None
                   for name, field in TRAINING_DOWNLOADS.items()}
-    predict_time = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    # The time it ran, all runs together, without the time it sat canceled, failed or queued
+    # between a stop and a resume; `started_at` stays the first start.
+    predict_time = job.run_time()
     error = None
     if job.state == JobState.FAILED:
         error = job.error + (f" ({job.error_hint})" if job.error_hint else "")

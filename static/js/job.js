@@ -9,6 +9,10 @@
   let ema = null, chart = null;
   const serverStart = root.dataset.started ? new Date(root.dataset.started) : null;
   const serverFinish = root.dataset.finished ? new Date(root.dataset.finished) : null;
+  // The row's run time (what the API calls predict_time): the runs that ended before the latest,
+  // and when the latest began (none while a resumed job waits).
+  const serverRunStart = root.dataset.runStarted ? new Date(root.dataset.runStarted) : null;
+  const serverRan = Number(root.dataset.ran || 0) * 1000;
   // Start, finish and event times are the server's clock; this computer's may be off by seconds
   // (a clock one second ahead counted 9 s, then showed 8 s when the run ended). So elapsed time
   // is counted on the server's clock: its offset from ours is at least what the page's render
@@ -24,6 +28,8 @@
     return h ? `${h}h ${m}m` : m ? `${m}m ${sec}s` : `${sec}s`;
   }
 
+  const STEP_INCRS = [1, 2, 5].flatMap((d) => [1, 10, 100, 1000, 10000, 100000].map((p) => d * p)).sort((a, b) => a - b);
+
   function makeChart() {
     const el = $("loss-chart");
     // the card's inner width: clientWidth counts its padding, and a chart that wide overflows the
@@ -33,7 +39,9 @@
       width: width() || 600, height: 220,
       scales: { x: { time: false } },
       series: [{ label: "step" }, { label: "loss", stroke: "#c9c2fb", width: 1 }, { label: "smoothed", stroke: "#5b3df5", width: 2 }],
-      axes: [{ label: "step" }, {}],
+      // Steps are whole numbers: ticks only at whole steps (uPlot's own increments go down to
+      // tenths, and a short run's axis read 1.2, 1.4, ...).
+      axes: [{ label: "step", incrs: STEP_INCRS }, {}],
     }, [steps, raw, smooth], el);
     window.addEventListener("resize", () => chart.setSize({ width: width(), height: 220 }));
   }
@@ -63,8 +71,8 @@
 
   // Elapsed is the time the job has run: each run goes from its start (starting or training) to its
   // end (a final state, or queued again: resumed, or its worker died), so the hours it sat canceled
-  // or waited in the queue do not count. The server's start and finish stand in until the replay
-  // has told the runs.
+  // or waited in the queue do not count. The server's row (its run time so far) stands in until
+  // the replay has told the runs.
   let ranBefore = 0, runFrom = null, runs = 0;
 
   function countRun(state, at) {
@@ -161,7 +169,7 @@
   function showElapsed() {
     let ran;
     if (live && runs) ran = ranBefore + (runFrom ? Date.now() + serverAhead - runFrom : 0);
-    else if (serverStart) ran = (serverFinish || Date.now() + serverAhead) - serverStart;
+    else if (serverStart) ran = serverRan + (serverRunStart ? (serverFinish || Date.now() + serverAhead) - serverRunStart : 0);
     else return;
     $("elapsed").textContent = fmtSeconds(Math.max(0, Math.floor(ran / 1000)));  // whole seconds passed
   }

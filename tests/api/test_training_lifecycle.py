@@ -162,3 +162,67 @@ def test_delete_a_prediction_and_its_images(alice_api, bob_api, alice, monkeypat
     assert not Generation.objects.filter(pk=prediction["id"]).exists()
     assert not image.image.storage.exists(image.image.name)
     assert alice_api.get(url).status_code == 404 and alice_api.delete(url).status_code == 404
+
+
+def test_predict_time_counts_only_the_time_a_resumed_training_ran(alice_api, alice, make_dataset, no_queue, monkeypatch):
+    """Ran 60 s, sat canceled an hour, waited an hour, ran 10 s until its worker shut down, waited
+    again, ran 20 s: predict_time is 90 s; started_at stays the first start."""
+    from datetime import datetime, timedelta
+    from datetime import timezone as tz
+
+    from django.utils import timezone
+
+    from trainer import job_queue, jobs
+
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=tz.utc)
+    clock = [start]
+    monkeypatch.setattr(timezone, "now", lambda: clock[0])
+
+    def at(seconds: int) -> datetime:
+        clock[0] = start + timedelta(seconds=seconds)
+        return clock[0]
+
+    training = launch(alice_api, make_dataset(alice, n=1))
+    rows = TrainingJob.objects.filter(pk=training["id"])
+    at(0)
+    assert jobs.job_claim(training["id"], "w1") is not None
+    rows.update(state=JobState.CANCELED, finished_at=at(60))
+    at(3600)
+    assert alice_api.post(f"/api/v1/trainings/{training['id']}/resume").status_code == 200
+    at(7200)
+    assert jobs.job_claim(training["id"], "w1") is not None
+    at(7210)  # the worker shuts down: the job goes back to the queue
+    rows.update(state=JobState.QUEUED, worker_id="")
+    job_queue.mark_enqueued(rows.get())
+    at(8000)
+    assert jobs.job_claim(training["id"], "w2") is not None
+    rows.update(state=JobState.SUCCEEDED, finished_at=at(8020), step=10)
+    body = alice_api.get(f"/api/v1/trainings/{training['id']}").json()
+    assert body["metrics"]["predict_time"] == 90
+    assert body["started_at"].startswith("2026-01-05T09:00:00")
+    assert body["completed_at"].startswith("2026-01-05T11:13:40")
+
+
+def test_predict_time_of_a_training_canceled_while_it_waited_after_its_worker_shut_down(alice_api, alice, make_dataset,
+                                                                                        no_queue, monkeypatch):
+    """Ran 30 s, went back to the queue when its worker shut down, was canceled there an hour later:
+    predict_time is 30 s."""
+    from datetime import datetime, timedelta
+    from datetime import timezone as tz
+
+    from django.utils import timezone
+
+    from trainer import job_queue, jobs
+
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=tz.utc)
+    clock = [start]
+    monkeypatch.setattr(timezone, "now", lambda: clock[0])
+    training = launch(alice_api, make_dataset(alice, n=1))
+    rows = TrainingJob.objects.filter(pk=training["id"])
+    assert jobs.job_claim(training["id"], "w1") is not None
+    clock[0] = start + timedelta(seconds=30)
+    rows.update(state=JobState.QUEUED, worker_id="")
+    job_queue.mark_enqueued(rows.get())
+    clock[0] = start + timedelta(hours=1)
+    assert alice_api.post(training["urls"]["cancel"]).json()["status"] == "canceled"
+    assert alice_api.get(f"/api/v1/trainings/{training['id']}").json()["metrics"]["predict_time"] == 30

@@ -65,8 +65,9 @@ def resumed_next_hour(training: TrainingJob) -> TrainingJob:
     for step in range(4, 31):
         progress_at(training, resumed + timedelta(seconds=2 + step / 4), step)
     state_at(training, resumed + timedelta(seconds=11), "succeeded", 30, "Training finished.")
-    TrainingJob.objects.filter(pk=training.pk).update(
-        state=JobState.SUCCEEDED, step=30, checkpoint_step=30, started_at=start, finished_at=resumed + timedelta(seconds=11))
+    TrainingJob.objects.filter(pk=training.pk).update(  # the row's run time as the claims and the resume kept it
+        state=JobState.SUCCEEDED, step=30, checkpoint_step=30, started_at=start, finished_at=resumed + timedelta(seconds=11),
+        ran_seconds=10, run_started_at=resumed + timedelta(seconds=1))
     training.refresh_from_db()
     return training
 
@@ -93,6 +94,16 @@ def test_elapsed_counts_the_time_it_ran_not_the_hour_it_sat_canceled(page, resum
     assert page.text_content("#elapsed") == "20s"
     page.wait_for_timeout(1500)
     assert page.text_content("#elapsed") == "20s", "a finished job's time stands still"
+
+
+def test_before_any_replay_elapsed_is_the_rows_run_time_not_the_hour_it_sat_canceled(page, resumed_next_hour):
+    # No events reach the page: what shows is the server's figure, the API's predict_time.
+    page.add_init_script("Object.defineProperty(window, 'FluxLive', {configurable: true, get: () => ({watch() {}}), set() {}});")
+    log_in(page, "alice", "correct horse battery")
+    page.goto(resumed_next_hour.get_absolute_url())
+    assert resumed_next_hour.run_time() == 20
+    page.wait_for_timeout(1200)
+    assert page.text_content("#elapsed") == "20s"
 
 
 def test_a_training_resumed_elsewhere_can_be_canceled_here_and_its_tab_keeps_its_name(page, training):

@@ -37,7 +37,8 @@ def training(alice, make_dataset, monkeypatch):
     """A tiny job, running for 30 s by the server's clock, that no queue will pick up."""
     monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny")
-    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, started_at=timezone.now() - timedelta(seconds=30))
+    started = timezone.now() - timedelta(seconds=30)
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, started_at=started, run_started_at=started)
     job.refresh_from_db()
     jobs.publish_state(job)
     return job

@@ -86,6 +86,20 @@ def test_continue_training_for_a_fraction_of_steps_says_whole_number(alice_clien
     assert TrainingJob.objects.latest("id").total_steps == 7
 
 
+def test_the_continue_steps_box_asks_for_what_the_server_takes(alice_client, alice, make_dataset):
+    """Required, whole, and within the steps limit, so the browser says so before the server does."""
+    from trainer.presets import LIMITS
+
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
+    page = alice_client.get(reverse("trainer:job_detail", args=[job.pk])).content.decode()
+    box = re.search(r'<input type="number" id="more-steps"[^>]*>', page).group(0)
+    low, high = LIMITS["steps"]
+    assert f'min="{low}"' in box and f'max="{high}"' in box and re.search(r"\brequired\b", box), box
+    too_many = alice_client.post(reverse("trainer:job_continue", args=[job.pk]), {"steps": str(high + 1)}, follow=True)
+    assert f"must be between {low} and {high}" in too_many.content.decode() and TrainingJob.objects.count() == 1
+
+
 def test_a_job_that_failed_before_any_checkpoint_offers_run_again(alice_client, alice, make_dataset):
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
     TrainingJob.objects.filter(pk=job.pk).update(state=JobState.FAILED, error="could not load the base model")
