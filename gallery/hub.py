@@ -36,6 +36,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from gallery.example_settings import shown_settings
 from gallery.lora_usage import REPO_RE, hub_base_model, loading_recipe
 from gallery.models import GalleryExample, GalleryModel, HubState
 from gallery.selectors import training_summary
@@ -229,7 +230,7 @@ def model_card(model: GalleryModel, examples: list[tuple[str, GalleryExample]], 
         "## Examples", "",
     ]
     for path, e in examples:
-        settings_text = ", ".join(f"{k} {v}" for k, v in (e.settings or {}).items() if k in ("seed", "steps", "guidance"))
+        settings_text = ", ".join(f"{k} {v}" for k, v in shown_settings(e).items() if k in ("seed", "steps", "guidance"))
         lines += [f"![{e.prompt[:80]}]({path})", "", f"Prompt: {_code(e.prompt)}" + (f" ({settings_text})" if settings_text else ""), ""]
     if not examples:
         lines += ["No example images.", ""]

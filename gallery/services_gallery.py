@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from gallery import example_settings
 from gallery.imaging import thumbnail_of_stored
 from gallery.selectors import made_with
 from gallery.models import GalleryExample, GalleryModel, GenerationImage, License, Like
@@ -137,15 +138,33 @@ def _copy_example(model: GalleryModel, field: Any, prompt: str, settings: dict[s
 
 
 def sample_source(sample: TrainingSample) -> str:
-    return f"training sample, step {sample.step}"
+    return example_settings.sample_source(sample.step)
 
 
 def example_add_from_sample(*, model: GalleryModel, sample: TrainingSample) -> GalleryExample:
+    """Copy a training sample with the settings the engine drew it with (its own seed, steps,
+    guidance and size: not the training's), so "Try these settings" remakes it."""
     if sample.job_id != model.training_id:
         raise PermissionDenied("that sample belongs to another training")
-    job = model.training
-    settings = {"seed": job.config.get("seed"), "base_model": job.base_model, "source": sample_source(sample)}
+    settings = example_settings.sample_settings(model.training, sample.prompt, sample.step)
     return _copy_example(model, sample.image, sample.prompt, settings)
+
+
+def samples_already_examples(*, model: GalleryModel, samples: Iterable[TrainingSample]) -> set[int]:
+    """The ids of `samples` that `model` already has as examples (or, for an unsaved draft, that
+    become its first examples when it is saved): adding them again adds nothing."""
+    if not model.pk:
+        return {s.pk for s in first_example_samples(model.training)}
+    present = {(e.prompt, e.settings.get("source")) for e in model.examples.all()}
+    return {s.pk for s in samples if (s.prompt, sample_source(s)) in present}
+
+
+def images_already_examples(*, model: GalleryModel, images: Iterable[GenerationImage]) -> set[int]:
+    """The ids of generated `images` that `model` already has as examples (same prompt and settings)."""
+    if not model.pk:
+        return set()
+    present = [(e.prompt, e.settings) for e in model.examples.all()]
+    return {i.pk for i in images if (i.generation.prompt, generation_settings(i)) in present}
 
 
 def examples_add_samples(*, model: GalleryModel, samples: Iterable[TrainingSample]) -> list[GalleryExample]:
@@ -171,14 +190,20 @@ def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel,
         raise PermissionDenied("both the image and the model must be yours")
     if not made_with(g, model.training_id):  # an example must show what this LoRA does
         raise ValidationError({"examples": "that image was not generated with this model's LoRA"})
-    settings = {
-        "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
-        "base_model": g.base_model, "loras": [{"label": r["label"], "scale": r["scale"]} for r in g.loras],
-    }
+    settings = generation_settings(image)
     for example in model.examples.filter(prompt=g.prompt):
         if example.settings == settings:
             return example
     return _copy_example(model, image.image, g.prompt, settings)
+
+
+def generation_settings(image: GenerationImage) -> dict[str, Any]:
+    """The settings an example copied from a generated image carries (they also tell copies apart)."""
+    g = image.generation
+    return {
+        "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
+        "base_model": g.base_model, "loras": [{"label": r["label"], "scale": r["scale"]} for r in g.loras],
+    }
 
 
 def example_set_cover(*, example: GalleryExample) -> None:

@@ -18,7 +18,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from flux_studio.files import serve_file
-from gallery import hub, lora_usage, selectors, services_gallery
+from gallery import example_settings, hub, lora_usage, selectors, services_gallery
 from gallery.models import GalleryExample, GalleryModel, GenerationImage, HubState
 
 PAGE_SIZE = 24
@@ -52,10 +52,12 @@ def _visible_or_404(request: HttpRequest, pk: int) -> GalleryModel:
 
 
 def _try_url(model: GalleryModel, example: GalleryExample | None = None) -> str:
-    params = {"model": model.pk}
+    """The generation page with the model's LoRA; for an example, its prompt and the settings it was
+    really made with (a sample's own seed; none where it is unknown, so the page draws one)."""
+    params: dict[str, object] = {"model": model.pk}
     if example is not None:
         params["prompt"] = example.prompt
-        s = example.settings or {}
+        s = example_settings.shown_settings(example)
         for key in ("seed", "steps", "guidance"):
             if s.get(key) is not None:
                 params[key] = s[key]
@@ -77,7 +79,9 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     recipe = lora_usage.loading_recipe(base_model=model.base_model, trigger_word=model.trigger_word,
                                        weight_name=_download_name(model, "diffusers"))
     return render(request, "gallery/model_detail.html", {
-        "model": model, "examples": [(e, _try_url(model, e)) for e in examples], "summary": selectors.training_summary(job),
+        "model": model,
+        "examples": [(e, " · ".join(example_settings.settings_words(example_settings.shown_settings(e))), _try_url(model, e))
+                     for e in examples], "summary": selectors.training_summary(job),
         "downloads": downloads, "liked": liked, "try_url": _try_url(model), "is_owner": model.owner_id == request.user.pk,
         "others": selectors.other_models_of(model), "area": "gallery", "recipe": recipe,
         "hub_pushing": model.hub_state == HubState.PUSHING, "hub_default_repo": slugify(model.title)[:90] or "flux-lora",

@@ -123,11 +123,16 @@ def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
 def _page(request: HttpRequest, job: TrainingJob, model: GalleryModel, form: PublishForm, failed: str = "") -> HttpResponse:
     """The page; `failed` names what a refused POST did not do ("saved"), which answers 400."""
     examples = list(model.examples.all()) if model.pk else []
+    samples, images = list(job.samples.order_by("-step")[:24]), list(selectors.generation_images_with(request.user, job))
+    # Those already examples (or about to be, for an unsaved draft) are shown as added, not offered.
+    added_samples = services_gallery.samples_already_examples(model=model, samples=samples)
+    added_images = services_gallery.images_already_examples(model=model, images=images)
     return render(request, "gallery/publish.html", {
         "model": model, "job": job, "form": form, "failed": failed, "examples": examples, "licenses": License.choices,
         # Before the first save, the samples that will become the first examples.
         "first_samples": [] if model.pk else services_gallery.first_example_samples(job),
-        "samples": job.samples.order_by("-step")[:24], "images": selectors.generation_images_with(request.user, job),
+        "samples": [(s, s.pk in added_samples) for s in samples], "images": [(i, i.pk in added_images) for i in images],
+        "can_add": len(added_samples) < len(samples) or len(added_images) < len(images),
         "area": "gallery",
         # A LoRA of FLUX.1 [dev] is a derivative of a model under a non-commercial license.
         "dev_base": hub_base_model(model.base_model) == FLUX_DEV_HUB_ID,

@@ -98,13 +98,13 @@
   prompt.addEventListener("input", triggerHints);
   const seedMode = document.getElementById("id_seed_mode");
   const seed = document.getElementById("id_seed");
-  function seedState() { seed.disabled = seedMode.value !== "fixed"; }
-  seedMode.addEventListener("change", () => { seedState(); if (!seed.disabled) seed.focus(); });
-  seed.addEventListener("input", () => { if (seed.value) seedMode.value = "fixed"; });
+  // The seed box is never disabled (a disabled box takes no click, focus or typing): typing a
+  // seed while Random is chosen switches the mode to Fixed; choosing Fixed moves focus to the box.
+  seedMode.addEventListener("change", () => { if (seedMode.value === "fixed") seed.focus(); });
+  seed.addEventListener("input", () => { if (seed.value !== "") seedMode.value = "fixed"; });
   form.addEventListener("submit", () => { document.getElementById("generate-button").disabled = true; });
 
   applyBase(baseSelect.value, false);
-  seedState();
   triggerHints();
 
   // ---- live result -------------------------------------------------------------------------

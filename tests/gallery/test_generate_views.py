@@ -251,3 +251,28 @@ def test_a_generation_page_says_which_lora_its_form_leaves_out(alice_client, ali
     assert "an older one" in page and f'href="{reverse("gallery:generation_detail", args=[g.pk])}"' not in page
     older.delete()
     assert "<h2>Recent</h2>" not in alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+
+
+@pytest.mark.parametrize("overrides, field, message", [
+    ({"prompt": ""}, "prompt", "This field is required"),
+    ({"steps": "500"}, "steps", "less than or equal to 100"),
+    ({"guidance": "99"}, "guidance", "less than or equal to 20"),
+    ({"num_images": "9"}, "num_images", "less than or equal to 4"),
+    ({"size": "big"}, "size", "choose a size"),
+    ({"seed": ""}, "seed", "give a seed"),
+    ({"base_model": "sdxl"}, "base_model", "Select a valid choice"),
+])
+def test_an_error_is_shown_next_to_its_field_which_points_at_it(alice_client, queued, overrides, field, message):
+    """As on the publishing page: the field is marked invalid and described by its own message,
+    not only listed in the box at the top."""
+    import html
+    import re
+
+    page = alice_client.post(reverse("gallery:generate"), form_data(**overrides)).content.decode()
+    shown = re.search(rf'<p class="bad field-error" id="id_{field}_error">(.*?)</p>', page, re.S)
+    assert shown and message in html.unescape(shown.group(1)), f"no message next to {field}"
+    tag = re.search(rf'<(?:input|select|textarea)[^>]*\bid="id_{field}"[^>]*>', page).group(0)
+    assert 'aria-invalid="true"' in tag
+    assert f"id_{field}_error" in re.search(r'aria-describedby="([^"]*)"', tag).group(1).split()
+    others = re.findall(r'<p class="bad field-error" id="id_(\w+)_error">', page)
+    assert others == [field], "only the refused field is marked"

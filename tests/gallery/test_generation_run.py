@@ -116,3 +116,51 @@ def test_use_count_counts_others_successful_generations_only(alice, bob, make_jo
     assert Generation.objects.get(pk=failed.pk).state == GenerationState.FAILED
     model.refresh_from_db()
     assert model.use_count == 1
+
+
+@pytest.mark.slow
+def test_try_these_settings_of_a_sample_example_remakes_the_sample(alice, alice_client, make_dataset, monkeypatch):
+    """A real (tiny) training draws a sample per sample prompt, each with its own seed; the second
+    prompt's final sample, made an example, is remade by the generation page from "Try these
+    settings" (not with the training's seed, which draws another picture)."""
+    import html
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    from django.urls import reverse
+
+    from gallery import services_gallery
+    from trainer import jobs
+    from trainer.training_run import run_training
+
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+    monkeypatch.setattr("gallery.tasks.generate_images_task", lambda pk: None)
+    prompts = ["a photo of zxq", "a photo of zxq on a red mat"]
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=2), preset="fast", base_model="tiny",
+                          overrides={"steps": 3, "sample_every": 0}, sample_prompts=prompts)
+    run_training(job.pk)
+    job.refresh_from_db()
+    sample = job.samples.get(prompt=prompts[1])
+    model = services_gallery.draft_for_training(owner=alice, job=job)
+    model.examples.all().delete()
+    services_gallery.example_add_from_sample(model=model, sample=sample)
+    page = alice_client.get(model.get_absolute_url()).content.decode()
+    query = parse_qs(urlsplit(html.unescape(re.search(r'href="([^"]+)">Try these settings', page).group(1))).query)
+    assert query["seed"] == [str(job.config["seed"] + 1)], "the second prompt's own seed"
+
+    def generate(seed: str) -> np.ndarray:
+        alice_client.post(reverse("gallery:generate"), {
+            "prompt": query["prompt"][0], "base_model": "tiny", "seed_mode": "fixed", "seed": seed,
+            "steps": query["steps"][0], "guidance": query["guidance"][0], "size": query["size"][0], "num_images": "1",
+            "lora": [f"training:{job.pk}"], "lora_scale": ["1.0"]})
+        g = Generation.objects.latest("pk")
+        generation_run.run_generation(g.pk)
+        return stored_pixels(Generation.objects.get(pk=g.pk)).astype(int)
+
+    with sample.image.open("rb") as fh:
+        drawn = np.asarray(Image.open(io.BytesIO(fh.read())).convert("RGB")).astype(int)
+    remade = generate(query["seed"][0])
+    assert remade.shape == drawn.shape
+    other = generate(str(job.config["seed"]))
+    assert np.abs(remade - drawn).max() <= 2, "the same picture, to rounding"
+    assert np.abs(other - drawn).mean() > 10 * max(np.abs(remade - drawn).mean(), 0.1), "the training's seed draws another"

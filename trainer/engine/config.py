@@ -219,6 +219,14 @@ def _check_resolution(value: int | list[int] | None) -> None:
                f"resolution must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE), got {side}{where}")
 
 
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of the sample image of sample prompt number `index` (from 0) in a run seeded `seed`.
+
+    Each prompt keeps its seed at every step, so samples compare like for like; the studio reads
+    the same rule to say which seed remakes a sample on the generation page."""
+    return seed + index
+
+
 def default_sample_prompts(trigger_word: str) -> list[str]:
     """One prompt that shows what the trigger word learned (the web form offers the same default)."""
     return [f"a photo of {trigger_word}" if trigger_word else "a photo"]

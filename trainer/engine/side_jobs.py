@@ -16,7 +16,7 @@ import torch
 from .cache import CachedDataset
 from .checkpoint import save_checkpoint
 from .compiling import eager
-from .config import TrainConfig
+from .config import TrainConfig, sample_seed
 from .hooks import TrainHooks
 from .kohya import to_kohya
 from .lora import folded, raw_state_dict, save_lora
@@ -101,7 +101,7 @@ class SideJobs:
                 prompt_embeds=samples.text[i : i + 1].to(self.device, self.dtype),
                 pooled_prompt_embeds=samples.pooled[i : i + 1].to(self.device, self.dtype),
                 height=cfg.sample_resolution, width=cfg.sample_resolution, num_inference_steps=cfg.sample_steps,
-                guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed + i),
+                guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(sample_seed(cfg.seed, i)),
             ).images[0]  # fmt: skip
             path = folder / f"step-{step:06d}-{i}.png"
             image.save(path)
