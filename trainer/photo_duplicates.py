@@ -141,3 +141,21 @@ def near_duplicate(*, dataset: Dataset, phash: imagehash.ImageHash, thumbnail: b
         if other_grid is None or not colours_differ(grid, other_grid):
             return other
     return None
+
+
+def recheck_flags() -> int:
+    """Clear the near-duplicate flag of photos whose earlier twin is in other colours: flags set by
+    releases that compared layout alone. Returns how many photos were cleared. A photo whose
+    thumbnails cannot be read keeps its flag."""
+    cleared = 0
+    for photo in Photo.objects.filter(duplicate_of__isnull=False).select_related("duplicate_of").iterator():
+        twin = photo.duplicate_of
+        mine, theirs = _stored_grid(photo), _stored_grid(twin)
+        if mine is None or theirs is None or not colours_differ(mine, theirs):
+            continue
+        note = f"looks almost the same as {twin.original_name}"
+        photo.warnings = [warning for warning in photo.warnings if warning != note]
+        photo.duplicate_of = None
+        photo.save(update_fields=["duplicate_of", "warnings"])
+        cleared += 1
+    return cleared

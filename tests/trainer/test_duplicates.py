@@ -187,3 +187,24 @@ def test_colour_grids_of_a_copy_agree_and_of_a_recolouring_differ():
     assert not colours_differ(red, grid(scene(RED).resize((500, 375))))
     assert colours_differ(red, grid(scene(BLUE)))
     assert colours_differ(grid(shape((220, 30, 30))), grid(shape((30, 60, 220))))
+
+
+def test_recheck_duplicates_clears_flags_the_layout_only_rule_set_and_keeps_real_ones(dataset):
+    """After an upgrade: a photo an older release flagged only for its layout loses the flag (and
+    its health warning); a real copy keeps it."""
+    from django.core.management import call_command
+
+    red = photo_ingest(dataset=dataset, data=encode(scene(RED)), name="red.png")
+    blue = photo_ingest(dataset=dataset, data=encode(scene(BLUE), "JPEG", quality=90), name="blue.jpg")
+    copy = photo_ingest(dataset=dataset, data=encode(scene(RED).resize((480, 360)), "JPEG", quality=70), name="copy.jpg")
+    assert flagged(copy, red)
+    # As the layout-only rule left it:
+    Photo.objects.filter(pk=blue.pk).update(duplicate_of=red, warnings=["looks almost the same as red.png"])
+    assert dataset_health(dataset).near_duplicates == 2
+    out = io.StringIO()
+    call_command("recheck_duplicates", stdout=out)
+    assert "1 photo(s) no longer flagged" in out.getvalue()
+    blue.refresh_from_db()
+    copy.refresh_from_db()
+    assert not_flagged(blue) and flagged(copy, red)
+    assert dataset_health(dataset).near_duplicates == 1
