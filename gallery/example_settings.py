@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gallery.defaults import LIMITS
 from trainer.engine.config import resolution_sides, sample_seed
 from trainer.engine.presets import preset_for
 from trainer.models import TrainingJob
@@ -38,7 +39,9 @@ def sample_settings(job: TrainingJob, prompt: str, step: int) -> dict[str, Any]:
                                 "sample_step": step}
     prompts = config.get("sample_prompts") or []
     if isinstance(config.get("seed"), int) and prompt in prompts:
-        settings["seed"] = sample_seed(config["seed"], prompts.index(prompt))
+        seed = sample_seed(config["seed"], prompts.index(prompt))
+        if seed <= LIMITS["seed"][1]:  # past the generation page's range (a training seeded near 2**32): not claimed
+            settings["seed"] = seed
     return settings
 
 

@@ -123,7 +123,7 @@ def _finish(generation: Generation, state: str, message: str = "", error: str = 
 
 def run_generation(generation_id: int) -> None:
     claimed = Generation.objects.filter(pk=generation_id, state=GenerationState.QUEUED, cancel_requested=False).update(
-        state=GenerationState.RUNNING, started_at=timezone.now(), step=0
+        state=GenerationState.RUNNING, started_at=timezone.now(), step=0, worker_heartbeat=worker.current_heartbeat()
     )
     if not claimed:
         log.info("generation %s is not queued (canceled, taken or gone); skipping", generation_id)
@@ -157,3 +157,26 @@ def _run_claimed(generation: Generation) -> None:
         _finish(generation, GenerationState.SUCCEEDED, "Done.", step=generation.steps * generation.num_images)
         if generation.state == GenerationState.SUCCEEDED:
             services.generation_count_uses(generation)
+
+
+WORKER_STOPPED = "The worker stopped while generating (killed, or out of memory). Generate again."
+
+
+def recover_orphaned_generations() -> list[int]:
+    """Generations left running by a worker that died: failed with the reason, so the page, the
+    queue estimate and the API's event stream stop waiting for them. A generation is seconds of
+    work: generating again is the recovery."""
+    ended = []
+    for generation in Generation.objects.filter(state=GenerationState.RUNNING, worker_heartbeat__isnull=False):
+        if not worker.heartbeat_is_dead(generation.worker_heartbeat):
+            continue
+        with transaction.atomic():
+            if not Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING,
+                                             worker_heartbeat=generation.worker_heartbeat).update(
+                    state=GenerationState.FAILED, error=WORKER_STOPPED, finished_at=timezone.now()):
+                continue
+            generation.refresh_from_db()
+            services.publish_state(generation, WORKER_STOPPED)
+        log.warning("generation %s: its worker stopped; failed", generation.pk)
+        ended.append(generation.pk)
+    return ended

@@ -38,6 +38,9 @@ class Generation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The heartbeat row of the worker running it (flux_studio.worker): one that died leaves it
+    # running, and the next worker (or the minute's check) ends it. Null: queued, or run inline.
+    worker_heartbeat = models.IntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from huey import crontab
+
 from flux_studio import worker
 from flux_studio.queues import gpu_queue, light_queue
 
@@ -15,6 +17,20 @@ def generate_images_task(generation_id: int) -> None:
     from gallery.generation_run import run_generation
 
     run_generation(generation_id)
+
+
+@light_queue.periodic_task(crontab(minute="*"))
+def recover_orphaned_generations_task() -> None:
+    from gallery.generation_run import recover_orphaned_generations
+
+    recover_orphaned_generations()
+
+
+@worker.on_worker_start
+def _recover_on_start() -> None:
+    from gallery.generation_run import recover_orphaned_generations
+
+    recover_orphaned_generations()
 
 
 @light_queue.task()

@@ -60,7 +60,7 @@ TOKEN_FIELDS: S = {
     "current": {"type": "boolean", "description": "this request was sent with it"},
     "created_at": STAMP, "last_used_at": {**STAMP, "description": "to the minute; null: never used"},
     "revoked_at": STAMP, "urls": obj({"get": URL}),
-    "created_by": {"type": ["integer", "null"], "description": "the token that created it over POST /tokens; null: the tokens page"},
+    "created_by": {"type": ["integer", "null"], "description": "the token that created it over POST /tokens; null: the tokens page (or made before tokens recorded it)"},
 }
 TOKEN_REQUIRED = ["id", "name", "prefix", "active", "created_at", "last_used_at", "revoked_at", "urls"]
 

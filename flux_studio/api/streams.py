@@ -158,6 +158,7 @@ async def _frames(topic: str, after: int, final_states: frozenset[str], *, finis
                 # waiting for an end that never comes.
                 if ends and message["id"] > replayed_id:
                     yield frame(message, received.get("text"))
+                    yield f"id: {last_id}\n\n"  # the caller's Last-Event-ID goes back to the newest it has
                     return
                 continue
             last_id = message["id"]

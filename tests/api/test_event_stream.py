@@ -267,6 +267,8 @@ def test_a_final_state_that_arrives_after_a_later_event_still_ends_the_stream(al
         assert (await stream.frame())["event"] == "queue"
         last = await stream.frame()
         assert last["event"] == "state" and last["data"]["data"]["state"] == "canceled"
+        resume_at = await stream.frame()
+        assert resume_at["id"] == str(top + 2) and resume_at["data"] is None, "a reconnect does not get 'queue' again"
         assert await stream.frame() is None
         await relay.stop()
 

@@ -122,3 +122,14 @@ def test_publish_page_does_not_offer_what_is_already_an_example(alice, alice_cli
     assert "Added 2 example(s)." in answer.content.decode()
     page = answer.content.decode()
     assert 'id="all-added"' in page and 'value="add"' not in page, "nothing is left to add"
+
+
+def test_a_sample_seed_past_the_generation_range_is_not_claimed():
+    """A training seeded at the top of the range draws its second sample with seed 2**32, which
+    the generation page refuses: "Try these settings" then carries no seed rather than a bad one."""
+    from gallery.example_settings import sample_settings
+    from trainer.models import TrainingJob
+
+    job = TrainingJob(base_model="tiny", config={"seed": 2**32 - 1, "sample_prompts": ["a", "b"], "resolution": 64})
+    assert sample_settings(job, "a", 4)["seed"] == 2**32 - 1
+    assert "seed" not in sample_settings(job, "b", 4)

@@ -164,3 +164,49 @@ def test_try_these_settings_of_a_sample_example_remakes_the_sample(alice, alice_
     other = generate(str(job.config["seed"]))
     assert np.abs(remade - drawn).max() <= 2, "the same picture, to rounding"
     assert np.abs(other - drawn).mean() > 10 * max(np.abs(remade - drawn).mean(), 0.1), "the training's seed draws another"
+
+
+def _heartbeat(seconds_ago: float) -> int:
+    """A worker's heartbeat row on another machine (only its heartbeat tells whether it lives)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from flux_studio.models import WorkerHeartbeat
+
+    return WorkerHeartbeat.objects.create(worker_id=f"gpu-box-2:4242:gpu:{seconds_ago}", hostname="gpu-box-2", pid=4242,
+                                          queue="gpu", last_seen=timezone.now() - timedelta(seconds=seconds_ago)).pk
+
+
+def test_a_generation_whose_worker_died_is_failed_with_the_reason(alice):
+    """Killed mid-generation (out of memory): the page, the queue estimate and the event stream
+    would wait for ever. The next worker, or the minute's check, ends it; a live worker's stays."""
+    from gallery.models import GenerationState as S
+
+    dead, alive = _heartbeat(3600), _heartbeat(1)
+    orphan, busy, inline = create(alice, []), create(alice, []), create(alice, [])
+    Generation.objects.filter(pk=orphan.pk).update(state=S.RUNNING, worker_heartbeat=dead)
+    Generation.objects.filter(pk=busy.pk).update(state=S.RUNNING, worker_heartbeat=alive)
+    Generation.objects.filter(pk=inline.pk).update(state=S.RUNNING)  # no worker known: left alone
+    assert generation_run.recover_orphaned_generations() == [orphan.pk]
+    orphan.refresh_from_db()
+    assert orphan.state == S.FAILED and "worker stopped while generating" in orphan.error and orphan.finished_at
+    last = Event.objects.filter(topic=orphan.topic, kind="state").last()
+    assert last.data["state"] == "failed", "the page and the API's event stream hear of it"
+    assert Generation.objects.get(pk=busy.pk).state == S.RUNNING == Generation.objects.get(pk=inline.pk).state
+    assert generation_run.recover_orphaned_generations() == []
+
+
+def test_the_worker_running_a_generation_is_recorded(alice, monkeypatch):
+    from flux_studio import worker
+
+    seen = []
+    monkeypatch.setattr(generation_run, "_run_claimed", lambda g: seen.append(Generation.objects.get(pk=g.pk).worker_heartbeat))
+    g = create(alice, [])
+    worker.register("gpu", "cpu")
+    try:
+        heartbeat = worker.current_heartbeat()
+        generation_run.run_generation(g.pk)
+    finally:
+        worker.unregister()
+    assert seen == [heartbeat] and heartbeat is not None

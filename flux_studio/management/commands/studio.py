@@ -4,7 +4,8 @@
 
 Each part runs as its own process (the web server never imports torch; the GPU worker does).
 Ctrl-C or SIGTERM stops them all. A worker that dies (killed, out of memory) is started again,
-and the new one resumes the training it was running from its checkpoint; one that keeps dying
+and the new one resumes the training it was running from its checkpoint (a generation it was
+running is ended with the reason: generating again is the recovery); one that keeps dying
 (MAX_RESTARTS within RESTART_WINDOW_S), or the web server dying, stops the rest and the command
 exits with an error, so a supervisor can restart the set.
 """
