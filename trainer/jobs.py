@@ -349,8 +349,9 @@ def job_claim(job_id: int, worker_id: str) -> TrainingJob | None:
             publish_state(TrainingJob.objects.get(pk=job_id), "Canceled before it started.")
         return None
     job = TrainingJob.objects.get(pk=job_id)
-    # A run starts. One that a worker's shutdown or death sent back to the queue ended when it
-    # rejoined the queue (enqueued_at); a resume closed its run already. started_at stays the first.
+    # A run starts. The one before it was closed when the job went back to the queue (run_closed) or
+    # was resumed; a run still open here is from a row queued before run times were kept, and
+    # ended when it rejoined the queue (enqueued_at). started_at stays the first.
     job.ran_seconds += _run_seconds(job.run_started_at, job.enqueued_at)
     job.run_started_at = timezone.now()
     job.started_at = job.started_at or job.run_started_at
@@ -365,9 +366,16 @@ def _run_seconds(start: datetime | None, end: datetime | None) -> float:
     return max(0.0, (end - start).total_seconds()) if start and end else 0.0
 
 
+def run_closed(job: TrainingJob) -> dict[str, Any]:
+    """The fields that end the job's current run now, for the update that sends it back to the
+    queue (worker shutdown or death): its seconds join `ran_seconds`, and the wait that follows is
+    not run time, whatever happens before it is claimed again (a cancel, a long queue)."""
+    return {"ran_seconds": F("ran_seconds") + _run_seconds(job.run_started_at, timezone.now()), "run_started_at": None}
+
+
 def _close_requeued_run(job_id: int) -> None:
-    """A job canceled while it waited: a run that its worker's shutdown or death sent back to the
-    queue ended when it rejoined the queue, not now (the wait is not run time)."""
+    """A job canceled while it waited: a run still open (a row queued before run times were kept)
+    ended when it rejoined the queue, not now (the wait is not run time)."""
     job = TrainingJob.objects.only("run_started_at", "enqueued_at", "ran_seconds").get(pk=job_id)
     if job.run_started_at is not None:
         TrainingJob.objects.filter(pk=job_id, run_started_at=job.run_started_at).update(
@@ -392,7 +400,7 @@ def recover_orphaned_jobs() -> list[int]:
             )
         else:
             done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
-                state=JobState.QUEUED, worker_id=""
+                state=JobState.QUEUED, worker_id="", **run_closed(job)
             )
         if done:
             job.refresh_from_db()

@@ -22,7 +22,7 @@ from flux_studio import worker
 from flux_studio.models import Event
 from trainer import checkpoint_store, job_queue
 from trainer.job_hooks import JobHooks, JobTakenOver, mine
-from trainer.jobs import job_claim, publish_state
+from trainer.jobs import job_claim, publish_state, run_closed
 from trainer.models import CaptionSource, JobState, TrainingJob
 from trainer.work_dirs import (
     discard,
@@ -123,6 +123,8 @@ def autocaption_first(job: TrainingJob, hooks: JobHooks) -> None:
 
 def _finish(job: TrainingJob, state: str, message: str = "", **fields: Any) -> bool:
     held_by = job.worker_id
+    if state == JobState.QUEUED:  # back to the queue: this run ends now, the wait is not run time
+        fields.update(run_closed(job))
     # The row and its state event commit together: a client that sees the final state (an event
     # stream's 204) has the event too.
     with transaction.atomic():

@@ -226,3 +226,28 @@ def test_predict_time_of_a_training_canceled_while_it_waited_after_its_worker_sh
     clock[0] = start + timedelta(hours=1)
     assert alice_api.post(training["urls"]["cancel"]).json()["status"] == "canceled"
     assert alice_api.get(f"/api/v1/trainings/{training['id']}").json()["metrics"]["predict_time"] == 30
+
+
+def test_a_cancel_right_after_a_worker_shutdown_keeps_the_run_time(alice_api, alice, make_dataset, no_queue,
+                                                                   monkeypatch):
+    """The shutdown sends the job back to the queue and ends its run in the same update: a cancel
+    that lands before the job rejoins the queue's order still counts the 30 s it ran."""
+    from datetime import datetime, timedelta
+    from datetime import timezone as tz
+
+    from django.utils import timezone
+
+    from trainer import jobs, training_run
+
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=tz.utc)
+    clock = [start]
+    monkeypatch.setattr(timezone, "now", lambda: clock[0])
+    monkeypatch.setattr(training_run.job_queue, "mark_enqueued", lambda job: None)  # not reached yet
+    training = launch(alice_api, make_dataset(alice, n=1))
+    job = jobs.job_claim(training["id"], "w1")
+    clock[0] = start + timedelta(seconds=30)
+    assert training_run._finish(job, JobState.QUEUED, "Worker shutting down.", worker_id="")
+    assert TrainingJob.objects.get(pk=job.pk).run_started_at is None, "waiting is not running"
+    clock[0] = start + timedelta(hours=1)
+    assert alice_api.post(training["urls"]["cancel"]).json()["status"] == "canceled"
+    assert alice_api.get(f"/api/v1/trainings/{training['id']}").json()["metrics"]["predict_time"] == 30
