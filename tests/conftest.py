@@ -33,6 +33,23 @@ def _no_rate_limit_across_tests(settings) -> None:
     settings.API_RATE_LIMIT_PER_MINUTE = 100_000
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel layer object.
+
+    A server runs one event loop for its whole life; tests run each scenario in a new loop
+    (async_to_sync). channels_redis keeps asyncio locks on the layer object, and a receive
+    cancelled while it waits for one (a socket closed mid-receive) leaves that lock for good,
+    bound to a loop that is gone: the next loop to wait on it raises "bound to a different event
+    loop" inside the consumer, and its socket goes silent.
+    """
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 class NoLocalPaths(Storage):
     """A storage without local paths, as S3 (Storage.path raises): files live in a dict."""
 
