@@ -7,10 +7,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from flux_studio.models import Event
 from trainer import job_queue, jobs, selectors
 from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
@@ -38,13 +40,16 @@ JOB_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
 def job_list(request: HttpRequest) -> HttpResponse:
     """The person's trainings, newest first, a page at a time, optionally of one kind of state."""
     shown = request.GET.get("state") if request.GET.get("state") in JOB_FILTERS else "all"
+    # Read before the rows: every event after this id is newer than what the rows show, so the
+    # page's live rows (job_list.js) ask only for those.
+    events_after = Event.objects.aggregate(last=Max("id"))["last"] or 0
     job_rows = TrainingJob.objects.filter(owner=request.user).select_related("dataset").order_by("-created_at", "-pk")
     states = JOB_FILTERS[shown][1]
     if states is not None:
         job_rows = job_rows.filter(state__in=states)
     page = Paginator(job_rows, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "trainer/job_list.html", {
-        "page": page, "jobs": page.object_list, "area": "training", "shown": shown,
+        "page": page, "jobs": page.object_list, "area": "training", "shown": shown, "events_after": events_after,
         "filters": [(key, label) for key, (label, _) in JOB_FILTERS.items()],
         "keep": "" if shown == "all" else f"state={shown}&",  # the filter, kept by the page links
     })
