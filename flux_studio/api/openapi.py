@@ -269,7 +269,8 @@ PATHS: S = {
         "get": op("getToken", "Get one of your API tokens", {"200": json_response(ref("Token"))}),
         "delete": op("revokeToken", "Revoke a token (again: no change)", {"204": {"description": "revoked"}},
                      description="Requests with it answer 401 from now on; the token sending this request may revoke "
-                                 "itself. It stays listed as revoked."),
+                                 "itself. It stays listed as revoked. The tokens it made (created_by), and theirs in "
+                                 "turn, are revoked with it."),
     },
 }
 

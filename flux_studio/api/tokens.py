@@ -60,8 +60,22 @@ def token_authenticate(*, raw: str) -> ApiToken | None:
     return token
 
 
-def token_revoke(*, token: ApiToken) -> None:
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def token_revoke(*, token: ApiToken) -> int:
+    """Revoke `token` and every token it made over the API, and theirs in turn.
+
+    A leaked token could otherwise make itself a spare with POST /tokens that outlives its
+    revocation. Tokens already revoked keep their date. Returns how many of the tokens it made
+    were still active and are now revoked (0 when it made none, or on a repeat).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+        made, parents = 0, [token.pk]
+        while parents:  # one level of the family tree at a time
+            children = list(ApiToken.objects.filter(created_by__in=parents).values_list("pk", flat=True))
+            made += ApiToken.objects.filter(pk__in=children, revoked_at__isnull=True).update(revoked_at=now)
+            parents = children
+    return made
 
 
 def webhook_secret_of(user: AbstractBaseUser) -> str:

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_POST
 
 from flux_studio.api import openapi, tokens
@@ -93,8 +94,9 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, owner=request.user)
-    tokens.token_revoke(token=token)
-    messages.success(request, f"Token “{token.name}” is revoked; requests with it now fail.")
+    made = tokens.token_revoke(token=token)
+    also = f" So are the {made} token{pluralize(made)} it made over the API." if made else ""
+    messages.success(request, f"Token “{token.name}” is revoked; requests with it now fail.{also}")
     return redirect("api:tokens")
 
 

@@ -71,6 +71,35 @@ def test_revoke_another_token_then_it_is_listed_as_revoked(alice, alice_api):
     assert alice_api.get("/api/v1/account").status_code == 200, "the caller's own token is untouched"
 
 
+def test_revoking_a_leaked_token_revokes_the_tokens_it_made_and_theirs(alice, alice_token, alice_api, client):
+    """A leaked token's spares (made with POST /tokens, and by them in turn) stop with it; the
+    owner's other tokens, and a spare revoked earlier (its date), stay as they were."""
+    spare = alice_api.post("/api/v1/tokens", {"name": "spare"}).json()
+    spare_api = ApiClient(spare["token"])
+    grandchild = spare_api.post("/api/v1/tokens", {"name": "spare of spare"}).json()
+    gone = alice_api.post("/api/v1/tokens", {"name": "spare revoked before"}).json()
+    assert alice_api.delete(f"/api/v1/tokens/{gone['id']}").status_code == 204
+    gone_at = ApiToken.objects.get(pk=gone["id"]).revoked_at
+    _, other_secret = token_create(owner=alice, name="laptop")  # made on the page
+    leaked = ApiToken.objects.get(name="alice script")
+
+    client.force_login(alice)
+    response = client.post(f"/api/v1/tokens/{leaked.pk}/revoke/", follow=True)
+    assert "So are the 2 tokens it made over the API." in response.content.decode()
+    for secret in (alice_token, spare["token"], grandchild["token"]):
+        assert ApiClient(secret).get("/api/v1/account").status_code == 401
+    assert ApiToken.objects.get(pk=gone["id"]).revoked_at == gone_at
+    assert ApiClient(other_secret).get("/api/v1/account").status_code == 200
+
+
+def test_revoking_a_spare_over_the_api_leaves_its_maker(alice, alice_api):
+    spare = alice_api.post("/api/v1/tokens", {"name": "spare"}).json()
+    child = ApiClient(spare["token"]).post("/api/v1/tokens", {"name": "child"}).json()
+    assert alice_api.delete(f"/api/v1/tokens/{spare['id']}").status_code == 204
+    assert ApiClient(child["token"]).get("/api/v1/account").status_code == 401
+    assert alice_api.get("/api/v1/account").status_code == 200
+
+
 def test_a_token_may_revoke_itself(alice, alice_api):
     own_id = next(row["id"] for row in alice_api.get("/api/v1/tokens").json()["results"] if row["current"])
     assert alice_api.delete(f"/api/v1/tokens/{own_id}").status_code == 204
