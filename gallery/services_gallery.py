@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -126,13 +128,45 @@ def _next_position(model: GalleryModel) -> int:
     return (model.examples.aggregate(m=Max("position"))["m"] or 0) + 1
 
 
+# The files copied inside the innermost `copies_undone_on_error` block: (storage, name) pairs.
+_COPIED: ContextVar[list[tuple[Any, str]] | None] = ContextVar("copied_example_files", default=None)
+
+
+@contextmanager
+def copies_undone_on_error() -> Iterator[None]:
+    """Around a transaction that adds examples: when it fails, its rows roll back and the
+    example files it copied into storage are deleted too, so a refused request leaves no files
+    behind. Put it outside `transaction.atomic()`. A block inside another one leaves the files
+    to the outer block, which may still fail after the inner one is done.
+    """
+    if _COPIED.get() is not None:
+        yield
+        return
+    copied: list[tuple[Any, str]] = []
+    token = _COPIED.set(copied)
+    try:
+        yield
+    except BaseException:
+        for storage, name in copied:
+            storage.delete(name)
+        raise
+    finally:
+        _COPIED.reset(token)
+
+
 def _copy_example(model: GalleryModel, field: Any, prompt: str, settings: dict[str, Any]) -> GalleryExample:
     with field.open("rb") as handle:
         data = handle.read()
     example = GalleryExample(gallery_model=model, prompt=prompt, settings=settings, position=_next_position(model),
                              is_cover=not model.examples.exists())
-    example.image.save("example.png", ContentFile(data), save=False)
-    example.thumbnail.save("example.jpg", thumbnail_of_stored(example.image), save=False)
+    copied = _COPIED.get()
+    for stored, name, content in (
+        (example.image, "example.png", lambda: ContentFile(data)),
+        (example.thumbnail, "example.jpg", lambda: thumbnail_of_stored(example.image)),
+    ):
+        stored.save(name, content(), save=False)
+        if copied is not None:
+            copied.append((stored.storage, stored.name))
     example.save()
     return example
 

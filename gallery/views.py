@@ -133,7 +133,8 @@ def example_add(request: HttpRequest) -> HttpResponse:
                               generation__owner=request.user)
     model = get_object_or_404(GalleryModel, pk=request.POST.get("gallery_model") or 0, owner=request.user)
     try:
-        services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+        with services_gallery.copies_undone_on_error():
+            services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("gallery:generation_detail", image.generation_id)

@@ -87,7 +87,7 @@ def _act(request: HttpRequest, job: TrainingJob, name: str) -> str:
     the API); refused details are refused before the draft's first examples are copied at all."""
     if name in DETAIL_ACTIONS:
         services_gallery.gallery_model_details(**_details(request))
-    with transaction.atomic():
+    with services_gallery.copies_undone_on_error(), transaction.atomic():
         model = services_gallery.draft_for_training(owner=request.user, job=job)
         return ACTIONS[name](request, model)
 

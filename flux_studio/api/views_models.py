@@ -137,7 +137,7 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
                    "license": _text(data, "license", current.license), "tags": _tags(data, current)}
         # Refused details are refused before a new draft copies its first examples into storage.
         services_gallery.gallery_model_details(**details)
-        with transaction.atomic():
+        with services_gallery.copies_undone_on_error(), transaction.atomic():
             model, created = services_gallery.draft_get_or_create(owner=request.user, job=job)
             services_gallery.gallery_model_update(model=model, **details)
             _examples(request, model, data.get("examples"))
@@ -196,7 +196,7 @@ def model_examples(request: HttpRequest, pk: int) -> HttpResponse:
     if data.get("samples") is None and data.get("images") is None:
         raise ApiError(422, "nothing to add; give `samples` and/or `images`")
     samples = _samples(found, data.get("samples"))
-    with transaction.atomic():
+    with services_gallery.copies_undone_on_error(), transaction.atomic():
         services_gallery.examples_add_samples(model=found, samples=samples)
         _examples(request, found, data.get("images"), field="images")
     return _answer(request, found, status=201)

@@ -81,6 +81,21 @@ def test_only_the_owner_manages_examples(alice_api, bob_api, alice, model_and_jo
     assert len(alice_api.get(f"/api/v1/models/{draft['id']}").json()["examples"]) == 1
 
 
+def test_a_refused_add_keeps_no_copies_of_the_samples_it_had_added(alice_api, model_and_job, settings):
+    model, job = model_and_job
+    extra = add_sample(job, 2, "zqx in the snow")
+    stored = lambda: sorted(p for p in (settings.MEDIA_ROOT / "users").rglob("*") if p.is_file())  # noqa: E731
+    before = stored()
+    url = f"/api/v1/models/{model['id']}/examples"
+    # The sample is copied first; the missing prediction then refuses the whole request.
+    refused = alice_api.post(url, {"samples": [extra.pk], "images": [{"prediction": 999999, "index": 0}]})
+    assert refused.status_code == 422 and "images[0]" in refused.json()["errors"]
+    assert len(alice_api.get(f"/api/v1/models/{model['id']}").json()["examples"]) == 1
+    assert stored() == before, "the copied sample's image and thumbnail are deleted with the refused request"
+    assert len(alice_api.post(url, {"samples": [extra.pk]}).json()["examples"]) == 2
+    assert len(stored()) == len(before) + 2
+
+
 def test_bad_input_is_a_422(alice_api, bob, model_and_job, finished_job):
     model, job = model_and_job
     bobs_sample = finished_job(bob, trigger="bbb").samples.first()

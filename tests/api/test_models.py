@@ -96,7 +96,7 @@ def test_published_false_unpublishes_and_an_empty_tag_list_clears(alice_api, ali
     assert publish(alice_api, job, published="no").status_code == 422
 
 
-def test_examples_only_from_predictions_made_with_that_lora(alice_api, alice, finished_job):
+def test_examples_only_from_predictions_made_with_that_lora(alice_api, alice, finished_job, settings):
     from django.core.files.base import ContentFile
 
     from gallery.models import Generation, GenerationImage
@@ -111,9 +111,14 @@ def test_examples_only_from_predictions_made_with_that_lora(alice_api, alice, fi
         GenerationImage(generation=g, index=0, seed=1).image.save("i.png", ContentFile(make_image_bytes(64, 64)), save=True)
         return g
 
-    refused = publish(alice_api, job, examples=[{"prediction": prediction_with(other).pk, "index": 0}])
+    wrong = prediction_with(other)
+    stored = lambda: sorted(p for p in (settings.MEDIA_ROOT / "users").rglob("*") if p.is_file())  # noqa: E731
+    before = stored()
+    # The new draft copies its first example (the training's sample) before the list is refused.
+    refused = publish(alice_api, job, examples=[{"prediction": wrong.pk, "index": 0}])
     assert refused.status_code == 422 and "not generated with this model" in refused.json()["detail"]
-    assert not GalleryModel.objects.filter(training=job, published=True).exists()
+    assert not GalleryModel.objects.filter(training=job).exists()
+    assert stored() == before, "the draft's copied example files are deleted with it"
     accepted = publish(alice_api, job, examples=[{"prediction": prediction_with(job).pk, "index": 0}]).json()
     assert "with zqx" in [e["prompt"] for e in accepted["examples"]]
 
