@@ -72,5 +72,5 @@ def test_a_continuation_names_its_parent_by_number(alice_client, job):
 
 def test_each_cell_of_the_trainings_list_is_labelled_for_the_phone_layout(alice_client, job):
     page = alice_client.get(reverse("trainer:job_list")).content.decode()
-    assert '<table class="list jobs">' in page
+    assert '<table class="list jobs"' in page
     assert re.findall(r'<td data-label="([^"]+)"', page) == ["State", "Progress", "Settings", "Base", "Created"]
