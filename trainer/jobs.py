@@ -235,6 +235,7 @@ def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJ
         job.refresh_from_db(fields=["finished_at", "run_started_at"])
         updated = TrainingJob.objects.filter(pk=job.pk, state__in=(JobState.CANCELED, JobState.FAILED)).update(
             state=JobState.QUEUED, cancel_requested=False, error="", error_hint="", finished_at=None, attempts=0,
+            step=F("checkpoint_step"),  # where the next run starts: the steps after the checkpoint are trained again
             # the run that ended at finished_at joins the job's run time; the wait from here does not
             ran_seconds=F("ran_seconds") + _run_seconds(job.run_started_at, job.finished_at), run_started_at=None,
         )
@@ -369,8 +370,10 @@ def _run_seconds(start: datetime | None, end: datetime | None) -> float:
 def run_closed(job: TrainingJob) -> dict[str, Any]:
     """The fields that end the job's current run now, for the update that sends it back to the
     queue (worker shutdown or death): its seconds join `ran_seconds`, and the wait that follows is
-    not run time, whatever happens before it is claimed again (a cancel, a long queue)."""
-    return {"ran_seconds": F("ran_seconds") + _run_seconds(job.run_started_at, timezone.now()), "run_started_at": None}
+    not run time, whatever happens before it is claimed again (a cancel, a long queue). Its step
+    goes back to the checkpoint the next run starts from, as the pages then show."""
+    return {"ran_seconds": F("ran_seconds") + _run_seconds(job.run_started_at, timezone.now()), "run_started_at": None,
+            "step": F("checkpoint_step")}
 
 
 def _close_requeued_run(job_id: int) -> None:

@@ -103,9 +103,11 @@ def test_orphaned_job_is_requeued_then_failed_after_max_attempts(alice, make_dat
     monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
     jobs.job_claim(job.pk, "ghost-host:999999:gpu")  # no heartbeat row: that worker is dead
+    TrainingJob.objects.filter(pk=job.pk).update(step=57, checkpoint_step=50)
     assert jobs.recover_orphaned_jobs() == [job.pk]
     job.refresh_from_db()
     assert job.state == JobState.QUEUED and requeued == [job.pk]
+    assert job.step == 50, "the next run starts at the checkpoint, and the pages say so"
     TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, attempts=jobs.MAX_ATTEMPTS, worker_id="gone")
     jobs.recover_orphaned_jobs()
     job.refresh_from_db()
@@ -303,8 +305,13 @@ def test_a_resume_says_where_it_starts(alice, make_dataset):
     dataset = make_dataset(alice, n=1)
     never, stopped = (jobs.job_create(owner=alice, dataset=dataset, base_model="tiny") for _ in range(2))
     TrainingJob.objects.filter(pk=never.pk).update(state=JobState.FAILED, error="base did not load")
-    TrainingJob.objects.filter(pk=stopped.pk).update(state=JobState.CANCELED, checkpoint_step=40)
+    TrainingJob.objects.filter(pk=never.pk).update(step=3)  # it failed at step 3, before a checkpoint
+    TrainingJob.objects.filter(pk=stopped.pk).update(state=JobState.CANCELED, checkpoint_step=40, step=47)
     for job in (never, stopped):
         jobs.job_resume(job=job)
-    said = {job.pk: Event.objects.filter(topic=job.topic, kind="state").latest("id").data["message"] for job in (never, stopped)}
-    assert said == {never.pk: "Running again from the start.", stopped.pk: "Resuming from step 40."}
+    states = {job.pk: Event.objects.filter(topic=job.topic, kind="state").latest("id").data for job in (never, stopped)}
+    assert {pk: data["message"] for pk, data in states.items()} == {
+        never.pk: "Running again from the start.", stopped.pk: "Resuming from step 40."}
+    # The pages show the step the next run starts from, not the last one the stopped run reached.
+    assert {pk: data["step"] for pk, data in states.items()} == {never.pk: 0, stopped.pk: 40}
+    assert {job.pk: job.step for job in TrainingJob.objects.filter(pk__in=states)} == {never.pk: 0, stopped.pk: 40}
