@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.core.cache import cache
 
@@ -95,13 +97,17 @@ def test_session_may_read_but_not_write(alice_client):
     assert alice_client.post("/api/v1/trainings", "{}", content_type="application/json").status_code == 401
 
 
-def test_rate_limit_answers_429_with_retry_after(settings, alice_api):
+def test_rate_limit_answers_429_with_retry_after(settings, alice_api, monkeypatch):
+    from flux_studio.api import auth
+
     settings.API_RATE_LIMIT_PER_MINUTE = 3
     cache.clear()
+    # Half a minute into a window, on a clock that stands still: the five requests share it.
+    monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: 1_800_000_030.0))
     codes = [alice_api.get("/api/v1/account").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     limited = alice_api.get("/api/v1/account")
-    assert limited.status_code == 429 and 1 <= int(limited["Retry-After"]) <= 60
+    assert limited.status_code == 429 and limited["Retry-After"] == "30", "the seconds left of the window"
     assert limited.json()["type"].endswith("rate-limited")
 
 

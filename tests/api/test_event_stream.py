@@ -363,7 +363,7 @@ def test_open_streams_hold_no_database_connection(alice_token, queued_job):
 
     def backends() -> int:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'")
             return cursor.fetchone()[0]
 
     async def scenario() -> None:

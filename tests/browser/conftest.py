@@ -44,12 +44,14 @@ class LiveStudio:
         if worker:
             self._spawn("worker", [sys.executable, "manage.py", "run_worker", "--queue", "gpu"])
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and all(proc.poll() is None for proc in self.procs):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.2)
+        # Stopped here, or its worker would go on taking later tests' jobs.
+        self.stop()
         raise RuntimeError("the studio did not start:\n" + self.output())
 
     def output(self) -> str:
@@ -64,6 +66,7 @@ class LiveStudio:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(10)
 
 
 @pytest.fixture

@@ -156,12 +156,16 @@ def test_ctrl_c_on_the_command_line_leaves_a_checkpoint_to_resume_from(tiny_base
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("step "):  # training is under way
-            process.send_signal(signal.SIGINT)
-            break
-    rest, _ = process.communicate(timeout=120)
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("step "):  # training is under way
+                process.send_signal(signal.SIGINT)
+                break
+        rest, _ = process.communicate(timeout=120)
+    finally:  # a 100000-step run must not outlive a failed check
+        if process.poll() is None:
+            process.kill()
     output = "".join(lines) + rest
     assert process.returncode == 0, output
     assert "canceled at step" in output

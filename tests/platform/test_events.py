@@ -232,7 +232,7 @@ def test_an_event_written_in_a_transaction_goes_live_only_if_it_commits(alice, p
 
 
 def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publisher_sends_live, monkeypatch):
-    grace = 1.0
+    grace = 2.5  # long beside the replay's 0.15 s passes, so a busy machine's slow queries do not matter
     topic, base = one_event(alice, monkeypatch, grace)
     async_to_sync(_late_publish)(base + 2, topic)  # base+1 was rolled back: it never commits
 
@@ -241,8 +241,8 @@ def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publi
         started = loop.time()
         page = _connect(alice, f"/ws/events/user/{alice.pk}/")
         assert (await page.connect())[0]
-        assert await _ids_until(page, 0, timeout=grace + 1.0) == [base, base + 2, 0]
-        assert loop.time() - started < grace + 1.0
+        assert await _ids_until(page, 0, timeout=grace + 5) == [base, base + 2, 0]
+        assert loop.time() - started < grace + 1.5, "one grace, not two"
         await page.disconnect()
 
     async_to_sync(scenario)()
@@ -262,8 +262,8 @@ def test_replay_waits_at_most_twice_the_grace_when_writers_clocks_disagree(alice
         started = loop.time()
         page = _connect(alice, f"/ws/events/user/{alice.pk}/")
         assert (await page.connect())[0]
-        assert await _ids_until(page, 0, timeout=2 * grace + 1.0) == [base, base + 2, base + 3, 0]
-        assert loop.time() - started < 2 * grace + 1.0
+        assert await _ids_until(page, 0, timeout=2 * grace + 5) == [base, base + 2, base + 3, 0]
+        assert loop.time() - started < 2 * grace + 3.0, "the writer's clock a minute ahead must not hold it a minute"
         await page.disconnect()
 
     async_to_sync(scenario)()

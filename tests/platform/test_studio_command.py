@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,6 +68,9 @@ def test_studio_serves_http_with_live_workers_and_stops_on_ctrl_c(tmp_path):
             wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
                      timeout=10, message=f"child {pid} still running after Ctrl-C")
     finally:
-        if studio.poll() is None:
+        if studio.poll() is None:  # a failed check: its children (own sessions) must not outlive the test
+            for pid in children(studio.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             studio.kill()
         log.close()
