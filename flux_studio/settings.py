@@ -233,6 +233,8 @@ MODEL_CACHE_DIR = env_path("MODEL_CACHE_DIR", DATA_DIR / "models")
 # --- HTTP API ---------------------------------------------------------------------------------
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
+# Live event streams (Server-Sent Events) one person may hold open at once on one server process.
+API_MAX_STREAMS_PER_USER = env_int("API_MAX_STREAMS_PER_USER", 20, minimum=1)
 API_WEBHOOK_RETRY_BASE_S = env_float("API_WEBHOOK_RETRY_BASE_S", 5.0, minimum=0.1)
 # Webhooks to loopback/private addresses would let a user probe internal services; off by default.
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)

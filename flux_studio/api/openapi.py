@@ -74,7 +74,8 @@ def events_op(op_id: str, what: str, ends: str) -> S:
                  "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}],
         description="Each frame: `id`, `event` (its kind: state, progress, log, sample, …) and `data` (the event as "
                     f"JSON: id, kind, data, ts); the same events the web page shows. {ends} A comment line comes every "
-                    "15 s while idle.")}
+                    "15 s while idle. A 429 also answers one stream more than API_MAX_STREAMS_PER_USER (20) open at "
+                    "once.")}
 
 
 PATHS: S = {

@@ -14,7 +14,8 @@ A training or prediction stream ends after the event that puts the object in a f
 to stop reconnecting. A dataset stream (auto-captioning) stays open. A comment line is sent
 every KEEPALIVE_S so proxies keep an idle stream open and a closed client is noticed, and any
 stream ends after MAX_STREAM_S: the client reconnects with Last-Event-ID (an EventSource does
-it by itself), which checks its token and the object again.
+it by itself), which checks its token and the object again. A person may hold at most
+API_MAX_STREAMS_PER_USER live streams on one server process; one more is a 429.
 
 The view does the authentication and ownership checks synchronously like every API view; the
 body is an async generator. Under ASGI (daphne, as the studio runs) Django keeps the request's
@@ -28,17 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections import Counter
 from typing import AsyncIterator, Iterable, Iterator
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 
-from flux_studio.api.problems import field_error
+from flux_studio.api.problems import ApiError, field_error
 from flux_studio.consumers import replay
 from flux_studio.events import events_after, group_name, layer_is_shared
 from flux_studio.models import Event
@@ -46,6 +50,30 @@ from flux_studio.relay import relay, settled_id
 
 KEEPALIVE_S = 15.0
 MAX_STREAM_S = 30 * 60
+
+# Live streams open in this process, per user id. Counted by the stream body itself (from its
+# first frame to its end, however it ends), so a request that never started streaming holds no
+# place; the view's check before that is therefore soft by the few that start at the same moment.
+_open_streams: Counter[int] = Counter()
+_open_lock = threading.Lock()
+
+
+def open_streams(user_id: int) -> int:
+    with _open_lock:
+        return _open_streams[user_id]
+
+
+async def _counted(user_id: int, frames: AsyncIterator[str]) -> AsyncIterator[str]:
+    with _open_lock:
+        _open_streams[user_id] += 1
+    try:
+        async for chunk in frames:
+            yield chunk
+    finally:
+        with _open_lock:
+            _open_streams[user_id] -= 1
+            if not _open_streams[user_id]:
+                del _open_streams[user_id]
 
 
 def after_id(request: HttpRequest) -> int:
@@ -75,8 +103,12 @@ def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str
     if request.method == "HEAD":  # the headers a GET would answer with, and no stream to hold
         response: HttpResponseBase = HttpResponse(content_type=content_type)
     elif isinstance(request, ASGIRequest):
-        response = StreamingHttpResponse(_frames(topic, after, frozenset(final_states), finished=final_now),
-                                         content_type=content_type)
+        limit = settings.API_MAX_STREAMS_PER_USER
+        if open_streams(request.user.pk) >= limit:
+            raise ApiError(429, f"you have {limit} event streams open already (API_MAX_STREAMS_PER_USER); close one, "
+                                "or poll the object's urls.get", headers={"Retry-After": "10"})
+        frames = _frames(topic, after, frozenset(final_states), finished=final_now)
+        response = StreamingHttpResponse(_counted(request.user.pk, frames), content_type=content_type)
     else:
         response = StreamingHttpResponse(_stored(topic, after), content_type=content_type)
     response["Cache-Control"] = "no-cache, private"

@@ -344,6 +344,32 @@ def test_every_stream_ends_after_its_longest_life(alice_token, queued_job, monke
     async_to_sync(scenario)()
 
 
+def test_a_person_may_hold_only_so_many_streams_at_once(alice_token, bob_token, bob, make_dataset, queued_job, settings):
+    settings.API_MAX_STREAMS_PER_USER = 2
+    path = f"/api/v1/trainings/{queued_job.pk}/events"
+    bobs = jobs.job_create(owner=bob, dataset=make_dataset(bob, n=1), base_model="tiny")
+
+    async def scenario() -> None:
+        first, second = [await Stream(path, alice_token).open() for _ in range(2)]
+        for stream in (first, second):
+            await stream.until("replayed")
+        refused = await Stream(path, alice_token).open()
+        assert refused.status == 429 and refused.headers["retry-after"] == "10"
+        assert refused.headers["content-type"] == "application/problem+json"
+        others = await Stream(f"/api/v1/trainings/{bobs.pk}/events", bob_token).open()
+        assert others.status == 200, "another person's streams are counted apart"
+        await first.close()  # gives its place back
+        again = await Stream(path, alice_token).open()
+        assert again.status == 200
+        await again.until("replayed")
+        for stream in (second, again, others):
+            await stream.close()
+        assert streams.open_streams(queued_job.owner_id) == 0
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
 def test_head_answers_the_headers_without_holding_a_stream(alice_token, queued_job):
     async def scenario() -> None:
         stream = await Stream(f"/api/v1/trainings/{queued_job.pk}/events", alice_token, method="HEAD").open()
