@@ -31,7 +31,18 @@ def readme_script() -> str:
 
 
 def test_the_readmes_api_script_runs(transactional_db, alice, tmp_path: Path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
     from flux_studio.api.tokens import token_create
+    from flux_studio.api.uploads import ingest_uploads
+    from flux_studio.api.views_files import API_DATASET_NAME
+    from trainer.datasets import dataset_create
+    from trainer.models import TrainingJob
+
+    # A photo from an earlier upload, where uploads without a `dataset` field gather: the script's
+    # training must not take it in.
+    earlier = dataset_create(owner=alice, name=API_DATASET_NAME)
+    (cat,), _ = ingest_uploads(earlier, [SimpleUploadedFile("cat.png", make_image_bytes(300, 300, color=(9, 9, 200)))])
 
     photos = io.BytesIO()
     with zipfile.ZipFile(photos, "w") as archive:
@@ -50,7 +61,9 @@ def test_the_readmes_api_script_runs(transactional_db, alice, tmp_path: Path):
         studio.stop()
     assert run.returncode == 0, run.stdout + run.stderr + studio.output()
     out = run.stdout
-    assert "3 photos in dataset" in out
+    assert "3 photos uploaded" in out
+    trained_on = TrainingJob.objects.get(owner=alice).snapshot
+    assert len(trained_on) == 3 and cat.image.name not in {row["image"] for row in trained_on}, trained_on
     assert re.search(r"^step 12/12 loss \d", out, re.M), out  # from the live event stream
     assert re.search(r"^state training$", out, re.M) and re.search(r"^state succeeded$", out, re.M), out
     assert (tmp_path / "zxq_lora.safetensors").stat().st_size > 1000
