@@ -16,6 +16,11 @@ from trainer.engine.config import resolution_sides, sample_seed
 from trainer.engine.presets import preset_for
 from trainer.models import TrainingJob
 
+# How a public example names the LoRAs its picture was made with, besides published models' titles
+# (gallery.services_gallery.public_lora_label).
+THIS_MODEL = "this model"
+PRIVATE_LORA = "a private LoRA"
+
 SAMPLE_SOURCE_RE = re.compile(r"^training sample, step (\d+)$")
 
 
@@ -74,5 +79,6 @@ def settings_words(settings: dict[str, Any]) -> list[str]:
         words.append(f"{settings['width']}×{settings['height']}")
     for lora in settings.get("loras") or []:
         if isinstance(lora, dict) and lora.get("label"):
-            words.append(f"LoRA {lora['label']} ×{lora.get('scale', 1)}")
+            named = lora["label"] if lora["label"] in (THIS_MODEL, PRIVATE_LORA) else f"LoRA {lora['label']}"
+            words.append(f"{named} ×{lora.get('scale', 1)}")
     return words

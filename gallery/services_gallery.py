@@ -198,7 +198,7 @@ def images_already_examples(*, model: GalleryModel, images: Iterable[GenerationI
     if not model.pk:
         return set()
     present = [(e.prompt, e.settings) for e in model.examples.all()]
-    return {i.pk for i in images if (i.generation.prompt, generation_settings(i)) in present}
+    return {i.pk for i in images if (i.generation.prompt, generation_settings(i, model)) in present}
 
 
 def examples_add_samples(*, model: GalleryModel, samples: Iterable[TrainingSample]) -> list[GalleryExample]:
@@ -224,20 +224,35 @@ def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel,
         raise PermissionDenied("both the image and the model must be yours")
     if not made_with(g, model.training_id):  # an example must show what this LoRA does
         raise ValidationError({"examples": "that image was not generated with this model's LoRA"})
-    settings = generation_settings(image)
+    settings = generation_settings(image, model)
     for example in model.examples.filter(prompt=g.prompt):
         if example.settings == settings:
             return example
     return _copy_example(model, image.image, g.prompt, settings)
 
 
-def generation_settings(image: GenerationImage) -> dict[str, Any]:
-    """The settings an example copied from a generated image carries (they also tell copies apart)."""
+def generation_settings(image: GenerationImage, model: GalleryModel) -> dict[str, Any]:
+    """The settings an example of `model` copied from a generated image carries (they also tell
+    copies apart). Examples are public: each LoRA is named as `public_lora_label` says."""
     g = image.generation
     return {
         "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
-        "base_model": g.base_model, "loras": [{"label": r["label"], "scale": r["scale"]} for r in g.loras],
+        "base_model": g.base_model, "loras": [{"label": public_lora_label(r, model), "scale": r["scale"]} for r in g.loras],
     }
+
+
+def public_lora_label(row: dict[str, Any], model: GalleryModel) -> str:
+    """How a public example names a LoRA its picture was made with (a generation's `loras` row):
+    "this model" for the model's own training, a published gallery model by its title, and
+    anything else (the owner's other trainings, drafts: their names are theirs alone) as "a
+    private LoRA"."""
+    if row.get("training_id") == model.training_id:
+        return example_settings.THIS_MODEL
+    if row.get("kind") == "gallery":
+        other = GalleryModel.objects.filter(pk=row.get("id"), published=True).values_list("title", flat=True).first()
+        if other is not None:
+            return other
+    return example_settings.PRIVATE_LORA
 
 
 def example_set_cover(*, example: GalleryExample) -> None:

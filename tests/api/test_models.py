@@ -6,6 +6,7 @@ import pytest
 
 from gallery.models import GalleryModel
 from tests.api.conftest import ApiClient, body_of
+from trainer.models import TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -121,6 +122,39 @@ def test_examples_only_from_predictions_made_with_that_lora(alice_api, alice, fi
     assert stored() == before, "the draft's copied example files are deleted with it"
     accepted = publish(alice_api, job, examples=[{"prediction": prediction_with(job).pk, "index": 0}]).json()
     assert "with zqx" in [e["prompt"] for e in accepted["examples"]]
+
+
+def test_a_public_example_never_names_the_owners_private_loras(alice_api, bob_api, alice, bob, finished_job):
+    """An example made with this model and others names them as "this model", a published model by
+    its title, and anything private as "a private LoRA": not the owner's training names."""
+    from django.core.files.base import ContentFile
+
+    from gallery.models import Generation, GenerationImage
+    from tests.conftest import make_image_bytes
+
+    job = finished_job(alice)
+    secret = finished_job(alice, trigger="sec")
+    TrainingJob.objects.filter(pk=secret.pk).update(name="Secret project · grandma's house")
+    bobs = publish(bob_api, finished_job(bob, trigger="bbb"), title="Bob's watercolour").json()
+    rows = [
+        {"kind": "training", "id": job.pk, "scale": 1.0, "training_id": job.pk, "label": "alice lora"},
+        {"kind": "training", "id": secret.pk, "scale": 0.5, "training_id": secret.pk, "label": "Secret project · grandma's house"},
+        {"kind": "gallery", "id": bobs["id"], "scale": 0.7, "training_id": bobs["training"], "label": "Bob's watercolour"},
+    ]
+    g = Generation.objects.create(owner=alice, prompt="zqx in a garden", base_model="tiny", seed=1, steps=3,
+                                  guidance=1.0, width=64, height=64, state="succeeded", loras=rows)
+    GenerationImage(generation=g, index=0, seed=1).image.save("i.png", ContentFile(make_image_bytes(64, 64)), save=True)
+
+    model = publish(alice_api, job, title="Zqx", examples=[{"prediction": g.pk, "index": 0}]).json()
+    seen = bob_api.get(f"/api/v1/models/{model['id']}")
+    assert "Secret project" not in seen.content.decode()
+    made = next(e for e in seen.json()["examples"] if e["prompt"] == "zqx in a garden")
+    assert made["settings"]["loras"] == [{"label": "this model", "scale": 1.0}, {"label": "a private LoRA", "scale": 0.5},
+                                         {"label": "Bob's watercolour", "scale": 0.7}]
+    page = ApiClient(None).get(f"/gallery/{model['id']}/")
+    assert page.status_code == 200 and "Secret project" not in page.content.decode()
+    again = publish(alice_api, job, examples=[{"prediction": g.pk, "index": 0}]).json()
+    assert len(again["examples"]) == len(model["examples"]), "the same picture is still not added twice"
 
 
 def test_kohya_weights_download_is_the_real_file(alice_api, alice, finished_job):

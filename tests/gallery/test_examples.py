@@ -96,7 +96,7 @@ def test_settings_read_as_words_without_raw_keys_or_a_trailing_dot(alice, make_j
     services_gallery.example_add_from_generation(owner=alice, model=model, image=image)
     model = services_gallery.gallery_model_publish(model=model)
     lines = [line for line, _ in examples_on_page(model)]
-    assert lines[1] == "Base: tiny · Seed 77 · 3 steps · guidance 2.5 · 64×48 · LoRA Zqx ×0.9"
+    assert lines[1] == "Base: tiny · Seed 77 · 3 steps · guidance 2.5 · 64×48 · this model ×0.9"
     for line in lines:
         assert "base_model" not in line and "source" not in line and not line.endswith("·")
 
