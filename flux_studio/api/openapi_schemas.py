@@ -235,7 +235,9 @@ SCHEMAS: S = {
     }, ["prompt"]),
     "PredictionCreate": obj({"input": ref("PredictionInput"), **WEBHOOK_FIELDS}, ["input"]),
     "Prediction": obj({
-        "id": ID, "status": STATUS, "input": {"type": "object"},
+        "id": ID, "status": STATUS,
+        "input": {"type": "object", "description": "the input as sent, defaults filled in (loras as "
+                  "[{\"training\": id, \"scale\": s}] or [{\"model\": id, ...}]): post it again to remake it"},
         "output": nullable({"type": "array", "items": URL}), "logs": {"type": "string"},
         "error": {"type": ["string", "null"]}, "metrics": {"type": "object"},
         "queue": nullable(obj({

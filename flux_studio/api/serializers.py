@@ -110,7 +110,9 @@ def prediction_object(generation: Generation, urls: Urls) -> dict[str, Any]:
         "status": status,
         "input": {
             "prompt": generation.prompt, "base_model": generation.base_model,
-            "loras": [{"kind": r.get("kind"), "id": r.get("id"), "scale": r.get("scale")} for r in generation.loras],
+            # In the request's own shape, so `input` can be posted again as it is (as on Replicate).
+            "loras": [{"training" if r.get("kind") == "training" else "model": r.get("id"), "scale": r.get("scale")}
+                      for r in generation.loras],
             "seed": generation.seed, "steps": generation.steps, "guidance": generation.guidance,
             "width": generation.width, "height": generation.height, "num_outputs": generation.num_images,
         },

@@ -36,6 +36,10 @@ def test_create_with_a_lora_and_defaults(alice_api, alice, finished_job, no_gpu)
     assert generation.loras[0]["training_id"] == job.pk and generation.loras[0]["scale"] == 0.8
     assert body["input"]["num_outputs"] == 2 and body["input"]["seed"] == 5 and body["input"]["width"] % 16 == 0
     assert body["urls"]["cancel"].endswith(f"/predictions/{generation.pk}/cancel")
+    assert body["input"]["loras"] == [{"training": job.pk, "scale": 0.8}]
+    again = alice_api.post("/api/v1/predictions", {"input": body["input"]})
+    assert again.status_code == 201, ("the input posted back as it came", again.content)
+    assert again.json()["input"] == body["input"]
 
 
 @pytest.mark.parametrize("input_, field", [
