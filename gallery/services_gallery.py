@@ -42,7 +42,7 @@ def parse_tags(raw: str) -> list[str]:
         if len(tag) > MAX_TAG_CHARS:  # quoted cut short, it would look fine: say where it starts and how long it is
             raise ValidationError({"tags": f"tag '{tag[:20]}…' is {len(tag)} characters long; at most {MAX_TAG_CHARS}"})
         if not TAG_RE.match(tag):
-            raise ValidationError({"tags": f"tag {tag!r}: letters, digits, spaces, - and _ only"})
+            raise ValidationError({"tags": f"tag {tag!r}: only the letters a-z (no accents), digits, spaces, - and _"})
         tags.append(tag)
     if len(tags) > MAX_TAGS:
         raise ValidationError({"tags": f"at most {MAX_TAGS} tags"})

@@ -122,6 +122,9 @@ def test_a_too_long_tag_is_quoted_so_it_looks_too_long(alice_client, alice, make
     with pytest.raises(ValidationError) as refused:  # a tag short enough, with a bad character: quoted whole
         services_gallery.parse_tags("good, a/b")
     assert "'a/b'" in " ".join(refused.value.message_dict["tags"])
+    with pytest.raises(ValidationError) as refused:  # letters with accents: the message says plain a-z
+        services_gallery.parse_tags("Ünïcode")
+    assert "a-z (no accents)" in " ".join(refused.value.message_dict["tags"])
 
 
 def test_every_label_names_its_field(alice_client, alice, make_job):
