@@ -173,6 +173,18 @@ def _with_trigger(caption: str, dataset: Dataset) -> str:
     return f"{trigger}, {caption}"
 
 
+_CLOSE_UP = tuple(",.;:!?)")  # punctuation that follows a word without a space
+
+
+def _joined(left: str, right: str) -> str:
+    """Two pieces of caption with one space between ("a cat" + "on a sofa"), none before
+    punctuation ("a cat" + ", soft light"), and no doubled space where a piece already had one."""
+    left, right = left.rstrip(), right.lstrip()
+    if not left or not right:
+        return left or right
+    return f"{left}{right}" if right.startswith(_CLOSE_UP) else f"{left} {right}"
+
+
 def _edit(photo: Photo, dataset: Dataset, op: BulkOp, *, find: str, replace: str, text: str,
           case_sensitive: bool) -> str:
     caption = photo.caption
@@ -180,9 +192,9 @@ def _edit(photo: Photo, dataset: Dataset, op: BulkOp, *, find: str, replace: str
         flags = 0 if case_sensitive else re.IGNORECASE
         return re.sub(re.escape(find), lambda _: replace, caption, flags=flags)
     if op == "prepend":
-        return f"{text} {caption}".strip() if caption else text
+        return _joined(text, caption)
     if op == "append":
-        return f"{caption} {text}".strip() if caption else text
+        return _joined(caption, text)
     if op == "insert_trigger":
         return caption if has_word(caption, dataset.trigger_word) else _with_trigger(caption, dataset)
     return caption or template_text(dataset)  # template: only empty captions are filled

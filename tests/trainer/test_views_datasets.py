@@ -169,10 +169,16 @@ def test_prepend_append_insert_trigger_and_template(alice_client, dataset, add_p
     post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "append", "text": "soft light", "ids": [a.pk]})
     a.refresh_from_db()
     assert a.caption == "photo, on a sofa soft light"
+    # Punctuation joins without a space; a piece's own trailing space is not doubled.
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "append", "text": ", high detail", "ids": [a.pk]})
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "prepend", "text": "film, ", "ids": [a.pk]})
+    post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "append", "text": "...", "ids": [a.pk]})
+    a.refresh_from_db()
+    assert a.caption == "film, photo, on a sofa soft light, high detail..."
     res = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "insert_trigger"}).json()
     assert {ch["id"] for ch in res["changes"]} == {a.pk, empty.pk}  # b already carries it
     a.refresh_from_db(), empty.refresh_from_db()
-    assert a.caption == "MIRAZX, photo, on a sofa soft light"
+    assert a.caption == "MIRAZX, film, photo, on a sofa soft light, high detail..."
     assert empty.caption == "a photo of MIRAZX" and empty.caption_source == CaptionSource.TEMPLATE
 
 
