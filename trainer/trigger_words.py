@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 
 # Torch-free: where the engine keeps each base's files, the same functions the engine loads with.
-from trainer.engine.presets import base_source, looks_like_hub_id, tiny_base_folder
+from trainer.engine.presets import base_source, looks_like_hub_id, preset_for, tiny_base_folder
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,18 @@ def _advise_from_tokenizers(advice: TriggerAdvice, tokenizers: list[tuple[str, A
     if leaky:
         advice.warnings.append(f"“{word}” splits into familiar tokens ({'; '.join(leaky)}), whose meanings "
                                "leak in. Pick a made-up word.")
+    _advise_on_caption_room(advice)
+
+
+def _advise_on_caption_room(advice: TriggerAdvice) -> None:
+    """A base that reads few T5 tokens per caption (the demo base: 16) cuts captions; a word that
+    takes more than half of them (with the end token) leaves a caption little room."""
+    t5 = next((split for split in advice.splits if split.tokenizer == "T5"), None)
+    room = preset_for(advice.base).max_sequence_length
+    if t5 is not None and t5.count + 1 > room / 2:
+        advice.warnings.append(f"“{advice.word}” takes {t5.count} of the {room} T5 tokens a caption gets on the "
+                               f"{advice.base} base (one more ends it): words past the {room - t5.count - 1} left "
+                               "are cut from each caption. A shorter word leaves the captions more room.")
 
 
 def _advise_from_word_list(advice: TriggerAdvice) -> None:

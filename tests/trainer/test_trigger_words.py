@@ -89,6 +89,15 @@ def test_demo_base_tokenizers_report_each_split_and_warn_on_known_tokens():
     assert made_up.notes[0] == "CLIP tokenizer of the demo base: 7 pieces (z · x · q · m · i · r · a)."
 
 
+def test_a_word_taking_most_of_a_short_caption_budget_warns():
+    """The demo base reads 16 T5 tokens per caption: a 9-piece word (and the end token) leaves 6."""
+    long_word = trigger_advice("JELLOMOLD", base="demo")
+    assert [s.count for s in long_word.splits] == [9, 9]
+    assert any("takes 9 of the 16 T5 tokens a caption gets on the demo base" in w and "the 6 left are cut" in w
+               for w in long_word.warnings), long_word.warnings
+    assert not any("T5 tokens a caption gets" in w for w in trigger_advice("JELLOMOLD", base="flux-dev").warnings)
+
+
 def test_clip_bpe_from_vocab_and_merges_in_a_local_base_folder(tmp_path, settings):
     base = str(flux_like_folder(tmp_path / "my-flux"))
     settings.BASE_MODELS = [*settings.BASE_MODELS, base]
