@@ -64,6 +64,7 @@ class Health:
     aspects: dict[str, int] = field(default_factory=dict)
     formats: dict[str, int] = field(default_factory=dict)
     total_mb: float = 0.0
+    total_bytes: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -85,7 +86,8 @@ def dataset_health(dataset: Dataset) -> Health:
     health.min_side, health.median_side = shorts[0], shorts[len(shorts) // 2]
     health.aspects = dict(Counter(_aspect(p) for p in used))
     health.formats = dict(Counter(p.format for p in photos))
-    health.total_mb = round(sum(p.size_bytes for p in photos) / 1048576, 1)
+    health.total_bytes = sum(p.size_bytes for p in photos)
+    health.total_mb = round(health.total_bytes / 1048576, 1)
     health.problems = _problems(health, dataset)
     return health
 

@@ -317,6 +317,8 @@ def test_health_partial(alice_client, dataset, add_photo):
     add_photo(caption="nor here"), add_photo()
     html = alice_client.get(reverse("trainer:dataset_health", args=[dataset.pk])).content.decode()
     assert "2 captions lack the trigger word" in html and "1 caption is missing" in html
+    total = sum(dataset.photos.values_list("size_bytes", flat=True))
+    assert total < 1024 * 1024 and f"{total / 1024:.1f}\xa0KB" in html and "0.0 MB" not in html, "small sets in KB"
 
 
 def test_auto_caption_endpoint_enqueues_on_commit(alice_client, dataset, add_photo, monkeypatch, django_capture_on_commit_callbacks):
