@@ -130,8 +130,9 @@ def generation_enqueue(generation: Generation) -> None:
 
 def publish_state(generation: Generation, message: str = "") -> None:
     events.publish(generation.topic, "state", {
+        # step counts every image's steps, as progress's `done` does: out of `total`; `steps` is one image's.
         "state": generation.state, "step": generation.step, "steps": generation.steps,
-        "error": generation.error, "message": message,
+        "total": generation.steps * generation.num_images, "error": generation.error, "message": message,
     })
 
 

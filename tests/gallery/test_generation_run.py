@@ -63,6 +63,8 @@ def test_page_path_equals_plain_diffusers_and_reports_live(alice, make_job, lora
 
     kinds = list(Event.objects.filter(topic=g.topic).values_list("kind", flat=True))
     assert kinds[0] == "state" and kinds[-1] == "state" and kinds.count("image") == 2 and "progress" in kinds
+    final = Event.objects.filter(topic=g.topic, kind="state").last().data
+    assert (final["step"], final["total"], final["steps"]) == (6, 6, 3), "step out of both images' steps"
     image_event = Event.objects.filter(topic=g.topic, kind="image").first()
     assert image_event.data["seed"] == 9 and image_event.data["url"].startswith(f"/generate/{g.pk}/images/")
     from flux_studio.api.tokens import token_create
