@@ -19,6 +19,10 @@ MAX_TOKENS = 50
 NAME_CHARS: int = ApiToken._meta.get_field("name").max_length  # 80; the page's field says the same
 
 
+class TokenRevoked(Exception):
+    """The token asking for a new one was revoked while it asked."""
+
+
 def token_create(*, owner: AbstractBaseUser, name: str, created_by: ApiToken | None = None) -> tuple[ApiToken, str]:
     """A new token; the raw value is returned once and never stored.
 
@@ -38,6 +42,10 @@ def token_create(*, owner: AbstractBaseUser, name: str, created_by: ApiToken | N
         # both count 49 and make 51: the owner's row is the lock (PostgreSQL; on SQLite the
         # IMMEDIATE transaction already lets one writer in at a time).
         get_user_model().objects.select_for_update().filter(pk=owner.pk).get()
+        # Revoked since it authenticated this request (token_revoke takes the same lock): it
+        # must not leave a spare behind.
+        if created_by is not None and not ApiToken.objects.filter(pk=created_by.pk, revoked_at__isnull=True).exists():
+            raise TokenRevoked
         if ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_TOKENS:
             raise ValidationError({"name": f"You already have {MAX_TOKENS} active tokens; revoke one first."})
         token = ApiToken.objects.create(owner=owner, name=name, prefix=raw[:10], key_hash=hash_token(raw),
@@ -69,6 +77,9 @@ def token_revoke(*, token: ApiToken) -> int:
     """
     now = timezone.now()
     with transaction.atomic():
+        # Creations take turns with this (the owner's row), so none made by a token being revoked
+        # commits after its family was read.
+        get_user_model().objects.select_for_update().filter(pk=token.owner_id).get()
         ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
         made, parents = 0, [token.pk]
         while parents:  # one level of the family tree at a time

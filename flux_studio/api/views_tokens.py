@@ -16,7 +16,7 @@ from flux_studio.api import tokens
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, paginated
 from flux_studio.api.models import ApiToken
-from flux_studio.api.problems import field_error, json_body
+from flux_studio.api.problems import ApiError, field_error, json_body
 from flux_studio.api.serializers import token_object
 
 
@@ -41,7 +41,10 @@ def tokens_view(request: HttpRequest) -> HttpResponse:
         data = json_body(request)
         check_keys(data, ("name",), where="body")
         # The page's service: a blank or too-long name, or too many active tokens, is a ValidationError (422).
-        token, raw = tokens.token_create(owner=request.user, name=_name(data), created_by=request.api_token)
+        try:
+            token, raw = tokens.token_create(owner=request.user, name=_name(data), created_by=request.api_token)
+        except tokens.TokenRevoked:
+            raise ApiError(401, "this token was revoked", headers={"WWW-Authenticate": "Bearer"}) from None
         return JsonResponse({**_object(request, token, urls), "token": raw}, status=201)
     return paginated(request, ApiToken.objects.filter(owner=request.user), lambda token: _object(request, token, urls))
 

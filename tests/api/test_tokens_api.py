@@ -92,6 +92,33 @@ def test_revoking_a_leaked_token_revokes_the_tokens_it_made_and_theirs(alice, al
     assert ApiClient(other_secret).get("/api/v1/account").status_code == 200
 
 
+def test_a_token_revoked_while_it_asks_for_a_spare_gets_none(alice):
+    """POST /tokens authenticated just before its token was revoked: the creation, which takes
+    turns with revocations, sees the revoke and refuses (the API answers 401)."""
+    from flux_studio.api.tokens import TokenRevoked, token_revoke
+
+    maker, _ = token_create(owner=alice, name="leaked")
+    token_revoke(token=maker)
+    with pytest.raises(TokenRevoked):
+        token_create(owner=alice, name="spare", created_by=maker)
+    assert not ApiToken.objects.filter(name="spare").exists()
+
+
+def test_the_api_answers_401_when_the_token_is_revoked_mid_request(alice, alice_api, monkeypatch):
+    from flux_studio.api import views_tokens
+    from flux_studio.api.tokens import token_revoke
+
+    name_of = views_tokens._name
+
+    def revoked_meanwhile(data):  # the owner revokes it on the page while the request is under way
+        token_revoke(token=ApiToken.objects.get(name="alice script"))
+        return name_of(data)
+
+    monkeypatch.setattr(views_tokens, "_name", revoked_meanwhile)
+    response = alice_api.post("/api/v1/tokens", {"name": "spare"})
+    assert response.status_code == 401 and not ApiToken.objects.filter(name="spare").exists()
+
+
 def test_revoking_a_spare_over_the_api_leaves_its_maker(alice, alice_api):
     spare = alice_api.post("/api/v1/tokens", {"name": "spare"}).json()
     child = ApiClient(spare["token"]).post("/api/v1/tokens", {"name": "child"}).json()
