@@ -90,7 +90,9 @@
   function onState(data, ev) {
     countRun(data.state, ev && ev.ts ? new Date(ev.ts) : new Date(Date.now() + serverAhead));
     if (data.message) appendLog(data.message);
-    if (!live) { pendingState = data; return; }
+    // A state event tells the step too, newer than any progress before it (a resume goes back to
+    // its checkpoint's step).
+    if (!live) { pendingState = data; if (data.step != null) pendingProgress = null; return; }
     showState(data);
     if (!FINAL.includes(data.state)) return;
     notify(data.state === "succeeded" ? `Training finished: ${baseTitle}` : `Training ${data.state}: ${baseTitle}`);
@@ -105,6 +107,10 @@
     badge.className = "badge " + data.state;
     badge.dataset.state = data.state;
     root.dataset.state = data.state;
+    if (data.step != null && data.total) {
+      $("progress").max = data.total; $("progress").value = data.step;
+      $("step").textContent = data.step; $("total").textContent = data.total;
+    }
     $("queue-note").hidden = data.state !== "queued";
     if (data.state !== "training") { $("speed").textContent = "–"; $("eta").textContent = "–"; }  // no run, no speed
     showElapsed();  // at once, not a second later

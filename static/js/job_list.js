@@ -17,6 +17,7 @@
         row.dataset.state = data.state;
         badge.className = "badge " + data.state;
         badge.textContent = LABELS[data.state] || data.state;
+        if (data.step != null && data.total) progress.textContent = `${data.step} / ${data.total}`;
         if (FINAL.includes(data.state)) watcher.close();
       },
       progress(data) {

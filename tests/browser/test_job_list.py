@@ -57,6 +57,10 @@ def test_a_running_trainings_row_follows_it_live(chromium, studio, alice, traini
         progress(training, 5)
         row.locator(".job-progress", has_text=f"5 / {total}").wait_for(timeout=10_000)
         assert row.locator(".badge").text_content() == "Training"
+        # Its worker died: back in the queue, from its checkpoint's step.
+        events.publish(training.topic, "state", {"state": JobState.QUEUED, "step": 4, "total": total})
+        row.locator(".badge.queued", has_text="Queued").wait_for(timeout=10_000)
+        assert row.locator(".job-progress").text_content() == f"4 / {total}"
         end(training, JobState.SUCCEEDED, "Finished.")
         row.locator(".badge.succeeded", has_text="Succeeded").wait_for(timeout=10_000)
         assert row.get_attribute("data-state") == "succeeded"

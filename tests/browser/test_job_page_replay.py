@@ -107,22 +107,27 @@ def test_before_any_replay_elapsed_is_the_rows_run_time_not_the_hour_it_sat_canc
 
 
 def test_a_training_resumed_elsewhere_can_be_canceled_here_and_its_tab_keeps_its_name(page, training):
+    progress_at(training, timezone.now(), 6)
     TrainingJob.objects.filter(pk=training.pk).update(state=JobState.CANCELED, finished_at=timezone.now(),
-                                                      step=4, checkpoint_step=4)
+                                                      step=6, checkpoint_step=4)
     training.refresh_from_db()
-    jobs.publish_state(training, "Canceled at step 4; checkpoint kept.")
+    jobs.publish_state(training, "Canceled at step 6; checkpoint at step 4 kept.")
     log_in(page, "alice", "correct horse battery")
     page.goto(training.get_absolute_url())
-    page.wait_for_function("document.getElementById('log').textContent.includes('Canceled at step 4')")
-    assert page.locator("#cancel").is_hidden()
+    page.wait_for_function("document.getElementById('log').textContent.includes('Canceled at step 6')")
+    assert page.locator("#cancel").is_hidden() and page.text_content("#step") == "6"
 
     jobs.job_resume(job=training)  # another tab, or the API
     page.wait_for_selector("#job-state[data-state=queued]")
+    assert page.text_content("#step") == "4", "the step the next run starts from, its checkpoint's"
     assert page.locator("#cancel").is_visible() and page.locator("#cancel").is_enabled()
     assert page.title() == f"{training.name} · Queued", "the tab lost the training's name"
     with page.expect_navigation():  # canceled at once while queued; the page reloads for its resume button
         page.click("#cancel")
     assert TrainingJob.objects.get(pk=training.pk).state == JobState.CANCELED
+    page.wait_for_function("document.getElementById('log').textContent.includes('Resuming from step 4')")
+    page.wait_for_timeout(500)  # the replay's end follows its last event
+    assert page.text_content("#step") == "4", "a reload's replay ends on the resume's step, not the old progress"
 
 
 def test_on_a_phone_the_job_page_and_the_trainings_list_fit_the_screen(chromium, studio, training):  # noqa: F811
