@@ -7,12 +7,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from flux_studio.models import Event
+from flux_studio.relay import settled_id
 from trainer import job_queue, jobs, selectors
 from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
@@ -41,8 +40,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
     """The person's trainings, newest first, a page at a time, optionally of one kind of state."""
     shown = request.GET.get("state") if request.GET.get("state") in JOB_FILTERS else "all"
     # Read before the rows: every event after this id is newer than what the rows show, so the
-    # page's live rows (job_list.js) ask only for those.
-    events_after = Event.objects.aggregate(last=Max("id"))["last"] or 0
+    # page's live rows (job_list.js) ask only for those. Not simply the newest id: on PostgreSQL a
+    # lower id may still commit (see flux_studio.relay), and a row's final state must not be skipped.
+    events_after = settled_id()
     job_rows = TrainingJob.objects.filter(owner=request.user).select_related("dataset").order_by("-created_at", "-pk")
     states = JOB_FILTERS[shown][1]
     if states is not None:
