@@ -7,6 +7,7 @@ the images (a sample or a generation), so deleting a generation never breaks a m
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from gallery.imaging import thumbnail_of_stored
 from gallery.selectors import made_with
 from gallery.models import GalleryExample, GalleryModel, GenerationImage, License, Like
 from trainer.models import JobState, TrainingJob, TrainingSample
+
+log = logging.getLogger(__name__)
 
 MAX_TAGS = 8
 MAX_TAG_CHARS = 30
@@ -148,7 +151,10 @@ def copies_undone_on_error() -> Iterator[None]:
         yield
     except BaseException:
         for storage, name in copied:
-            storage.delete(name)
+            try:
+                storage.delete(name)
+            except Exception:  # one that cannot go now must not keep the others, or hide the error
+                log.warning("could not delete the example copy %s", name, exc_info=True)
         raise
     finally:
         _COPIED.reset(token)
@@ -198,7 +204,9 @@ def images_already_examples(*, model: GalleryModel, images: Iterable[GenerationI
     if not model.pk:
         return set()
     present = [(e.prompt, e.settings) for e in model.examples.all()]
-    return {i.pk for i in images if (i.generation.prompt, generation_settings(i, model)) in present}
+    images = list(images)
+    titles = published_titles(row.get("training_id") for i in images for row in i.generation.loras)
+    return {i.pk for i in images if (i.generation.prompt, generation_settings(i, model, titles)) in present}
 
 
 def examples_add_samples(*, model: GalleryModel, samples: Iterable[TrainingSample]) -> list[GalleryExample]:
@@ -231,28 +239,36 @@ def example_add_from_generation(*, owner: AbstractBaseUser, model: GalleryModel,
     return _copy_example(model, image.image, g.prompt, settings)
 
 
-def generation_settings(image: GenerationImage, model: GalleryModel) -> dict[str, Any]:
+def generation_settings(image: GenerationImage, model: GalleryModel, titles: dict[int, str] | None = None) -> dict[str, Any]:
     """The settings an example of `model` copied from a generated image carries (they also tell
-    copies apart). Examples are public: each LoRA is named as `public_lora_label` says."""
+    copies apart). Examples are public: each LoRA is named as `public_lora_label` says; `titles`:
+    `published_titles` of its trainings, when already read."""
     g = image.generation
+    if titles is None:
+        titles = published_titles(row.get("training_id") for row in g.loras)
     return {
         "seed": image.seed, "steps": g.steps, "guidance": g.guidance, "width": g.width, "height": g.height,
-        "base_model": g.base_model, "loras": [{"label": public_lora_label(r, model), "scale": r["scale"]} for r in g.loras],
+        "base_model": g.base_model,
+        "loras": [{"label": public_lora_label(r, model, titles), "scale": r["scale"]} for r in g.loras],
     }
 
 
-def public_lora_label(row: dict[str, Any], model: GalleryModel) -> str:
+def published_titles(training_ids: Iterable[int | None]) -> dict[int, str]:
+    """The gallery titles of those trainings that are published models, by training id."""
+    ids = {pk for pk in training_ids if pk is not None}
+    if not ids:
+        return {}
+    return dict(GalleryModel.objects.filter(training_id__in=ids, published=True).values_list("training_id", "title"))
+
+
+def public_lora_label(row: dict[str, Any], model: GalleryModel, titles: dict[int, str]) -> str:
     """How a public example names a LoRA its picture was made with (a generation's `loras` row):
-    "this model" for the model's own training, a published gallery model by its title, and
-    anything else (the owner's other trainings, drafts: their names are theirs alone) as "a
-    private LoRA"."""
+    "this model" for the model's own training, a published gallery model by its title (whether
+    the generation named the model or, being its owner, the training), and anything else (the
+    owner's other trainings, drafts: their names are theirs alone) as "a private LoRA"."""
     if row.get("training_id") == model.training_id:
         return example_settings.THIS_MODEL
-    if row.get("kind") == "gallery":
-        other = GalleryModel.objects.filter(pk=row.get("id"), published=True).values_list("title", flat=True).first()
-        if other is not None:
-            return other
-    return example_settings.PRIVATE_LORA
+    return titles.get(row.get("training_id")) or example_settings.PRIVATE_LORA
 
 
 def example_set_cover(*, example: GalleryExample) -> None:

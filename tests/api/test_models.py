@@ -136,10 +136,14 @@ def test_a_public_example_never_names_the_owners_private_loras(alice_api, bob_ap
     secret = finished_job(alice, trigger="sec")
     TrainingJob.objects.filter(pk=secret.pk).update(name="Secret project · grandma's house")
     bobs = publish(bob_api, finished_job(bob, trigger="bbb"), title="Bob's watercolour").json()
+    sketch = finished_job(alice, trigger="skt")  # another of hers, published: named by its public title
+    TrainingJob.objects.filter(pk=sketch.pk).update(name="sketches of the neighbours")
+    publish(alice_api, sketch, title="Alice's sketch style")
     rows = [
         {"kind": "training", "id": job.pk, "scale": 1.0, "training_id": job.pk, "label": "alice lora"},
         {"kind": "training", "id": secret.pk, "scale": 0.5, "training_id": secret.pk, "label": "Secret project · grandma's house"},
         {"kind": "gallery", "id": bobs["id"], "scale": 0.7, "training_id": bobs["training"], "label": "Bob's watercolour"},
+        {"kind": "training", "id": sketch.pk, "scale": 0.3, "training_id": sketch.pk, "label": "sketches of the neighbours"},
     ]
     g = Generation.objects.create(owner=alice, prompt="zqx in a garden", base_model="tiny", seed=1, steps=3,
                                   guidance=1.0, width=64, height=64, state="succeeded", loras=rows)
@@ -147,10 +151,11 @@ def test_a_public_example_never_names_the_owners_private_loras(alice_api, bob_ap
 
     model = publish(alice_api, job, title="Zqx", examples=[{"prediction": g.pk, "index": 0}]).json()
     seen = bob_api.get(f"/api/v1/models/{model['id']}")
-    assert "Secret project" not in seen.content.decode()
+    assert "Secret project" not in seen.content.decode() and "neighbours" not in seen.content.decode()
     made = next(e for e in seen.json()["examples"] if e["prompt"] == "zqx in a garden")
     assert made["settings"]["loras"] == [{"label": "this model", "scale": 1.0}, {"label": "a private LoRA", "scale": 0.5},
-                                         {"label": "Bob's watercolour", "scale": 0.7}]
+                                         {"label": "Bob's watercolour", "scale": 0.7},
+                                         {"label": "Alice's sketch style", "scale": 0.3}]
     page = ApiClient(None).get(f"/gallery/{model['id']}/")
     assert page.status_code == 200 and "Secret project" not in page.content.decode()
     again = publish(alice_api, job, examples=[{"prediction": g.pk, "index": 0}]).json()
