@@ -28,6 +28,7 @@ and the stream ends: reconnect with Last-Event-ID to poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -67,8 +68,9 @@ async def _counted(user_id: int, frames: AsyncIterator[str]) -> AsyncIterator[st
     with _open_lock:
         _open_streams[user_id] += 1
     try:
-        async for chunk in frames:
-            yield chunk
+        async with contextlib.aclosing(frames):  # closed with this one, not whenever it is collected
+            async for chunk in frames:
+                yield chunk
     finally:
         with _open_lock:
             _open_streams[user_id] -= 1

@@ -16,7 +16,7 @@ def scrub_labels(apps, schema_editor):
     GalleryModel = apps.get_model("gallery", "GalleryModel")
     published = set(GalleryModel.objects.filter(published=True).values_list("title", flat=True))
     for example in GalleryExample.objects.select_related("gallery_model__training").iterator():
-        loras = (example.settings or {}).get("loras")
+        loras = example.settings.get("loras") if isinstance(example.settings, dict) else None
         if not isinstance(loras, list):
             continue
         model = example.gallery_model

@@ -48,6 +48,7 @@ def test_upgrade_names_private_loras_in_old_examples_as_private():
                                                  settings={"seed": 1, "loras": loras}).pk
         from_sample = Example.objects.create(gallery_model=mine, prompt="p", image="s.png",
                                              settings={"seed": 2, "source": "training sample, step 4"}).pk
+        odd = Example.objects.create(gallery_model=mine, prompt="p", image="o.png", settings=["edited by hand"]).pk
     finally:
         migrate()  # whatever happened, the schema the other tests expect
 
@@ -55,3 +56,4 @@ def test_upgrade_names_private_loras_in_old_examples_as_private():
         {"label": "this model", "scale": 1.0}, {"label": "a private LoRA", "scale": 0.5},
         {"label": "Bob's watercolour", "scale": 0.7}, {"label": "a private LoRA", "scale": 0.2}]
     assert GalleryExample.objects.get(pk=from_sample).settings == {"seed": 2, "source": "training sample, step 4"}
+    assert GalleryExample.objects.get(pk=odd).settings == ["edited by hand"], "settings of another shape: left alone"

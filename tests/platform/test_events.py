@@ -249,7 +249,7 @@ def test_replay_waits_for_a_gap_that_never_fills_only_for_the_grace(alice, publi
 
 
 def test_replay_waits_at_most_twice_the_grace_when_writers_clocks_disagree(alice, publisher_sends_live, monkeypatch):
-    grace = 0.5
+    grace = 2.5  # long beside the replay's 0.15 s passes, so a busy machine's slow queries do not matter
     topic, base = one_event(alice, monkeypatch, grace)
     # base+1 never commits; base+2 comes from a writer whose clock runs a minute ahead, so its gap
     # looks young all along; base+3 from another writer, before the page opens.
@@ -263,7 +263,7 @@ def test_replay_waits_at_most_twice_the_grace_when_writers_clocks_disagree(alice
         page = _connect(alice, f"/ws/events/user/{alice.pk}/")
         assert (await page.connect())[0]
         assert await _ids_until(page, 0, timeout=2 * grace + 5) == [base, base + 2, base + 3, 0]
-        assert loop.time() - started < 2 * grace + 3.0, "the writer's clock a minute ahead must not hold it a minute"
+        assert loop.time() - started < 2 * grace + 1.5, "the writer's clock a minute ahead must not hold it a minute"
         await page.disconnect()
 
     async_to_sync(scenario)()
