@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import threading
 from collections import Counter
-from typing import AsyncIterator, Iterable, Iterator
+from typing import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -95,9 +96,11 @@ def after_id(request: HttpRequest) -> int:
 
 
 def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str] = (),
-                 final_now: bool = False) -> HttpResponseBase:
+                 final_now: bool = False, statuses: Mapping[str, str] | None = None) -> HttpResponseBase:
     """The response for one object's events. `final_states`: the `state` values after which
-    the stream ends; `final_now`: the object is in one of them already."""
+    the stream ends; `final_now`: the object is in one of them already; `statuses`: the API's
+    `status` for each state, added to state events beside the studio's own `state`."""
+    render = functools.partial(frame, statuses=statuses)
     after = after_id(request)
     if final_now and not events_after(topic, after):
         return HttpResponse(status=204)  # finished, and the caller has it all: stop reconnecting
@@ -109,16 +112,21 @@ def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str
         if open_streams(request.user.pk) >= limit:
             raise ApiError(429, f"you have {limit} event streams open already (API_MAX_STREAMS_PER_USER); close one, "
                                 "or poll the object's urls.get", headers={"Retry-After": "10"})
-        frames = _frames(topic, after, frozenset(final_states), finished=final_now)
+        frames = _frames(topic, after, frozenset(final_states), finished=final_now, render=render)
         response = StreamingHttpResponse(_counted(request.user.pk, frames), content_type=content_type)
     else:
-        response = StreamingHttpResponse(_stored(topic, after), content_type=content_type)
+        response = StreamingHttpResponse(_stored(topic, after, render), content_type=content_type)
     response["Cache-Control"] = "no-cache, private"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each frame on at once
     return response
 
 
-def frame(message: dict, text: str | None = None) -> str:
+def frame(message: dict, text: str | None = None, *, statuses: Mapping[str, str] | None = None) -> str:
+    """One SSE frame; `text`: the message already as JSON. A state event gains the object's
+    `status` as the API's objects name it (a training's "training" state is "processing")."""
+    if statuses and message["kind"] == "state" and isinstance(message.get("data"), dict):
+        state = message["data"].get("state")
+        message, text = {**message, "data": {**message["data"], "status": statuses.get(state, state)}}, None
     return f"id: {message['id']}\nevent: {message['kind']}\ndata: {text or json.dumps(message)}\n\n"
 
 
@@ -127,13 +135,13 @@ def _replayed(last_id: int) -> str:
     return f"event: replayed\ndata: {json.dumps({'kind': 'replayed', 'data': {'last_id': last_id}})}\n\n"
 
 
-def _stored(topic: str, after: int) -> Iterator[str]:
+def _stored(topic: str, after: int, render: Callable[..., str] = frame) -> Iterator[str]:
     """WSGI: the stored events up to the settled point (flux_studio.relay), then the end."""
     upto, last_id = settled_id(), after
     while page := events_after(topic, last_id, upto=upto):
         for event in page:
             last_id = event.id
-            yield frame(event.as_message())
+            yield render(event.as_message())
     yield _replayed(last_id)
 
 
@@ -149,7 +157,8 @@ def _release_connections() -> None:
         connection.close()
 
 
-async def _frames(topic: str, after: int, final_states: frozenset[str], *, finished: bool) -> AsyncIterator[str]:
+async def _frames(topic: str, after: int, final_states: frozenset[str], *, finished: bool,
+                  render: Callable[..., str] = frame) -> AsyncIterator[str]:
     """`finished`: the object was in a final state when the request came; a replayed state event
     says otherwise (a failed training resumed since the caller's last event)."""
     layer = get_channel_layer()
@@ -167,7 +176,7 @@ async def _frames(topic: str, after: int, final_states: frozenset[str], *, finis
             last_id = message["id"]
             says = _ends(message, final_states)
             finished = finished if says is None else says
-            yield frame(message)
+            yield render(message)
         yield _replayed(last_id)
         # From here on only the channel layer is read: the connection goes back (this runs in the
         # request's thread, where the view and the replay opened it).
@@ -191,12 +200,12 @@ async def _frames(topic: str, after: int, final_states: frozenset[str], *, finis
                 # Redis, events go out in commit order): dropping that would leave the caller
                 # waiting for an end that never comes.
                 if ends and message["id"] > replayed_id:
-                    yield frame(message, received.get("text"))
+                    yield render(message, received.get("text"))
                     yield f"id: {last_id}\n\n"  # the caller's Last-Event-ID goes back to the newest it has
                     return
                 continue
             last_id = message["id"]
-            yield frame(message, received.get("text"))
+            yield render(message, received.get("text"))
             if ends:
                 return
     finally:

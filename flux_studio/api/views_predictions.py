@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, parse_id
 from flux_studio.api.problems import field_error, from_validation_error, json_body
-from flux_studio.api.serializers import prediction_object
+from flux_studio.api.serializers import PREDICTION_STATUS, prediction_object
 from flux_studio.api.streams import event_stream
 from flux_studio.api.webhooks import parse_webhook, webhook_register
 from flux_studio.files import serve_file
@@ -151,7 +151,7 @@ def prediction_events(request: HttpRequest, pk: int) -> HttpResponse:
     """The prediction's events as Server-Sent Events, stored then live (flux_studio.api.streams)."""
     generation = _own(request, pk)
     return event_stream(request, generation.topic, final_states=FINAL_STATES,
-                        final_now=generation.state in FINAL_STATES)
+                        final_now=generation.state in FINAL_STATES, statuses=PREDICTION_STATUS)
 
 
 @api_view(("POST",))

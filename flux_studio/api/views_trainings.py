@@ -200,7 +200,8 @@ def training(request: HttpRequest, pk: int) -> HttpResponse:
 def training_events(request: HttpRequest, pk: int) -> HttpResponse:
     """The training's events as Server-Sent Events, stored then live (flux_studio.api.streams)."""
     job = _own_job(request, pk)
-    return event_stream(request, job.topic, final_states=FINAL_STATES, final_now=job.state in FINAL_STATES)
+    return event_stream(request, job.topic, final_states=FINAL_STATES, final_now=job.state in FINAL_STATES,
+                        statuses=TRAINING_STATUS)
 
 
 def _state_error(exc: ValidationError) -> ApiError:

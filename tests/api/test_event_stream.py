@@ -90,6 +90,12 @@ def queued_job(alice, make_dataset, no_queue) -> TrainingJob:
     return jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
 
 
+def _training(job: TrainingJob) -> None:
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING)
+    job.refresh_from_db()
+    jobs.publish_state(job)
+
+
 def _finish(job: TrainingJob) -> None:
     TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED, step=job.total_steps)
     job.refresh_from_db()
@@ -115,10 +121,15 @@ def test_stored_then_live_then_the_stream_ends_with_the_training(alice_token, qu
         live = await sync_to_async(events.publish)(job.topic, "progress", {"step": 3, "total": 10, "loss": 0.42})
         got = await stream.frame()
         assert (got["event"], got["id"], got["data"]["data"]["loss"]) == ("progress", str(live.id), 0.42)
+        await sync_to_async(_training)(job)
+        got = await stream.frame()
+        assert (got["data"]["data"]["state"], got["data"]["data"]["status"]) == ("training", "processing"), \
+            "the API's status beside the studio's state"
 
         await sync_to_async(_finish)(job)
         got = await stream.frame()
         assert got["event"] == "state" and got["data"]["data"]["state"] == "succeeded"
+        assert got["data"]["data"]["status"] == "succeeded"
         assert await stream.frame() is None, "the stream ends once the training is finished"
         await relay.stop()
 
@@ -180,13 +191,22 @@ def test_only_the_owner_with_a_token_or_session_may_watch(alice, alice_api, bob_
 def test_prediction_and_dataset_streams(alice_token, alice, make_dataset, queued_job):
     from gallery.models import Generation, GenerationState
 
+    from gallery.services import publish_state
+
     generation = Generation.objects.create(owner=alice, prompt="a photo", base_model="tiny", seed=1, steps=3, guidance=1.0,
                                            width=64, height=64, num_images=1, state=GenerationState.FAILED)
+    running = Generation.objects.create(owner=alice, prompt="a photo", base_model="tiny", seed=1, steps=3, guidance=1.0,
+                                        width=64, height=64, num_images=1, state=GenerationState.RUNNING)
+    publish_state(running)
     dataset = queued_job.dataset
 
     async def scenario() -> None:
         gone = await Stream(f"/api/v1/predictions/{generation.pk}/events?after=0", alice_token).open()
         assert gone.status == 204, "a finished prediction with no events: nothing to stream"
+        watched = await Stream(f"/api/v1/predictions/{running.pk}/events", alice_token).open()
+        state = (await watched.until("state"))[-1]["data"]["data"]
+        assert (state["state"], state["status"]) == ("running", "processing"), "named as the prediction's status"
+        await watched.close()
         stream = await Stream(f"/api/v1/datasets/{dataset.pk}/events", alice_token).open()
         assert stream.status == 200
         await stream.until("replayed")
