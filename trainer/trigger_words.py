@@ -155,7 +155,13 @@ def _advise_on_caption_room(advice: TriggerAdvice) -> None:
     takes more than half of them (with the end token) leaves a caption little room."""
     t5 = next((split for split in advice.splits if split.tokenizer == "T5"), None)
     room = preset_for(advice.base).max_sequence_length
-    if t5 is not None and t5.count + 1 > room / 2:
+    if t5 is None or t5.count + 1 <= room / 2:
+        return
+    if t5.count + 1 >= room:
+        advice.warnings.append(f"“{advice.word}” takes {t5.count} T5 tokens, and a caption gets {room} on the "
+                               f"{advice.base} base (one of them ends it): captions would hold nothing else. "
+                               "Pick a shorter word.")
+    else:
         advice.warnings.append(f"“{advice.word}” takes {t5.count} of the {room} T5 tokens a caption gets on the "
                                f"{advice.base} base (one more ends it): words past the {room - t5.count - 1} left "
                                "are cut from each caption. A shorter word leaves the captions more room.")

@@ -96,6 +96,8 @@ def test_a_word_taking_most_of_a_short_caption_budget_warns():
     assert any("takes 9 of the 16 T5 tokens a caption gets on the demo base" in w and "the 6 left are cut" in w
                for w in long_word.warnings), long_word.warnings
     assert not any("T5 tokens a caption gets" in w for w in trigger_advice("JELLOMOLD", base="flux-dev").warnings)
+    too_long = trigger_advice("QWERTYZXCVBNMPLKJ", base="demo")  # 17 pieces: more than the whole caption
+    assert any("captions would hold nothing else" in w for w in too_long.warnings), too_long.warnings
 
 
 def test_clip_bpe_from_vocab_and_merges_in_a_local_base_folder(tmp_path, settings):
