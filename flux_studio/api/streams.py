@@ -44,6 +44,7 @@ from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 
+from flux_studio.api.common import Urls
 from flux_studio.api.problems import ApiError, field_error
 from flux_studio.consumers import replay
 from flux_studio.events import events_after, group_name, layer_is_shared
@@ -100,7 +101,7 @@ def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str
     """The response for one object's events. `final_states`: the `state` values after which
     the stream ends; `final_now`: the object is in one of them already; `statuses`: the API's
     `status` for each state, added to state events beside the studio's own `state`."""
-    render = functools.partial(frame, statuses=statuses)
+    render = functools.partial(frame, statuses=statuses, base=Urls(request).base)
     after = after_id(request)
     if final_now and not events_after(topic, after):
         return HttpResponse(status=204)  # finished, and the caller has it all: stop reconnecting
@@ -121,12 +122,20 @@ def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str
     return response
 
 
-def frame(message: dict, text: str | None = None, *, statuses: Mapping[str, str] | None = None) -> str:
+def frame(message: dict, text: str | None = None, *, statuses: Mapping[str, str] | None = None,
+          base: str = "") -> str:
     """One SSE frame; `text`: the message already as JSON. A state event gains the object's
-    `status` as the API's objects name it (a training's "training" state is "processing")."""
-    if statuses and message["kind"] == "state" and isinstance(message.get("data"), dict):
-        state = message["data"].get("state")
-        message, text = {**message, "data": {**message["data"], "status": statuses.get(state, state)}}, None
+    `status` as the API's objects name it (a training's "training" state is "processing"), and
+    a sample's or image's `api_url` starts with `base` (this request's scheme and host), as the
+    URLs in the API's objects do."""
+    data = message.get("data")
+    if isinstance(data, dict):
+        if statuses and message["kind"] == "state":
+            data = {**data, "status": statuses.get(data.get("state"), data.get("state"))}
+        if base and isinstance(data.get("api_url"), str) and data["api_url"].startswith("/"):
+            data = {**data, "api_url": base + data["api_url"]}
+        if data is not message["data"]:
+            message, text = {**message, "data": data}, None
     return f"id: {message['id']}\nevent: {message['kind']}\ndata: {text or json.dumps(message)}\n\n"
 
 

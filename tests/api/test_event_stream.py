@@ -121,6 +121,11 @@ def test_stored_then_live_then_the_stream_ends_with_the_training(alice_token, qu
         live = await sync_to_async(events.publish)(job.topic, "progress", {"step": 3, "total": 10, "loss": 0.42})
         got = await stream.frame()
         assert (got["event"], got["id"], got["data"]["data"]["loss"]) == ("progress", str(live.id), 0.42)
+        sample_url = f"/api/v1/trainings/{job.pk}/samples/1"
+        await sync_to_async(events.publish)(job.topic, "sample", {"step": 3, "url": "/page/x.png", "api_url": sample_url})
+        got = await stream.frame()
+        assert got["data"]["data"]["api_url"] == "http://testserver" + sample_url, "absolute, as the objects' URLs"
+        assert got["data"]["data"]["url"] == "/page/x.png", "the web page's own link is left as it is"
         await sync_to_async(_training)(job)
         got = await stream.frame()
         assert (got["data"]["data"]["state"], got["data"]["data"]["status"]) == ("training", "processing"), \
@@ -245,7 +250,8 @@ def test_a_script_watches_a_real_worker_train(start_worker, alice, alice_api, al
     progress = [f["data"]["data"] for f in frames if f["event"] == "progress"]
     assert progress[-1]["step"] == 8
     samples = [f["data"]["data"] for f in frames if f["event"] == "sample"]
-    assert samples and body_of(alice_api.get(samples[0]["api_url"]))[:4] == b"\x89PNG", "fetched with the token"
+    assert samples[0]["api_url"].startswith("http://testserver/api/v1/")
+    assert body_of(alice_api.get(samples[0]["api_url"]))[:4] == b"\x89PNG", "fetched with the token"
     ids = [int(f["id"]) for f in frames if f["id"]]
     assert ids == sorted(set(ids)), "each event once, in order"
 
