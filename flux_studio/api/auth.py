@@ -129,7 +129,10 @@ def api_view(methods: tuple[str, ...], *, auth: str = "required") -> Callable[[V
                 if auth != "none":
                     authenticate(request, required=auth == "required")
                     check_rate_limit(request)
-                return view(request, *args, **kwargs)
+                response = view(request, *args, **kwargs)
+                if response.status_code == 204 and "Content-Type" in response:
+                    del response["Content-Type"]  # no content, so no type (Django sets text/html)
+                return response
             except ApiError as exc:
                 return problem_response(exc, request)
             except ValidationError as exc:
