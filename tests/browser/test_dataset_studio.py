@@ -40,6 +40,15 @@ WATCH_UPLOADS_JS = """() => {
 }"""
 
 
+def create_dataset(page, name: str) -> None:
+    """Create a dataset from the list page and wait until its page's scripts have run: a file set
+    on the picker, or a drop, before they attach their handlers would go nowhere."""
+    page.fill("#id_name", name)
+    page.click("text=Create dataset")
+    page.wait_for_url(re.compile(r".*/datasets/\d+/$"))
+    page.wait_for_load_state("load")
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -70,9 +79,7 @@ def _check_each_upload_showed_progress_before_its_thumbnail(page, names: list[st
 
 def test_dataset_studio_from_photos_to_train(page, tmp_path):
     sign_up(page, "dana")
-    page.fill("#id_name", "Teapot")
-    page.click("text=Create dataset")
-    page.wait_for_selector("#dropzone")
+    create_dataset(page, "Teapot")
     dataset_url = page.url
 
     # Several photos and one bad file dropped on the drop zone in ONE drop, over a slow uplink.
@@ -176,8 +183,7 @@ def tiny_captioner(tmp_path, monkeypatch) -> str:
 def test_auto_captions_fill_the_grid_live(tiny_captioner, page, tmp_path):
     # tiny_captioner comes before page so the studio's worker starts with it in its environment.
     sign_up(page, "emil")
-    page.fill("#id_name", "Mugs")
-    page.click("text=Create dataset")
+    create_dataset(page, "Mugs")
     paths = []
     for n in (1, 2):
         path = tmp_path / f"mug{n}.png"
@@ -419,8 +425,7 @@ def one_mb_limit(monkeypatch):
 
 def test_a_photo_over_the_size_limit_is_refused_before_it_uploads(one_mb_limit, page, tmp_path):
     sign_up(page, "hugo")
-    page.fill("#id_name", "Big files")
-    page.click("text=Create dataset")
+    create_dataset(page, "Big files")
     posts: list[str] = []
     page.on("request", lambda request: posts.append(request.url) if request.method == "POST" and "upload" in request.url else None)
     big, small = tmp_path / "huge.jpg", tmp_path / "fine.png"

@@ -19,7 +19,7 @@ import pytest
 from safetensors import safe_open
 
 from tests.browser.conftest import ARTIFACTS, screenshot, sign_up
-from tests.browser.test_dataset_studio import DROP_JS
+from tests.browser.test_dataset_studio import DROP_JS, create_dataset
 from trainer.models import TrainingJob
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -73,9 +73,7 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     # 1. Sign up and create a dataset.
     sign_up(page, "pat")
     snap(page, "signed-up")
-    page.fill("#id_name", "My cat")
-    page.click("text=Create dataset")
-    page.wait_for_selector("#dropzone")
+    create_dataset(page, "My cat")
     snap(page, "new-dataset")
 
     # 2. Drag four photos of the pet onto the drop zone (a real DataTransfer drop).
