@@ -128,13 +128,34 @@ def test_progress_reports_the_learning_rate_each_step_trained_at(tiny_base: Path
     hooks = LearningRates()
     train(train_config(tiny_base, dataset, tmp_path / "out", steps=6, warmup_steps=4, learning_rate=1e-3,
                        val_every=0, checkpoint_every=0, sample_prompts=[]), hooks)  # fmt: skip
-    # linear warmup from 0 over 4 steps, then constant (the step's rate, not the next one's)
-    assert hooks.lrs == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    # a linear warmup over 4 steps whose first step already trains, then constant (the step's
+    # rate, not the next one's)
+    assert hooks.lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     cosine = LearningRates()
     train(train_config(tiny_base, dataset, tmp_path / "cos", steps=5, lr_scheduler="cosine", learning_rate=1e-3,
                        val_every=0, checkpoint_every=0, sample_prompts=[]), cosine)  # fmt: skip
     assert cosine.lrs[0] == pytest.approx(1e-3) and cosine.lrs == sorted(cosine.lrs, reverse=True)
     assert 0 < cosine.lrs[-1] < 2e-4
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [("constant", [0.5, 1, 1, 1, 1]), ("linear", [0.5, 1, 1, 2 / 3, 1 / 3]), ("cosine", [0.5, 1, 1, 0.75, 0.25])],
+)
+def test_every_warmup_step_trains_and_the_decay_follows_it(shape: str, expected: list[float]) -> None:
+    """A warmup of 2 on a 5-step run: half rate, then full; the decay runs over the 3 steps after."""
+    from trainer.engine.optimizers import make_scheduler
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    config = TrainConfig(images_dir="unused", trigger_word="zxq", steps=5, warmup_steps=2, lr_scheduler=shape)
+    scheduler = make_scheduler(optimizer, config)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx(expected)
 
 
 def test_the_first_ctrl_c_asks_for_a_stop_and_the_second_quits(capsys) -> None:

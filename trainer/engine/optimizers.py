@@ -8,6 +8,7 @@ without a GPU, and bench/gpu_train_speed.py builds its steps from the same piece
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -72,8 +73,27 @@ def make_optimizer(
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    from diffusers.optimization import get_scheduler
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of each optimizer step: a linear warmup over `warmup_steps`, then constant,
+    cosine or linear decay over the rest of the run.
 
-    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" and cfg.warmup_steps else cfg.lr_scheduler
-    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+    The warmup's first step already trains: step k (from 0) of W runs at (k + 1) / W of the rate,
+    so the W-th is at full rate. (diffusers' and transformers' schedules start at k / W, which spends
+    the first step at a rate of 0: it moves nothing, and a warmup of 1 step does nothing at all.)
+    After the warmup the schedules are diffusers': the decay starts at the full rate and its last
+    step keeps a small rate (linear: 1 / (steps - W) of it)."""
+    warmup, steps, shape = cfg.warmup_steps, cfg.steps, cfg.lr_scheduler
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = (step - warmup) / max(1, steps - warmup)
+        if shape == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * done))
+        if shape == "linear":
+            return max(0.0, 1.0 - done)
+        return 1.0
+
+    # A plain function, not a callable object: LambdaLR's state_dict (saved in checkpoints) keeps
+    # none of it, and a resumed run rebuilds it from the config.
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
