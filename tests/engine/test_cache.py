@@ -53,3 +53,28 @@ def test_one_encoder_at_a_time_gives_the_pipelines_own_encoding() -> None:
     (encoded,) = encode_prompt_sets(staged, [(prompts, 32)], torch.device("cpu"))
     assert torch.equal(encoded.text, expected_text) and torch.equal(encoded.pooled, expected_pooled)
     assert staged.text_encoder is None and staged.text_encoder_2 is None
+
+
+def test_padded_captions_train_on_the_text_inference_gives(tmp_path: Path) -> None:
+    """pad_captions: every caption runs through T5 at the full length and keeps all of it, so the
+    states equal the pipeline's encode_prompt at inference (padding changes them: no mask)."""
+    captions = ["zxq red", "zxq, a green circle on grey"]
+    for i, caption in enumerate(captions):
+        make_image(tmp_path / f"{i}.png", (64, 64), (200, 40 * i, 30))
+        (tmp_path / f"{i}.txt").write_text(caption)
+    examples = load_dataset(tmp_path, 64, "zxq", False)
+    messages: list[str] = []
+    cache = build_cache(build_tiny_pipeline(), examples, max_sequence_length=32, pad_captions=True, sample_prompts=[],
+                        sample_sequence_length=32, flip=False, device=torch.device("cpu"), offload=False,
+                        log=messages.append)  # fmt: skip
+    inference, pooled, _ = build_tiny_pipeline().encode_prompt(prompt=captions, prompt_2=None, max_sequence_length=32)
+    empty, _, _ = build_tiny_pipeline().encode_prompt(prompt=[""], prompt_2=None, max_sequence_length=32)
+    assert cache.captions.text.shape[1] == 32 and torch.equal(cache.captions.text, inference)
+    assert torch.equal(cache.captions.pooled, pooled) and torch.equal(cache.empty.text, empty)
+    assert any("at 32 T5 tokens (padded, as inference pads)" in m for m in messages), messages
+    # unpadded, the same captions' states differ from inference's: why the option exists
+    short = build_cache(build_tiny_pipeline(), examples, max_sequence_length=32, sample_prompts=[],
+                        sample_sequence_length=32, flip=False, device=torch.device("cpu"), offload=False,
+                        log=messages.append)  # fmt: skip
+    length = short.captions.text.shape[1]
+    assert length < 32 and not torch.allclose(short.captions.text, inference[:, :length], atol=1e-3)

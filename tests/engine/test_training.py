@@ -52,7 +52,7 @@ def test_resume_reproduces_the_uninterrupted_losses(trained: tuple[TrainResult, 
     [("learning_rate", 1e-3), ("lr_scheduler", "cosine"), ("warmup_steps", 5), ("optimizer", "adafactor"),
      ("timestep_sampling", "sigmoid"), ("caption_dropout", 0.0), ("flip", False), ("lora_rank", 8),
      ("lora_alpha", 2.0), ("lora_targets", "attention"), ("resolution", 32), ("batch_size", 2), ("seed", 7),
-     ("grad_accum", 2), ("max_sequence_length", 16), ("guidance", 3.0)],
+     ("grad_accum", 2), ("max_sequence_length", 16), ("guidance", 3.0), ("pad_captions", True)],
 )  # fmt: skip
 def test_resume_refuses_a_changed_setting_by_name(
     trained: tuple[TrainResult, RecordingHooks], tmp_path: Path, setting: str, value: object
@@ -159,13 +159,16 @@ def test_low_memory_mode_computes_the_same_losses(tiny_base: Path, dataset: Path
 
 
 def test_other_optimizer_schedule_sampling_and_targets_run(tiny_base: Path, dataset: Path, tmp_path: Path) -> None:
-    """The less common switches: Adafactor, cosine with warmup, uniform noise levels, attention only."""
+    """The less common switches: Adafactor, cosine with warmup, uniform noise levels, attention only,
+    captions padded to the full T5 length."""
     from safetensors.torch import load_file
 
     config = train_config(tiny_base, dataset, tmp_path / "other", steps=3, optimizer="adafactor", lr_scheduler="cosine",
                           warmup_steps=1, timestep_sampling="uniform", lora_targets="attention", sample_prompts=[],
-                          val_every=0, checkpoint_every=0)  # fmt: skip
-    result = train(config)
+                          val_every=0, checkpoint_every=0, pad_captions=True)  # fmt: skip
+    hooks = RecordingHooks()
+    result = train(config, hooks)
+    assert any("T5 tokens (padded, as inference pads)" in line for line in hooks.logs), hooks.logs
     assert len(result.losses) == 3 and all(loss == loss for loss in result.losses)  # no NaN
     keys = load_file(str(result.lora_path)).keys()
     assert not any(".ff." in key or "proj_mlp" in key for key in keys)

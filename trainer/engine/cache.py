@@ -2,7 +2,8 @@
 
 The diffusers example re-runs CLIP and T5 every step and pads T5 to 512 tokens. Here captions
 are encoded once, padded only to the longest caption (the transformer's cost grows with the
-text length too), one encoder at a time, and T5 and CLIP are dropped from memory before the
+text length too; `pad_captions` pads them to the full length instead, as inference does), one
+encoder at a time, and T5 and CLIP are dropped from memory before the
 first training step. With several resolutions each image's latents are cached once per
 resolution, but its caption is encoded once.
 """
@@ -49,10 +50,10 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def caption_length(pipeline: object, captions: list[str], cap: int) -> tuple[int, int]:
-    """T5 length (with end token) of the longest caption, capped; and how many were cut."""
+def caption_length(pipeline: object, captions: list[str], cap: int, pad: bool = False) -> tuple[int, int]:
+    """T5 length (with end token) of the longest caption, capped (`pad`: the cap); and how many were cut."""
     lengths = [len(ids) for ids in pipeline.tokenizer_2(captions, padding=False).input_ids]  # type: ignore[attr-defined]
-    return min(max(lengths), cap), sum(length > cap for length in lengths)
+    return cap if pad else min(max(lengths), cap), sum(length > cap for length in lengths)
 
 
 @torch.no_grad()
@@ -115,6 +116,7 @@ def build_cache(
     examples: list[Example],
     *,
     max_sequence_length: int,
+    pad_captions: bool = False,
     sample_prompts: list[str],
     sample_sequence_length: int,
     flip: bool,
@@ -131,11 +133,12 @@ def build_cache(
     """
     rows = {path: row for row, path in enumerate(dict.fromkeys(e.image_path for e in examples))}
     captions = list({e.image_path: e.caption for e in examples}.values())  # one per image, in example order
-    length, cut = caption_length(pipeline, captions, max_sequence_length)
+    length, cut = caption_length(pipeline, captions, max_sequence_length, pad_captions)
     if cut:
         log(f"{cut} caption(s) longer than {max_sequence_length} T5 tokens were cut")
-    why = "the limit" if cut else "the longest caption's length" + (
-        f", not the {sample_sequence_length} of inference" if length < sample_sequence_length else "")
+    why = "padded, as inference pads" if pad_captions else "the limit" if cut else "the longest caption's length" + (
+        f", not the {sample_sequence_length} of inference; pad_captions trains on inference's"
+        if length < sample_sequence_length else "")
     log(f"encoding {len(captions)} captions at {length} T5 tokens ({why})")
     sets = [(captions, length), ([""], length)] + ([(sample_prompts, sample_sequence_length)] if sample_prompts else [])
     encoded, empty, *rest = encode_prompt_sets(pipeline, sets, device)

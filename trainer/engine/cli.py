@@ -48,6 +48,8 @@ def _train_parser(commands: Any) -> None:
     p.add_argument("--init-lora", help="continue training from this lora.safetensors")
     p.add_argument("--add-trigger", action="store_true", help="prepend the trigger to captions lacking it")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--pad-captions", action="store_true",
+                   help="pad captions to the full T5 length, as inference does (slower steps)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer blocks: faster steps after a one-off compile (long runs)")
@@ -109,7 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
     values: dict[str, Any] = _read_yaml(args.config) if args.config else {}
     values.update({field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None})
     for flag, field in (("add_trigger", "add_trigger_to_captions"), ("flip", "flip"), ("resume", "resume"),
-                        ("compile", "compile"), ("cuda_graphs", "cuda_graphs"), ("fp8", "fp8")):
+                        ("compile", "compile"), ("cuda_graphs", "cuda_graphs"), ("fp8", "fp8"),
+                        ("pad_captions", "pad_captions")):
         if getattr(args, flag):
             values[field] = True
     hooks = PrintHooks()

@@ -41,6 +41,11 @@ class TrainConfig:
     # plain int); None: the preset's.
     resolution: int | list[int] | None = None
     max_sequence_length: int | None = None  # T5 token cap; None: preset's
+    # Pad every caption to max_sequence_length, as diffusers' and kohya's trainers do: the caption
+    # then trains on exactly the T5 states inference gives it (FLUX's pipeline pads without a mask,
+    # so padding changes them), at the price of a longer text sequence in every step. Off: T5 runs
+    # to the longest caption's length, the cheaper steps.
+    pad_captions: bool = False
     # --- network -----------------------------------------------------------------------------
     lora_rank: int = 16
     lora_alpha: float | None = None  # None: equal to the rank (scale 1)

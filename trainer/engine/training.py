@@ -91,7 +91,8 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         # 3. Encode images and captions once; the text encoders are freed afterwards.
         preset = preset_for(cfg.base)
         cache = build_cache(
-            pipeline, examples, max_sequence_length=cfg.max_sequence_length, sample_prompts=cfg.sample_prompts,  # type: ignore[arg-type]
+            pipeline, examples, max_sequence_length=cfg.max_sequence_length, pad_captions=cfg.pad_captions,  # type: ignore[arg-type]
+            sample_prompts=cfg.sample_prompts,  # type: ignore[arg-type]
             sample_sequence_length=preset.max_sequence_length, flip=cfg.flip, device=device, offload=low,
             log=hooks.on_log, stop=hooks.should_stop,
         )  # fmt: skip
