@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from trainer.engine import CheckpointError, OutOfMemoryError, TrainResult, train
+from trainer.engine.errors import ConfigError
 from trainer.engine.checkpoint import check_resumable
 
 from .conftest import RecordingHooks, train_config
@@ -131,6 +132,56 @@ def test_continue_training_starts_from_the_saved_function(
     result = train(config, hooks)
     assert any("rank 4" in line for line in hooks.logs)  # the file's rank wins, and says so
     assert result.val_losses[0][1] == pytest.approx(full.val_losses[-1][1], rel=1e-5)
+
+
+def test_continue_training_honours_the_files_alpha_tensors(
+    trained: tuple[TrainResult, RecordingHooks], tmp_path: Path
+) -> None:
+    """A file that keeps `<module>.alpha` apart (lora_B unscaled, alpha = 2 × rank: the same function
+    as our folded file) continues from that function, as diffusers' load_lora_weights reads it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    full, _ = trained
+    folded = load_file(str(full.lora_path))
+    rank = next(v.shape[0] for k, v in folded.items() if ".lora_A." in k)
+    apart = {k: (v / 2 if ".lora_B." in k else v) for k, v in folded.items()}
+    apart.update({k.replace(".lora_A.weight", ".alpha"): torch.tensor(2.0 * rank) for k in folded if ".lora_A." in k})
+    save_file(apart, str(tmp_path / "apart.safetensors"))
+    config = train_config(_base(full), _images(full), tmp_path / "more", init_lora=str(tmp_path / "apart.safetensors"),
+                          steps=1, sample_prompts=[])  # fmt: skip
+    result = train(config)
+    assert result.val_losses[0][1] == pytest.approx(full.val_losses[-1][1], rel=1e-5)
+
+
+def test_continue_training_keeps_every_layer_the_file_adapts(
+    trained: tuple[TrainResult, RecordingHooks], tmp_path: Path
+) -> None:
+    """An attention-only run on a full LoRA widens to the full set (nothing the file learned is
+    dropped); a file that adapts a layer the engine does not train is refused before any loading."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    full, _ = trained
+    hooks = RecordingHooks()
+    config = train_config(_base(full), _images(full), tmp_path / "more", init_lora=str(full.lora_path), steps=1,
+                          sample_prompts=[], lora_targets="attention")  # fmt: skip
+    result = train(config, hooks)
+    assert any("training lora_targets full instead of attention" in line for line in hooks.logs), hooks.logs
+    assert result.val_losses[0][1] == pytest.approx(full.val_losses[-1][1], rel=1e-5)
+
+    state = load_file(str(full.lora_path))
+    rank = next(v.shape[0] for k, v in state.items() if ".lora_A." in k)
+    state["transformer.transformer_blocks.0.norm1.linear.lora_A.weight"] = torch.zeros(rank, 8)
+    state["transformer.transformer_blocks.0.norm1.linear.lora_B.weight"] = torch.zeros(8, rank)
+    save_file(state, str(tmp_path / "norms.safetensors"))
+    hooks = RecordingHooks()
+    config = train_config(_base(full), _images(full), tmp_path / "norms", init_lora=str(tmp_path / "norms.safetensors"),
+                          steps=1, sample_prompts=[])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"init_lora adapts layers this engine does not train, e\.g\. "
+                                          r"transformer_blocks\.0\.norm1\.linear"):
+        train(config, hooks)
+    assert not any("loading base" in line for line in hooks.logs)
 
 
 def _base(result: TrainResult) -> Path:

@@ -11,6 +11,7 @@ Two files come out of a run:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,26 @@ def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     with safe_open(str(path), framework="pt") as handle:
         metadata = dict(handle.metadata() or {})
     try:
-        state = FluxPipeline.lora_state_dict(str(path))
+        state, alphas = FluxPipeline.lora_state_dict(str(path), return_alphas=True)
     except Exception as error:  # diffusers raises plain ValueError/KeyError on foreign layouts
         raise ConfigError(f"{path.name} is not a FLUX LoRA diffusers can read: {error}") from error
-    state = state[0] if isinstance(state, tuple) else state
+    # As diffusers' load_lora_weights decides: the adapter metadata if the file has it, else the
+    # per-module `.alpha` tensors (diffusers' lora_state_dict takes them out of the state).
     if "lora_adapter_metadata" in metadata:
         _fold_adapter_metadata(state, json.loads(metadata["lora_adapter_metadata"]))
+    elif alphas:
+        _fold_alphas(state, alphas)
     return state, metadata
+
+
+def _fold_alphas(state: dict[str, torch.Tensor], alphas: dict[str, torch.Tensor]) -> None:
+    """Files that keep a `<module>.alpha` tensor beside each adapter (peft-style files from other
+    trainers) scale that module by alpha / rank at inference; fold it into lora_B like ours."""
+    for key, alpha in alphas.items():
+        module = key.removesuffix(".alpha")
+        down, up = state.get(f"{module}.lora_A.weight"), f"{module}.lora_B.weight"
+        if down is not None and up in state:
+            state[up] = state[up] * (float(alpha) / down.shape[0])
 
 
 def _fold_adapter_metadata(state: dict[str, torch.Tensor], adapter: dict[str, Any]) -> None:
@@ -125,6 +139,22 @@ def diffusers_rank(state: dict[str, torch.Tensor]) -> int:
     if len(ranks) > 1:
         raise ConfigError(f"the LoRA file mixes ranks {sorted(ranks)}; continue training needs one rank")
     return ranks.pop()
+
+
+def modules_outside(state: dict[str, torch.Tensor], targets: str) -> list[str]:
+    """The modules a diffusers-layout LoRA adapts that a run with `targets` does not (sorted)."""
+    allowed = {
+        "transformer_blocks": set(DOUBLE_ATTENTION + (DOUBLE_FEED_FORWARD if targets == "full" else ())),
+        "single_transformer_blocks": set(SINGLE_ATTENTION + (SINGLE_MLP if targets == "full" else ())),
+    }
+    outside = set()
+    for key in state:
+        if key.startswith(PREFIX) and ".lora_A." in key:
+            module = key[len(PREFIX) :].split(".lora_A.")[0]
+            match = re.fullmatch(r"(transformer_blocks|single_transformer_blocks)\.\d+\.(.+)", module)
+            if not match or match.group(2) not in allowed[match.group(1)]:
+                outside.add(module)
+    return sorted(outside)
 
 
 def start_from(transformer: torch.nn.Module, state: dict[str, torch.Tensor], alpha: float) -> None:

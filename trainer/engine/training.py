@@ -32,7 +32,7 @@ from .errors import ConfigError, OutOfMemoryError, StopRequested
 from .fp8 import fp8_support, use_fp8
 from .fused_lora import fused_adapters
 from .hooks import Progress, TrainHooks, TrainResult
-from .lora import add_lora, diffusers_rank, load_raw_state_dict, read_lora, start_from
+from .lora import add_lora, diffusers_rank, load_raw_state_dict, modules_outside, read_lora, start_from
 from .models import can_quantize, compute_dtype, load_pipeline, load_transformer, resolve_device
 from .optimizers import ADAMW8BIT_NEEDS, Update, make_optimizer, make_scheduler, optimizer_name
 from .precision import training_precision
@@ -51,6 +51,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     if cfg.init_lora:
         init_state, _ = read_lora(cfg.init_lora)
         cfg = _adopt_rank(cfg, config, diffusers_rank(init_state), hooks)
+        cfg = _adopt_targets(cfg, init_state, hooks)
     dataset = dataset_fingerprint(examples)
     checkpoint = latest_checkpoint(out) if cfg.resume else None
     saved = load_checkpoint(checkpoint, cfg.to_dict(), dataset) if checkpoint else None
@@ -297,6 +298,22 @@ def out_of_memory_advice(cfg: TrainConfig, device: torch.device) -> str:
         lighter.append(f"a smaller resolution than {cfg.resolution}")
     lighter.append(f"a lower lora_rank than {cfg.lora_rank}")
     return f"out of memory on {device}. Try " + "; or ".join(lighter) + "."
+
+
+def _adopt_targets(cfg: TrainConfig, state: dict[str, torch.Tensor], hooks: TrainHooks) -> TrainConfig:
+    """Continuing a LoRA keeps every layer it adapts: widen an attention-only run to the full set
+    when the file adapts feed-forward layers too, and refuse (before loading anything) a file that
+    adapts layers this engine does not train (other trainers' norm or embedding adapters)."""
+    beyond = modules_outside(state, "full")
+    if beyond:
+        raise ConfigError(
+            f"init_lora adapts layers this engine does not train, e.g. {beyond[0]} ({len(beyond)} in all); it "
+            "continues LoRAs on the attention, feed-forward and single-block proj_mlp/proj_out layers only"
+        )
+    if cfg.lora_targets != "full" and modules_outside(state, cfg.lora_targets):
+        hooks.on_log(f"init_lora adapts feed-forward layers too; training lora_targets full instead of {cfg.lora_targets}")
+        return dataclasses.replace(cfg, lora_targets="full")
+    return cfg
 
 
 def _adopt_rank(cfg: TrainConfig, asked: TrainConfig, file_rank: int, hooks: TrainHooks) -> TrainConfig:
