@@ -34,7 +34,8 @@ def test_resolve_takes_the_preset_defaults() -> None:
     ("change", "message"),
     [({"resolution": 70}, "multiple of 16"), ({"images_dir": ""}, "images_dir"), ({"memory_mode": "tiny"}, "memory_mode"),
      ({"caption_dropout": 1.5}, "caption_dropout"), ({"timestep_sampling": "cosine"}, "timestep_sampling"),
-     ({"cuda_graphs": True}, "cuda_graphs .* needs compile: true")],
+     ({"cuda_graphs": True}, "cuda_graphs .* needs compile: true"),
+     ({"steps": 10, "warmup_steps": 11}, r"warmup_steps \(11\) is more than steps \(10\)")],
 )  # fmt: skip
 def test_resolve_names_the_bad_setting(change: dict, message: str) -> None:
     values = {"base": "tiny", "images_dir": "in", "output_dir": "out", **change}

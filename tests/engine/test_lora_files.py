@@ -59,7 +59,8 @@ def test_metadata_describes_the_lora(trained: tuple[TrainResult, RecordingHooks]
     assert metadata["flux_studio.rank"] == "4" and metadata["flux_studio.steps"] == "40"
     assert Path(metadata["flux_studio.base"]).is_dir()
     with safe_open(str(result.kohya_path), framework="pt") as handle:
-        assert handle.metadata()["modelspec.trigger_phrase"] == TRIGGER
+        kohya = handle.metadata()
+    assert kohya["modelspec.trigger_phrase"] == TRIGGER and kohya["modelspec.architecture"] == "flux-1-dev/lora"
 
 
 def test_kohya_export_converts_back_to_the_same_weights(trained: tuple[TrainResult, RecordingHooks]) -> None:

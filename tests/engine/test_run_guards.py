@@ -158,6 +158,25 @@ def test_every_warmup_step_trains_and_the_decay_follows_it(shape: str, expected:
     assert rates == pytest.approx(expected)
 
 
+def test_resuming_a_finished_run_or_stretching_its_schedule_is_explained(tmp_path: Path) -> None:
+    """A finished run keeps no checkpoint at its last step: resuming it retrains the steps after its
+    last checkpoint, and says so (and points to init_lora); a decaying rate spans the new steps."""
+    from safetensors.torch import save_file
+
+    from trainer.engine.training import _explain_resume
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "lora.safetensors"), metadata={"flux_studio.steps": "5"})
+    config = TrainConfig(images_dir="i", output_dir=str(tmp_path), trigger_word="zxq", steps=8, lr_scheduler="cosine")
+    hooks = RecordingHooks()
+    _explain_resume(config, {"config": {"steps": 5}}, 4, tmp_path, hooks)
+    assert any("already finished at step 5" in m and "step 5 trains again" in m and "init_lora" in m
+               for m in hooks.logs), hooks.logs  # fmt: skip
+    assert any("cosine learning-rate schedule now spans 8 steps instead of 5" in m for m in hooks.logs)
+    quiet = RecordingHooks()  # a plain resume of an unfinished run at a constant rate: nothing to explain
+    _explain_resume(TrainConfig(images_dir="i", output_dir="o", steps=8), {"config": {"steps": 5}}, 4, tmp_path / "x", quiet)
+    assert quiet.logs == []
+
+
 def test_the_first_ctrl_c_asks_for_a_stop_and_the_second_quits(capsys) -> None:
     hooks = PrintHooks()
     assert not hooks.should_stop()

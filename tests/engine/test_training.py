@@ -184,6 +184,26 @@ def test_continue_training_keeps_every_layer_the_file_adapts(
     assert not any("loading base" in line for line in hooks.logs)
 
 
+def test_a_base_without_guidance_embedding_warns_and_labels_its_lora_schnell(dataset: Path, tmp_path: Path) -> None:
+    """FLUX.1-schnell's kind (no guidance embedding): the run warns that training it weakens its
+    4-step sampling, and the kohya file says which architecture it is for."""
+    import json
+
+    from safetensors import safe_open
+
+    from trainer.engine import save_tiny_pipeline
+
+    base = save_tiny_pipeline(tmp_path / "schnell-like")
+    settings = json.loads((base / "transformer" / "config.json").read_text())
+    (base / "transformer" / "config.json").write_text(json.dumps({**settings, "guidance_embeds": False}))
+    hooks = RecordingHooks()
+    result = train(train_config(base, dataset, tmp_path / "out", steps=2, sample_prompts=[], val_every=0,
+                                checkpoint_every=0), hooks)  # fmt: skip
+    assert any("no guidance embedding" in line and "FLUX.1-dev is the usual base" in line for line in hooks.logs)
+    with safe_open(str(result.kohya_path), framework="pt") as handle:
+        assert (handle.metadata() or {})["modelspec.architecture"] == "flux-1-schnell/lora"
+
+
 def _base(result: TrainResult) -> Path:
     import yaml
 

@@ -149,6 +149,8 @@ class TrainConfig:
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be at least 1")
         _check(0.0 <= self.caption_dropout < 1.0, "caption_dropout must be in [0, 1)")
         _check(self.warmup_steps >= 0 and self.max_grad_norm >= 0, "warmup_steps and max_grad_norm must be >= 0")
+        _check(self.warmup_steps <= self.steps,
+               f"warmup_steps ({self.warmup_steps}) is more than steps ({self.steps}): the run would never reach its learning rate")
         _check(min(self.val_every, self.sample_every, self.checkpoint_every) >= 0, "*_every must be >= 0")
         _check(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
         _check(all(0.0 < t < 1.0 for t in self.val_timesteps), "val_timesteps must lie strictly between 0 and 1")

@@ -51,6 +51,10 @@ class SideJobs:
     def scale(self) -> float:
         return self.cfg.lora_alpha / self.cfg.lora_rank  # type: ignore[operator]
 
+    def architecture(self) -> str:
+        """ModelSpec's name for what the LoRA is for: a base without guidance embedding is schnell's kind."""
+        return "flux-1-dev/lora" if self.transformer.config.guidance_embeds else "flux-1-schnell/lora"
+
     def info(self, step: int) -> dict[str, Any]:
         """Safetensors metadata: enough to know what a LoRA file is without its job."""
         return {"base": self.cfg.base, "trigger_word": self.cfg.trigger_word, "rank": self.cfg.lora_rank,
@@ -77,7 +81,7 @@ class SideJobs:
         metadata = {"ss_network_module": "networks.lora_flux", "ss_network_dim": str(self.cfg.lora_rank),
                     "ss_network_alpha": str(self.cfg.lora_rank), "ss_base_model_version": "flux1",
                     "ss_steps": str(step), "modelspec.trigger_phrase": self.cfg.trigger_word,
-                    "modelspec.architecture": "flux-1-dev/lora", "flux_studio.base": self.cfg.base}  # fmt: skip
+                    "modelspec.architecture": self.architecture(), "flux_studio.base": self.cfg.base}  # fmt: skip
         save_file(kohya, str(kohya_path), metadata=metadata)
         return lora_path, kohya_path
 

@@ -103,6 +103,9 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         else:
             pipeline.transformer.to(device)
         transformer = pipeline.transformer
+        if not transformer.config.guidance_embeds:
+            hooks.on_log("this base has no guidance embedding (FLUX.1-schnell's kind): it is distilled for 4-step "
+                         "sampling, and a LoRA trained on it directly tends to weaken that; FLUX.1-dev is the usual base")
 
         # 4. The adapter: seeded init, fp32 weights; then an existing LoRA or a checkpoint on top.
         transformer.requires_grad_(False)
@@ -133,6 +136,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
             scheduler.load_state_dict(saved["scheduler"])
             step, losses, val_losses = saved["step"], list(saved["losses"]), list(saved["val_losses"])
             hooks.on_log(f"resumed from {checkpoint} at step {step}")
+            _explain_resume(cfg, saved, step, out, hooks)
         n_params = sum(p.numel() for p in params)
         hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
 
@@ -298,6 +302,33 @@ def out_of_memory_advice(cfg: TrainConfig, device: torch.device) -> str:
         lighter.append(f"a smaller resolution than {cfg.resolution}")
     lighter.append(f"a lower lora_rank than {cfg.lora_rank}")
     return f"out of memory on {device}. Try " + "; or ".join(lighter) + "."
+
+
+def _explain_resume(cfg: TrainConfig, saved: dict, step: int, out: Path, hooks: TrainHooks) -> None:
+    """Say what a resume does that a person may not expect: a finished run has no checkpoint at its
+    last step, so resuming it trains its last steps again; and a decaying learning rate stretches
+    over the new number of steps."""
+    finished = _final_step(out / "lora.safetensors")
+    if finished is not None and finished > step:
+        again = f"step {finished} trains" if finished == step + 1 else f"steps {step + 1}-{finished} train"
+        hooks.on_log(f"this run already finished at step {finished}; its last checkpoint is at step {step}, so {again} "
+                     "again and replace its LoRA. To train a finished LoRA further, start a new run from it with init_lora")
+    before = saved.get("config", {}).get("steps")
+    if before and before != cfg.steps and cfg.lr_scheduler != "constant":
+        hooks.on_log(f"the {cfg.lr_scheduler} learning-rate schedule now spans {cfg.steps} steps instead of {before}")
+
+
+def _final_step(path: Path) -> int | None:
+    """The step a finished run's lora.safetensors says it was saved at, if there is one."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return int((handle.metadata() or {}).get("flux_studio.steps", ""))
+    except (OSError, ValueError, RuntimeError):  # an unreadable or foreign file says nothing
+        return None
 
 
 def _adopt_targets(cfg: TrainConfig, state: dict[str, torch.Tensor], hooks: TrainHooks) -> TrainConfig:
