@@ -80,3 +80,16 @@ def test_buckets_are_multiples_of_16_around_the_target_area() -> None:
     assert nearest_bucket((1920, 1080), make_buckets(1024)) in {(1344, 768), (1280, 704), (1344, 704)}
     with pytest.raises(DatasetError, match="multiple of 16"):
         make_buckets(100)
+
+
+def test_the_log_names_images_smaller_than_their_bucket(tmp_path: Path) -> None:
+    """An image enlarged to cover its bucket trains softer than the rest; the run's log says which."""
+    from trainer.engine.data import describe
+
+    make_image(tmp_path / "big.png", (128, 128), (200, 30, 30))
+    make_image(tmp_path / "small.png", (40, 40), (30, 200, 30))
+    for name in ("big", "small"):
+        (tmp_path / f"{name}.txt").write_text("zxq")
+    text = describe(load_dataset(tmp_path, 64, "zxq", False))
+    assert "1 example(s) upscaled to their bucket" in text and "small.png, 40x40 to 64x64" in text
+    assert "upscaled" not in describe(load_dataset(tmp_path, 32, "zxq", False))

@@ -65,18 +65,30 @@ def load_dataset(
 
 
 def describe(examples: list[Example]) -> str:
-    """How the examples fall into buckets, per resolution, for the run's log."""
+    """How the examples fall into buckets, per resolution, for the run's log; and which images
+    are smaller than their bucket (upscaled, so softer than the rest)."""
     images = len({e.image_path for e in examples})
     resolutions = sorted({e.resolution for e in examples})
     if len(resolutions) == 1:
         sizes = sorted({e.bucket for e in examples})
-        return f"{images} images in {len(sizes)} bucket(s) {sizes}"
+        return f"{images} images in {len(sizes)} bucket(s) {sizes}" + _upscaled(examples)
     parts = []
     for side in resolutions:
         chosen = [e for e in examples if e.resolution == side]
         sizes = sorted({e.bucket for e in chosen})
         parts.append(f"{side} px: {len(chosen)} examples in {len(sizes)} bucket(s) {sizes}")
-    return f"{images} images x {len(resolutions)} resolutions = {len(examples)} examples; " + "; ".join(parts)
+    return f"{images} images x {len(resolutions)} resolutions = {len(examples)} examples; " + "; ".join(parts) + _upscaled(examples)
+
+
+def _upscaled(examples: list[Example]) -> str:
+    """'; N upscaled ...' for the examples whose image must be enlarged to cover its bucket."""
+    small = [e for e in examples if max(e.bucket[0] / e.size[0], e.bucket[1] / e.size[1]) > 1]
+    if not small:
+        return ""
+    first = small[0]
+    return (f"; {len(small)} example(s) upscaled to their bucket, softer than the rest (e.g. {first.image_path.name}, "
+            f"{first.size[0]}x{first.size[1]} to {first.bucket[0]}x{first.bucket[1]}): larger photos, or a smaller "
+            "resolution, train sharper")
 
 
 def read_caption(image_path: Path, trigger_word: str) -> str:
