@@ -30,6 +30,35 @@ def test_presets_carry_their_defaults() -> None:
     assert BASE_PRESETS["tiny"].resolution == 64
 
 
+def test_a_base_without_a_preset_gets_the_defaults_of_its_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Schnell named by its hub id, or any base whose transformer has no guidance embedding (a
+    local folder, or a hub id in the cache), samples like schnell (4 steps, no guidance, 256 T5
+    tokens); other bases get dev's defaults."""
+    import json
+
+    from trainer.engine.presets import preset_for
+
+    schnell, dev = BASE_PRESETS["flux-schnell"], BASE_PRESETS["flux-dev"]
+    by_id = preset_for("black-forest-labs/FLUX.1-schnell")
+    assert (by_id.sample_steps, by_id.sample_guidance, by_id.max_sequence_length) == (4, 0.0, 256)
+    assert by_id.name == "black-forest-labs/FLUX.1-schnell"
+    folder = tmp_path / "my-schnell"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "transformer" / "config.json").write_text(json.dumps({"guidance_embeds": False}))
+    assert preset_for(str(folder)).sample_steps == schnell.sample_steps
+    (folder / "transformer" / "config.json").write_text(json.dumps({"guidance_embeds": True}))
+    assert preset_for(str(folder)).sample_steps == dev.sample_steps
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--fast-flux" / "snapshots" / ("0" * 40) / "transformer"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"guidance_embeds": False}))
+    (cache / "models--someone--fast-flux" / "refs").mkdir()
+    (cache / "models--someone--fast-flux" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    assert preset_for("someone/fast-flux").sample_steps == schnell.sample_steps
+    assert preset_for("someone/not-cached").sample_steps == dev.sample_steps
+
+
 def test_local_folder_and_name_checks_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(BaseModelLoadError, match="not a preset"):
         load_pipeline("no-such-model")

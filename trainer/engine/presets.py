@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .demo import WEIGHTS_DIR as DEMO_WEIGHTS_DIR
@@ -78,7 +78,9 @@ BASE_PRESETS: dict[str, BasePreset] = {
 
 
 def preset_for(base: str) -> BasePreset:
-    """The preset named `base`, a folder's own preset file, or flux-dev's defaults otherwise."""
+    """The preset named `base` (or whose hub id it is), a folder's own preset file, or else the
+    defaults of the FLUX.1 kind the base is: schnell's for a transformer without guidance embedding
+    (read from a local folder or the hub cache; never the network), dev's otherwise."""
     if base in BASE_PRESETS:
         return BASE_PRESETS[base]
     preset_file = Path(base) / PRESET_FILE
@@ -86,17 +88,27 @@ def preset_for(base: str) -> BasePreset:
         fields = json.loads(preset_file.read_text())
         fields.update(name=base, source=base)
         return BasePreset(**fields)
-    dev = BASE_PRESETS["flux-dev"]
-    return BasePreset(
-        name=base,
-        source=base,
-        resolution=dev.resolution,
-        max_sequence_length=dev.max_sequence_length,
-        sample_steps=dev.sample_steps,
-        sample_guidance=dev.sample_guidance,
-        train_guidance=dev.train_guidance,
-        description=f"FLUX.1 pipeline from {base}",
-    )
+    by_source = {preset.source.lower(): preset for preset in BASE_PRESETS.values()}
+    kind = by_source.get(base.lower()) or BASE_PRESETS["flux-schnell" if _without_guidance(base) else "flux-dev"]
+    return replace(kind, name=base, source=base, description=f"FLUX.1 pipeline from {base}")
+
+
+def _without_guidance(base: str) -> bool:
+    """Whether the base's transformer config says it has no guidance embedding (schnell's kind);
+    False when the config cannot be read without the network."""
+    config = Path(base) / "transformer" / "config.json"
+    if not config.is_file() and looks_like_hub_id(base):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(base, "transformer/config.json")
+        except Exception:  # noqa: BLE001 - an odd id or cache: no answer, dev's defaults
+            cached = None
+        config = Path(cached) if isinstance(cached, str) else config
+    try:
+        return json.loads(config.read_text()).get("guidance_embeds", True) is False
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_preset_file(folder: Path, preset: BasePreset) -> None:
