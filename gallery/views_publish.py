@@ -58,13 +58,19 @@ def _add_samples(request: HttpRequest, model: GalleryModel) -> str:
     return f"Added {len(added) + len(images)} example(s)."
 
 
+def _example(request: HttpRequest, model: GalleryModel) -> object:
+    """The example an action names: `action=cover:<pk>` (a button of the details form) or `example=<pk>`."""
+    pk = request.POST.get("action", "").partition(":")[2] or request.POST.get("example") or ""
+    return get_object_or_404(model.examples, pk=int(pk) if pk.isdigit() else 0)
+
+
 def _cover(request: HttpRequest, model: GalleryModel) -> str:
-    services_gallery.example_set_cover(example=get_object_or_404(model.examples, pk=request.POST.get("example") or 0))
+    services_gallery.example_set_cover(example=_example(request, model))
     return "Cover image changed."
 
 
 def _remove(request: HttpRequest, model: GalleryModel) -> str:
-    services_gallery.example_remove(example=get_object_or_404(model.examples, pk=request.POST.get("example") or 0))
+    services_gallery.example_remove(example=_example(request, model))
     return "Example removed."
 
 
@@ -73,6 +79,19 @@ ACTIONS: dict[str, Callable[[HttpRequest, GalleryModel], str]] = {
 }
 # The actions of the details form: when one fails, the page comes back with what was typed.
 DETAIL_ACTIONS = {"save", "publish"}
+# The example actions post the details as typed too (their buttons belong to the details form);
+# they do not save them, but the page after the action shows them again, marked as not saved.
+TYPED_KEY = "publish-typed-{}"
+
+
+def _keep_typed(request: HttpRequest, job: TrainingJob) -> None:
+    """Remember details typed but not saved, for the page the example action redirects to."""
+    if "title" not in request.POST:  # an older form, or an API-style post: nothing was typed
+        return
+    typed = _details(request)
+    stored = GalleryModel.objects.filter(training=job).first() or services_gallery.draft_preview(owner=request.user, job=job)
+    if typed != {k: str(v) for k, v in PublishForm.of(stored).initial.items()}:
+        request.session[TYPED_KEY.format(job.pk)] = typed
 
 
 def _stored_or_preview(request: HttpRequest, job: TrainingJob) -> GalleryModel:
@@ -102,11 +121,14 @@ def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
         return redirect(job)
     if request.method != "POST":
         model = _stored_or_preview(request, job)
-        return _page(request, job, model, PublishForm.of(model))
-    name = request.POST.get("action", "")
+        typed = request.session.pop(TYPED_KEY.format(job.pk), None)
+        return _page(request, job, model, PublishForm(initial=typed) if typed else PublishForm.of(model), unsaved=bool(typed))
+    name = request.POST.get("action", "").partition(":")[0]
     if name not in ACTIONS:
         messages.error(request, "Unknown action.")
         return redirect("gallery:publish", job.pk)
+    if name not in DETAIL_ACTIONS:
+        _keep_typed(request, job)
     try:
         messages.success(request, _act(request, job, name))
     except ValidationError as exc:
@@ -120,15 +142,19 @@ def publish(request: HttpRequest, job_pk: int) -> HttpResponse:
     return redirect("gallery:publish", job.pk)
 
 
-def _page(request: HttpRequest, job: TrainingJob, model: GalleryModel, form: PublishForm, failed: str = "") -> HttpResponse:
-    """The page; `failed` names what a refused POST did not do ("saved"), which answers 400."""
+def _page(
+    request: HttpRequest, job: TrainingJob, model: GalleryModel, form: PublishForm, failed: str = "", unsaved: bool = False
+) -> HttpResponse:
+    """The page; `failed` names what a refused POST did not do ("saved"), which answers 400;
+    `unsaved`: the form holds details typed before an example action, not yet saved."""
     examples = list(model.examples.all()) if model.pk else []
     samples, images = list(job.samples.order_by("-step")[:24]), list(selectors.generation_images_with(request.user, job))
     # Those already examples (or about to be, for an unsaved draft) are shown as added, not offered.
     added_samples = services_gallery.samples_already_examples(model=model, samples=samples)
     added_images = services_gallery.images_already_examples(model=model, images=images)
     return render(request, "gallery/publish.html", {
-        "model": model, "job": job, "form": form, "failed": failed, "examples": examples, "licenses": License.choices,
+        "model": model, "job": job, "form": form, "failed": failed, "unsaved": unsaved, "examples": examples,
+        "licenses": License.choices,
         # Before the first save, the samples that will become the first examples.
         "first_samples": [] if model.pk else services_gallery.first_example_samples(job),
         "samples": [(s, s.pk in added_samples) for s in samples], "images": [(i, i.pk in added_images) for i in images],

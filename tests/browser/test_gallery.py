@@ -54,8 +54,20 @@ def test_a_refused_publish_keeps_the_form_and_every_control_is_labelled(chromium
     job = finished_training("quinn", tmp_path)
     add_sample(job)
 
+    earlier = add_sample(job)
+    earlier.step = 2
+    earlier.save()
+
     page.goto(f"/gallery/publish/{job.pk}/")
     assert page.get_by_label("Base model").input_value() == "tiny"
+    # Typed details survive adding an example (even an empty, not yet valid title), marked unsaved.
+    page.fill("#title", "")
+    page.fill("#description", "Typed before adding.")
+    page.locator(f"#add-examples input[name=sample][value='{earlier.pk}']").check()
+    page.click("#add-examples button[value=add]")
+    page.wait_for_selector("#unsaved-details")
+    assert (page.input_value("#title"), page.input_value("#description")) == ("", "Typed before adding.")
+    assert page.locator(".examples figure.example").count() == 2
     nine = "one, two, three, four, five, six, seven, eight, nine"
     page.fill("#title", "Zqx circles")
     page.fill("#description", "Circles, drawn by a tiny model.")

@@ -159,7 +159,7 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     page.locator("#add-examples input[name=image]").first.check()
     page.click("#add-examples button[value=add]")
     ours = page.locator(".examples figure.example", has_text=gen_prompt)
-    ours.locator("button[value=cover]").click()
+    ours.locator("button[value^=\"cover:\"]").click()
     page.locator(".examples figure.example", has_text=gen_prompt).locator(".badge", has_text="cover").wait_for()
     page.fill("#title", "Pat's cat")
     page.fill("#description", "Our cat, drawn four ways. Use the trigger word in your prompt.")

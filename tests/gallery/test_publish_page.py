@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from gallery import services_gallery
+from gallery.forms import PublishForm
 from gallery.models import GalleryModel
 from tests.gallery.test_gallery import add_sample, stored_files
 
@@ -146,3 +147,31 @@ def test_the_page_names_the_trained_trigger_and_the_dev_license(alice_client, al
     dev_page = alice_client.get(reverse("gallery:publish", args=[dev_job.pk])).content.decode()
     assert "Trained with <strong>ohwx</strong>" in dev_page
     assert 'id="dev-license"' in dev_page and "FLUX.1 [dev] Non-Commercial License" in dev_page
+
+
+def test_details_typed_before_an_example_action_come_back_unsaved(alice_client, alice, make_job):
+    """Add, Make cover and Remove post the details form: what was typed there is on the page after
+    the action, marked as not saved, and nothing of it is stored until Save or Publish."""
+    job = make_job(alice)
+    first, second = add_sample(job, step=4), add_sample(job, step=2)
+    url = reverse("gallery:publish", args=[job.pk])
+    page = alice_client.get(url).content.decode()
+    assert 'form="publish-form" formnovalidate name="action" value="add"' in page
+    answer = alice_client.post(url, typed(action="add", sample=[second.pk]), follow=True)
+    page = answer.content.decode()
+    assert "Added 1 example(s)." in page and 'id="unsaved-details"' in page
+    assert 'value="Zqx on the sofa"' in page and '<option value="apache-2.0" selected>' in page
+    model = GalleryModel.objects.get(training=job)
+    assert model.title != "Zqx on the sofa" and not model.published, "an example action saves no details"
+    assert model.examples.count() == 2
+    later = model.examples.exclude(is_cover=True).get()
+    answer = alice_client.post(url, typed(action=f"cover:{later.pk}", title=""), follow=True)
+    page = answer.content.decode()
+    assert "Cover image changed." in page and 'id="title" name="title" value=""' in page
+    assert model.examples.get(is_cover=True).pk == later.pk
+    page = alice_client.get(url).content.decode()  # shown once: a fresh visit shows the stored details
+    assert 'id="unsaved-details"' not in page and f'value="{model.title}"' in page
+    stored = {k: str(v) for k, v in PublishForm.of(model).initial.items()}
+    answer = alice_client.post(url, {**stored, "action": f"remove:{later.pk}"}, follow=True)
+    assert "Example removed." in answer.content.decode() and 'id="unsaved-details"' not in answer.content.decode()
+    assert model.examples.count() == 1
