@@ -127,7 +127,9 @@ class JobHooks:
         step = self.uploads.take_landed()
         if step is None:
             return
-        self.update(checkpoint_step=step)
+        # A new checkpoint is progress: the crash count (`attempts`, which fails a job that keeps
+        # dying) starts over from this run, so a long job killed now and then over days is not failed.
+        self.update(checkpoint_step=step, attempts=1)
         self.job.checkpoint_step = step
         self.uploads.prune_below(step)
         events.publish(self.job.topic, "checkpoint", {"step": step})

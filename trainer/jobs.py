@@ -398,7 +398,8 @@ def recover_orphaned_jobs() -> list[int]:
         elif job.attempts >= MAX_ATTEMPTS:
             done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
                 state=JobState.FAILED, finished_at=timezone.now(),
-                error=f"The worker running this job stopped {job.attempts} times (killed or out of memory).",
+                error=f"The worker running this job stopped {job.attempts} times in a row (killed or out of memory) "
+                      "without reaching a new checkpoint.",
                 error_hint="Try the low-memory mode, fewer photos, or a smaller resolution.",
             )
         else:

@@ -16,6 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from flux_studio import worker
@@ -269,7 +271,9 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
     hooks.flush_progress()
     hooks.settle_uploads()  # before the final state: a resume elsewhere must find the last checkpoint stored
     if result.canceled and worker.shutting_down.is_set() and not (hooks.stop or hooks.cancel_requested()):
-        if _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id=""):
+        # A clean stop is not one of the crashes `attempts` counts (the claim counted this run)
+        if _finish(job, JobState.QUEUED, f"Worker shutting down; will resume from step {result.final_step}.", worker_id="",
+                   attempts=Greatest(F("attempts") - 1, 0)):
             from trainer.tasks import train_job_task
 
             train_job_task(job.pk)

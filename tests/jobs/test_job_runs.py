@@ -10,7 +10,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from trainer import job_hooks, jobs, training_run
-from trainer.models import Dataset, JobState
+from trainer.models import Dataset, JobState, TrainingJob
 from trainer.training_run import run_training
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -169,6 +169,40 @@ def test_cancel_that_meets_a_worker_shutdown_ends_canceled_not_queued(alice, mak
     job.refresh_from_db()
     assert job.state == JobState.CANCELED, job.state
     assert job.checkpoint_step >= 2 and requeued == []
+
+
+def test_a_clean_stop_is_no_crash_and_a_new_checkpoint_clears_the_crash_count(alice, make_dataset, monkeypatch):
+    """`attempts` fails a job whose worker keeps dying. A studio stopped with Ctrl-C is not such a
+    death, and a run that reaches a new checkpoint made progress: the count starts over from it."""
+    import trainer.tasks
+    from flux_studio import worker
+    from trainer.job_hooks import JobHooks
+
+    requeued: list[int] = []
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
+                          overrides={"steps": 12, "sample_every": 4})
+    TrainingJob.objects.filter(pk=job.pk).update(attempts=2)  # its worker died twice already
+    log_line = JobHooks.on_log
+
+    def shut_down_while_loading(self, line):  # Ctrl-C before a first step: no checkpoint either
+        log_line(self, line)
+        if "loading base" in line:
+            worker.shutting_down.set()
+
+    monkeypatch.setattr(JobHooks, "on_log", shut_down_while_loading)
+    try:
+        run_training(job.pk)
+    finally:
+        worker.shutting_down.clear()
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and requeued == [job.pk] and job.checkpoint_step == 0
+    assert job.attempts == 2, "the clean stop is not counted; the two deaths still are"
+    monkeypatch.setattr(JobHooks, "on_log", log_line)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED and job.checkpoint_step >= 4
+    assert job.attempts == 1, "a new checkpoint: only this run counts now"
 
 
 def test_a_run_whose_job_was_taken_over_stops_and_leaves_the_job_alone(alice, make_dataset, monkeypatch):
