@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.utils.html import strip_tags
 from django.utils.text import slugify
 
 from gallery.defaults import defaults_for
@@ -26,12 +27,17 @@ DOWNLOAD_ENDINGS = {"lora_file": ".safetensors", "kohya_file": "-kohya.safetenso
 
 
 def download_name(*, title: str, trigger_word: str, field: str) -> str:
-    """A gallery model's LoRA file as downloaded, from its page or over the API: "zqx-portraits-zqx.safetensors"
+    """A gallery model's LoRA file as downloaded, from its page or over the API: "portraits-zqx.safetensors"
     (the kohya layout's "…-zqx-kohya.safetensors"). ASCII letters, digits, '-' and '_' only, so that every
     browser, shell and S3 signed URL keeps it as it is; the trigger word keeps its case, as prompts need it."""
     trigger = unicodedata.normalize("NFKD", trigger_word).encode("ascii", "ignore").decode()
     trigger = re.sub(r"[^A-Za-z0-9_-]", "", trigger)
-    return f"{slugify(title) or 'lora'}{f'-{trigger}' if trigger else ''}{DOWNLOAD_ENDINGS[field]}"
+    # A title is plain text, but one pasted with markup ("<b>friends</b>") should not name the file
+    # "bfriendsb"; and a title that already holds the trigger word as it is typed does not get it
+    # twice (the slug is lower case: a trigger in capitals is still added, in its case).
+    slug = slugify(strip_tags(title)) or "lora"
+    named = trigger in slug.split("-")
+    return f"{slug}{f'-{trigger}' if trigger and not named else ''}{DOWNLOAD_ENDINGS[field]}"
 
 
 def hub_base_model(base_model: str) -> str | None:

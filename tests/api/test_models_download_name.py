@@ -32,7 +32,8 @@ def names(model_id: int) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("title", "trigger", "diffusers_name"), [
-    ("Zqx the cat", "zqx", "zqx-the-cat-zqx.safetensors"),
+    ("Zqx the cat", "zqx", "zqx-the-cat.safetensors"),  # the title holds the trigger already
+    ("Shapes & <b>friends</b>", "zqx", "shapes-friends-zqx.safetensors"),  # markup pasted in a title
     ("Demo blobs", "ZXQMIRA", "demo-blobs-ZXQMIRA.safetensors"),  # the trigger's case is what the prompt needs
     ("Café crème", "köter", "cafe-creme-koter.safetensors"),  # a safe ASCII name for every browser and S3
     ("猫", "猫", "lora.safetensors"),  # nothing left of either in ASCII

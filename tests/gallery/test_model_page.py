@@ -39,6 +39,12 @@ def download_name(model, kind: str = "diffusers") -> str:
     return re.search(r'filename="([^"]+)"', response["Content-Disposition"]).group(1)
 
 
+def test_a_title_with_markup_or_the_trigger_word_names_the_download_cleanly(alice, make_job):
+    model = published(alice, make_job(alice, trigger="zxqmira"), title="Shapes & <b>friends</b> · zxqmira")
+    assert download_name(model) == "shapes-friends-zxqmira.safetensors"
+    assert download_name(model, "kohya") == "shapes-friends-zxqmira-kohya.safetensors"
+
+
 def test_a_hub_base_is_loaded_by_its_hub_id_with_the_file_as_downloaded(alice, make_job):
     model = published(alice, make_job(alice, trigger="ZXQMIRA", base="flux-dev"), title="Demo blobs")
     recipe = recipe_of(model)
