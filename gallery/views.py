@@ -28,15 +28,19 @@ DOWNLOADS = {"diffusers": "lora_file", "kohya": "kohya_file"}
 
 def browse(request: HttpRequest) -> HttpResponse:
     q, base, tag, sort = (request.GET.get(k, "").strip()[:100] for k in ("q", "base", "tag", "sort"))
+    bases, tags = selectors.browse_bases(), selectors.popular_tags()
+    # A filter no model could match (a base never offered, a tag no one could have written) is
+    # not applied, nor offered as a choice: an edited or stale link shows the whole gallery.
+    base = base if base in bases else ""
+    tag = tag if services_gallery.TAG_RE.match(" ".join(tag.lower().split())) else ""
     models = selectors.browse_models(q=q, base=base, tag=tag, sort=sort or "newest")
     page = Paginator(models, PAGE_SIZE).get_page(request.GET.get("page"))
     keep = urlencode({k: v for k, v in (("q", q), ("base", base), ("tag", tag), ("sort", sort)) if v})
-    # A filter in force is always an option, selected: a model page's tag link can name a tag
-    # outside the popular ones, and a select showing "All" would hide the filter and drop it on Apply.
-    bases, tags = selectors.browse_bases(), selectors.popular_tags()
+    # A tag in force is always an option, selected: a model page's tag link can name a tag outside
+    # the popular ones, and a select showing "All" would hide the filter and drop it on Apply.
     return render(request, "gallery/browse.html", {
         "page": page, "q": q, "base": base, "tag": tag, "sort": sort or "newest", "keep": keep,
-        "bases": _with_current(bases, base), "tags": _with_current(tags, tag), "area": "gallery",
+        "bases": bases, "tags": _with_current(tags, tag), "area": "gallery",
     })
 
 

@@ -233,3 +233,13 @@ def test_search_ignores_the_case_of_every_letter_not_only_ascii(alice, django_us
         assert f'data-model="{model.pk}"' in html, q
     html = Client().get(reverse("gallery:browse"), {"q": "café nothing-like-it"}).content.decode()
     assert f'data-model="{model.pk}"' not in html  # every word must match
+
+
+def test_a_filter_no_model_could_match_is_neither_applied_nor_offered(alice, make_job):
+    """An edited link (?base=zzz, a tag with markup) shows the whole gallery, and its value does not
+    join the menus as a choice."""
+    model = published(alice, make_job(alice, trigger="ohwx"), title="Shown anyway", tags=["shapes"])
+    html = Client().get(reverse("gallery:browse"), {"base": "zzz", "tag": "<b>x"}).content.decode()
+    assert f'data-model="{model.pk}"' in html
+    assert ">zzz</option>" not in html and "&lt;b&gt;x</option>" not in html
+    assert "<option selected>" not in html
