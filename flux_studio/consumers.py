@@ -40,6 +40,14 @@ from flux_studio.relay import relay, settled_id
 from flux_studio.topics import may_watch, topic_for
 
 
+async def no_such_socket(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+    """Any other WebSocket path: refuse the handshake (close code 4404, as a 404), with no channel
+    layer and no "No route found" error, which reached the client as an HTTP 500."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 4404})
+
+
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     topic: str = ""
     last_id: int = 0

@@ -56,6 +56,9 @@ def test_owner_only(alice, bob):
         await communicator.disconnect()
         unknown = _connect(alice, "/ws/events/nosuchkind/1/")
         assert (await unknown.connect())[0] is False
+        for path in ("/ws/jobs/1/", "/anything"):  # no route: refused as a 404 would be, not an error
+            assert await WebsocketCommunicator(application, path, headers=[(b"origin", b"http://127.0.0.1")]).connect() \
+                == (False, 4404)
 
     async_to_sync(scenario)()
 
