@@ -101,12 +101,20 @@
     if (data.state !== "succeeded") setTimeout(() => location.reload(), 800);
   }
 
+  // "● live" while the training runs or waits; a finished job's page still listens (a resume from
+  // elsewhere shows up here) but does not claim to be live. A lost connection always shows.
+  let connStatus = "";
+  function showConn() {
+    $("conn").textContent = connStatus !== "live" ? connStatus : FINAL.includes(root.dataset.state) ? "" : "● live";
+  }
+
   function showState(data) {
     const badge = $("job-state");
     badge.textContent = data.state.charAt(0).toUpperCase() + data.state.slice(1);
     badge.className = "badge " + data.state;
     badge.dataset.state = data.state;
     root.dataset.state = data.state;
+    showConn();
     if (data.step != null && data.total) {
       $("progress").max = data.total; $("progress").value = data.step;
       $("step").textContent = data.step; $("total").textContent = data.total;
@@ -201,5 +209,5 @@
       showElapsed();
     },
     "*": (ev) => { if (ev.ts) serverAhead = Math.max(serverAhead, new Date(ev.ts) - Date.now()); },
-  }, { onStatus: (s) => { $("conn").textContent = s === "live" ? "● live" : s; } });
+  }, { onStatus: (s) => { connStatus = s; showConn(); } });
 })();

@@ -105,7 +105,7 @@ def test_a_run_that_succeeds_live_shows_delete_clears_its_speed_and_counts_on_th
     progress(training, 3)
     page.wait_for_function("document.getElementById('speed').textContent === '44.46'")
     assert page.text_content("#eta") == "1m 1s"
-    assert page.locator("#delete").is_hidden()
+    assert page.locator("#delete").is_hidden() and page.text_content("#conn") == "● live"
     before = (timezone.now() - training.started_at).total_seconds()
     running = seconds(page.text_content("#elapsed"))
     after = (timezone.now() - training.started_at).total_seconds()
@@ -117,6 +117,7 @@ def test_a_run_that_succeeds_live_shows_delete_clears_its_speed_and_counts_on_th
     page.wait_for_selector("#job-state[data-state=succeeded]")
     assert page.locator("#delete").is_visible() and page.locator("#download-lora").is_visible()
     assert (page.text_content("#speed"), page.text_content("#eta")) == ("–", "–")
+    assert page.text_content("#conn") == "", "a finished training is not live"
     assert seconds(page.text_content("#elapsed")) >= running, "the elapsed time went back when the run ended"
     time.sleep(1.5)
     assert page.evaluate("window.stillThisPage") is True, "a success needs no reload"
@@ -133,3 +134,6 @@ def test_a_canceled_run_without_a_checkpoint_offers_run_again_and_no_stale_speed
     assert (page.text_content("#speed"), page.text_content("#eta")) == ("–", "–")
     assert page.text_content("#resume") == "Run again"
     assert page.locator("#delete").is_visible()
+    page.wait_for_function("window.FluxLive !== undefined")
+    time.sleep(0.5)  # connected again after the reload: still not "live"
+    assert page.text_content("#conn") == ""
