@@ -21,6 +21,7 @@ from typing import IO
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from trainer.engine.data import eight_bit  # Pillow only, no torch
@@ -63,6 +64,24 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".
 
 class PhotoRejected(Exception):
     """A file that cannot join the dataset; str(exc) is the reason shown next to it."""
+
+
+DATASET_GONE = "the dataset was deleted while this upload ran; nothing was kept"
+
+
+class DatasetGone(PhotoRejected):
+    """The dataset was deleted while its photos were being uploaded: the photo was not kept.
+
+    A PhotoRejected, so a zip's remaining members are refused quickly one by one; the upload
+    views then check the dataset once more and answer that it is gone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(DATASET_GONE)
+
+
+def dataset_gone(dataset: Dataset) -> bool:
+    return not Dataset.objects.filter(pk=dataset.pk).exists()
 
 
 @dataclass
@@ -330,7 +349,10 @@ def _nearly_one_colour(image: Image.Image) -> bool:
 
 
 def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | None = None) -> Photo:
-    """Check `data` and store it as a new photo of `dataset`; raises PhotoRejected with a reason."""
+    """Check `data` and store it as a new photo of `dataset`; raises PhotoRejected with a reason
+    (DatasetGone when the dataset was deleted meanwhile: then no file of the photo is kept)."""
+    if dataset_gone(dataset):
+        raise DatasetGone()
     if dataset.photos.count() >= settings.MAX_PHOTOS_PER_DATASET:
         raise PhotoRejected(f"the dataset already holds the maximum of {settings.MAX_PHOTOS_PER_DATASET} photos")
     digest = hashlib.sha256(data).hexdigest()
@@ -363,18 +385,37 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
         with transaction.atomic():
             # The page uploads 2-3 files at once: re-check the limit under a row lock so parallel
             # uploads cannot push the dataset past it.
-            Dataset.objects.select_for_update().filter(pk=dataset.pk).exists()
+            if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+                raise DatasetGone()  # deleted while this photo was being checked and stored
             if dataset.photos.count() >= settings.MAX_PHOTOS_PER_DATASET:
                 raise PhotoRejected(f"the dataset already holds the maximum of {settings.MAX_PHOTOS_PER_DATASET} photos")
             photo.save()
-    except IntegrityError:  # the same bytes arrived twice at once (two parallel uploads)
+    except IntegrityError:  # the same bytes arrived twice at once (two parallel uploads), or the dataset went
         photo_files_delete(photo)
+        if dataset_gone(dataset):
+            raise DatasetGone() from None
         raise PhotoRejected("an exact duplicate of a photo uploaded at the same moment") from None
     except PhotoRejected:
         photo_files_delete(photo)
         raise
-    dataset.save(update_fields=["updated_at"])
+    # Not dataset.save(): a dataset deleted since the photo was saved (which took the photo with
+    # it) would make that fail with "did not affect any rows".
+    now = timezone.now()
+    if not Dataset.objects.filter(pk=dataset.pk).update(updated_at=now):
+        photos_discard([photo], owner_id=dataset.owner_id)
+        raise DatasetGone()
+    dataset.updated_at = now
     return photo
+
+
+def photos_discard(photos: list[Photo], *, owner_id: int) -> None:
+    """Remove the files of photos just uploaded into a dataset that was deleted meanwhile (their
+    rows went with it), except any file a training job of the owner names."""
+    from trainer.datasets import images_in_training_snapshots  # it imports this module
+
+    keep = images_in_training_snapshots(owner_id)
+    for photo in photos:
+        photo_files_delete(photo, keep=keep)
 
 
 def photo_files_delete(photo: Photo, *, keep: frozenset[str] = frozenset()) -> None:

@@ -3,6 +3,7 @@ and a training's own data as a zip."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import zipfile
 from collections import Counter
@@ -11,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import IO
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.storage import Storage
 from django.db.models import Count, Max, Q, QuerySet
 from django.http import FileResponse
 from django.urls import reverse
@@ -19,6 +21,8 @@ from flux_studio.models import Event
 from trainer.datasets import has_word
 from trainer.models import Dataset, Photo, TrainingJob
 from trainer.photos import WARN_SIDE
+
+log = logging.getLogger(__name__)
 
 # Aspect buckets a person recognises; FLUX trains on any, but a mix of extremes crops badly.
 ASPECTS = ((0.8, "portrait"), (1.25, "square"), (float("inf"), "landscape"))
@@ -117,21 +121,64 @@ def _problems(h: Health, dataset: Dataset) -> list[str]:
 def dataset_export_zip(dataset: Dataset) -> IO[bytes]:
     """A zip of the training images with same-name .txt captions (kohya / ai-toolkit layout).
 
-    Spooled to a temporary file so a big dataset never sits in memory.
+    Spooled to a temporary file so a big dataset never sits in memory. A photo whose stored file
+    is missing (lost by storage) is left out, and MISSING_PHOTOS.txt names it and what to do,
+    rather than the whole download failing.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)
     used: Counter[str] = Counter()
+    written: set[str] = set()
+    missing: list[str] = []
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:  # JPEGs do not compress
         for photo in dataset.photos.filter(excluded=False).order_by("id"):
+            data = _stored_bytes(photo.image.storage, photo.image.name)
+            if data is None:
+                missing.append(f"{photo.original_name} (photo id {photo.pk})")
+                continue
             stem = _safe_stem(photo.original_name)
             used[stem] += 1
             if used[stem] > 1:
                 stem = f"{stem}_{used[stem]}"
-            with photo.image.open("rb") as handle:
-                archive.writestr(f"{stem}.jpg", handle.read())
+            archive.writestr(f"{stem}.jpg", data)
             archive.writestr(f"{stem}.txt", photo.caption + "\n" if photo.caption else "")
+            written.add(stem)
+        if missing:
+            note = _free_name(MISSING_NOTE, written)
+            archive.writestr(note, _missing_text(missing, "this export",
+                                                 "Remove them from the dataset or upload them again, then export again."))
     spool.seek(0)
     return spool
+
+
+MISSING_NOTE = "MISSING_PHOTOS"  # + .txt: the note a download carries when stored photo files are gone
+
+
+def _stored_bytes(storage: Storage, name: str) -> bytes | None:
+    """A stored file's bytes, or None when storage has no such file (lost, or never stored)."""
+    if not name:
+        return None
+    try:
+        with storage.open(name, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:  # local storage, and S3 (django-storages maps its 404 to this)
+        log.warning("stored file %s is missing; left out of a download", name)
+        return None
+
+
+def _free_name(stem: str, taken: set[str]) -> str:
+    """`stem`.txt, or with a number when a photo's own files already use that name."""
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return f"{name}.txt"
+
+
+def _missing_text(missing: list[str], what: str, advice: str) -> str:
+    photos = "1 photo" if len(missing) == 1 else f"{len(missing)} photos"
+    lines = [f"{photos} could not be put in {what}: the stored file is missing.", "",
+             *(f"- {row}" for row in missing), "", advice, ""]
+    return "\n".join(lines)
 
 
 def snapshot_files(snapshot: list[dict[str, object]]) -> list[tuple[str, str, str]]:
@@ -167,15 +214,31 @@ def training_data_response(job: TrainingJob) -> FileResponse:
 def training_data_zip(job: TrainingJob) -> IO[bytes]:
     """The photos and captions exactly as the training trained on them, in a `dataset/` folder:
     unzipped beside the training's config.yaml (whose images_dir is `dataset`), the engine runs
-    it as it is (`python -m trainer.engine train --config config.yaml`). Spooled like the export."""
+    it as it is (`python -m trainer.engine train --config config.yaml`). Spooled like the export.
+    A photo whose stored file is missing is left out (its caption too), and MISSING_PHOTOS.txt,
+    beside the folder, names it."""
     from django.core.files.storage import default_storage
 
     spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)
+    missing: list[tuple[str, object]] = []
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
-        for name, stored, caption in snapshot_files(job.snapshot):
-            with default_storage.open(stored, "rb") as handle:
-                archive.writestr(f"dataset/{name}", handle.read())
+        for (name, stored, caption), row in zip(snapshot_files(job.snapshot), job.snapshot):
+            data = _stored_bytes(default_storage, stored)
+            if data is None:
+                missing.append((name, row.get("photo_id") if isinstance(row, dict) else None))
+                continue
+            archive.writestr(f"dataset/{name}", data)
             archive.writestr(f"dataset/{PurePosixPath(name).stem}.txt", caption)
+        if missing:
+            ids = [pk for _, pk in missing if isinstance(pk, int)]
+            names = dict(Photo.objects.filter(pk__in=ids, dataset__owner_id=job.owner_id).values_list("pk", "original_name"))
+            rows = [f"dataset/{name}" + (f" ({names[pk]}, photo id {pk})" if pk in names else
+                                         f" (photo id {pk}, since deleted)" if isinstance(pk, int) else "")
+                    for name, pk in missing]
+            archive.writestr(f"{MISSING_NOTE}.txt", _missing_text(
+                rows, "this training's data",
+                "A training keeps the photos it was launched with, so they cannot be added back here. To train "
+                "again, remove them from the dataset or upload them again, then launch a new training."))
     spool.seek(0)
     return spool
 

@@ -169,6 +169,14 @@ def photo_upload(request: HttpRequest, pk: int) -> JsonResponse:
     if upload is None:
         return JsonResponse({"ok": False, "error": "no file was sent"}, status=400)
     outcomes = photos.upload_ingest(dataset=dataset, upload=upload, name=upload.name or "photo", size=upload.size or 0)
+    if photos.dataset_gone(dataset):
+        # Deleted while this file was being stored: the photos went with it, their files go now.
+        photos.photos_discard([o.photo for o in outcomes if o.photo is not None], owner_id=dataset.owner_id)
+        return JsonResponse({"ok": False, "error": f"This dataset was deleted while {upload.name or 'the file'} was uploading; "
+                                                   "nothing was kept.",
+                             "results": [{"name": o.name, "ok": False, "reason": photos.DATASET_GONE, "warnings": []}
+                                         for o in outcomes],
+                             "counts": {"captioned": 0, "total": 0}}, status=404)
     results = []
     for outcome in outcomes:
         row: dict[str, Any] = {"name": outcome.name, "ok": outcome.ok, "reason": outcome.reason, "warnings": outcome.warnings}

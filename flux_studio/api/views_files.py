@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
@@ -26,7 +27,7 @@ from flux_studio.api.uploads import ingest_uploads
 from flux_studio.files import serve_file
 from trainer.datasets import MAX_CAPTION, dataset_create, photo_caption_set, photos_delete, photos_set_excluded
 from trainer.models import Dataset, Photo
-from trainer.photos import tidy_caption
+from trainer.photos import DatasetGone, dataset_gone, photos_discard, tidy_caption
 
 API_DATASET_NAME = "API uploads"
 MAX_FILES_PER_REQUEST = 50
@@ -62,17 +63,35 @@ def _upload(request: HttpRequest, urls: Urls) -> JsonResponse:
     with transaction.atomic():
         dataset = _target_dataset(request)
     photos, rejected = ingest_uploads(dataset, uploads)
-    if not photos:
+    try:
+        with transaction.atomic():
+            # Locked, so the dataset cannot be deleted between this check and the upload's row.
+            if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+                raise DatasetGone()
+            upload = _record(request, dataset, uploads, photos, rejected) if photos else None
+    except (DatasetGone, IntegrityError):
+        if not dataset_gone(dataset):
+            raise
+        # The delete took the photo rows with it; their files go too.
+        photos_discard(photos, owner_id=dataset.owner_id)
+        raise ApiError(404, f"dataset {dataset.pk} was deleted while the upload ran; none of the files were kept "
+                            "(upload them again into another dataset)") from None
+    if upload is None:
         # Still a problem document, with the per-file reasons, so a script sees why at once.
         reasons = "; ".join(f"{r['name']}: {r['reason']}" for r in rejected)
         return JsonResponse({"type": "https://flux-studio.local/problems/validation", "title": "Invalid input",
                              "status": 422, "detail": f"no file was accepted ({reasons})",
                              "dataset": dataset.pk, "files": [], "rejected": rejected},
                             status=422, content_type="application/problem+json")
+    return JsonResponse(upload_object(upload, urls), status=201)
+
+
+def _record(request: HttpRequest, dataset: Dataset, uploads: list[UploadedFile], photos: list[Photo],
+            rejected: list[dict[str, str]]) -> FileUpload:
     upload = FileUpload.objects.create(owner=request.user, dataset=dataset, rejected=rejected,
                                        name=", ".join(u.name or "upload" for u in uploads)[:255])
     upload.photos.set(photos)
-    return JsonResponse(upload_object(upload, urls), status=201)
+    return upload
 
 
 @api_view(("GET",))
