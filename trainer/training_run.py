@@ -27,6 +27,7 @@ from trainer.job_hooks import JobHooks, JobTakenOver, mine
 from trainer.jobs import job_claim, publish_state, run_closed
 from trainer.models import CaptionSource, JobState, TrainingJob
 from trainer.work_dirs import (
+    PhotoFilesMissing,
     discard,
     fetch_file,
     job_work_dir,
@@ -251,6 +252,12 @@ def _train(job: TrainingJob, hooks: JobHooks) -> None:
         result = engine.train(config, hooks)
     except JobTakenOver as exc:
         log.warning("%s; stopping this run and leaving the job to its new worker", exc)
+        return
+    except PhotoFilesMissing as exc:
+        hooks.flush_progress()
+        hooks.settle_uploads()
+        log.warning("job %s failed: %s", job.pk, exc)
+        _finish_stopped(job, JobState.FAILED, str(exc), error=str(exc), error_hint=PhotoFilesMissing.hint)
         return
     except engine.EngineError as exc:
         hooks.flush_progress()

@@ -43,19 +43,41 @@ def job_work_dir(job: TrainingJob) -> Path:
 SET_ASIDE = ".removing-"
 
 
+class PhotoFilesMissing(Exception):
+    """Stored photo files of a job's snapshot are gone (storage lost them): str() names them by
+    their names in the dataset, never by a storage path."""
+
+    hint = ("A training keeps the photos it was launched with, and these cannot be put back into it. Remove them "
+            "from the dataset or upload them again, then launch a new training.")
+
+
 def materialize_dataset(job: TrainingJob, folder: Path) -> Path:
     """Write the job's snapshot (images + .txt captions) where the engine reads it."""
     from django.core.files.storage import default_storage
 
+    from trainer.models import Photo
     from trainer.selectors import snapshot_files
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name, stored, caption in snapshot_files(job.snapshot):
+    missing: list[tuple[str, object]] = []
+    for (name, stored, caption), row in zip(snapshot_files(job.snapshot), job.snapshot):
         target = folder / name
         if not target.exists():
-            with default_storage.open(stored, "rb") as src, open(target, "wb") as dst:
-                dst.write(src.read())
+            try:
+                with default_storage.open(stored, "rb") as src:
+                    data = src.read()
+            except FileNotFoundError:
+                missing.append((name, row.get("photo_id") if isinstance(row, dict) else None))
+                continue
+            target.write_bytes(data)
         target.with_suffix(".txt").write_text(caption, encoding="utf-8")
+    if missing:
+        ids = [pk for _, pk in missing if isinstance(pk, int)]
+        names = dict(Photo.objects.filter(pk__in=ids).values_list("pk", "original_name"))
+        shown = [names.get(pk, name) if isinstance(pk, int) else name for name, pk in missing]  # type: ignore[call-overload]
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        raise PhotoFilesMissing(f"{len(missing)} of this training's photo files are missing from storage: "
+                                f"{', '.join(shown[:5])}{more}.")
     return folder
 
 

@@ -205,6 +205,22 @@ def test_a_clean_stop_is_no_crash_and_a_new_checkpoint_clears_the_crash_count(al
     assert job.attempts == 1, "a new checkpoint: only this run counts now"
 
 
+def test_photo_files_lost_by_storage_fail_the_job_by_their_names_not_a_server_path(alice, make_dataset, monkeypatch):
+    import trainer.tasks
+
+    monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: None)
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=3), preset="fast", base_model="tiny",
+                          overrides={"steps": 4, "sample_every": 0})
+    lost = job.dataset.photos.order_by("pk")[1]
+    default_storage.delete(lost.image.name)
+    run_training(job.pk)
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED
+    assert job.error == "1 of this training's photo files are missing from storage: pet1.png."
+    assert "launch a new training" in job.error_hint and lost.image.name not in job.error
+    assert Dataset.objects.filter(pk=job.dataset_id).exists(), "the dataset is kept"
+
+
 def test_a_run_whose_job_was_taken_over_stops_and_leaves_the_job_alone(alice, make_dataset, monkeypatch):
     """Recovery thought this worker dead and another claimed the job: this run must not finish it."""
     from flux_studio.models import Event
