@@ -59,6 +59,21 @@ LIMITS = {
 MAX_RESOLUTIONS = 4
 
 
+# How the job page names a setting changed from its preset.
+SETTING_NAMES = {"steps": "steps", "learning_rate": "learning rate", "lora_rank": "rank", "batch_size": "batch size",
+                 "resolution": "resolution", "sample_every": "sample interval", "seed": "seed",
+                 "caption_dropout": "caption dropout"}
+
+
+def changed_from_preset(config: dict, base_model: str) -> list[str]:
+    """The settings of a job's config that differ from its preset's values on its base, by name
+    (empty for an unknown preset: nothing to compare with)."""
+    if config.get("preset") not in PRESETS:
+        return []
+    defaults = preset_settings(config["preset"], base_model)
+    return [label for key, label in SETTING_NAMES.items() if key in config and config[key] != defaults.get(key)]
+
+
 def resolution_text(value: int | list[int] | None) -> str:
     """'1024' or '512, 768, 1024', as the launch form takes it and the job page shows it ('' for none)."""
     return ", ".join(str(side) for side in resolution_sides(value)) if value else ""

@@ -16,7 +16,7 @@ from trainer import job_queue, jobs, selectors
 from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
 from trainer.forms import WholeSettingsForm
-from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, preset_summary, resolution_text
+from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, changed_from_preset, preset_summary, resolution_text
 
 DOWNLOADS = {"lora": "lora_file", "kohya": "kohya_file", "config": "config_file"}  # the page's kinds: file fields
 
@@ -113,6 +113,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "trainer/job_detail.html", {
         "job": job, "samples": job.samples.all(), "queue_position": queue_position, "area": "training",
         "resolutions": resolution_text(job.config.get("resolution") or []), "step_limits": LIMITS["steps"],
+        "preset": PRESETS.get(job.config.get("preset", "")), "changed": changed_from_preset(job.config, job.base_model),
     })
 
 

@@ -173,3 +173,17 @@ def test_a_training_seed_has_the_same_limit_as_a_generation_seed(alice_client, a
     assert TrainingJob.objects.get().config["seed"] == top
     refused = alice_client.post(launch_url(dataset), {"preset": "fast", "base_model": "tiny", "seed": str(top + 1)})
     assert f"seed: must be between 0 and {top}" in refused.content.decode() and TrainingJob.objects.count() == 1
+
+
+def test_the_job_page_says_which_settings_differ_from_the_preset(alice_client, alice, make_dataset):
+    dataset = make_dataset(alice, n=2)
+    plain = jobs.job_create(owner=alice, dataset=dataset, preset="balanced", base_model="tiny")
+    changed = jobs.job_create(owner=alice, dataset=dataset, preset="balanced", base_model="tiny",
+                              overrides={"steps": 300, "lora_rank": 8, "learning_rate": 1e-3})
+
+    def preset_line(job) -> str:
+        html = alice_client.get(reverse("trainer:job_detail", args=[job.pk])).content.decode()
+        return re.search(r'<span id="job-preset">(.*?)</span>', html).group(1)
+
+    assert preset_line(plain) == "preset Balanced"
+    assert preset_line(changed) == "preset Balanced, changed: steps, learning rate, rank"
