@@ -362,3 +362,38 @@ def test_lora_targets_choose_the_adapted_layers(tiny_base: Path, dataset: Path, 
     assert adapted == expected
     for outside in ("proj_out", "norm_out.linear", "x_embedder", "context_embedder"):
         assert outside not in adapted  # the top-level layers stay the base's own
+
+
+def test_a_slow_first_step_does_not_hold_the_speed_and_eta_down(
+    tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's first step warms up (a resume's first one loads much more): the it/s and the ETA
+    from the second step on are those of the steps after it."""
+    import time
+
+    import trainer.engine.training as training
+
+    step, took = training.optimizer_step, []
+
+    def slow_first(*args: Any, **kwargs: Any) -> float:
+        started = time.perf_counter()
+        if not took:
+            time.sleep(2.0)
+        loss = step(*args, **kwargs)
+        took.append(time.perf_counter() - started)
+        return loss
+
+    monkeypatch.setattr(training, "optimizer_step", slow_first)
+    speeds: list[float] = []
+
+    class Speeds(RecordingHooks):
+        def on_progress(self, progress) -> None:  # type: ignore[no-untyped-def]
+            super().on_progress(progress)
+            speeds.append(progress.it_per_s)
+
+    train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, val_every=0, checkpoint_every=0,
+                       sample_prompts=[]), Speeds())  # fmt: skip
+    assert speeds[0] < 0.5, "the first report has only the slow step to go by"
+    # the second report: the second step's own time, not the mean with the 2 s one before it
+    assert 1 / speeds[1] == pytest.approx(took[1], rel=0.1, abs=0.02), (speeds, took)
+    assert 1 / speeds[2] == pytest.approx((took[1] + took[2]) / 2, rel=0.1, abs=0.02), (speeds, took)

@@ -181,6 +181,8 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 trained = time.perf_counter()
                 durations.append(trained - started)
                 steps_run += 1
+                if steps_run == 2:  # a run's first step warms up (allocations, kernels, a resume's loading):
+                    durations.popleft()  # it would hold it/s and the ETA low for the next 20 steps
 
                 val_loss = None
                 if val_set and (step % cfg.val_every == 0 or step == cfg.steps):
