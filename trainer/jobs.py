@@ -394,10 +394,12 @@ def recover_orphaned_jobs() -> list[int]:
         if job.cancel_requested:  # the person asked it to stop: keep the checkpoint, do not re-run
             done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
                 state=JobState.CANCELED, finished_at=timezone.now(), worker_id="",
+                step=F("checkpoint_step"),  # the steps after it died with the worker: a resume starts there
             )
         elif job.attempts >= MAX_ATTEMPTS:
             done = TrainingJob.objects.filter(pk=job.pk, state=job.state, worker_id=job.worker_id).update(
                 state=JobState.FAILED, finished_at=timezone.now(),
+                step=F("checkpoint_step"),  # what is kept: a resume starts there
                 error=f"The worker running this job stopped {job.attempts} times in a row (killed or out of memory) "
                       "without reaching a new checkpoint.",
                 error_hint="Try the low-memory mode, fewer photos, or a smaller resolution.",

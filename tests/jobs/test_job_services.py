@@ -108,10 +108,12 @@ def test_orphaned_job_is_requeued_then_failed_after_max_attempts(alice, make_dat
     job.refresh_from_db()
     assert job.state == JobState.QUEUED and requeued == [job.pk]
     assert job.step == 50, "the next run starts at the checkpoint, and the pages say so"
-    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, attempts=jobs.MAX_ATTEMPTS, worker_id="gone")
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, attempts=jobs.MAX_ATTEMPTS, worker_id="gone",
+                                                 step=54)
     jobs.recover_orphaned_jobs()
     job.refresh_from_db()
     assert job.state == JobState.FAILED and "stopped 3 times" in job.error and job.error_hint
+    assert job.step == 50, "the steps past the checkpoint died with the worker"
 
 
 def test_orphaned_job_with_a_cancel_request_ends_canceled_not_requeued(alice, make_dataset, monkeypatch):
@@ -121,12 +123,12 @@ def test_orphaned_job_with_a_cancel_request_ends_canceled_not_requeued(alice, ma
     monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
     jobs.job_claim(job.pk, "ghost-host:999999:gpu:dead")
-    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, checkpoint_step=5)
+    TrainingJob.objects.filter(pk=job.pk).update(state=JobState.TRAINING, checkpoint_step=5, step=8)
     assert jobs.job_cancel(job=job)  # the cancel lands, then the worker dies before reading it
     assert jobs.recover_orphaned_jobs() == [job.pk]
     job.refresh_from_db()
     assert job.state == JobState.CANCELED and job.finished_at and requeued == []
-    assert job.checkpoint_step == 5
+    assert job.checkpoint_step == 5 and job.step == 5, "the page shows the step a resume starts from"
 
 
 def test_a_queued_job_flagged_canceled_is_closed_when_a_worker_picks_it(alice, make_dataset):
