@@ -167,6 +167,23 @@ def _advise_on_caption_room(advice: TriggerAdvice) -> None:
                                "are cut from each caption. A shorter word leaves the captions more room.")
 
 
+def caption_room_warning(captions: list[str], base: str) -> str:
+    """What the launch page says when captions are longer than the T5 tokens the base reads per
+    caption (the engine cuts them, and its log says so only once the run has begun); empty when
+    they fit, or when the base's T5 tokenizer is not on this machine to count with."""
+    t5 = next((tokenizer for label, tokenizer in base_tokenizers(base)[0] if label == "T5"), None)
+    if t5 is None or not captions:
+        return ""
+    room = preset_for(base).max_sequence_length
+    # + 1: the end token the pipeline adds (tokenizer files may not add it themselves)
+    long = sum(len(t5.encode(caption, add_special_tokens=False).ids) + 1 > room for caption in captions)
+    if not long:
+        return ""
+    return (f"{long} of {len(captions)} caption{'s' if len(captions) != 1 else ''} {'is' if long == 1 else 'are'} longer "
+            f"than the {room} T5 tokens the {base} base reads per caption: their ends are cut while training. "
+            "Shorter captions, or a base that reads more (FLUX.1: 512), keep every word.")
+
+
 def _advise_from_word_list(advice: TriggerAdvice) -> None:
     if advice.word.lower() in COMMON_WORDS:
         return  # already warned

@@ -17,6 +17,7 @@ from trainer.engine.presets import preset_for  # torch-free
 from trainer.models import ACTIVE_STATES, Dataset, JobState, TrainingJob
 from trainer.forms import WholeSettingsForm
 from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, changed_from_preset, preset_summary, resolution_text
+from trainer.trigger_words import caption_room_warning
 
 DOWNLOADS = {"lora": "lora_file", "kohya": "kohya_file", "config": "config_file"}  # the page's kinds: file fields
 
@@ -92,13 +93,17 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     summaries = {name: {key: preset_summary(key, name, photo_count) for key in PRESETS}
                  for name in settings.BASE_MODELS}
     shown = base if base in summaries else settings.DEFAULT_BASE_MODEL
+    # Captions longer than a base reads are cut: said per base, before the launch (launch.js swaps it)
+    captions = list(dataset.photos.filter(excluded=False).values_list("caption", flat=True))
+    caption_room = {name: caption_room_warning(captions, name) for name in settings.BASE_MODELS}
     # The estimates in the figures follow the memory mode too: the selected one's (fast unless a
     # refused launch chose low), and launch.js swaps them when another is picked.
     memory_mode = request.POST.get("memory_mode") if request.POST.get("memory_mode") in MEMORY_MODES else "fast"
     return render(request, "trainer/job_launch.html", {
         "dataset": dataset, "presets": [{"preset": p, **summary, "figures": summary["figures_by_memory_mode"][memory_mode]}
                                         for p, summary in zip(PRESETS.values(), summaries[shown].values())],
-        "summaries": summaries, "chosen": preset, "base": shown,
+        "summaries": summaries, "chosen": preset, "base": shown, "caption_room": caption_room,
+        "caption_room_shown": caption_room.get(shown, ""),
         "bases": [{"name": name, "description": preset_for(name).description} for name in settings.BASE_MODELS],
         "photo_count": photo_count, "error": error, "area": "training", "memory_modes": MEMORY_MODES.items(),
         "memory_mode": memory_mode, "posted": request.POST, "seed_limits": LIMITS["seed"],

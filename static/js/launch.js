@@ -20,6 +20,17 @@
     }
   }
 
+  // Captions longer than the chosen base reads: a warning per base, empty when they fit.
+  const room = JSON.parse((document.getElementById("launch-caption-room") || {}).textContent || "{}");
+  function showCaptionRoom() {
+    const note = document.getElementById("caption-room");
+    if (!note) return;
+    note.textContent = room[baseSelect.value] || "";
+    note.hidden = !note.textContent;
+  }
+
+  baseSelect.addEventListener("change", showCaptionRoom);
+  showCaptionRoom();
   baseSelect.addEventListener("change", showPresets);
   if (modeSelect) modeSelect.addEventListener("change", showPresets);
   showPresets();  // a base or mode the browser restored (back button, reload) may not be the one drawn

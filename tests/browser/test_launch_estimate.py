@@ -36,3 +36,20 @@ def test_switching_the_memory_mode_changes_the_shown_estimates(page, alice, make
     page.wait_for_url("**/trainings/*/")
     job = TrainingJob.objects.get()
     assert (job.base_model, job.total_steps, job.config["memory_mode"]) == ("demo", 200, "low")
+
+
+def test_the_caption_length_warning_follows_the_chosen_base(page, alice, make_dataset):
+    dataset = make_dataset(alice, n=2)
+    long, short = dataset.photos.order_by("pk")
+    long.caption = "zxq " + "on a long red sofa by the window in soft light " * 3
+    short.caption = "zxq on a mat"
+    long.save()
+    short.save()
+    log_in(page, "alice", "correct horse battery")
+    page.goto(f"/trainings/launch/{dataset.pk}/?base_model=flux-dev")
+    note = page.locator("#caption-room")
+    assert note.is_hidden()  # no FLUX.1 tokenizer on this machine: nothing to count with
+    page.select_option("#base_model", "demo")
+    assert note.is_visible() and note.text_content().startswith("1 of 2 captions is longer than the 16 T5 tokens")
+    page.select_option("#base_model", "flux-dev")
+    assert note.is_hidden()

@@ -187,3 +187,23 @@ def test_the_job_page_says_which_settings_differ_from_the_preset(alice_client, a
 
     assert preset_line(plain) == "preset Balanced"
     assert preset_line(changed) == "preset Balanced, changed: steps, learning rate, rank"
+
+
+def test_the_launch_page_warns_when_captions_are_longer_than_the_base_reads(alice_client, alice, make_dataset):
+    """The demo base reads 16 T5 tokens per caption: longer ones are cut while training, which the
+    page says per base before the launch (counted with the base's own tokenizer)."""
+    dataset = make_dataset(alice, n=3)
+    photos = list(dataset.photos.order_by("pk"))
+    for photo, caption in zip(photos, ["zxq", "zxq " + "on a long red sofa by the window in soft light " * 3, "zxq cat"]):
+        photo.caption = caption
+        photo.save()
+    html = alice_client.get(launch_url(dataset) + "?base_model=demo").content.decode()
+    note = re.search(r'<p class="warn" id="caption-room" role="status" ?>(.*?)</p>', html, re.S)
+    assert note and note.group(1).startswith("1 of 3 captions is longer than the 16 T5 tokens the demo base reads")
+    per_base = json.loads(re.search(r'<script id="launch-caption-room" type="application/json">(.*?)</script>',
+                                    html, re.S).group(1))
+    assert per_base["demo"] == note.group(1) and per_base["flux-dev"] == ""  # no FLUX tokenizer here: nothing said
+    photos[1].caption = "zxq on a sofa"
+    photos[1].save()
+    html = alice_client.get(launch_url(dataset) + "?base_model=demo").content.decode()
+    assert re.search(r'id="caption-room" role="status" hidden>\s*</p>', html)
