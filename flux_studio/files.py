@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import mimetypes
 import uuid
 from datetime import datetime
@@ -14,6 +15,20 @@ from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRed
 from django.utils.cache import get_conditional_response
 from django.utils.deconstruct import deconstructible
 from django.utils.http import http_date
+
+
+log = logging.getLogger(__name__)
+
+
+def delete_stored(fields: list[FieldFile]) -> None:
+    """Remove the stored files of file fields whose rows are gone; one that fails is logged, not
+    raised (nothing refers to it any more: a sweep or an admin can remove it later)."""
+    for field in fields:
+        if field and field.name:
+            try:
+                field.storage.delete(field.name)
+            except OSError:
+                log.warning("could not delete %s", field.name, exc_info=True)
 
 
 def owner_id_of(instance: object) -> int:

@@ -3,6 +3,12 @@
 The worker keeps one `PipelineCache` for its lifetime, so the base model loads once and each
 request only swaps LoRAs. `GenerationProgress` bridges the engine's hooks to database rows and
 live events (topic generation-<id>), and answers its stop polls from the cancel flag.
+
+How a run ends: succeeded, failed (with the reason), canceled by its owner, or, when the worker
+stops cleanly (Ctrl-C, SIGTERM), back in the queue to run again when a worker starts (a studio
+shutdown is not a cancel). A row deleted while it runs (its owner's account) ends the run
+quietly, its files removed. Every write is fenced on the claim (`_claimed`): running, by this
+worker's heartbeat row.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from flux_studio import events, worker
+from flux_studio.files import delete_stored
 from gallery import services
 from gallery.imaging import png_file, thumbnail_file
 from gallery.lora_cache import local_lora_path
@@ -46,11 +53,37 @@ def release_pipeline_cache() -> None:
         _cache.release()
 
 
+class GenerationGone(Exception):
+    """The generation's row was deleted, or is no longer this run's, while it ran: stop quietly."""
+
+
+def _claimed(generation: Generation) -> Any:
+    """The generation's row while this run still holds it (running, by the worker that claimed it)."""
+    return Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING,
+                                     worker_heartbeat=generation.worker_heartbeat)
+
+
+def _lora_gone(row: dict) -> str:
+    what = f"gallery model {row['id']}" if row.get("kind") == "gallery" else f"training {row['training_id']}"
+    if row.get("kind") == "gallery":
+        what += f" of training {row['training_id']}"
+    label = row.get("label")
+    return f"{label} ({what})" if label else what
+
+
 def build_request(generation: Generation) -> Any:
-    from gallery.inference import GenerationRequest, LoraSpec
+    from gallery.inference import GenerationRequest, LoraSpec, RequestError
     from gallery.defaults import defaults_for
 
     jobs = TrainingJob.objects.in_bulk([row["training_id"] for row in generation.loras])
+    # A training deleted (or left without its LoRA) after the generation was queued: the same
+    # for a gallery model, whose training goes with it. Said plainly, not as a KeyError.
+    gone = [row for row in generation.loras if row["training_id"] not in jobs or not jobs[row["training_id"]].lora_file]
+    if gone:
+        names = "; ".join(_lora_gone(row) for row in gone)
+        one = len(gone) == 1
+        raise RequestError(f"{'a LoRA' if one else 'LoRAs'} it uses {'was' if one else 'were'} deleted since it was "
+                           f"queued: {names}; generate again without {'it' if one else 'them'}")
     loras = tuple(LoraSpec(local_lora_path(jobs[row["training_id"]]), float(row["scale"])) for row in generation.loras)
     return GenerationRequest(
         base=generation.base_model, prompt=generation.prompt, seed=generation.seed, steps=generation.steps,
@@ -87,16 +120,27 @@ class GenerationProgress:
         row = GenerationImage(generation=g, index=image_index, seed=seed)
         row.image.save(f"{g.pk}-{image_index}.png", png_file(image), save=False)
         row.thumbnail.save(f"{g.pk}-{image_index}.jpg", thumbnail_file(image), save=False)
-        row.save()
+        try:
+            with transaction.atomic():  # the row only while the run holds the generation
+                if not _claimed(g).select_for_update().exists():
+                    raise GenerationGone(f"generation {g.pk} was deleted or taken while it ran")
+                row.save()
+        except GenerationGone:  # deleted or taken meanwhile: no orphan files
+            delete_stored([row.image, row.thumbnail])
+            raise
+        except IntegrityError as exc:  # deleted between the check and the insert
+            delete_stored([row.image, row.thumbnail])
+            raise GenerationGone(f"generation {g.pk} was deleted while it ran") from exc
         events.publish(g.topic, "image", image_payload(row))
 
     def should_stop(self) -> bool:
+        """A cancel, a worker shutdown (`_run_claimed` tells them apart), or the row gone or taken."""
         if worker.shutting_down.is_set():
             return True
         now = time.monotonic()
         if now - self.last_poll >= STOP_POLL_S:
             self.last_poll = now
-            self.stop = Generation.objects.filter(pk=self.generation.pk, cancel_requested=True).exists()
+            self.stop = not _claimed(self.generation).filter(cancel_requested=False).exists()
         return self.stop
 
 
@@ -117,8 +161,45 @@ def _finish(generation: Generation, state: str, message: str = "", error: str = 
             for name, value in changes.items():
                 setattr(generation, name, value)
         else:  # canceled or taken meanwhile: report what the row says
-            generation.refresh_from_db()
+            try:
+                generation.refresh_from_db()
+            except Generation.DoesNotExist:  # deleted meanwhile: nobody to tell
+                log.info("generation %s was deleted while it ran; not recording %s", generation.pk, state)
+                return
         services.publish_state(generation, message)
+
+
+STUDIO_STOPPED = "The studio stopped while generating; it will generate again when the studio starts."
+
+
+def _requeue(generation: Generation) -> bool:
+    """A clean worker stop (Ctrl-C, SIGTERM) is not the owner's cancel: the generation goes back
+    to the queue, ahead of those queued after it, and runs again from its first image (the same
+    seeds, so the same images) when a worker starts, as a queued one does and as trainings resume.
+    Fenced on the claim, and only when no cancel is pending; False when it was not requeued."""
+    with transaction.atomic():
+        images = list(GenerationImage.objects.filter(generation_id=generation.pk))
+        if not _claimed(generation).filter(cancel_requested=False).update(
+                state=GenerationState.QUEUED, step=0, started_at=None, finished_at=None, error="", worker_heartbeat=None):
+            return False
+        # The images made so far are made again, under the same indices: this run's copies go.
+        GenerationImage.objects.filter(pk__in=[image.pk for image in images]).delete()
+        files = [field for image in images for field in (image.image, image.thumbnail)]
+        transaction.on_commit(lambda: delete_stored(files))
+        generation.refresh_from_db()
+        services.publish_state(generation, STUDIO_STOPPED)
+
+        def enqueue() -> None:
+            from gallery.tasks import GENERATION_PRIORITY, generate_images_task
+
+            # It was created before any generation queued meanwhile, and the queue's positions
+            # count by creation: it runs first.
+            generate_images_task(generation.pk, priority=GENERATION_PRIORITY + 1)
+            services.publish_queue_positions()
+
+        transaction.on_commit(enqueue)
+    log.info("generation %s: the worker is stopping; back in the queue", generation.pk)
+    return True
 
 
 def run_generation(generation_id: int) -> None:
@@ -145,7 +226,11 @@ def _run_claimed(generation: Generation) -> None:
     hooks = GenerationProgress(generation)
     try:
         pipeline_cache().generate(build_request(generation), hooks)
+    except GenerationGone as exc:
+        log.info("%s; stopping", exc)
     except GenerationCanceled:
+        if worker.shutting_down.is_set() and _requeue(generation):
+            return
         _finish(generation, GenerationState.CANCELED, "Canceled.")
     except (RequestError, EngineError) as exc:
         log.warning("generation %s failed: %s", generation.pk, exc)

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from flux_studio import events
+from flux_studio.files import delete_stored
 from gallery import selectors
 from gallery.defaults import LIMITS
 from gallery.models import GalleryModel, Generation, GenerationState
@@ -158,13 +159,28 @@ def generation_cancel(*, generation: Generation) -> bool:
     return bool(Generation.objects.filter(pk=generation.pk, state=GenerationState.RUNNING).update(cancel_requested=True))
 
 
+RUNNING_DELETE = "this generation is still running: cancel it first, then delete it once it has stopped"
+
+
 def generation_delete(*, generation: Generation) -> None:
-    """Delete a generation and its image files (examples made from it keep their own copies)."""
-    generation_cancel(generation=generation)
-    files = []
-    for image in generation.images.all():
-        files += [image.image, image.thumbnail]
-    generation.delete()
-    for field in files:
-        if field:
-            field.storage.delete(field.name)
+    """Delete a generation and its image files (examples made from it keep their own copies).
+
+    A queued one is canceled and deleted; a running one is refused (a ValidationError), as a
+    running training's delete is: its worker would go on writing images of a deleted row. The
+    owner cancels it, which takes a step, and deletes it once it has stopped.
+    """
+    with transaction.atomic():
+        if Generation.objects.select_for_update().filter(pk=generation.pk).first() is None:
+            return  # deleted already
+        # A write first: from here no worker can claim it (SQLite: the write lock is ours; PostgreSQL:
+        # the row lock), so the state read next stays true until the delete commits.
+        if Generation.objects.filter(pk=generation.pk, state=GenerationState.QUEUED).update(
+                state=GenerationState.CANCELED, cancel_requested=True, finished_at=timezone.now()):
+            generation.refresh_from_db()
+            publish_state(generation, "Canceled before it started.")
+        generation.refresh_from_db()
+        if generation.state == GenerationState.RUNNING:
+            raise ValidationError(RUNNING_DELETE)
+        files = [field for image in generation.images.all() for field in (image.image, image.thumbnail)]
+        generation.delete()
+    delete_stored(files)

@@ -164,7 +164,12 @@ def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def generation_delete(request: HttpRequest, pk: int) -> HttpResponse:
     generation = get_object_or_404(Generation, pk=pk, owner=request.user)
-    services.generation_delete(generation=generation)
+    try:
+        services.generation_delete(generation=generation)
+    except ValidationError as exc:  # still running: as the API's 409
+        text = " ".join(exc.messages)
+        messages.warning(request, f"{text[:1].upper()}{text[1:]}.")
+        return redirect("gallery:generation_detail", pk)
     messages.success(request, "Generation deleted.")
     target = request.POST.get("next", "")
     # Only paths on this site: a crafted form must not turn delete into an open redirect.

@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from flux_studio import events, worker
+from flux_studio.files import delete_stored
 from flux_studio.models import WorkerHeartbeat
 from trainer import checkpoint_store, job_queue
 from trainer.datasets import has_word, images_in_training_snapshots
@@ -312,12 +313,7 @@ def job_delete(*, job: TrainingJob) -> None:
 
 
 def _delete_job_files(job: TrainingJob, owner_id: int, files: list, snapshot_images: set[str]) -> None:
-    for field in files:
-        if field and field.name:
-            try:
-                field.storage.delete(field.name)
-            except OSError:
-                log.warning("could not delete %s", field.name, exc_info=True)
+    delete_stored(files)
     try:
         checkpoint_store.prune(job)
     except (NotImplementedError, OSError):

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, parse_id
-from flux_studio.api.problems import field_error, from_validation_error, json_body
+from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
 from flux_studio.api.serializers import PREDICTION_STATUS, prediction_object
 from flux_studio.api.streams import event_stream
 from flux_studio.api.webhooks import parse_webhook, webhook_register
@@ -137,8 +137,13 @@ def predictions(request: HttpRequest) -> HttpResponse:
 def prediction(request: HttpRequest, pk: int) -> HttpResponse:
     generation = _own(request, pk)
     if request.method == "DELETE":
-        # As the web's delete: canceled first if it runs; gallery examples made from it keep their copies.
-        services.generation_delete(generation=generation)
+        # As the web's delete: a waiting one is canceled and deleted; a processing one is a 409, as
+        # for trainings. Gallery examples made from it keep their copies.
+        try:
+            services.generation_delete(generation=generation)
+        except ValidationError:
+            raise ApiError(409, "this prediction is still processing: cancel it first, then delete it once it "
+                                "has stopped") from None
         return HttpResponse(status=204)
     return JsonResponse(prediction_object(generation, Urls(request)))
 

@@ -57,3 +57,20 @@ def make_job(lora_files: dict[str, Path]) -> Callable[..., TrainingJob]:
         return job
 
     return make
+
+
+@pytest.fixture(scope="session")
+def worker_cache():
+    """One worker's pipeline cache for the generation tests: the tiny base loads once."""
+    from gallery.inference.cache import PipelineCache
+
+    return PipelineCache(device="cpu")
+
+
+@pytest.fixture
+def use_worker_cache(monkeypatch, worker_cache):
+    """Generations run in this test use `worker_cache`, as a worker's do its own."""
+    from gallery import generation_run
+
+    monkeypatch.setattr(generation_run, "_cache", worker_cache)
+    return worker_cache

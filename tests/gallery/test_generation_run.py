@@ -15,19 +15,7 @@ from gallery.models import Generation, GenerationState
 from tests.gallery.conftest import PROMPT
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def worker_cache():
-    from gallery.inference.cache import PipelineCache
-
-    return PipelineCache(device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def _use_cache(monkeypatch, worker_cache):
-    monkeypatch.setattr(generation_run, "_cache", worker_cache)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("use_worker_cache")]
 
 
 def create(owner, loras, seed=9, num_images=1):
