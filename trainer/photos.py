@@ -281,6 +281,8 @@ def check_image(data: bytes) -> _Checked:
     """Open and verify image bytes, or raise PhotoRejected saying what is wrong."""
     if len(data) > max_photo_bytes():
         raise PhotoRejected(f"over the {settings.MAX_PHOTO_MB} MB limit per photo")
+    if not data:
+        raise PhotoRejected("the file is empty (0 bytes): it may not have finished copying or downloading")
     with warnings.catch_warnings():
         # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; we refuse both.
         warnings.simplefilter("error", Image.DecompressionBombWarning)

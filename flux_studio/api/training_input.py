@@ -146,7 +146,8 @@ def dataset_for_training(source: TrainingSource) -> tuple[Dataset, list[dict[str
         names = ", ".join(u.name or "upload" for u in source.uploads)
         dataset = dataset_create(owner=source.owner, name=f"API training ({names[:80]})")
     else:
-        dataset = dataset_create(owner=source.owner, name=f"API training ({len(source.photos)} photos)")
+        count = len(source.photos)
+        dataset = dataset_create(owner=source.owner, name=f"API training ({count} photo{'' if count == 1 else 's'})")
     try:
         rejected = _ingest_parts(dataset, source.uploads) if source.uploads else []
         _copy(dataset, source.photos)

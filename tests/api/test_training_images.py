@@ -83,6 +83,7 @@ def test_one_file_id_without_a_list(alice_api, no_queue):
     uploaded = upload_zip(alice_api, pet_zip(2))
     body = create(alice_api, files=uploaded["files"][1]["id"], trigger_word="zxq").json()
     assert trained_captions(body) == ["a photo of zxq, view 1"]
+    assert TrainingJob.objects.get(pk=body["id"]).dataset.name == "API training (1 photo)"
 
 
 def test_only_one_source_at_a_time(alice_api, no_queue):

@@ -58,6 +58,7 @@ def test_exif_orientation_applied_and_location_stripped(dataset):
 @pytest.mark.parametrize("data, reason", [
     (b"definitely not an image", "not an image"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image"),
+    (b"", r"the file is empty \(0 bytes\)"),  # a copy or download that never finished
 ])
 def test_rejects_non_images(data, reason):
     with pytest.raises(PhotoRejected, match=reason):
