@@ -82,3 +82,15 @@ def test_sign_up_ignores_a_next_to_another_site(client):
         "username": "gus", "password1": "plants and pots 42", "password2": "plants and pots 42", "next": "https://evil.example/",
     })
     assert response["Location"] == reverse("trainer:dataset_list")
+
+
+def test_the_account_forms_are_valid_html_no_list_inside_a_paragraph(alice_client):
+    """Django's as_p puts the password rules' <ul> inside a <p>, which HTML does not allow."""
+    import re
+
+    from django.test import Client
+
+    visitor = Client()
+    for c, url in ((visitor, "/accounts/signup/"), (visitor, "/accounts/login/"), (alice_client, "/accounts/password_change/")):
+        page = c.get(url).content.decode()
+        assert "<form" in page and not re.search(r"<p>(?:(?!</p>).)*<ul", page, re.S), url
