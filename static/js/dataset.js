@@ -189,10 +189,17 @@
     $("bulk-scope").textContent = `(acts on ${target.label})`;
     $("auto-caption").textContent = target.ids ? `Auto-caption ${target.label}` : "Auto-caption";
   }
-  grid.addEventListener("change", (e) => { if (e.target.matches(".select")) updateSelection(); });
+  // The first tick opens "Edit many captions", where the actions on the selection are (Exclude,
+  // Include, Delete, and the caption edits); later ticks leave it as the person set it.
+  function selectionChanged() {
+    const before = $("selected-count").textContent.startsWith("0 ");
+    updateSelection();
+    if (before && selectedIds()) $("bulk").open = true;
+  }
+  grid.addEventListener("change", (e) => { if (e.target.matches(".select")) selectionChanged(); });
   $("select-all").addEventListener("change", (e) => {
     cards().forEach((c) => { c.querySelector(".select").checked = e.target.checked && !c.hidden; });
-    updateSelection();
+    selectionChanged();
   });
   updateSelection();
 

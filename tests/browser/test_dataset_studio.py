@@ -352,6 +352,20 @@ def test_the_bulk_bar_edits_only_the_photos_shown(page):
     assert page.text_content("#selected-count") == "1 selected"
 
 
+def test_the_first_tick_opens_the_actions_on_the_selection(page):
+    """Exclude, Include and Delete of the ticked photos live in "Edit many captions": the first tick
+    opens it; once closed by hand, it stays closed while the selection only grows."""
+    sign_up(page, "ola")
+    page.goto(_dataset_with_photos("ola", ["a red square", "a blue square", "a cone"]))
+    ticks = page.locator("#photo-grid .photo-card .select")
+    assert page.evaluate("document.getElementById('bulk').open") is False
+    ticks.nth(0).check()
+    assert page.locator("#delete-selected").is_visible()
+    page.click("#bulk summary")  # closed by hand
+    ticks.nth(1).check()
+    assert page.evaluate("document.getElementById('bulk').open") is False and page.text_content("#selected-count") == "2 selected"
+
+
 def test_auto_caption_captions_what_the_bulk_bar_would_edit(page):
     import json
 
