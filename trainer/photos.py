@@ -156,6 +156,7 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
         if too_big:
             return [IngestOutcome(name, reason=too_big)]
         captions = _zip_captions(archive, members)
+        room = settings.MAX_PHOTOS_PER_DATASET - dataset.photos.count()  # a guide: photo_ingest decides under a lock
         for member in members:
             path = PurePosixPath(member.filename)
             if path.suffix.lower() == ".txt":
@@ -163,6 +164,10 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
             label = f"{name} › {member.filename}"
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 outcomes.append(IngestOutcome(label, reason=f"not an image ({path.suffix or 'no extension'}); skipped"))
+                continue
+            if room <= 0:  # not even read: the ones before it filled the dataset
+                outcomes.append(IngestOutcome(label, reason=f"not added: the dataset is full "
+                                                            f"({settings.MAX_PHOTOS_PER_DATASET} photos)"))
                 continue
             if member.file_size > max_photo_bytes():
                 outcomes.append(IngestOutcome(label, reason=f"over the {settings.MAX_PHOTO_MB} MB limit per photo"))
@@ -174,6 +179,7 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
                     data = handle.read(max_photo_bytes() + 1)
                 photo = photo_ingest(dataset=dataset, data=data, name=path.name,
                                      caption=caption.text if caption else None)
+                room -= 1
             except PhotoRejected as exc:
                 outcomes.append(IngestOutcome(label, reason=str(exc)))
             except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as exc:
@@ -186,6 +192,9 @@ def zip_ingest(*, dataset: Dataset, upload: IO[bytes], name: str) -> list[Ingest
     return outcomes
 
 
+ZIP_IMAGES_FACTOR = 5  # a zip of more than this many datasets' worth of images is refused whole
+
+
 def _zip_too_big(members: list[zipfile.ZipInfo]) -> str:
     """Why the whole zip is refused before anything is unpacked, or "" when it may be read.
 
@@ -193,9 +202,11 @@ def _zip_too_big(members: list[zipfile.ZipInfo]) -> str:
     zip that lies about them still cannot unpack more than this.
     """
     images = [m for m in members if PurePosixPath(m.filename).suffix.lower() in IMAGE_SUFFIXES]
-    if len(images) > settings.MAX_PHOTOS_PER_DATASET:
-        return (f"the zip holds {len(images)} images; a dataset takes at most {settings.MAX_PHOTOS_PER_DATASET}: "
-                "split it into smaller zips")
+    # A few more images than the dataset has room for: the first ones are kept, the rest listed as
+    # not added (zip_ingest). Far more is not a dataset someone meant to upload whole.
+    if len(images) > ZIP_IMAGES_FACTOR * settings.MAX_PHOTOS_PER_DATASET:
+        return (f"the zip holds {len(images)} images, far more than a dataset takes "
+                f"({settings.MAX_PHOTOS_PER_DATASET}): split it into smaller zips")
     unpacked = sum(m.file_size for m in members)
     if unpacked > max_zip_bytes():
         return f"the zip unpacks to {unpacked / 1048576:.0f} MB, over the limit of {_zip_limit_text()}"

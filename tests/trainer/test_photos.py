@@ -166,10 +166,23 @@ def test_zip_size_and_count_limits_refuse_the_whole_zip_with_a_reason(dataset, i
     [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(data), name="bomb.zip", size=len(data))
     assert not outcome.ok and "unpacks to 3 MB, over the limit of 2 MB" in outcome.reason
 
-    many = make_zip({f"{n}.png": image_bytes(300, 300, pattern=n) for n in range(3)})
+    settings.MAX_PHOTOS_PER_DATASET = 1  # 5 datasets' worth at most; more is refused whole, unread
+    many = make_zip({f"{n}.png": image_bytes(300, 300, pattern=n) for n in range(6)})
     [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(many), name="many.zip", size=len(many))
-    assert not outcome.ok and "holds 3 images; a dataset takes at most 2" in outcome.reason
+    assert not outcome.ok and "holds 6 images, far more than a dataset takes (1)" in outcome.reason
     assert dataset.photos.count() == 0  # nothing was half-imported
+
+
+def test_a_zip_with_more_images_than_the_dataset_has_room_for_keeps_what_fits(dataset, add_photo, image_bytes, settings):
+    """The rest of the upload is kept: the first images fill the dataset, the others are listed as
+    not added (and not even read)."""
+    settings.MAX_PHOTOS_PER_DATASET = 3
+    add_photo()
+    archive = make_zip({f"{n}.png": image_bytes(300, 300, pattern=n + 10) for n in range(4)})
+    outcomes = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="pets.zip", size=len(archive))
+    assert [o.ok for o in outcomes] == [True, True, False, False]
+    assert all(o.reason == "not added: the dataset is full (3 photos)" for o in outcomes[2:])
+    assert dataset.photos.count() == 3
 
 
 def test_single_colour_photos_are_not_near_duplicates_of_each_other(dataset):
