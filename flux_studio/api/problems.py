@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -64,6 +66,34 @@ def from_validation_error(exc: ValidationError, *, field_map: dict[str, str] | N
 
 def field_error(field: str, message: str) -> ApiError:
     return ApiError(422, f"{field}: {message}", errors={field: [message]})
+
+
+class FieldErrors:
+    """The 422s of independent field checks, gathered to answer them all at once: a script sent
+    three wrong settings learns of three, not of the first.
+
+        errors = FieldErrors()
+        with errors.check():
+            steps = number(...)   # a 422 raised here is kept, and the next check runs
+        errors.raise_if_any()
+    """
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ApiError as exc:
+            if exc.status != 422 or not exc.errors:
+                raise
+            for field, messages in exc.errors.items():
+                self.errors.setdefault(field, []).extend(messages)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ApiError(422, "; ".join(f"{k}: {' '.join(v)}" for k, v in self.errors.items()), errors=self.errors)
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
-from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body, json_object
+from flux_studio.api.problems import ApiError, FieldErrors, field_error, from_validation_error, json_body, json_object
 from flux_studio.api.serializers import TRAINING_DATA, TRAINING_DOWNLOADS, TRAINING_STATUS, training_object
 from flux_studio.api.streams import event_stream
 from flux_studio.api.training_input import (
@@ -52,19 +52,24 @@ def _own_job(request: HttpRequest, pk: int) -> TrainingJob:
 
 
 def _overrides(data: dict[str, Any]) -> dict[str, Any]:
-    values = {}
+    """The settings as the service takes them; every bad one is reported, not just the first."""
+    values, errors = {}, FieldErrors()
     for key, (setting, kind) in SETTINGS.items():
         low, high = LIMITS[setting]
-        value = number(data, key, kind, low=low, high=high, field=f"input.{key}")
-        if value is not None:
-            values[setting] = value
+        with errors.check():
+            value = number(data, key, kind, low=low, high=high, field=f"input.{key}")
+            if value is not None:
+                values[setting] = value
     if data.get("resolution") is not None:
-        values["resolution"] = _resolution(data["resolution"])
+        with errors.check():
+            values["resolution"] = _resolution(data["resolution"])
     mode = data.get("memory_mode")
     if mode is not None:
-        if mode not in MEMORY_MODES:
-            raise field_error("input.memory_mode", f"one of {', '.join(MEMORY_MODES)}")
-        values["memory_mode"] = mode
+        with errors.check():
+            if mode not in MEMORY_MODES:
+                raise field_error("input.memory_mode", f"one of {', '.join(MEMORY_MODES)}")
+            values["memory_mode"] = mode
+    errors.raise_if_any()
     return values
 
 
@@ -78,18 +83,24 @@ def _resolution(value: Any) -> Any:
 
 
 def _launch_options(data: dict[str, Any]) -> dict[str, Any]:
+    errors = FieldErrors()
     preset = data.get("preset", "balanced")
-    if preset not in PRESETS:
-        raise field_error("input.preset", f"one of {', '.join(PRESETS)}")
     base = data.get("base_model") or settings.DEFAULT_BASE_MODEL
-    if base not in settings.BASE_MODELS:
-        raise field_error("input.base_model", f"one of {', '.join(settings.BASE_MODELS)}")
     prompts = data.get("sample_prompts")
-    if prompts is not None and (not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts)):
-        raise field_error("input.sample_prompts", "a list of strings")
     name = data.get("name", "")
-    if not isinstance(name, str) or len(name) > 120:
-        raise field_error("input.name", "a string of at most 120 characters")
+    with errors.check():
+        if preset not in PRESETS:
+            raise field_error("input.preset", f"one of {', '.join(PRESETS)}")
+    with errors.check():
+        if base not in settings.BASE_MODELS:
+            raise field_error("input.base_model", f"one of {', '.join(settings.BASE_MODELS)}")
+    with errors.check():
+        if prompts is not None and (not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts)):
+            raise field_error("input.sample_prompts", "a list of strings")
+    with errors.check():
+        if not isinstance(name, str) or len(name) > 120:
+            raise field_error("input.name", "a string of at most 120 characters")
+    errors.raise_if_any()
     return {"preset": preset, "base_model": base, "sample_prompts": prompts, "name": name.strip()}
 
 
@@ -138,8 +149,12 @@ def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
         raise field_error("input", "an object with the training settings (see /api/v1/docs/)")
     check_keys(data, INPUT_KEYS)
     hook = parse_webhook(body)
-    options = _launch_options(data)
-    overrides = _overrides(data)
+    errors = FieldErrors()  # every bad field at once
+    with errors.check():
+        options = _launch_options(data)
+    with errors.check():
+        overrides = _overrides(data)
+    errors.raise_if_any()
     autocaption = autocaption_flag(data)
     source = training_source(owner=request.user, data=data, uploads=uploads, hosts=_hosts(request))
     try:  # everything that needs no photo, before any is stored: a refusal leaves nothing behind

@@ -68,6 +68,19 @@ def test_bad_input_is_422_with_field_errors(alice_api, alice, make_dataset, no_q
     assert no_queue == []
 
 
+def test_every_bad_setting_is_named_at_once(alice_api, alice, make_dataset, no_queue):
+    """A script that sent four wrong settings learns of all four in one answer, not one per try."""
+    dataset = make_dataset(alice, n=1)
+    response = create(alice_api, dataset=dataset.pk, trigger_word="zxq", steps=-5, learning_rate="NaN",
+                      lora_rank=100000, batch_size=0, preset="slow", memory_mode="tiny")
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert set(errors) == {"input.steps", "input.learning_rate", "input.lora_rank", "input.batch_size", "input.preset",
+                           "input.memory_mode"}, errors
+    assert all(field in response.json()["detail"] for field in errors)
+    assert no_queue == []
+
+
 def test_resolution_takes_one_size_or_a_list_and_names_a_bad_one(alice_api, alice, make_dataset, no_queue):
     dataset = make_dataset(alice, n=1)
     body = create(alice_api, dataset=dataset.pk, trigger_word="zxq", resolution=[64, 32]).json()
