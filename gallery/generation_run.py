@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from flux_studio import events, worker
 from flux_studio.files import delete_stored
-from gallery import services
+from gallery import selectors, services
 from gallery.imaging import png_file, thumbnail_file
 from gallery.lora_cache import local_lora_path
 from gallery.models import Generation, GenerationImage, GenerationState
@@ -75,16 +75,17 @@ def build_request(generation: Generation) -> Any:
     from gallery.inference import GenerationRequest, LoraSpec, RequestError
     from gallery.defaults import defaults_for
 
-    jobs = TrainingJob.objects.in_bulk([row["training_id"] for row in generation.loras])
-    # A training deleted (or left without its LoRA) after the generation was queued: the same
-    # for a gallery model, whose training goes with it. Said plainly, not as a KeyError.
-    gone = [row for row in generation.loras if row["training_id"] not in jobs or not jobs[row["training_id"]].lora_file]
+    # Each LoRA as the owner may use it now, not as when it was queued: a training deleted since
+    # (a gallery model's training goes with it), or another person's model unpublished since, is
+    # said plainly, not run (nor a KeyError).
+    usable = [selectors.usable_lora(generation.owner, row["kind"], row["id"]) for row in generation.loras]
+    gone = [row for row, found in zip(generation.loras, usable) if found is None]
     if gone:
         names = "; ".join(_lora_gone(row) for row in gone)
         one = len(gone) == 1
-        raise RequestError(f"{'a LoRA' if one else 'LoRAs'} it uses {'was' if one else 'were'} deleted since it was "
-                           f"queued: {names}; generate again without {'it' if one else 'them'}")
-    loras = tuple(LoraSpec(local_lora_path(jobs[row["training_id"]]), float(row["scale"])) for row in generation.loras)
+        raise RequestError(f"{'a LoRA' if one else 'LoRAs'} it uses {'was' if one else 'were'} deleted or unpublished "
+                           f"since it was queued: {names}; generate again without {'it' if one else 'them'}")
+    loras = tuple(LoraSpec(local_lora_path(job), float(row["scale"])) for row, (job, _) in zip(generation.loras, usable))  # type: ignore[misc]
     return GenerationRequest(
         base=generation.base_model, prompt=generation.prompt, seed=generation.seed, steps=generation.steps,
         guidance=generation.guidance, width=generation.width, height=generation.height,

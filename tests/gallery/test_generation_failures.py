@@ -144,6 +144,24 @@ def test_a_gallery_model_whose_training_is_gone_fails_the_same_way(alice, bob, m
     assert f"gallery model {model.pk}" in g.error and "Bob's circles" in g.error and "deleted" in g.error
 
 
+def test_another_persons_model_unpublished_while_queued_is_not_used(alice, bob, make_job):
+    """Unpublished, a model is its owner's alone again: a generation someone queued with it before
+    fails saying so, and its private LoRA is not run."""
+    job = make_job(bob)
+    model = GalleryModel.objects.create(owner=bob, training=job, title="Bob's circles", trigger_word="zqx",
+                                        base_model="tiny", published=True)
+    row = {**lora_row(job), "kind": "gallery", "id": model.pk, "label": model.title}
+    g, own = create(alice, [row]), create(bob, [row])
+    GalleryModel.objects.filter(pk=model.pk).update(published=False)
+    generation_run.run_generation(g.pk)
+    g.refresh_from_db()
+    assert g.state == GenerationState.FAILED and g.images.count() == 0
+    assert "Bob's circles" in g.error and "deleted or unpublished since it was queued" in g.error
+    generation_run.run_generation(own.pk)  # its owner may still use it
+    own.refresh_from_db()
+    assert own.state == GenerationState.SUCCEEDED
+
+
 # -- 3. a generation deleted while it runs ---------------------------------------------------------
 
 def test_the_web_delete_of_a_running_generation_is_refused_like_the_api(alice, alice_client):
