@@ -188,7 +188,7 @@ def _requeue(generation: Generation) -> bool:
         files = [field for image in images for field in (image.image, image.thumbnail)]
         transaction.on_commit(lambda: delete_stored(files))
         generation.refresh_from_db()
-        services.publish_state(generation, STUDIO_STOPPED)
+        services.publish_state(generation, STUDIO_STOPPED, images_dropped=bool(images))
 
         def enqueue() -> None:
             from gallery.tasks import GENERATION_PRIORITY, generate_images_task

@@ -129,11 +129,14 @@ def generation_enqueue(generation: Generation) -> None:
     transaction.on_commit(enqueue)
 
 
-def publish_state(generation: Generation, message: str = "") -> None:
+def publish_state(generation: Generation, message: str = "", *, images_dropped: bool = False) -> None:
+    """`images_dropped`: the images sent before this event are gone (a requeued run makes them
+    again), so a page showing them clears them, live or in a replay."""
     events.publish(generation.topic, "state", {
         # step counts every image's steps, as progress's `done` does: out of `total`; `steps` is one image's.
         "state": generation.state, "step": generation.step, "steps": generation.steps,
         "total": generation.steps * generation.num_images, "error": generation.error, "message": message,
+        **({"images_dropped": True} if images_dropped else {}),
     })
 
 

@@ -204,6 +204,11 @@
 
   FluxLive.watch("generation", id, {
     state: (d) => {
+      if (d.images_dropped) {  // requeued by a studio stop: those images are made again
+        images.replaceChildren();
+        shown.clear();
+        progress.value = 0;
+      }
       setState(d.state);
       if (d.message) message.textContent = d.message;
       if (d.state === "succeeded") progress.value = progress.max;

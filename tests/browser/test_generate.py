@@ -120,3 +120,34 @@ def test_waiting_behind_a_training_says_so_and_stays_live(chromium, studio_witho
     page.wait_for_function("document.getElementById('result').dataset.state === 'canceled'")
     assert queue.is_hidden()
     page.context.close()
+
+
+def test_a_requeued_generation_drops_the_images_it_will_make_again(chromium, studio_without_worker):
+    """A studio stop sends a running generation back to the queue and deletes its images: the open
+    page clears them live, and a reload's replay does not bring them back."""
+    from flux_studio import events
+    from gallery import services
+    from gallery.models import Generation, GenerationState
+
+    page = signed_in_page(chromium, studio_without_worker, "rosa")
+    page.goto("/generate/")
+    page.fill("#id_prompt", "a red circle")
+    page.click("#generate-button")
+    page.wait_for_url(re.compile(r".*/generate/\d+/$"))
+    g = Generation.objects.get()
+    Generation.objects.filter(pk=g.pk).update(state=GenerationState.RUNNING)
+    g.refresh_from_db()
+    services.publish_state(g)
+    events.publish(g.topic, "image", {"id": 999, "index": 0, "seed": 5, "url": "/static/img/favicon.svg",
+                                      "download_url": "/static/img/favicon.svg"})
+    page.wait_for_selector("#gen-images figure")
+    Generation.objects.filter(pk=g.pk).update(state=GenerationState.QUEUED)
+    g.refresh_from_db()
+    services.publish_state(g, "The studio stopped while generating.", images_dropped=True)
+    page.wait_for_function("document.getElementById('result').dataset.state === 'queued'")
+    assert page.locator("#gen-images figure").count() == 0
+    page.reload()
+    page.wait_for_function("document.getElementById('result').dataset.state === 'queued'")
+    page.wait_for_timeout(500)  # the replay has run
+    assert page.locator("#gen-images figure").count() == 0
+    page.context.close()

@@ -87,6 +87,7 @@ def test_a_worker_shutdown_puts_the_generation_back_in_the_queue(
     assert [pk for pk, _ in requeued] == [g.pk], "enqueued again, to run when a worker starts"
     last = Event.objects.filter(topic=g.topic, kind="state").last().data
     assert last["state"] == "queued" and "studio stopped" in last["message"] and last["error"] == ""
+    assert last["images_dropped"] is True, "a page showing the first image clears it"
     assert "Canceled" not in " ".join(e.data.get("message", "") for e in Event.objects.filter(topic=g.topic, kind="state"))
 
     shutdown.clear()  # the studio starts again: the queued task runs
