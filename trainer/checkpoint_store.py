@@ -64,6 +64,8 @@ def prune(job: TrainingJob, below: int | None = None) -> None:
         for name in default_storage.listdir(prefix)[1]:
             default_storage.delete(f"{prefix}/{name}")
         _remove_empty_folder(prefix)
+    if below is None:  # all of them: the job's own folder goes too (local storage keeps it, empty)
+        _remove_empty_folder(job_prefix(job))
 
 
 def stored(job: TrainingJob, step: int) -> bool:
