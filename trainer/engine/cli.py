@@ -23,6 +23,7 @@ TRAIN_FLAGS = {
     "memory_mode": "memory_mode", "sample_prompts": "sample_prompts", "sample_every": "sample_every",
     "checkpoint_every": "checkpoint_every", "val_every": "val_every", "init_lora": "init_lora",
     "caption_dropout": "caption_dropout", "optimizer": "optimizer", "timestep_sampling": "timestep_sampling",
+    "ema_decay": "ema_decay",
 }  # fmt: skip
 
 
@@ -37,7 +38,8 @@ def _train_parser(commands: Any) -> None:
                    help="bucket side length, or several (512,768,1024) to train every image at each")
     for flag, kind in (("--steps", int), ("--rank", int), ("--alpha", float), ("--lr", float),
                        ("--batch-size", int), ("--grad-accum", int), ("--seed", int), ("--sample-every", int),
-                       ("--checkpoint-every", int), ("--val-every", int), ("--caption-dropout", float)):  # fmt: skip
+                       ("--checkpoint-every", int), ("--val-every", int), ("--caption-dropout", float),
+                       ("--ema-decay", float)):  # fmt: skip
         p.add_argument(flag, type=kind)
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--memory-mode", choices=["fast", "low"])

@@ -61,6 +61,9 @@ class TrainConfig:
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0  # 0 disables clipping
+    # 0: off. E.g. 0.99: the saved LoRA, checkpoints' LoRAs and samples use an exponential moving
+    # average of the adapter's weights over the recent steps (ema.py), smoother than the last step's
+    ema_decay: float = 0.0
     timestep_sampling: str = "shift"  # shift | logit_normal | sigmoid | uniform
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -149,6 +152,7 @@ class TrainConfig:
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be at least 1")
         _check(0.0 <= self.caption_dropout < 1.0, "caption_dropout must be in [0, 1)")
         _check(self.warmup_steps >= 0 and self.max_grad_norm >= 0, "warmup_steps and max_grad_norm must be >= 0")
+        _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1) (0 turns the weight average off)")
         _check(self.warmup_steps <= self.steps,
                f"warmup_steps ({self.warmup_steps}) is more than steps ({self.steps}): the run would never reach its learning rate")
         _check(min(self.val_every, self.sample_every, self.checkpoint_every) >= 0, "*_every must be >= 0")

@@ -31,6 +31,7 @@ class Update:
     device: torch.device
     dtype: torch.dtype
     graphs: bool = False  # the blocks replay as CUDA graphs: mark each new forward
+    ema: Any = None  # an AdapterEMA to move after each optimizer step (ema_decay), or None
 
 
 # optimizer class -> the `optimizer` setting that makes it (saved in checkpoints)

@@ -17,6 +17,7 @@ from .cache import CachedDataset
 from .checkpoint import save_checkpoint
 from .compiling import eager
 from .config import TrainConfig, sample_seed
+from .ema import AdapterEMA, averaged
 from .hooks import TrainHooks
 from .kohya import to_kohya
 from .lora import folded, raw_state_dict, save_lora
@@ -40,12 +41,13 @@ class SideJobs:
     scheduler: Any
     graphs: bool = False
     dataset: str = ""  # dataset_fingerprint: a resume checks it trains on the same images and captions
+    ema: AdapterEMA | None = None  # the weights' moving average (ema_decay): what the LoRA files and samples use
 
     @property
     def update(self) -> Update:
         cfg = self.cfg
         return Update(self.params, self.optimizer, self.scheduler, cfg.guidance, cfg.max_grad_norm, self.device,
-                      self.dtype, self.graphs)  # fmt: skip
+                      self.dtype, self.graphs, self.ema)  # fmt: skip
 
     @property
     def scale(self) -> float:
@@ -66,7 +68,12 @@ class SideJobs:
                  "scheduler": self.scheduler.state_dict(), "losses": losses, "val_losses": val_losses,
                  "config": self.cfg.to_dict(), "optimizer_name": OPTIMIZER_NAMES.get(type(self.optimizer).__name__),
                  "dataset": self.dataset}  # fmt: skip
-        write = lambda folder: save_lora(folder / "lora.safetensors", state["lora"], self.scale, self.dtype, self.info(step))  # noqa: E731
+        loadable = state["lora"]  # the trained weights resume; the loadable LoRA is what the run would save now
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+            with self.ema.applied():
+                loadable = raw_state_dict(self.transformer)
+        write = lambda folder: save_lora(folder / "lora.safetensors", loadable, self.scale, self.dtype, self.info(step))  # noqa: E731
         path = save_checkpoint(self.out, step, state, self.cfg.keep_checkpoints, write)
         self.hooks.on_checkpoint(step, path)
         return path
@@ -74,7 +81,8 @@ class SideJobs:
     def save_final(self, step: int) -> tuple[Path, Path]:
         from safetensors.torch import save_file
 
-        state = raw_state_dict(self.transformer)
+        with averaged(self.ema):
+            state = raw_state_dict(self.transformer)
         lora_path = save_lora(self.out / "lora.safetensors", state, self.scale, self.dtype, self.info(step))
         kohya = to_kohya(folded(state, self.scale, self.dtype))
         kohya_path = self.out / "lora_kohya.safetensors"
@@ -85,13 +93,18 @@ class SideJobs:
         save_file(kohya, str(kohya_path), metadata=metadata)
         return lora_path, kohya_path
 
-    @torch.no_grad()
-    @eager()
     def render_samples(self, step: int) -> list[Path]:
         """One image per sample prompt, each with its own fixed seed so steps compare like for like.
 
-        Drawn at the largest resolution trained (with several, the one the LoRA is mostly used at).
+        Drawn at the largest resolution trained (with several, the one the LoRA is mostly used at),
+        with the weights the LoRA file would hold now (their moving average, with ema_decay).
         """
+        with averaged(self.ema):
+            return self._render_samples(step)
+
+    @torch.no_grad()
+    @eager()
+    def _render_samples(self, step: int) -> list[Path]:
         cfg, samples, paths = self.cfg, self.cache.samples, []
         assert samples is not None
         self.transformer.eval()

@@ -28,6 +28,7 @@ from .compiling import compile_blocks, new_step, use_cuda_graphs
 from .config import TrainConfig
 from .data import describe, load_dataset
 from .eager_attention import eager_attention
+from .ema import AdapterEMA
 from .errors import ConfigError, OutOfMemoryError, StopRequested
 from .fp8 import fp8_support, use_fp8
 from .fused_lora import fused_adapters
@@ -140,7 +141,13 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
         n_params = sum(p.numel() for p in params)
         hooks.on_log(f"LoRA rank {cfg.lora_rank} on {cfg.lora_targets} targets: {n_params:,} trainable parameters")
 
-        run = SideJobs(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs, dataset)
+        ema = AdapterEMA(params, cfg.ema_decay) if cfg.ema_decay else None
+        if ema is not None:
+            if saved is not None and "ema" in saved:
+                ema.load_state_dict(saved["ema"])
+            hooks.on_log(f"the saved LoRA and the samples use the weights' moving average (decay {cfg.ema_decay:g})")
+        run = SideJobs(cfg, out, transformer, pipeline, cache, device, dtype, hooks, params, optimizer, scheduler, graphs,
+                       dataset, ema)
         plan, update = BatchPlan(cache.buckets, cfg.batch_size, cfg.seed), run.update
         # Mixed precision on CUDA (bf16 LoRA matmuls, fp32 adapter weights), without cuDNN attention;
         # eager steps also run the adapter and the attention through fused kernels.
@@ -269,6 +276,8 @@ def optimizer_step(transformer: torch.nn.Module, micro_batches: Iterable[Batch],
         raise UpdateOutOfMemoryError(str(error)) from error
     update.scheduler.step()
     update.optimizer.zero_grad(set_to_none=True)
+    if update.ema is not None:
+        update.ema.update()
     return step_loss
 
 
