@@ -55,12 +55,15 @@ def _resolve_loras(owner: AbstractBaseUser, loras: list[LoraChoice], base_model:
             errors["loras"] = f"LoRA {choice.kind}:{choice.id} does not exist or is not yours to use"
             return []
         job, model = found
+        # A gallery model is named by its title, never by its training's name (its owner's dataset,
+        # private), in every message and in the stored row.
+        label = model.title if model else job.name
         if job.pk in seen:
-            errors["loras"] = f"{job.name} is chosen twice"
+            errors["loras"] = f"{label} is chosen twice"
             return []
         seen.add(job.pk)
         if job.base_model != base_model:
-            errors["loras"] = f"{model.title if model else job.name} was trained on {job.base_model}; generate on that base"
+            errors["loras"] = f"{label} was trained on {job.base_model}; generate on that base"
             return []
         low_s, high_s = LIMITS["scale"]
         if not low_s <= choice.scale <= high_s:
@@ -68,7 +71,7 @@ def _resolve_loras(owner: AbstractBaseUser, loras: list[LoraChoice], base_model:
             return []
         rows.append({
             "kind": choice.kind, "id": choice.id, "scale": choice.scale, "training_id": job.pk,
-            "label": model.title if model else job.name, "trigger_word": model.trigger_word if model else job.trigger_word,
+            "label": label, "trigger_word": model.trigger_word if model else job.trigger_word,
         })
     return rows
 

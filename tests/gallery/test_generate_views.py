@@ -119,6 +119,19 @@ def test_loras_one_may_not_use_are_refused(alice_client, alice, bob, make_job, q
     assert not Generation.objects.exists() and queued == []
 
 
+def test_another_persons_model_chosen_twice_is_named_by_its_title_not_its_private_training(
+    alice_client, alice, bob, make_job, queued
+):
+    job = make_job(bob)
+    model = GalleryModel.objects.create(owner=bob, training=job, title="Bob's circles", trigger_word="zqx",
+                                        base_model="tiny", published=True)
+    response = alice_client.post(reverse("gallery:generate"),
+                                 form_data(lora=[f"gallery:{model.pk}"] * 2, lora_scale=["1", "0.5"]))
+    page = response.content.decode()
+    assert response.status_code == 400 and "Bob&#x27;s circles is chosen twice" in page
+    assert job.name not in page and queued == []
+
+
 def test_published_models_of_others_are_usable_and_counted(alice_client, alice, bob, make_job, queued, django_capture_on_commit_callbacks):
     model = GalleryModel.objects.create(owner=bob, training=make_job(bob), title="Bob's", trigger_word="zqx",
                                         base_model="tiny", published=True)
