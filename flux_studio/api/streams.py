@@ -113,7 +113,8 @@ def event_stream(request: HttpRequest, topic: str, *, final_states: Iterable[str
         if open_streams(request.user.pk) >= limit:
             raise ApiError(429, f"you have {limit} event streams open already (API_MAX_STREAMS_PER_USER); close one, "
                                 "or poll the object's urls.get", headers={"Retry-After": "10"})
-        frames = _frames(topic, after, frozenset(final_states), finished=final_now, render=render)
+        frames = _frames(topic, after, frozenset(final_states), finished=final_now, render=render,
+                         allowed=credentials_check(request))
         response = StreamingHttpResponse(_counted(request.user.pk, frames), content_type=content_type)
     else:
         response = StreamingHttpResponse(_stored(topic, after, render), content_type=content_type)
@@ -166,10 +167,44 @@ def _release_connections() -> None:
         connection.close()
 
 
+def credentials_check(request: HttpRequest) -> Callable[[], bool]:
+    """Whether what let the request in still holds: its token not revoked (nor one above it, as a
+    revoke cascades) and its owner active; or its session still that user's (not logged out).
+    An open stream asks at each keepalive, so a revoked token stops reading within KEEPALIVE_S."""
+    from django.contrib.auth import SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.base import SessionBase
+
+    token = getattr(request, "api_token", None)
+    user_id = request.user.pk
+    if token is not None:
+        from flux_studio.api.models import ApiToken
+
+        return lambda: ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True, owner__is_active=True).exists()
+    session: SessionBase | None = getattr(request, "session", None)
+    key = session.session_key if session is not None else None
+    if session is None or key is None:
+        return lambda: True
+
+    def session_holds() -> bool:
+        stored = type(session)(session_key=key)
+        return str(stored.get(SESSION_KEY, "")) == str(user_id) and get_user_model().objects.filter(
+            pk=user_id, is_active=True).exists()
+
+    return session_holds
+
+
+def _checked(allowed: Callable[[], bool]) -> bool:
+    try:
+        return allowed()
+    finally:
+        _release_connections()
+
+
 async def _frames(topic: str, after: int, final_states: frozenset[str], *, finished: bool,
-                  render: Callable[..., str] = frame) -> AsyncIterator[str]:
+                  render: Callable[..., str] = frame, allowed: Callable[[], bool] = lambda: True) -> AsyncIterator[str]:
     """`finished`: the object was in a final state when the request came; a replayed state event
-    says otherwise (a failed training resumed since the caller's last event)."""
+    says otherwise (a failed training resumed since the caller's last event). `allowed()`: asked
+    at each keepalive; when the caller's credentials no longer hold, the stream ends."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
     group = group_name(topic)
@@ -193,12 +228,19 @@ async def _frames(topic: str, after: int, final_states: frozenset[str], *, finis
         if finished:
             return
         replayed_id = last_id
-        deadline = asyncio.get_running_loop().time() + MAX_STREAM_S
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        clock = asyncio.get_running_loop().time
+        deadline, next_check = clock() + MAX_STREAM_S, clock() + KEEPALIVE_S
+        while (left := deadline - clock()) > 0:
+            if clock() >= next_check:  # however busy the stream: a revoke or logout ends it
+                if not await sync_to_async(_checked)(allowed):
+                    return
+                next_check = clock() + KEEPALIVE_S
             if pending is None:
                 pending = asyncio.ensure_future(layer.receive(channel))
-            done, _ = await asyncio.wait({pending}, timeout=min(KEEPALIVE_S, left))
+            done, _ = await asyncio.wait({pending}, timeout=min(KEEPALIVE_S, left, max(0.0, next_check - clock())))
             if not done:
+                if clock() < next_check:
+                    continue  # woken for the check, which the loop's top makes
                 yield ": keepalive\n\n"
                 continue
             received, pending = pending.result(), None

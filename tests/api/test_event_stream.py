@@ -8,6 +8,7 @@ reconnect with Last-Event-ID gets only what it missed, and 204 once there is not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -181,6 +182,64 @@ def test_idle_stream_sends_keepalives_and_leaves_its_group_when_closed(alice_tok
 
     if events.layer_is_shared():
         pytest.skip("reads the in-memory layer's groups")
+    async_to_sync(scenario)()
+
+
+def test_an_open_stream_ends_once_its_token_is_revoked_however_busy(alice, alice_token, queued_job, monkeypatch):
+    """A revoke stops a leaked token's open stream too, within a keepalive period, even while
+    events keep coming (the check does not wait for a quiet moment)."""
+    from flux_studio.api.models import ApiToken
+    from flux_studio.api.tokens import token_revoke
+
+    monkeypatch.setattr(streams, "KEEPALIVE_S", 0.3)
+    job = queued_job
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{job.pk}/events", alice_token).open()
+        await stream.until("replayed")
+        token = await sync_to_async(ApiToken.objects.get)(owner=alice)
+        await sync_to_async(token_revoke)(token=token)
+
+        async def busy() -> None:  # an event every 0.1 s for 5 s: never a quiet keepalive period
+            for n in range(50):
+                await sync_to_async(events.publish)(job.topic, "log", {"line": f"private {n}"})
+                await asyncio.sleep(0.1)
+
+        publisher = asyncio.ensure_future(busy())
+        started = asyncio.get_running_loop().time()
+        while await stream.frame(timeout=10) is not None:
+            assert asyncio.get_running_loop().time() - started < 8, "the revoked token's stream is still open"
+        assert not publisher.done(), "the stream ran on while events came, until they stopped"
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_a_session_stream_stays_open_while_logged_in_and_ends_at_log_out(alice, queued_job, monkeypatch):
+    from django.conf import settings as django_settings
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    monkeypatch.setattr(streams, "KEEPALIVE_S", 0.3)
+    browser = Client()
+    browser.force_login(alice)
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={browser.cookies[django_settings.SESSION_COOKIE_NAME].value}"
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{queued_job.pk}/events", None, {"Cookie": cookie}).open()
+        assert stream.status == 200
+        await stream.until("replayed")
+        for _ in range(3):  # checked each period, and still this person's session
+            assert (await stream.frame())["comment"] == "keepalive"
+        await sync_to_async(Session.objects.all().delete)()  # logged out (everywhere)
+        started = asyncio.get_running_loop().time()
+        while await stream.frame(timeout=10) is not None:
+            assert asyncio.get_running_loop().time() - started < 5, "the logged-out session's stream is still open"
+        await relay.stop()
+
     async_to_sync(scenario)()
 
 
