@@ -177,6 +177,17 @@ def test_resuming_a_finished_run_or_stretching_its_schedule_is_explained(tmp_pat
     assert quiet.logs == []
 
 
+def test_resume_of_a_run_that_finished_without_checkpoints_points_to_init_lora(
+    tiny_base: Path, dataset: Path, tmp_path: Path
+) -> None:
+    common = dict(val_every=0, sample_prompts=[], checkpoint_every=0)
+    train(train_config(tiny_base, dataset, tmp_path / "out", steps=2, **common))
+    hooks = RecordingHooks()
+    train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, resume=True, **common), hooks)
+    assert any("no checkpoint: starting from step 0. Its run finished at step 2 before writing one" in line
+               and "init_lora" in line for line in hooks.logs), hooks.logs
+
+
 def test_the_first_ctrl_c_asks_for_a_stop_and_the_second_quits(capsys) -> None:
     hooks = PrintHooks()
     assert not hooks.should_stop()

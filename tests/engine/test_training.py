@@ -183,6 +183,16 @@ def test_continue_training_keeps_every_layer_the_file_adapts(
         train(config, hooks)
     assert not any("loading base" in line for line in hooks.logs)
 
+    # A LoRA that also adapts the text encoder: those adapters would be dropped without a word
+    state = load_file(str(full.lora_path))
+    state["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"] = torch.zeros(rank, 32)
+    state["text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight"] = torch.zeros(32, rank)
+    save_file(state, str(tmp_path / "with_te.safetensors"))
+    config = train_config(_base(full), _images(full), tmp_path / "te", init_lora=str(tmp_path / "with_te.safetensors"),
+                          steps=1, sample_prompts=[])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"e\.g\. text_encoder\..*nor the text encoders"):
+        train(config)
+
 
 def test_a_base_without_guidance_embedding_warns_and_labels_its_lora_schnell(dataset: Path, tmp_path: Path) -> None:
     """FLUX.1-schnell's kind (no guidance embedding): the run warns that training it weakens its

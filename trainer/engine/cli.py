@@ -30,7 +30,7 @@ TRAIN_FLAGS = {
 def _train_parser(commands: Any) -> None:
     p = commands.add_parser("train", help="train a LoRA; writes OUT/lora.safetensors and more")
     p.add_argument("--config", type=Path, help="YAML with TrainConfig keys; flags override it")
-    p.add_argument("--base", help="preset (flux-dev, flux-schnell, tiny), hub id or local folder")
+    p.add_argument("--base", help="preset (flux-dev, flux-schnell, demo, tiny), hub id or local folder")
     p.add_argument("--images", help="folder of images with optional same-name .txt captions")
     p.add_argument("--trigger", help="trigger word every caption must contain")
     p.add_argument("--out", help="output folder")
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _generate_parser(commands)
     export = commands.add_parser("export-base", help="save the tiny base as a diffusers folder")
     export.add_argument("folder", type=Path)
-    demo = commands.add_parser("pretrain-demo", help="pretrain the demo base from scratch (seeded; ~20-30 min on 2 CPU cores)")
+    demo = commands.add_parser("pretrain-demo", help="pretrain the demo base from scratch (seeded; ~20 min on 2 CPU cores)")
     demo.add_argument("--out", type=Path, help="output folder (default: the shipped demo weights folder)")
     demo.add_argument("--steps", type=int, help="transformer steps")
     demo.add_argument("--vae-steps", type=int)

@@ -149,7 +149,9 @@ def modules_outside(state: dict[str, torch.Tensor], targets: str) -> list[str]:
     }
     outside = set()
     for key in state:
-        if key.startswith(PREFIX) and ".lora_A." in key:
+        if ".lora_A." in key and not key.startswith(PREFIX):  # a text encoder's adapter: never trained here
+            outside.add(key.split(".lora_A.")[0])
+        elif key.startswith(PREFIX) and ".lora_A." in key:
             module = key[len(PREFIX) :].split(".lora_A.")[0]
             match = re.fullmatch(r"(transformer_blocks|single_transformer_blocks)\.\d+\.(.+)", module)
             if not match or match.group(2) not in allowed[match.group(1)]:

@@ -57,7 +57,10 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     checkpoint = latest_checkpoint(out) if cfg.resume else None
     saved = load_checkpoint(checkpoint, cfg.to_dict(), dataset) if checkpoint else None
     if cfg.resume and not checkpoint:
-        hooks.on_log(f"resume requested but {out} has no checkpoint: starting from step 0")
+        finished = _final_step(out / "lora.safetensors")
+        hooks.on_log(f"resume requested but {out} has no checkpoint: starting from step 0" + (
+            f". Its run finished at step {finished} before writing one (checkpoint_every {cfg.checkpoint_every}); "
+            "to train that LoRA further, start from it with init_lora" if finished else ""))
     earlier = None if cfg.resume else latest_checkpoint(out)
     if earlier is not None:  # a new run would mix its checkpoints with these, and prune by step number
         raise ConfigError(
@@ -350,7 +353,8 @@ def _adopt_targets(cfg: TrainConfig, state: dict[str, torch.Tensor], hooks: Trai
     if beyond:
         raise ConfigError(
             f"init_lora adapts layers this engine does not train, e.g. {beyond[0]} ({len(beyond)} in all); it "
-            "continues LoRAs on the attention, feed-forward and single-block proj_mlp/proj_out layers only"
+            "continues LoRAs on the transformer's attention, feed-forward and single-block proj_mlp/proj_out "
+            "layers only (not its other layers, nor the text encoders)"
         )
     if cfg.lora_targets != "full" and modules_outside(state, cfg.lora_targets):
         hooks.on_log(f"init_lora adapts feed-forward layers too; training lora_targets full instead of {cfg.lora_targets}")
