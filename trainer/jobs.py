@@ -52,7 +52,7 @@ def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], s
         if raw in (None, ""):
             continue
         try:
-            values[key] = _clean_resolution(raw) if key == "resolution" else _clean_value(key, raw, values[key])
+            values[key] = clean_resolution(raw) if key == "resolution" else _clean_value(key, raw, values[key])
         except ValueError as exc:
             errors[key] = str(exc)
     if errors:
@@ -75,7 +75,7 @@ def _clean_sample_prompts(prompts: list[str]) -> list[str]:
     return cleaned
 
 
-def _clean_resolution(raw: Any) -> int | list[int]:
+def clean_resolution(raw: Any) -> int | list[int]:
     """"1024", 1024, 1024.0, "512, 768, 1024" or [512, 768, 1024]: each within LIMITS and a multiple of 16.
 
     Sorted without duplicates; a single size stays a plain int, as before lists were allowed.

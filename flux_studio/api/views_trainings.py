@@ -74,11 +74,16 @@ def _overrides(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolution(value: Any) -> Any:
-    """The JSON types the API documents: a number or a non-empty list of numbers, never text.
-    Parsing (1024.0 counts as 1024) and the size checks are jobs.clean_settings', as for the web form."""
+    """The JSON types the API documents: a number or a non-empty list of numbers, never text;
+    then the web form's own checks (jobs.clean_resolution: sizes, multiples of 16, how many), here,
+    so a bad resolution is named with the other bad settings."""
     numbers = value if isinstance(value, list) else [value]
     if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
         raise field_error("input.resolution", "a whole number of pixels or a list of them, e.g. 1024 or [512, 768, 1024]")
+    try:
+        jobs.clean_resolution(value)
+    except ValueError as exc:
+        raise field_error("input.resolution", str(exc)) from None
     return value
 
 

@@ -72,11 +72,12 @@ def test_every_bad_setting_is_named_at_once(alice_api, alice, make_dataset, no_q
     """A script that sent four wrong settings learns of all four in one answer, not one per try."""
     dataset = make_dataset(alice, n=1)
     response = create(alice_api, dataset=dataset.pk, trigger_word="zxq", steps=-5, learning_rate="NaN",
-                      lora_rank=100000, batch_size=0, preset="slow", memory_mode="tiny")
+                      lora_rank=100000, batch_size=0, preset="slow", memory_mode="tiny", resolution=100)
     assert response.status_code == 422
     errors = response.json()["errors"]
     assert set(errors) == {"input.steps", "input.learning_rate", "input.lora_rank", "input.batch_size", "input.preset",
-                           "input.memory_mode"}, errors
+                           "input.memory_mode", "input.resolution"}, errors
+    assert errors["input.resolution"] == ["100 must be a multiple of 16"]
     assert all(field in response.json()["detail"] for field in errors)
     assert no_queue == []
 
