@@ -112,7 +112,9 @@ def serve_file(field: FieldFile, *, download_name: str | None = None, public: bo
         if unchanged is not None:
             unchanged["Cache-Control"] = cache
             return unchanged
-    content_type = mimetypes.guess_type(download_name or field.name)[0] or "application/octet-stream"
+    # The stored name's type first (the studio chose it: a photo's by its bytes), then the download's
+    content_type = (mimetypes.guess_type(field.name)[0] or mimetypes.guess_type(download_name or "")[0]
+                    or "application/octet-stream")
     response = FileResponse(
         field.open("rb"),
         as_attachment=download_name is not None,
@@ -120,6 +122,10 @@ def serve_file(field: FieldFile, *, download_name: str | None = None, public: bo
         content_type=content_type,
     )
     response["Cache-Control"] = cache
+    # A stored file is data, never a page of this site: no type guessing, and if a browser shows it
+    # as a document anyway, it runs nothing and loads nothing (images still show in <img>).
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
     response["ETag"] = etag
     response["Last-Modified"] = http_date(modified.timestamp())
     return response

@@ -41,6 +41,8 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency; stay usab
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF", "GIF"}
 if "AVIF" in Image.registered_extensions().values():
     ALLOWED_FORMATS.add("AVIF")
+FORMAT_SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
+                   "AVIF": ".avif"}
 FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF, GIF" + (", AVIF" if "AVIF" in ALLOWED_FORMATS else "")
 MIN_SIDE = 256  # below this a photo teaches the model blur
 MAX_CAPTION = 2000  # characters a caption may have when typed or bulk-edited (trainer.datasets checks it)
@@ -391,7 +393,9 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
     if caption:
         photo.caption, photo.caption_source = caption, CaptionSource.FILE
     stem = PurePosixPath(name).stem[:40] or "photo"
-    photo.original.save(f"{stem}{PurePosixPath(name).suffix.lower()[:10]}", ContentFile(data), save=False)
+    # Named by the format found in the bytes, never by the uploaded name's extension: the name decides
+    # the type the file is served with, and "photo.html" must not come back as a web page.
+    photo.original.save(f"{stem}{FORMAT_SUFFIXES.get(checked.format, '.img')}", ContentFile(data), save=False)
     photo.image.save(f"{stem}.jpg", ContentFile(_training_copy(checked.image)), save=False)
     photo.thumbnail.save(f"{stem}.jpg", ContentFile(thumbnail), save=False)
     try:

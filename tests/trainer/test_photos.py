@@ -273,3 +273,15 @@ def test_zip_captions_lose_control_characters_and_never_get_replacement_characte
     [outcome] = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
     assert outcome.photo.caption == caption  # no NUL (PostgreSQL refuses them), no U+FFFD
     assert [w for w in outcome.warnings if "UTF-8" in w] == ([note] if note else [])
+
+
+def test_an_image_named_like_a_web_page_is_stored_and_served_as_the_image_it_is(dataset, image_bytes, alice_client):
+    """The uploaded name's extension never decides how the studio serves the file: a PNG called
+    evil.html comes back as image/png, not as a page of this site that could run a script."""
+    from django.urls import reverse
+
+    photo = photo_ingest(dataset=dataset, data=image_bytes(300, 300, fmt="PNG"), name="evil.html")
+    assert photo.original.name.endswith(".png") and photo.original_name == "evil.html"
+    response = alice_client.get(reverse("trainer:photo_file", args=[dataset.pk, photo.pk, "original"]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff" and "sandbox" in response["Content-Security-Policy"]
