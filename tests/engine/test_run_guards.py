@@ -283,3 +283,14 @@ def test_memory_running_out_in_the_update_is_not_retried(tiny_base: Path, datase
     with pytest.raises(OutOfMemoryError, match="out of memory"):
         train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, val_every=0, sample_prompts=[]), hooks)
     assert not any("gradient checkpointing is now on" in line for line in hooks.logs)
+
+
+def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path: Path) -> None:
+    """Checkpoints come back from storage: loading one runs no pickled code, it says it cannot read it."""
+    from trainer.engine.checkpoint import STATE_FILE, load_checkpoint
+
+    folder = tmp_path / "step-000004"
+    folder.mkdir()
+    torch.save({"step": 4, "config": {}, "hook": os.system}, folder / STATE_FILE)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(folder, {})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -79,8 +80,9 @@ def dataset_fingerprint(examples: list[Any]) -> str:
 def load_checkpoint(path: Path, config: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
     """The saved state, after checking it was made by a compatible config and the same dataset."""
     try:
-        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as error:
+        # weights_only: tensors and plain containers, never code (a checkpoint comes back from storage)
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:  # unpickling: something other than data inside
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     check_resumable(path.name, state.get("config", {}), config, state.get("step", 0))
     if dataset and state.get("dataset") and state["dataset"] != dataset:  # checkpoints before the fingerprint: unchecked
