@@ -62,7 +62,9 @@ def check_publishable(*, owner: AbstractBaseUser, job: TrainingJob) -> None:
 def draft_preview(*, owner: AbstractBaseUser, job: TrainingJob) -> GalleryModel:
     """The draft a training would get, unsaved: the publishing page shows it before any POST."""
     check_publishable(owner=owner, job=job)
-    return GalleryModel(owner=owner, training=job, title=job.name[:120], trigger_word=job.trigger_word,
+    # The default title names the LoRA by its trigger word, not by the training's name, which holds
+    # the owner's private dataset name: a POST /models without a title would publish it.
+    return GalleryModel(owner=owner, training=job, title=f"{job.trigger_word} LoRA"[:120], trigger_word=job.trigger_word,
                         base_model=job.base_model, license=DEFAULT_LICENSE.get(job.base_model, License.FLUX_DEV_NC))
 
 

@@ -31,6 +31,15 @@ def test_publish_then_anyone_can_browse_search_and_download(alice_api, alice, fi
     assert anonymous.get(f"/api/v1/models/{body['id']}").json()["owner"] == "alice"
 
 
+def test_a_model_published_without_a_title_is_named_by_its_trigger_not_its_private_training(alice_api, alice,
+                                                                                          finished_job):
+    job = finished_job(alice, trigger="zqx")
+    TrainingJob.objects.filter(pk=job.pk).update(name="Grandma's medical photos · zqx")
+    body = publish(alice_api, job).json()
+    assert body["published"] and body["title"] == "zqx LoRA"
+    assert "Grandma" not in str(ApiClient(None).get(f"/api/v1/models/{body['id']}").json())
+
+
 def test_drafts_are_private_and_only_owners_publish(alice_api, bob_api, alice, finished_job):
     job = finished_job(alice)
     draft = publish(alice_api, job, publish=False).json()
