@@ -153,7 +153,10 @@ def test_bob_does_not_see_alices_deliveries(alice, bob_api):
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data",
-                                 "http://[::1]/hook", "http://localhost:8000/admin/"])
+                                 "http://[::1]/hook", "http://localhost:8000/admin/",
+                                 # IPv6 forms that carry a private IPv4 address: compatible, NAT64, 6to4
+                                 "http://[::127.0.0.1]:9/hook", "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+                                 "http://[2002:a01:203::]/hook"])
 def test_internal_addresses_are_refused_without_a_request(alice, settings, url, receiver):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url=url, events=["completed"])
@@ -174,3 +177,9 @@ def test_a_webhook_naming_an_internal_address_is_refused_when_created(alice_api,
     assert Webhook.objects.count() == 0
     public = alice_api.post("/api/v1/predictions", {"input": {"prompt": "a photo"}, "webhook": "https://hooks.example.com/x"})
     assert public.status_code == 201, public.content
+
+
+def test_public_ipv6_forms_of_public_ipv4_addresses_are_allowed():
+    from flux_studio.api.webhooks import non_public_address
+
+    assert not any(non_public_address(a) for a in ("8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808", "2002:808:808::"))
