@@ -33,24 +33,62 @@ def backoff_seconds(attempt: int) -> float:
     return min(MAX_DELAY_S, retry_base_seconds() * 2 ** (attempt - 1))
 
 
-def destination_refusal(url: str) -> str:
-    """Why `url` must not be called, or "" when it may.
+def checked_destination(url: str) -> tuple[str, str | None]:
+    """(why `url` must not be called, or ""; the address to connect to, or None for any).
 
     A webhook URL is chosen by the user but called from inside our network, so an address that
-    resolves to loopback, a private range or link-local metadata endpoints is refused (checked at
-    delivery time, after DNS, so a later DNS change cannot sneak one in).
+    resolves to loopback, a private range or link-local metadata endpoints is refused, checked at
+    delivery time, after DNS. The request then connects to an address this check saw, not to
+    whatever a second lookup answers: a name that resolves to a public address for the check and
+    to an internal one a moment later (DNS rebinding) reaches only the public one.
     """
     if settings.WEBHOOK_ALLOW_PRIVATE:
-        return ""
+        return "", None
     host = urlsplit(url).hostname or ""
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except (socket.gaierror, UnicodeError) as exc:
-        return f"cannot resolve {host!r}: {exc}"
+        return f"cannot resolve {host!r}: {exc}", None
     for address in sorted(addresses):
         if non_public_address(address):
-            return f"refused: {host} resolves to the non-public address {address} (WEBHOOK_ALLOW_PRIVATE is off)"
-    return ""
+            return f"refused: {host} resolves to the non-public address {address} (WEBHOOK_ALLOW_PRIVATE is off)", None
+    return "", sorted(addresses)[0]
+
+
+class _PinnedConnection:
+    """Connects its socket to `pinned_address` while keeping the URL's host for the Host header,
+    TLS SNI and certificate checks."""
+
+    pinned_address = ""
+
+    def _new_conn(self):  # type: ignore[no-untyped-def]
+        named, self._dns_host = self._dns_host, self.pinned_address  # type: ignore[attr-defined]
+        try:
+            return super()._new_conn()  # type: ignore[misc]
+        finally:
+            self._dns_host = named
+
+
+def _pinned_session(address: str) -> requests.Session:
+    """A requests session whose every connection goes to `address` (a webhook's checked address)."""
+    import urllib3
+    from requests.adapters import HTTPAdapter
+
+    plain = type("PinnedHTTPConnection", (_PinnedConnection, urllib3.connection.HTTPConnection), {"pinned_address": address})
+    tls = type("PinnedHTTPSConnection", (_PinnedConnection, urllib3.connection.HTTPSConnection), {"pinned_address": address})
+    pools = {"http": type("PinnedPool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": plain}),
+             "https": type("PinnedTLSPool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": tls})}
+
+    class Pinned(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment: the request must go where it was checked
+    session.mount("http://", Pinned())
+    session.mount("https://", Pinned())
+    return session
 
 
 def deliver(message_id: str, attempt: int) -> float | None:
@@ -70,14 +108,18 @@ def deliver(message_id: str, attempt: int) -> float | None:
     }
     started = time.monotonic()
     status, error = None, ""
-    refusal = destination_refusal(hook.url)
+    refusal, address = checked_destination(hook.url)
     if refusal:
         WebhookAttempt.objects.create(message=message, number=attempt, status_code=None, error=refusal[:300], duration_ms=0)
         WebhookMessage.objects.filter(pk=message.pk).update(failed_at=timezone.now())
         log.warning("webhook %s not sent: %s", message.msg_id, refusal)
         return None
     try:
-        response = requests.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        if address is None:  # WEBHOOK_ALLOW_PRIVATE: any address, as DNS answers
+            response = requests.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        else:
+            with _pinned_session(address) as session:
+                response = session.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
         status = response.status_code
         if not 200 <= status < 300:
             error = f"HTTP {status}"

@@ -183,3 +183,41 @@ def test_public_ipv6_forms_of_public_ipv4_addresses_are_allowed():
     from flux_studio.api.webhooks import non_public_address
 
     assert not any(non_public_address(a) for a in ("8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808", "2002:808:808::"))
+
+
+def test_a_name_that_rebinds_to_an_internal_address_after_the_check_is_not_reached(alice, settings, receiver, monkeypatch):
+    """DNS rebinding: the name resolves to a public address for the check and to 127.0.0.1 a moment
+    later. The request goes to the address the check saw, so the internal receiver gets nothing."""
+    import socket
+
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    monkeypatch.setattr(delivery, "TIMEOUT_S", 1)
+    real, asked = socket.getaddrinfo, []
+
+    def rebinding(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != "rebind.test":
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        address = "1.1.1.1" if len(asked) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = receiver.server.server_port
+    hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url=f"http://rebind.test:{port}/hook",
+                                  events=["completed"])
+    message = WebhookMessage.objects.create(webhook=hook, event="completed", body="{}")
+    delivery.deliver(str(message.pk), 1)
+    assert receiver.requests == [], "the rebound internal address was called"
+    assert WebhookAttempt.objects.get(message=message).status_code is None  # 1.1.1.1 is out of reach here
+
+
+def test_a_pinned_request_keeps_the_urls_host_for_the_server():
+    """What the pinning sends: the socket to the checked address, the Host header as the URL says."""
+    r = Receiver()
+    try:
+        with delivery._pinned_session("127.0.0.1") as session:
+            answer = session.post(f"http://hooks.example.test:{r.server.server_port}/hook", data=b"{}", timeout=5)
+        assert answer.status_code == 204
+        assert r.requests[0]["headers"]["Host"] == f"hooks.example.test:{r.server.server_port}"
+    finally:
+        r.server.shutdown()
