@@ -221,3 +221,29 @@ def test_a_pinned_request_keeps_the_urls_host_for_the_server():
         assert r.requests[0]["headers"]["Host"] == f"hooks.example.test:{r.server.server_port}"
     finally:
         r.server.shutdown()
+
+
+def test_a_pinned_https_request_checks_the_certificate_of_the_urls_host(tmp_path):
+    """Over TLS the pinned socket still says the URL's host (SNI) and checks its certificate."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=hooks.example.test", "-addext", "subjectAltName=DNS:hooks.example.test"],
+                   check=True, capture_output=True)
+    r, names = Receiver(), []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    r.server.socket = context.wrap_socket(r.server.socket, server_side=True)
+    try:
+        with delivery._pinned_session("127.0.0.1") as session:
+            url = f"https://hooks.example.test:{r.server.server_port}/hook"
+            assert session.post(url, data=b"{}", timeout=5, verify=str(cert)).status_code == 204
+        assert names == ["hooks.example.test"]
+    finally:
+        r.server.shutdown()
