@@ -16,7 +16,7 @@ urlpatterns = [
     # Sign-up asks for no email address, so there is no password reset by email (Django's own
     # reset pages would say "sent" and send nothing): an admin sets a new one
     # (`manage.py changepassword NAME`).
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", views.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db import transaction
 from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -15,6 +18,45 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from flux_studio.health import health_report
+
+
+# Password guessing: after this many failed log-ins within LOGIN_LOCK_SECONDS, for one user name
+# or from one address (more there: many people may share one), log-ins stop for the rest of it.
+LOGIN_FAILURES_PER_NAME = 10
+LOGIN_FAILURES_PER_ADDRESS = 30
+LOGIN_LOCK_SECONDS = 300
+LOGIN_COUNTERS = "login-failures"  # the cache keys' prefix
+
+
+def login_counter(kind: str, value: str) -> str:
+    """The cache key counting failed log-ins for a name or an address (hashed: any text makes a
+    valid key)."""
+    return f"{LOGIN_COUNTERS}:{kind}:{hashlib.sha256(value.encode()).hexdigest()[:24]}"
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """Django's log-in page, with a limit on failed attempts (counted in the cache)."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        counters = ((login_counter("name", request.POST.get("username", "").strip().lower()), LOGIN_FAILURES_PER_NAME),
+                    (login_counter("address", request.META.get("REMOTE_ADDR", "")), LOGIN_FAILURES_PER_ADDRESS))
+        if any(cache.get(key, 0) >= limit for key, limit in counters):
+            form = self.get_form()
+            form.is_valid = lambda: False  # type: ignore[method-assign]  # not even checked
+            form.add_error(None, f"Too many failed log-ins for this name or from this address: wait "
+                                 f"{LOGIN_LOCK_SECONDS // 60} minutes, then try again.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == 200:  # the form came back: wrong name or password
+            for key, _ in counters:
+                cache.add(key, 0, LOGIN_LOCK_SECONDS)  # the window starts at the first failure
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between the two calls
+                    cache.set(key, 1, LOGIN_LOCK_SECONDS)
+        else:
+            cache.delete(counters[0][0])
+        return response
 
 
 def home(request: HttpRequest) -> HttpResponse:

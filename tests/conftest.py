@@ -34,6 +34,16 @@ def _no_rate_limit_across_tests(settings) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _own_login_counters(monkeypatch, request) -> None:
+    """Failed log-ins are counted in the cache for 5 minutes: each test counts its own (a shared
+    cache, Redis in the scaled-out run, would carry one test's failures into the next)."""
+    import hashlib
+
+    test = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]  # a valid cache key for any test's id
+    monkeypatch.setattr("flux_studio.views.LOGIN_COUNTERS", f"login-failures:{test}")
+
+
+@pytest.fixture(autouse=True)
 def _fresh_channel_layer() -> Iterator[None]:
     """Each test gets its own channel layer object.
 

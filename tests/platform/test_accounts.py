@@ -94,3 +94,25 @@ def test_the_account_forms_are_valid_html_no_list_inside_a_paragraph(alice_clien
     for c, url in ((visitor, "/accounts/signup/"), (visitor, "/accounts/login/"), (alice_client, "/accounts/password_change/")):
         page = c.get(url).content.decode()
         assert "<form" in page and not re.search(r"<p>(?:(?!</p>).)*<ul", page, re.S), url
+
+
+def test_password_guessing_is_stopped_for_a_while(alice, settings):
+    """After 10 wrong passwords for one name, even the right one is refused for 5 minutes (429),
+    other people are not; a right password before the limit starts the count over."""
+    from django.core.cache import cache
+    from django.test import Client
+
+    from flux_studio import views
+
+    guesser = Client()
+    for n in range(9):
+        assert guesser.post("/accounts/login/", {"username": "alice", "password": f"guess {n}"}).status_code == 200
+    assert guesser.post("/accounts/login/", {"username": "alice", "password": "correct horse battery"}).status_code == 302
+    for n in range(10):
+        guesser.post("/accounts/login/", {"username": "ALICE", "password": f"guess {n}"})
+    refused = Client().post("/accounts/login/", {"username": "alice", "password": "correct horse battery"})
+    assert refused.status_code == 429 and "Too many failed log-ins" in refused.content.decode()
+    assert "_auth_user_id" not in refused.wsgi_request.session
+    for key in (views.login_counter("name", "alice"), views.login_counter("address", "127.0.0.1")):
+        cache.delete(key)  # the 5 minutes are over
+    assert Client().post("/accounts/login/", {"username": "alice", "password": "correct horse battery"}).status_code == 302
