@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -28,6 +29,16 @@ LOGIN_LOCK_SECONDS = 300
 LOGIN_COUNTERS = "login-failures"  # the cache keys' prefix
 
 
+def client_address(request: HttpRequest) -> str:
+    """The address a request came from. Behind the HTTPS proxy (SECURE=1) REMOTE_ADDR is the
+    proxy's, the same for everyone: the last X-Forwarded-For entry is what the proxy saw (entries
+    before it are the client's own say)."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.SECURE and forwarded:
+        return forwarded.split(",")[-1].strip()
+    return request.META.get("REMOTE_ADDR", "")
+
+
 def login_counter(kind: str, value: str) -> str:
     """The cache key counting failed log-ins for a name or an address (hashed: any text makes a
     valid key)."""
@@ -38,11 +49,14 @@ class ThrottledLoginView(auth_views.LoginView):
     """Django's log-in page, with a limit on failed attempts (counted in the cache)."""
 
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        counters = ((login_counter("name", request.POST.get("username", "").strip().lower()), LOGIN_FAILURES_PER_NAME),
-                    (login_counter("address", request.META.get("REMOTE_ADDR", "")), LOGIN_FAILURES_PER_ADDRESS))
+        name = request.POST.get("username", "")
+        counters = ((login_counter("name", name.strip().lower()), LOGIN_FAILURES_PER_NAME),
+                    (login_counter("address", client_address(request)), LOGIN_FAILURES_PER_ADDRESS))
         if any(cache.get(key, 0) >= limit for key, limit in counters):
-            form = self.get_form()
-            form.is_valid = lambda: False  # type: ignore[method-assign]  # not even checked
+            # An unbound form: the password is not checked at all, so the refusal is the same for a
+            # right and a wrong one (a bound form would authenticate to show its own errors).
+            form = self.get_form_class()(request, initial={"username": name})
+            form.cleaned_data = {}
             form.add_error(None, f"Too many failed log-ins for this name or from this address: wait "
                                  f"{LOGIN_LOCK_SECONDS // 60} minutes, then try again.")
             return self.render_to_response(self.get_context_data(form=form), status=429)

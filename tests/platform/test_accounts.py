@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -116,3 +118,37 @@ def test_password_guessing_is_stopped_for_a_while(alice, settings):
     for key in (views.login_counter("name", "alice"), views.login_counter("address", "127.0.0.1")):
         cache.delete(key)  # the 5 minutes are over
     assert Client().post("/accounts/login/", {"username": "alice", "password": "correct horse battery"}).status_code == 302
+
+
+def test_a_locked_log_in_answers_the_same_for_a_right_and_a_wrong_password(alice):
+    """The lock must not show whether a guess was right: the password is not even checked."""
+    from django.test import Client
+
+    guesser = Client()
+    for n in range(10):
+        guesser.post("/accounts/login/", {"username": "alice", "password": f"guess {n}"})
+    right = guesser.post("/accounts/login/", {"username": "alice", "password": "correct horse battery"})
+    wrong = guesser.post("/accounts/login/", {"username": "alice", "password": "another guess"})
+    assert right.status_code == wrong.status_code == 429
+
+    def page(response) -> str:  # the CSRF token is masked anew for each page
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", response.content.decode())
+
+    assert page(right) == page(wrong)
+    assert "Please enter a correct username" not in wrong.content.decode()
+
+
+def test_behind_the_https_proxy_the_address_lock_counts_the_client_not_the_proxy(alice, settings):
+    from django.test import Client
+
+    settings.SECURE = True
+    settings.SECURE_SSL_REDIRECT = False
+    for n in range(30):  # someone at 203.0.113.7 guesses names; the proxy is 10.0.0.2 for everyone
+        Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="203.0.113.7").post(
+            "/accounts/login/", {"username": f"user{n}", "password": "x"}, secure=True)
+    other = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.4").post(
+        "/accounts/login/", {"username": "alice", "password": "correct horse battery"}, secure=True)
+    assert other.status_code == 302, "another person behind the same proxy logs in"
+    spoofed = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.9, 203.0.113.7").post(
+        "/accounts/login/", {"username": "alice", "password": "correct horse battery"}, secure=True)
+    assert spoofed.status_code == 429, "a forged first entry does not escape: the proxy's own entry counts"
