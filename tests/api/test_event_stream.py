@@ -218,9 +218,8 @@ def test_an_open_stream_ends_once_its_token_is_revoked_however_busy(alice, alice
     async_to_sync(scenario)()
 
 
-def test_a_session_stream_stays_open_while_logged_in_and_ends_at_log_out(alice, queued_job, monkeypatch):
+def test_a_session_stream_stays_open_while_logged_in_and_ends_once_the_password_changes(alice, queued_job, monkeypatch):
     from django.conf import settings as django_settings
-    from django.contrib.sessions.models import Session
     from django.test import Client
 
     monkeypatch.setattr(streams, "KEEPALIVE_S", 0.3)
@@ -234,10 +233,11 @@ def test_a_session_stream_stays_open_while_logged_in_and_ends_at_log_out(alice, 
         await stream.until("replayed")
         for _ in range(3):  # checked each period, and still this person's session
             assert (await stream.frame())["comment"] == "keepalive"
-        await sync_to_async(Session.objects.all().delete)()  # logged out (everywhere)
+        # The password changed elsewhere: this session is no longer good (as for any request)
+        await sync_to_async(lambda: (alice.set_password("a new long password 2"), alice.save()))()
         started = asyncio.get_running_loop().time()
         while await stream.frame(timeout=10) is not None:
-            assert asyncio.get_running_loop().time() - started < 5, "the logged-out session's stream is still open"
+            assert asyncio.get_running_loop().time() - started < 5, "the stale session's stream is still open"
         await relay.stop()
 
     async_to_sync(scenario)()
