@@ -33,8 +33,8 @@ def backoff_seconds(attempt: int) -> float:
     return min(MAX_DELAY_S, retry_base_seconds() * 2 ** (attempt - 1))
 
 
-def checked_destination(url: str) -> tuple[str, str | None]:
-    """(why `url` must not be called, or ""; the address to connect to, or None for any).
+def checked_destination(url: str) -> tuple[str, list[str] | None]:
+    """(why `url` must not be called, or ""; the addresses to connect to, or None for any).
 
     A webhook URL is chosen by the user but called from inside our network, so an address that
     resolves to loopback, a private range or link-local metadata endpoints is refused, checked at
@@ -45,37 +45,47 @@ def checked_destination(url: str) -> tuple[str, str | None]:
     if settings.WEBHOOK_ALLOW_PRIVATE:
         return "", None
     host = urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    try:  # in the resolver's order of preference, each once
+        addresses = list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, None)))
     except (socket.gaierror, UnicodeError) as exc:
         return f"cannot resolve {host!r}: {exc}", None
-    for address in sorted(addresses):
+    for address in addresses:
         if non_public_address(address):
             return f"refused: {host} resolves to the non-public address {address} (WEBHOOK_ALLOW_PRIVATE is off)", None
-    return "", sorted(addresses)[0]
+    return "", addresses
 
 
 class _PinnedConnection:
-    """Connects its socket to `pinned_address` while keeping the URL's host for the Host header,
-    TLS SNI and certificate checks."""
+    """Connects its socket to one of `pinned_addresses`, in order (the next when one cannot be
+    reached, as a plain lookup's addresses are tried), while keeping the URL's host for the Host
+    header, TLS SNI and certificate checks."""
 
-    pinned_address = ""
+    pinned_addresses: tuple[str, ...] = ()
 
     def _new_conn(self):  # type: ignore[no-untyped-def]
-        named, self._dns_host = self._dns_host, self.pinned_address  # type: ignore[attr-defined]
+        import urllib3
+
+        named = self._dns_host  # type: ignore[attr-defined]
         try:
-            return super()._new_conn()  # type: ignore[misc]
+            for n, address in enumerate(self.pinned_addresses):
+                self._dns_host = address
+                try:
+                    return super()._new_conn()  # type: ignore[misc]
+                except urllib3.exceptions.NewConnectionError:
+                    if n == len(self.pinned_addresses) - 1:
+                        raise
         finally:
             self._dns_host = named
 
 
-def _pinned_session(address: str) -> requests.Session:
-    """A requests session whose every connection goes to `address` (a webhook's checked address)."""
+def _pinned_session(addresses: list[str]) -> requests.Session:
+    """A requests session whose connections go only to `addresses` (a webhook's checked ones)."""
     import urllib3
     from requests.adapters import HTTPAdapter
 
-    plain = type("PinnedHTTPConnection", (_PinnedConnection, urllib3.connection.HTTPConnection), {"pinned_address": address})
-    tls = type("PinnedHTTPSConnection", (_PinnedConnection, urllib3.connection.HTTPSConnection), {"pinned_address": address})
+    pinned = {"pinned_addresses": tuple(addresses)}
+    plain = type("PinnedHTTPConnection", (_PinnedConnection, urllib3.connection.HTTPConnection), pinned)
+    tls = type("PinnedHTTPSConnection", (_PinnedConnection, urllib3.connection.HTTPSConnection), pinned)
     pools = {"http": type("PinnedPool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": plain}),
              "https": type("PinnedTLSPool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": tls})}
 
@@ -108,17 +118,17 @@ def deliver(message_id: str, attempt: int) -> float | None:
     }
     started = time.monotonic()
     status, error = None, ""
-    refusal, address = checked_destination(hook.url)
+    refusal, addresses = checked_destination(hook.url)
     if refusal:
         WebhookAttempt.objects.create(message=message, number=attempt, status_code=None, error=refusal[:300], duration_ms=0)
         WebhookMessage.objects.filter(pk=message.pk).update(failed_at=timezone.now())
         log.warning("webhook %s not sent: %s", message.msg_id, refusal)
         return None
     try:
-        if address is None:  # WEBHOOK_ALLOW_PRIVATE: any address, as DNS answers
+        if addresses is None:  # WEBHOOK_ALLOW_PRIVATE: any address, as DNS answers
             response = requests.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
         else:
-            with _pinned_session(address) as session:
+            with _pinned_session(addresses) as session:
                 response = session.post(hook.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
         status = response.status_code
         if not 200 <= status < 300:

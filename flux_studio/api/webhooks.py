@@ -64,21 +64,24 @@ def parse_webhook(body: dict[str, Any]) -> dict[str, Any] | None:
     return {"url": url, "events": sorted(set(events), key=EVENTS.index)}
 
 
-NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: its last 32 bits are an IPv4 address
+# IPv6 prefixes whose last 32 bits are an IPv4 address: NAT64's well-known and local-use ones
+# (RFC 6052, RFC 8215) and SIIT's IPv4-translated ::ffff:0:a.b.c.d (RFC 7915)
+CARRIES_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+                ipaddress.ip_network("::ffff:0:0:0/96"))
 
 
 def non_public_address(address: str) -> bool:
     """Whether an IP address (an IPv6 one may carry a %zone) is loopback, private, link-local or
     otherwise not on the public internet. ValueError for a name. An IPv6 address that carries an
-    IPv4 one (IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16) is judged by that
-    IPv4 address too: the network may route it there."""
+    IPv4 one (IPv4-compatible ::a.b.c.d, NAT64, SIIT, 6to4 2002::/16) is judged by that IPv4
+    address too: the network may route it there."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if not ip.is_global:
         return True
     if isinstance(ip, ipaddress.IPv6Address):
         low = int(ip) & 0xFFFFFFFF
         embedded = [ip.sixtofour]
-        if int(ip) >> 32 == 0 or ip in NAT64:  # ::a.b.c.d (IPv4-compatible), or NAT64
+        if int(ip) >> 32 == 0 or any(ip in prefix for prefix in CARRIES_IPV4):  # ::a.b.c.d, NAT64, SIIT
             embedded.append(ipaddress.IPv4Address(low))
         return any(v4 is not None and not v4.is_global for v4 in embedded)
     return False

@@ -156,7 +156,8 @@ def test_bob_does_not_see_alices_deliveries(alice, bob_api):
                                  "http://[::1]/hook", "http://localhost:8000/admin/",
                                  # IPv6 forms that carry a private IPv4 address: compatible, NAT64, 6to4
                                  "http://[::127.0.0.1]:9/hook", "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
-                                 "http://[2002:a01:203::]/hook"])
+                                 "http://[2002:a01:203::]/hook", "http://[64:ff9b:1::a00:1]/hook",
+                                 "http://[::ffff:0:7f00:1]:9/hook"])
 def test_internal_addresses_are_refused_without_a_request(alice, settings, url, receiver):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url=url, events=["completed"])
@@ -215,7 +216,7 @@ def test_a_pinned_request_keeps_the_urls_host_for_the_server():
     """What the pinning sends: the socket to the checked address, the Host header as the URL says."""
     r = Receiver()
     try:
-        with delivery._pinned_session("127.0.0.1") as session:
+        with delivery._pinned_session(["127.0.0.1"]) as session:
             answer = session.post(f"http://hooks.example.test:{r.server.server_port}/hook", data=b"{}", timeout=5)
         assert answer.status_code == 204
         assert r.requests[0]["headers"]["Host"] == f"hooks.example.test:{r.server.server_port}"
@@ -241,9 +242,21 @@ def test_a_pinned_https_request_checks_the_certificate_of_the_urls_host(tmp_path
     context.sni_callback = lambda sock, name, ctx: names.append(name)
     r.server.socket = context.wrap_socket(r.server.socket, server_side=True)
     try:
-        with delivery._pinned_session("127.0.0.1") as session:
+        with delivery._pinned_session(["127.0.0.1"]) as session:
             url = f"https://hooks.example.test:{r.server.server_port}/hook"
             assert session.post(url, data=b"{}", timeout=5, verify=str(cert)).status_code == 204
         assert names == ["hooks.example.test"]
+    finally:
+        r.server.shutdown()
+
+
+def test_a_pinned_request_falls_back_to_the_next_checked_address():
+    """A name with an unreachable first address (say IPv6 without a route) is reached on the next."""
+    r = Receiver()  # listens on 127.0.0.1 only: 127.0.0.2 refuses the connection
+    try:
+        port = r.server.server_port
+        with delivery._pinned_session(["127.0.0.2", "127.0.0.1"]) as session:
+            answer = session.post(f"http://hooks.example.test:{port}/hook", data=b"{}", timeout=5)
+        assert answer.status_code == 204 and len(r.requests) == 1
     finally:
         r.server.shutdown()
