@@ -55,11 +55,17 @@ def dataset_rename(*, dataset: Dataset, name: str) -> Dataset:
 
 
 def dataset_delete(*, dataset: Dataset) -> None:
-    """Delete the rows now and the files once the delete has committed (never the reverse)."""
-    photos = list(dataset.photos.all())
-    owner_id = dataset.owner_id
-    dataset.delete()
-    _delete_files_after_commit(photos, owner_id)
+    """Delete the rows now and the files once the delete has committed (never the reverse).
+
+    The dataset's row is locked first, as a photo's ingest locks it to add the photo: a photo
+    either lands before the list below (its files go too) or finds the dataset gone."""
+    with transaction.atomic():
+        if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+            return  # deleted already
+        photos = list(dataset.photos.all())
+        owner_id = dataset.owner_id
+        dataset.delete()
+        _delete_files_after_commit(photos, owner_id)
 
 
 def images_in_training_snapshots(owner_id: int) -> frozenset[str]:
