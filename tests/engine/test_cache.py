@@ -72,6 +72,10 @@ def test_padded_captions_train_on_the_text_inference_gives(tmp_path: Path) -> No
     assert cache.captions.text.shape[1] == 32 and torch.equal(cache.captions.text, inference)
     assert torch.equal(cache.captions.pooled, pooled) and torch.equal(cache.empty.text, empty)
     assert any("at 32 T5 tokens (padded, as inference pads)" in m for m in messages), messages
+    lowered: list[str] = []  # a cap below the inference length: padded, but not as inference
+    build_cache(build_tiny_pipeline(), examples, max_sequence_length=24, pad_captions=True, sample_prompts=[],
+                sample_sequence_length=32, flip=False, device=torch.device("cpu"), offload=False, log=lowered.append)
+    assert any("at 24 T5 tokens (padded to max_sequence_length; inference pads to 32" in m for m in lowered), lowered
     # unpadded, the same captions' states differ from inference's: why the option exists
     short = build_cache(build_tiny_pipeline(), examples, max_sequence_length=32, sample_prompts=[],
                         sample_sequence_length=32, flip=False, device=torch.device("cpu"), offload=False,

@@ -136,7 +136,9 @@ def build_cache(
     length, cut = caption_length(pipeline, captions, max_sequence_length, pad_captions)
     if cut:
         log(f"{cut} caption(s) longer than {max_sequence_length} T5 tokens were cut")
-    why = "padded, as inference pads" if pad_captions else "the limit" if cut else "the longest caption's length" + (
+    padded = ("padded, as inference pads" if length == sample_sequence_length else
+              f"padded to max_sequence_length; inference pads to {sample_sequence_length}, so its T5 states differ")
+    why = padded if pad_captions else "the limit" if cut else "the longest caption's length" + (
         f", not the {sample_sequence_length} of inference; pad_captions trains on inference's"
         if length < sample_sequence_length else "")
     log(f"encoding {len(captions)} captions at {length} T5 tokens ({why})")
