@@ -37,6 +37,29 @@ def cancel_at_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(JobHooks, "on_progress", on_progress)
 
 
+def run_stopped_by_ctrl_c(monkeypatch, job, hook: str, when, also=None) -> None:
+    """Run `job` with the worker's shutdown flag (Ctrl-C) set from the JobHooks method `hook` once
+    `when(argument)` holds, after `also(hooks)` if given (e.g. a cancel arriving at the same moment)."""
+    from flux_studio import worker
+    from trainer.job_hooks import JobHooks
+
+    original = getattr(JobHooks, hook)
+
+    def wrapped(self, argument):
+        original(self, argument)
+        if when(argument):
+            if also is not None:
+                also(self)
+            worker.shutting_down.set()
+
+    monkeypatch.setattr(JobHooks, hook, wrapped)
+    try:
+        run_training(job.pk)
+    finally:
+        worker.shutting_down.clear()
+        monkeypatch.setattr(JobHooks, hook, original)
+
+
 def test_base_model_that_cannot_load_fails_with_the_reason(alice, make_dataset, settings, tmp_path):
     missing = str(tmp_path / "no-such-flux")
     settings.BASE_MODELS = [*settings.BASE_MODELS, missing]
@@ -146,26 +169,14 @@ def test_autocaption_without_weights_trains_on_templates_and_says_so(alice, make
 def test_cancel_that_meets_a_worker_shutdown_ends_canceled_not_queued(alice, make_dataset, monkeypatch):
     """Ctrl-C on the worker while a cancel is pending: the job is canceled, never re-queued with the flag."""
     import trainer.tasks
-    from flux_studio import worker
-    from trainer.job_hooks import JobHooks
 
     requeued: list[int] = []
     monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
                           overrides={"steps": 50, "sample_every": 0})
-    progress = JobHooks.on_progress
-
-    def cancel_then_shut_down(self, p):  # both arrive between two steps
-        progress(self, p)
-        if p.step == 2:
-            jobs.job_cancel(job=self.job)
-            worker.shutting_down.set()
-
-    monkeypatch.setattr(JobHooks, "on_progress", cancel_then_shut_down)
-    try:
-        run_training(job.pk)
-    finally:
-        worker.shutting_down.clear()
+    # both arrive between two steps
+    run_stopped_by_ctrl_c(monkeypatch, job, "on_progress", lambda p: p.step == 2,
+                          also=lambda hooks: jobs.job_cancel(job=hooks.job))
     job.refresh_from_db()
     assert job.state == JobState.CANCELED, job.state
     assert job.checkpoint_step >= 2 and requeued == []
@@ -175,30 +186,17 @@ def test_a_clean_stop_is_no_crash_and_a_new_checkpoint_clears_the_crash_count(al
     """`attempts` fails a job whose worker keeps dying. A studio stopped with Ctrl-C is not such a
     death, and a run that reaches a new checkpoint made progress: the count starts over from it."""
     import trainer.tasks
-    from flux_studio import worker
-    from trainer.job_hooks import JobHooks
 
     requeued: list[int] = []
     monkeypatch.setattr(trainer.tasks, "train_job_task", lambda pk: requeued.append(pk))
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), preset="fast", base_model="tiny",
                           overrides={"steps": 12, "sample_every": 4})
     TrainingJob.objects.filter(pk=job.pk).update(attempts=2)  # its worker died twice already
-    log_line = JobHooks.on_log
-
-    def shut_down_while_loading(self, line):  # Ctrl-C before a first step: no checkpoint either
-        log_line(self, line)
-        if "loading base" in line:
-            worker.shutting_down.set()
-
-    monkeypatch.setattr(JobHooks, "on_log", shut_down_while_loading)
-    try:
-        run_training(job.pk)
-    finally:
-        worker.shutting_down.clear()
+    # Ctrl-C before a first step: no checkpoint either
+    run_stopped_by_ctrl_c(monkeypatch, job, "on_log", lambda line: "loading base" in line)
     job.refresh_from_db()
     assert job.state == JobState.QUEUED and requeued == [job.pk] and job.checkpoint_step == 0
     assert job.attempts == 2, "the clean stop is not counted; the two deaths still are"
-    monkeypatch.setattr(JobHooks, "on_log", log_line)
     run_training(job.pk)
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED and job.checkpoint_step >= 4
