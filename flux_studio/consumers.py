@@ -18,6 +18,10 @@ will appear, and the rest reaches the page by another way:
   reads again; every such gap fills or outlasts its grace within GAP_GRACE_SECONDS of joining
   (timestamps come from the writers' clocks, so the wait is capped at twice that, after which
   the replay reads on past the gap).
+
+An open socket asks every RECHECK_S whether its watcher may still watch: logged in with the same
+session (not logged out, password unchanged, account active) and still allowed to see the object
+(not deleted). When not, it closes with 4403, which the page takes as final.
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ from django.utils import timezone
 
 from flux_studio import events
 from flux_studio import relay as relay_module
+from flux_studio.auth_checks import session_holds
 from flux_studio.events import events_after, group_name, layer_is_shared, written_before
 from flux_studio.relay import relay, settled_id
 from flux_studio.topics import may_watch, topic_for
+
+RECHECK_S = 15.0
 
 
 async def no_such_socket(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -51,6 +58,7 @@ async def no_such_socket(scope: dict, receive, send) -> None:  # type: ignore[no
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     topic: str = ""
     last_id: int = 0
+    _watchdog: asyncio.Task | None = None
 
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
@@ -65,7 +73,27 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if not layer_is_shared():
             await relay.ensure_running()
         await self.accept()
+        self._watchdog = asyncio.create_task(self._recheck(user, kind, object_id, self._session_key()))
         await self._replay(self._after_param(), joined)
+
+    def _session_key(self) -> str | None:
+        session = self.scope.get("session")
+        return session.session_key if session is not None else None
+
+    async def _recheck(self, user, kind: str, object_id: int, session_key: str | None) -> None:  # type: ignore[no-untyped-def]
+        """Close the socket (4403) once its watcher may no longer watch; asked every RECHECK_S."""
+        session_class = self.scope["session"].__class__ if session_key else None  # the store behind channels' LazyObject
+
+        def still_allowed() -> bool:
+            if session_class is not None and not session_holds(session_class, session_key, user.pk):
+                return False
+            return may_watch(user, kind, object_id)
+
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            if not await database_sync_to_async(still_allowed)():
+                await self.close(code=4403)
+                return
 
     def _after_param(self) -> int:
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -81,6 +109,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "replayed", "data": {"last_id": self.last_id}})
 
     async def disconnect(self, code: int) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self.topic:
             await self.channel_layer.group_discard(group_name(self.topic), self.channel_name)
 

@@ -171,9 +171,9 @@ def credentials_check(request: HttpRequest) -> Callable[[], bool]:
     """Whether what let the request in still holds: its token not revoked (nor one above it, as a
     revoke cascades) and its owner active; or its session still that user's (not logged out).
     An open stream asks at each keepalive, so a revoked token stops reading within KEEPALIVE_S."""
-    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.utils.crypto import constant_time_compare
     from django.contrib.sessions.backends.base import SessionBase
+
+    from flux_studio.auth_checks import session_holds
 
     token = getattr(request, "api_token", None)
     user_id = request.user.pk
@@ -185,16 +185,7 @@ def credentials_check(request: HttpRequest) -> Callable[[], bool]:
     key = session.session_key if session is not None else None
     if session is None or key is None:
         return lambda: True
-
-    def session_holds() -> bool:
-        """As django.contrib.auth.get_user decides: this user's session, active, and the password
-        unchanged since it logged in (a password change ends every other session)."""
-        stored = type(session)(session_key=key)
-        user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-        return (user is not None and str(stored.get(SESSION_KEY, "")) == str(user_id)
-                and constant_time_compare(stored.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()))
-
-    return session_holds
+    return functools.partial(session_holds, type(session), key, user_id)
 
 
 def _checked(allowed: Callable[[], bool]) -> bool:

@@ -105,7 +105,9 @@
   // elsewhere shows up here) but does not claim to be live. A lost connection always shows.
   let connStatus = "";
   function showConn() {
-    $("conn").textContent = connStatus !== "live" ? connStatus : FINAL.includes(root.dataset.state) ? "" : "● live";
+    // "forbidden": the server closed the socket for good (signed out, or the training deleted)
+    const label = connStatus === "forbidden" ? "not live: signed out or deleted, reload the page" : connStatus;
+    $("conn").textContent = connStatus !== "live" ? label : FINAL.includes(root.dataset.state) ? "" : "● live";
   }
 
   function showState(data) {

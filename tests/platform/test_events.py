@@ -164,6 +164,57 @@ def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
     async_to_sync(scenario)()
 
 
+@pytest.mark.parametrize("ends_it", ["log out", "password changed", "account deactivated"])
+def test_an_open_socket_closes_once_its_login_no_longer_holds(client, alice, ends_it, monkeypatch):
+    monkeypatch.setattr(consumers, "RECHECK_S", 0.2)
+    client.force_login(alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    def end_login() -> None:
+        if ends_it == "log out":
+            client.logout()
+        elif ends_it == "password changed":
+            alice.set_password("a new long password 2")
+            alice.save()
+        else:
+            alice.is_active = False
+            alice.save()
+
+    async def scenario():
+        page = WebsocketCommunicator(
+            application, f"/ws/events/user/{alice.pk}/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost")]
+        )
+        assert (await page.connect())[0]
+        await _receive_until(page, "replayed")
+        assert await page.receive_nothing(timeout=0.6)  # checked a few times: still signed in, stays open
+        await sync_to_async(end_login)()
+        assert await page.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
+def test_an_open_socket_closes_once_its_training_is_deleted(alice, make_dataset, monkeypatch):
+    from trainer import jobs
+    from trainer.models import JobState
+
+    monkeypatch.setattr(consumers, "RECHECK_S", 0.2)
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+    job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
+
+    async def scenario():
+        page = _connect(alice, f"/ws/events/training/{job.pk}/")
+        assert (await page.connect())[0]
+        await _receive_until(page, "replayed")
+        assert await page.receive_nothing(timeout=0.6)
+        await sync_to_async(lambda: (type(job).objects.filter(pk=job.pk).update(state=JobState.CANCELED),
+                                     jobs.job_delete(job=job)))()
+        assert await page.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+        await relay.stop()
+
+    async_to_sync(scenario)()
+
+
 @pytest.fixture
 def publisher_sends_live(monkeypatch) -> None:
     """The scaled shape's live path: the publisher hands each event to the channel layer itself.
