@@ -87,7 +87,7 @@ def generation_create(
         errors["prompt"] = "write a prompt"
     elif len(prompt) > LIMITS["prompt_chars"][1]:
         errors["prompt"] = f"the prompt is {len(prompt)} characters; at most {LIMITS['prompt_chars'][1]}"
-    if base_model not in settings.BASE_MODELS:
+    if not isinstance(base_model, str) or base_model not in settings.BASE_MODELS:
         errors["base_model"] = f"{base_model!r} is not offered here; choose one of {', '.join(settings.BASE_MODELS)}"
     _check_range(errors, "steps", steps)
     _check_range(errors, "guidance", guidance)

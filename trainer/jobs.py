@@ -39,9 +39,9 @@ CHOICES = {"memory_mode": tuple(MEMORY_MODES)}
 
 def clean_settings(*, preset: str, base_model: str, overrides: dict[str, Any], sample_prompts: list[str]) -> dict[str, Any]:
     """Preset values with the person's explicit settings on top, checked against LIMITS."""
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ValidationError({"preset": f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"})
-    if base_model not in settings.BASE_MODELS:
+    if not isinstance(base_model, str) or base_model not in settings.BASE_MODELS:
         raise ValidationError({"base_model": f"{base_model!r} is not offered here; choose one of {', '.join(settings.BASE_MODELS)}"})
     unknown = set(overrides) - set(SETTING_KEYS)
     if unknown:
@@ -95,7 +95,7 @@ def clean_resolution(raw: Any) -> int | list[int]:
 def _clean_value(key: str, raw: Any, default: Any) -> Any:
     """One explicit setting, as the type of the preset's value; ValueError says what is wrong."""
     if key in CHOICES:
-        if raw not in CHOICES[key]:
+        if not isinstance(raw, str) or raw not in CHOICES[key]:
             raise ValueError(f"{raw!r} is not one of {', '.join(CHOICES[key])}")
         return raw
     kind = float if isinstance(default, float) else int
@@ -230,7 +230,7 @@ def job_resume(*, job: TrainingJob, memory_mode: str | None = None) -> TrainingJ
     state carry over (the engine checks the other settings did not change); on CUDA the 4-bit base
     makes the continued run close to, not exactly, what the uninterrupted one would have been.
     """
-    if memory_mode is not None and memory_mode not in MEMORY_MODES:
+    if memory_mode is not None and (not isinstance(memory_mode, str) or memory_mode not in MEMORY_MODES):
         raise ValidationError({"memory_mode": f"{memory_mode!r} is not one of {', '.join(MEMORY_MODES)}"})
     with transaction.atomic():
         job.refresh_from_db(fields=["finished_at", "run_started_at"])

@@ -59,7 +59,7 @@ def _generation_args(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise field_error("input.prompt", "a non-empty string")
     base = data.get("base_model") or settings.DEFAULT_BASE_MODEL
-    if base not in settings.BASE_MODELS:
+    if not isinstance(base, str) or base not in settings.BASE_MODELS:
         raise field_error("input.base_model", f"one of {', '.join(settings.BASE_MODELS)}")
     defaults = defaults_for(base)
 

@@ -66,7 +66,7 @@ def _overrides(data: dict[str, Any]) -> dict[str, Any]:
     mode = data.get("memory_mode")
     if mode is not None:
         with errors.check():
-            if mode not in MEMORY_MODES:
+            if not isinstance(mode, str) or mode not in MEMORY_MODES:
                 raise field_error("input.memory_mode", f"one of {', '.join(MEMORY_MODES)}")
             values["memory_mode"] = mode
     errors.raise_if_any()
@@ -94,10 +94,10 @@ def _launch_options(data: dict[str, Any]) -> dict[str, Any]:
     prompts = data.get("sample_prompts")
     name = data.get("name", "")
     with errors.check():
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise field_error("input.preset", f"one of {', '.join(PRESETS)}")
     with errors.check():
-        if base not in settings.BASE_MODELS:
+        if not isinstance(base, str) or base not in settings.BASE_MODELS:
             raise field_error("input.base_model", f"one of {', '.join(settings.BASE_MODELS)}")
     with errors.check():
         if prompts is not None and (not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts)):
@@ -238,7 +238,7 @@ def training_resume(request: HttpRequest, pk: int) -> HttpResponse:
     data = json_body(request)
     check_keys(data, ("memory_mode",), where="body")
     mode = data.get("memory_mode")
-    if mode is not None and mode not in MEMORY_MODES:
+    if mode is not None and (not isinstance(mode, str) or mode not in MEMORY_MODES):
         raise field_error("memory_mode", f"one of {', '.join(MEMORY_MODES)}")
     if job.state not in (JobState.CANCELED, JobState.FAILED):
         raise ApiError(409, f"only a canceled or failed training can be resumed; this one is {TRAINING_STATUS[job.state]}")

@@ -103,3 +103,18 @@ def test_uploads_still_work_after_the_error_handling(alice_api):
 
     photo = SimpleUploadedFile("p.png", make_image_bytes(300, 300))
     assert alice_api.post("/api/v1/files", {"file": [photo]}, multipart=True).status_code == 201
+
+
+@pytest.mark.parametrize("value", [["fast"], {"a": 1}])
+def test_a_list_or_object_where_a_name_belongs_is_a_422_naming_it(alice_api, alice, make_dataset, no_queue, value):
+    dataset = make_dataset(alice, n=1)
+    for field in ("preset", "memory_mode", "base_model"):
+        body = assert_problem(alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk, "trigger_word": "zxq",
+                                                                             field: value}}), 422)
+        assert list(body["errors"]) == [f"input.{field}"], body
+    body = assert_problem(alice_api.post("/api/v1/predictions", {"input": {"prompt": "a cat", "base_model": value}}), 422)
+    assert list(body["errors"]) == ["input.base_model"], body
+    training = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk, "trigger_word": "zxq"}}).json()
+    alice_api.post(f"/api/v1/trainings/{training['id']}/cancel")
+    body = assert_problem(alice_api.post(f"/api/v1/trainings/{training['id']}/resume", {"memory_mode": value}), 422)
+    assert list(body["errors"]) == ["memory_mode"], body
