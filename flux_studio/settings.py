@@ -210,6 +210,9 @@ BASE_MODELS = env_list("BASE_MODELS", ["demo", "tiny", "flux-dev", "flux-schnell
 if DEFAULT_BASE_MODEL not in BASE_MODELS:
     raise ImproperlyConfigured(f"DEFAULT_BASE_MODEL={DEFAULT_BASE_MODEL!r} is not listed in BASE_MODELS")
 CAPTIONER = env_str("CAPTIONER", "florence2")
+# Captioners a person may choose for a dataset besides the presets and CAPTIONER: specs the
+# operator vouches for (hub ids, local folders). A person cannot name any other folder or hub id.
+CAPTIONERS = env_list("CAPTIONERS", [])
 CAPTION_PROMPT = env_str("CAPTION_PROMPT", "")  # blank: the captioner's built-in instruction
 # Device for generation in the GPU worker: auto (CUDA when present), cpu, cuda, cuda:1, ...
 GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")

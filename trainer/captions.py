@@ -146,6 +146,11 @@ def run_captioning(*, dataset_id: int, photo_ids: list[int] | None, overwrite: b
                                              "message": "Nothing to caption: every chosen caption was written or uploaded by you."})
         return
     spec = dataset.captioner or settings.CAPTIONER
+    from trainer.forms import captioner_refusal
+
+    if refusal := captioner_refusal(spec):  # chosen before the studio checked, or no longer offered
+        events.publish(topic, "captioning", {"state": "failed", "message": f"Captioning did not start: {refusal}."})
+        return
     # Started (naming this worker) before the model loads: a worker killed while loading a big
     # captioner (out of memory) is then seen dead, not left "queued" for ever.
     started = {"state": "started", "total": len(photos), "done": 0, "worker": worker.current_heartbeat()}

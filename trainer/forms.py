@@ -5,13 +5,29 @@ count things."""
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 
 # The presets module is plain data (the captioning package loads torch only on first use).
 from trainer.engine.captioning.presets import CAPTIONER_PRESETS
 from trainer.models import CaptionPlacement, Dataset
 from trainer.trigger_words import TRIGGER_CHARACTERS, TRIGGER_RE
 
-CAPTIONER_SUGGESTIONS = tuple(CAPTIONER_PRESETS)
+
+
+def offered_captioners() -> tuple[str, ...]:
+    """The captioners a person may choose for a dataset: the presets, the studio's default and
+    those the operator lists in CAPTIONERS. Never any other folder or hub id: the worker would
+    load what it names, and its answer would tell which folders exist on the server."""
+    offered = [*CAPTIONER_PRESETS, settings.CAPTIONER, *settings.CAPTIONERS]
+    return tuple(dict.fromkeys(spec for spec in offered if spec))
+
+
+def captioner_refusal(spec: str) -> str | None:
+    """Why `spec` cannot be a dataset's captioner here; None when it can (blank: the default)."""
+    if not spec or spec in offered_captioners():
+        return None
+    return (f"{spec[:80]!r} is not a captioner offered here; choose one of {', '.join(offered_captioners())} "
+            "(the studio's operator can offer others with the CAPTIONERS setting)")
 WHOLE_NUMBER = {"invalid": "must be a whole number"}
 
 
@@ -34,9 +50,12 @@ class CaptionStyleForm(forms.ModelForm):
         return word
 
     def clean_captioner(self) -> str:
-        # Free text on purpose (a preset, "kind:hub-id" or "kind:/local/folder"): the worker
-        # resolves it and explains plainly when it cannot be loaded.
-        return " ".join(self.cleaned_data.get("captioner", "").split())
+        # One of offered_captioners(): the worker resolves it and explains plainly when it cannot
+        # be loaded (no weights here, no network).
+        spec = " ".join(self.cleaned_data.get("captioner", "").split())
+        if refusal := captioner_refusal(spec):
+            raise forms.ValidationError(refusal)
+        return spec
 
     def clean_caption_prompt(self) -> str:
         return " ".join(self.cleaned_data.get("caption_prompt", "").split())

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from flux_studio.files import serve_file
 from trainer import captions, datasets, photos, selectors
 from trainer.engine.captioning.presets import DEFAULT_VLM_PROMPT, FLORENCE_TASKS
-from trainer.forms import CAPTIONER_SUGGESTIONS, CaptionStyleForm, DatasetNameForm
+from trainer.forms import CaptionStyleForm, DatasetNameForm, offered_captioners
 from trainer.trigger_words import TRIGGER_ADVICE, TriggerAdvice, trigger_advice
 from trainer.models import Dataset, Photo
 
@@ -101,7 +101,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "dataset": dataset, "photos": photo_rows, "health": selectors.dataset_health(dataset),
         "style_form": CaptionStyleForm(instance=dataset), "advice": trigger_advice(dataset.trigger_word),
         "trigger_help": TRIGGER_ADVICE, "counts": _counts(dataset), "area": "datasets",
-        "default_captioner": settings.CAPTIONER, "captioner_choices": CAPTIONER_SUGGESTIONS,
+        "default_captioner": settings.CAPTIONER, "captioner_choices": offered_captioners(),
         "default_caption_prompt": settings.CAPTION_PROMPT or DEFAULT_VLM_PROMPT,
         "florence_tasks": FLORENCE_TASKS,
         "template_caption": datasets.template_text(dataset),

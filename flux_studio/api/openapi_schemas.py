@@ -104,7 +104,7 @@ SCHEMAS: S = {
         "caption_placement": {"type": "string", "enum": list(CaptionPlacement.values),
                               "description": "where auto-captions put the trigger word"},
         "caption_prefix": {"type": "string", "maxLength": 200}, "caption_suffix": {"type": "string", "maxLength": 200},
-        "captioner": {"type": "string", "maxLength": 200, "description": "a captioner preset or kind:path; \"\" = the studio's"},
+        "captioner": {"type": "string", "maxLength": 200, "description": "a captioner preset, the studio's CAPTIONER or one of its CAPTIONERS; \"\" = the studio's"},
         "caption_prompt": {"type": "string", "maxLength": 1000},
     }),
     "DatasetCopy": obj({"name": {"type": "string", "minLength": 1, "maxLength": 120}}),

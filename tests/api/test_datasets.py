@@ -74,6 +74,9 @@ def test_rename_and_change_the_trigger_word_and_caption_style(alice_api, alice, 
     ({"caption_placement": "middle"}, "caption_placement"),
     ({"caption_prefix": "p" * 201}, "caption_prefix"),
     ({"colour": "red"}, "body.colour"),
+    ({"captioner": "/etc"}, "captioner"),
+    ({"captioner": "florence2:/home/someone/models"}, "captioner"),
+    ({"captioner": "some-user/any-hub-model"}, "captioner"),
 ])
 def test_bad_edits_are_422_and_change_nothing(alice_api, alice, make_dataset, body, field):
     dataset = make_dataset(alice, n=1, trigger="zxq")
@@ -82,6 +85,18 @@ def test_bad_edits_are_422_and_change_nothing(alice_api, alice, make_dataset, bo
     assert field in response.json()["errors"], response.json()
     dataset.refresh_from_db()
     assert (dataset.name, dataset.trigger_word, dataset.caption_placement) == ("pets", "zxq", "prefix")
+
+
+def test_a_dataset_may_use_the_offered_captioners_only(alice_api, alice, make_dataset, settings):
+    settings.CAPTIONERS = ["blip:/opt/models/blip-large"]
+    dataset = make_dataset(alice, n=1)
+    url = f"/api/v1/datasets/{dataset.pk}"
+    for spec in ("blip", "smolvlm", settings.CAPTIONER, "blip:/opt/models/blip-large", ""):
+        response = alice_api.patch(url, {"captioner": spec})
+        assert response.status_code == 200 and response.json()["captioner"] == spec, response.content
+    refused = alice_api.patch(url, {"captioner": "/etc"}).json()
+    assert "not a captioner offered here" in refused["errors"]["captioner"][0]
+    assert "blip:/opt/models/blip-large" in refused["errors"]["captioner"][0], "says what may be chosen"
 
 
 def test_bad_creates_store_nothing(alice_api, alice):

@@ -176,6 +176,7 @@ def tiny_captioner(tmp_path, monkeypatch) -> str:
 
     folder = build_tiny_florence2(tmp_path / "tiny-florence2")
     monkeypatch.setenv("CAPTIONER", f"florence2:{folder}")
+    monkeypatch.setenv("CAPTIONERS", "florence2:/nowhere/at-all")  # offered, with no weights there
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return str(folder)
 

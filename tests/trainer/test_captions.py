@@ -420,3 +420,21 @@ def test_the_worker_running_captioning_is_recorded_and_its_death_seen_at_once(se
 
     assert isinstance(running_on, int) and socket.gethostname() not in str(events(dataset, "captioning")), \
         "the owner's browser gets the event: it names the worker's heartbeat row, not the host"
+
+
+def test_a_captioner_no_longer_offered_is_not_loaded(captioner, dataset, add_photo, monkeypatch):
+    """A folder stored before the studio checked captioners (or dropped from CAPTIONERS since)."""
+    import trainer.engine.captioning as captioning
+
+    def never(*args, **kwargs):
+        raise AssertionError("the worker loaded a captioner that is not offered")
+
+    monkeypatch.setattr(captioning, "load_captioner", never)
+    dataset.captioner = "florence2:/etc"
+    dataset.save()
+    photo = add_photo()
+    caption_dataset_task.call_local(dataset.pk, None, False)
+    [run] = events(dataset, "captioning")
+    assert run["state"] == "failed" and "not a captioner offered here" in run["message"]
+    photo.refresh_from_db()
+    assert photo.caption_source != CaptionSource.AUTO
