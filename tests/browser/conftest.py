@@ -105,8 +105,24 @@ def page(chromium, studio: LiveStudio):
     context = chromium.new_context(base_url=studio.url, accept_downloads=True, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(20_000)
     pg = context.new_page()
+    # The studio's pages run under a Content-Security-Policy (flux_studio.csp): anything it blocks
+    # (an inline handler or style, a script or image from elsewhere) is a broken page.
+    blocked: list[str] = []
+    pg.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text else None)
     yield pg
     context.close()
+    assert not blocked, f"the page did something its Content-Security-Policy blocks: {blocked}"
+
+
+def wait_for_js(page, expression: str, arg=None, timeout: float = 20_000) -> None:
+    """Page.wait_for_function, asked from here: the studio's Content-Security-Policy forbids the
+    in-page eval that Playwright's own polling uses. `expression` is JavaScript that becomes true
+    (an expression, or a function of `arg`); `timeout` in ms, as Playwright's."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout / 1000:g} s: {expression}")
+        page.wait_for_timeout(50)
 
 
 def screenshot(page, name: str) -> Path:

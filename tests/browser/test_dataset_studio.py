@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import screenshot, sign_up
+from tests.browser.conftest import screenshot, sign_up, wait_for_js
 from tests.conftest import make_image_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -96,17 +96,17 @@ def test_dataset_studio_from_photos_to_train(page, tmp_path):
     picked.write_bytes(make_image_bytes(640, 520, color=(200, 30, 30), fmt="JPEG", pattern=4))
     page.set_input_files("#file-input", [str(picked)])
 
-    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 4", timeout=60_000)
+    wait_for_js(page, "document.querySelectorAll('#photo-grid .photo-card').length === 4", timeout=60_000)
     rejected = page.locator(".upload.rejected")
     rejected.wait_for()
     assert "notes.png" in rejected.text_content() and "not an image" in rejected.locator(".reason").text_content()
-    page.wait_for_function("document.querySelectorAll('.upload progress').length === 5 && "
+    wait_for_js(page, "document.querySelectorAll('.upload progress').length === 5 && "
                            "[...document.querySelectorAll('.upload progress')].every(p => p.value === 100)")
     network.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                       "uploadThroughput": -1})
     _check_each_upload_showed_progress_before_its_thumbnail(page, ["teapot1.png", "teapot2.png", "teapot3.png"])
     assert page.locator(".upload.done img.mini").count() == 4
-    page.wait_for_function("[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_js(page, "[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#counter").text_content() == "0 / 4 captioned"
     screenshot(page, "05-dataset-uploaded")
 
@@ -191,7 +191,7 @@ def test_auto_captions_fill_the_grid_live(tiny_captioner, page, tmp_path):
         path.write_bytes(make_image_bytes(520, 520, color=(30 * n, 60, 160), pattern=n))
         paths.append(str(path))
     page.set_input_files("#file-input", paths)
-    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 2")
+    wait_for_js(page, "document.querySelectorAll('#photo-grid .photo-card').length === 2")
     page.fill("#id_trigger_word", "MUGZX")
 
     # No weights for the chosen captioner: the page says so and offers the template caption.
@@ -204,7 +204,7 @@ def test_auto_captions_fill_the_grid_live(tiny_captioner, page, tmp_path):
     status.wait_for(timeout=60_000)
     screenshot(page, "05-dataset-captioner-unavailable")
     status.locator("button", has_text="template").click()
-    page.wait_for_function("[...document.querySelectorAll('#photo-grid textarea.caption')].every(t => t.value === 'a photo of MUGZX')")
+    wait_for_js(page, "[...document.querySelectorAll('#photo-grid textarea.caption')].every(t => t.value === 'a photo of MUGZX')")
 
     # The tiny captioner: captions replace the template ones live, each carrying the trigger.
     page.fill("#id_captioner", "")
@@ -447,7 +447,7 @@ def test_a_photo_over_the_size_limit_is_refused_before_it_uploads(one_mb_limit, 
     big.write_bytes(b"\xff\xd8" + b"\0" * (1536 * 1024))  # 1.5 MB: never sent
     small.write_bytes(make_image_bytes(520, 520, color=(90, 60, 30), pattern=2))
     page.set_input_files("#file-input", [str(big), str(small)])
-    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 1", timeout=60_000)
+    wait_for_js(page, "document.querySelectorAll('#photo-grid .photo-card').length === 1", timeout=60_000)
     refused = page.locator(".upload.rejected", has_text="huge.jpg")
     assert "1.5 MB is over the 1 MB limit per photo" in refused.locator(".reason").text_content()
     assert len(posts) == 1, posts  # only fine.png travelled

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gallery.models import Generation
-from tests.browser.conftest import screenshot, sign_up
+from tests.browser.conftest import screenshot, sign_up, wait_for_js
 from tests.browser.test_generate import (  # noqa: F401  (studio_without_worker: a fixture)
     add_sample, finished_training, signed_in_page, studio_without_worker,
 )
@@ -36,7 +36,7 @@ def test_publish_browse_like_and_try(page, chromium, studio, tmp_path):
     assert other.locator("#trigger").text_content() == "zqx"
     assert other.locator("#downloads code.sha").first.text_content().startswith("sha256 ")
     other.click("#like-button")
-    other.wait_for_function("document.getElementById('like-count').textContent === '1'")
+    wait_for_js(other, "document.getElementById('like-count').textContent === '1'")
     other.reload()
     assert other.locator("#like-button").get_attribute("aria-pressed") == "true"
     screenshot(other, "gallery-02-model-page")

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from tests.browser.conftest import LiveStudio, screenshot, sign_up
+from tests.browser.conftest import LiveStudio, screenshot, sign_up, wait_for_js
 from tests.gallery.conftest import make_lora
 from tests.conftest import make_image_bytes
 from trainer.models import JobState, TrainingJob, TrainingSample
@@ -49,7 +49,7 @@ def generate_and_wait(page) -> tuple[str, bytes]:
     page.click("#generate-button")
     page.wait_for_url(re.compile(r".*/generate/\d+/$"))
     page.wait_for_selector("#gen-images img", timeout=120_000)
-    page.wait_for_function("document.getElementById('result').dataset.state === 'succeeded'", timeout=60_000)
+    wait_for_js(page, "document.getElementById('result').dataset.state === 'succeeded'", timeout=60_000)
     src = page.get_attribute("#gen-images img", "src")
     return page.locator("#gen-seed").text_content(), page.request.get(src).body()
 
@@ -110,14 +110,14 @@ def test_waiting_behind_a_training_says_so_and_stays_live(chromium, studio_witho
 
     # The estimate counts down between updates ...
     first_left = int(re.search(r"about (\d+) s left", text).group(1))
-    page.wait_for_function(
+    wait_for_js(page, 
         "n => { const m = /about (\\d+) s left/.exec(document.getElementById('gen-queue').textContent);"
         " return m && Number(m[1]) < n; }", arg=first_left)
     # ... and follows the training's progress as the worker records it.
     TrainingJob.objects.filter(pk=running.pk).update(step=450, eta_seconds=25.0)
     queue.filter(has_text="step 450/500").wait_for()
     page.click("#cancel-form button")
-    page.wait_for_function("document.getElementById('result').dataset.state === 'canceled'")
+    wait_for_js(page, "document.getElementById('result').dataset.state === 'canceled'")
     assert queue.is_hidden()
     page.context.close()
 
@@ -144,10 +144,10 @@ def test_a_requeued_generation_drops_the_images_it_will_make_again(chromium, stu
     Generation.objects.filter(pk=g.pk).update(state=GenerationState.QUEUED)
     g.refresh_from_db()
     services.publish_state(g, "The studio stopped while generating.", images_dropped=True)
-    page.wait_for_function("document.getElementById('result').dataset.state === 'queued'")
+    wait_for_js(page, "document.getElementById('result').dataset.state === 'queued'")
     assert page.locator("#gen-images figure").count() == 0
     page.reload()
-    page.wait_for_function("document.getElementById('result').dataset.state === 'queued'")
+    wait_for_js(page, "document.getElementById('result').dataset.state === 'queued'")
     page.wait_for_timeout(500)  # the replay has run
     assert page.locator("#gen-images figure").count() == 0
     page.context.close()

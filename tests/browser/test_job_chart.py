@@ -10,6 +10,7 @@ from tests.browser.test_job_page_replay import progress_at
 from tests.browser.test_training_page import log_in
 from tests.browser.test_training_page_live import studio, training  # noqa: F401  (fixtures: no worker; a running job)
 from trainer.models import TrainingJob
+from tests.browser.conftest import wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,8 +31,8 @@ Object.defineProperty(window, "uPlot", {
 
 
 def step_ticks(page, last_step: int) -> list[float]:
-    page.wait_for_function(f"document.getElementById('step').textContent === '{last_step}'")
-    page.wait_for_function("window.charts.length === 1 && window.charts[0].axes[0]._splits")
+    wait_for_js(page, f"document.getElementById('step').textContent === '{last_step}'")
+    wait_for_js(page, "window.charts.length === 1 && window.charts[0].axes[0]._splits")
     return page.evaluate("window.charts[0].axes[0]._splits")
 
 

@@ -18,6 +18,7 @@ from tests.browser.test_training_page import log_in
 from tests.browser.test_training_page_live import studio, training  # noqa: F401  (fixtures: no worker; a running job)
 from trainer import jobs
 from trainer.models import JobState, TrainingJob
+from tests.browser.conftest import wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -76,7 +77,7 @@ def open_replayed(page, job: TrainingJob) -> None:
     page.add_init_script(RECORD_CHANGES)
     log_in(page, "alice", "correct horse battery")
     page.goto(job.get_absolute_url())
-    page.wait_for_function("document.getElementById('log').textContent.includes('Training finished.')")
+    wait_for_js(page, "document.getElementById('log').textContent.includes('Training finished.')")
     page.wait_for_timeout(500)  # the replay's end follows its last event
 
 
@@ -114,7 +115,7 @@ def test_a_training_resumed_elsewhere_can_be_canceled_here_and_its_tab_keeps_its
     jobs.publish_state(training, "Canceled at step 6; checkpoint at step 4 kept.")
     log_in(page, "alice", "correct horse battery")
     page.goto(training.get_absolute_url())
-    page.wait_for_function("document.getElementById('log').textContent.includes('Canceled at step 6')")
+    wait_for_js(page, "document.getElementById('log').textContent.includes('Canceled at step 6')")
     assert page.locator("#cancel").is_hidden() and page.text_content("#step") == "6"
 
     jobs.job_resume(job=training)  # another tab, or the API
@@ -125,7 +126,7 @@ def test_a_training_resumed_elsewhere_can_be_canceled_here_and_its_tab_keeps_its
     with page.expect_navigation():  # canceled at once while queued; the page reloads for its resume button
         page.click("#cancel")
     assert TrainingJob.objects.get(pk=training.pk).state == JobState.CANCELED
-    page.wait_for_function("document.getElementById('log').textContent.includes('Resuming from step 4')")
+    wait_for_js(page, "document.getElementById('log').textContent.includes('Resuming from step 4')")
     page.wait_for_timeout(500)  # the replay's end follows its last event
     assert page.text_content("#step") == "4", "a reload's replay ends on the resume's step, not the old progress"
 
@@ -138,7 +139,7 @@ def test_on_a_phone_the_job_page_and_the_trainings_list_fit_the_screen(chromium,
     try:
         log_in(phone, "alice", "correct horse battery")
         phone.goto(training.get_absolute_url())
-        phone.wait_for_function("document.getElementById('step').textContent === '5'")
+        wait_for_js(phone, "document.getElementById('step').textContent === '5'")
         chart, card = (phone.eval_on_selector(sel, "e => e.getBoundingClientRect().right")
                        for sel in ("#loss-chart canvas", "#loss-chart"))
         assert chart <= card - 1, "the loss chart sticks out of its card"

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from safetensors import safe_open
 
-from tests.browser.conftest import ARTIFACTS, screenshot, sign_up
+from tests.browser.conftest import ARTIFACTS, screenshot, sign_up, wait_for_js
 from tests.browser.test_dataset_studio import DROP_JS, create_dataset
 from trainer.models import TrainingJob
 
@@ -81,8 +81,8 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     dropped = [{"name": f.name, "type": "image/jpeg" if f.suffix == ".jpg" else "image/png",
                 "data": base64.b64encode(f.read_bytes()).decode()} for f in files]
     page.evaluate(DROP_JS, [dropped])
-    page.wait_for_function("document.querySelectorAll('#photo-grid .photo-card').length === 4")
-    page.wait_for_function("[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_js(page, "document.querySelectorAll('#photo-grid .photo-card').length === 4")
+    wait_for_js(page, "[...document.querySelectorAll('#photo-grid img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator(".upload.rejected").count() == 0 and page.locator("#photo-grid .photo-warning").count() == 0
     snap(page, "photos-dropped")
 
@@ -127,7 +127,7 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
                "document.getElementById('progress').value >= 10")  # a stretch of loss curve to show
     # The wait is the check: the page showed "training" with the bar past step 10 (on a fast machine
     # the bar may already stand at the end while the state catches up, which is still live).
-    page.wait_for_function(running, timeout=180_000)
+    wait_for_js(page, running, timeout=180_000)
     snap(page, "training-live")
     page.wait_for_selector("#samples figure img", timeout=180_000)
     page.wait_for_selector("#job-state[data-state=succeeded]", timeout=180_000)
@@ -146,7 +146,7 @@ def test_new_user_journey_from_photos_to_a_shared_lora(page, chromium, studio, t
     page.wait_for_url(re.compile(r".*/generate/\d+/$"))
     snap(page, "generating")
     page.wait_for_selector("#gen-images img", timeout=120_000)
-    page.wait_for_function("document.getElementById('result').dataset.state === 'succeeded'", timeout=60_000)
+    wait_for_js(page, "document.getElementById('result').dataset.state === 'succeeded'", timeout=60_000)
     image = page.request.get(page.get_attribute("#gen-images img", "src")).body()
     assert image[:8] == b"\x89PNG\r\n\x1a\n"
     snap(page, "generated")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import load_file
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def test_launch_watch_and_download(page, alice, make_dataset, tmp_path):
     screenshot(page, "06-job-queued")
 
     # Progress arrives live: the bar moves, the loss chart fills, a sample appears.
-    page.wait_for_function("document.getElementById('progress').value >= 4", timeout=180_000)
+    wait_for_js(page, "document.getElementById('progress').value >= 4", timeout=180_000)
     page.wait_for_selector("#samples figure img", timeout=120_000)
     page.wait_for_selector("#job-state[data-state=succeeded]", timeout=120_000)
     assert page.eval_on_selector("#progress", "p => p.value") == 16
@@ -59,7 +59,7 @@ def test_launch_watch_and_download(page, alice, make_dataset, tmp_path):
     # A reload (or a second tab) replays the whole history: the chart and samples come back.
     page.reload()
     page.wait_for_selector("#samples figure img")
-    page.wait_for_function("document.getElementById('log').textContent.length > 0")
+    wait_for_js(page, "document.getElementById('log').textContent.length > 0")
     assert page.text_content("#step") == "16"
 
 
@@ -72,7 +72,7 @@ def test_cancel_then_resume_keeps_the_page_live_without_reloading(page, alice, m
                           overrides={"steps": 2000, "sample_every": 0})
     log_in(page, "alice", "correct horse battery")
     page.goto(f"/trainings/{job.pk}/")
-    page.wait_for_function("Number(document.getElementById('step').textContent) >= 3", timeout=180_000)
+    wait_for_js(page, "Number(document.getElementById('step').textContent) >= 3", timeout=180_000)
     with page.expect_navigation():
         page.click("#cancel")
     page.wait_for_selector("#resume", timeout=60_000)  # the page reloads once to draw the button
@@ -82,7 +82,7 @@ def test_cancel_then_resume_keeps_the_page_live_without_reloading(page, alice, m
     with page.expect_navigation():
         page.click("#resume")
     page.evaluate("window.stillThisPage = true")
-    page.wait_for_function(f"Number(document.getElementById('step').textContent) > {stopped_at + 2}", timeout=120_000)
+    wait_for_js(page, f"Number(document.getElementById('step').textContent) > {stopped_at + 2}", timeout=120_000)
     assert page.evaluate("window.stillThisPage") is True, "the page reloaded after resume"
     assert page.get_attribute("#job-state", "data-state") == "training"
     assert f"Resuming from step {stopped_at}" in page.text_content("#log")

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flux_studio import events
-from tests.browser.conftest import LiveStudio
+from tests.browser.conftest import LiveStudio, wait_for_js
 from tests.browser.test_training_page import log_in
 from trainer import jobs
 from trainer.models import JobState, TrainingJob
@@ -93,7 +93,7 @@ def test_each_sample_shows_once_when_the_page_opens(page, alice, training):
     events.publish(training.topic, "log", {"line": "all replayed"})
     log_in(page, "alice", "correct horse battery")
     page.goto(training.get_absolute_url())
-    page.wait_for_function("document.getElementById('log').textContent.includes('all replayed')")
+    wait_for_js(page, "document.getElementById('log').textContent.includes('all replayed')")
     assert page.locator("#samples figure").count() == 6
 
 
@@ -103,7 +103,7 @@ def test_a_run_that_succeeds_live_shows_delete_clears_its_speed_and_counts_on_th
     page.goto(training.get_absolute_url())
     page.evaluate("window.stillThisPage = true")
     progress(training, 3)
-    page.wait_for_function("document.getElementById('speed').textContent === '44.46'")
+    wait_for_js(page, "document.getElementById('speed').textContent === '44.46'")
     assert page.text_content("#eta") == "1m 1s"
     assert page.locator("#delete").is_hidden() and page.text_content("#conn") == "● live"
     before = (timezone.now() - training.started_at).total_seconds()
@@ -127,13 +127,13 @@ def test_a_canceled_run_without_a_checkpoint_offers_run_again_and_no_stale_speed
     log_in(page, "alice", "correct horse battery")
     page.goto(training.get_absolute_url())
     progress(training, 3)
-    page.wait_for_function("document.getElementById('speed').textContent === '44.46'")
+    wait_for_js(page, "document.getElementById('speed').textContent === '44.46'")
     with page.expect_navigation():  # the page reloads once to draw the button
         end(training, JobState.CANCELED, "Canceled at step 3; dataset kept.")
-    page.wait_for_function("document.getElementById('log').textContent.includes('Canceled at step 3')")
+    wait_for_js(page, "document.getElementById('log').textContent.includes('Canceled at step 3')")
     assert (page.text_content("#speed"), page.text_content("#eta")) == ("–", "–")
     assert page.text_content("#resume") == "Run again"
     assert page.locator("#delete").is_visible()
-    page.wait_for_function("window.FluxLive !== undefined")
+    wait_for_js(page, "window.FluxLive !== undefined")
     time.sleep(0.5)  # connected again after the reload: still not "live"
     assert page.text_content("#conn") == ""
