@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.cache import get_conditional_response
 from django.utils.deconstruct import deconstructible
 from django.utils.http import http_date
@@ -93,6 +93,13 @@ def _validators(field: FieldFile) -> tuple[str, datetime]:
     return f'"{digest}"', modified
 
 
+class StoredFileMissing(Http404):
+    """The row is there but storage lost its file: a page answers 404; the API says 410 (Gone)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the stored file of {name} is missing (storage lost it); delete it and upload it again")
+
+
 def serve_file(field: FieldFile, *, download_name: str | None = None, public: bool = False,
                request: HttpRequest | None = None) -> HttpResponse:
     """Answer with a stored file after the caller has checked who may see it.
@@ -105,18 +112,24 @@ def serve_file(field: FieldFile, *, download_name: str | None = None, public: bo
     """
     if settings.S3_BUCKET:
         return _signed_redirect(field, download_name, public)
-    etag, modified = _validators(field)
+    try:
+        etag, modified = _validators(field)
+        handle = field.open("rb")
+    except FileNotFoundError:
+        log.error("stored file %s is missing", field.name)
+        raise StoredFileMissing(download_name or PurePosixPath(field.name).name) from None
     cache = PUBLIC_CACHE if public else PRIVATE_CACHE
     if request is not None:
         unchanged = get_conditional_response(request, etag=etag, last_modified=int(modified.timestamp()))
         if unchanged is not None:
+            handle.close()
             unchanged["Cache-Control"] = cache
             return unchanged
     # The stored name's type first (the studio chose it: a photo's by its bytes), then the download's
     content_type = (mimetypes.guess_type(field.name)[0] or mimetypes.guess_type(download_name or "")[0]
                     or "application/octet-stream")
     response = FileResponse(
-        field.open("rb"),
+        handle,
         as_attachment=download_name is not None,
         filename=download_name or PurePosixPath(field.name).name,
         content_type=content_type,

@@ -16,6 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import QuerySet
 
+from flux_studio.files import delete_stored
 # The caption style's pure-Python part: importing it loads no torch (see its package).
 from trainer.engine.captioning.style import replace_subject
 from trainer.models import CaptionSource, Dataset, Photo, TrainingJob
@@ -106,16 +107,28 @@ def dataset_duplicate(*, dataset: Dataset, name: str = "") -> Dataset:
         caption_suffix=dataset.caption_suffix, captioner=dataset.captioner, caption_prompt=dataset.caption_prompt,
     )
     id_map: dict[int, Photo] = {}
+    copied: list = []
+    missing: list[str] = []
     for photo in dataset.photos.order_by("id"):
-        old_id = photo.pk
+        old_id, name = photo.pk, photo.original_name
         duplicate_of = photo.duplicate_of_id
         photo.pk, photo.id, photo.dataset, photo.duplicate_of = None, None, copy, id_map.get(duplicate_of)
-        for file in (photo.original, photo.image, photo.thumbnail):
-            # Files are copied, not shared: deleting one dataset must not break the other.
-            with file.storage.open(file.name, "rb") as handle:
-                file.save(file.name.rsplit("/", 1)[-1], ContentFile(handle.read()), save=False)
+        try:
+            for file in (photo.original, photo.image, photo.thumbnail):
+                # Files are copied, not shared: deleting one dataset must not break the other.
+                with file.storage.open(file.name, "rb") as handle:
+                    file.save(file.name.rsplit("/", 1)[-1], ContentFile(handle.read()), save=False)
+                copied.append(file)
+        except FileNotFoundError:
+            missing.append(name)
+            continue
         photo.save()
         id_map[old_id] = photo
+    if missing:
+        delete_stored(copied)  # the copy's rows roll back with this transaction; the files it wrote go now
+        raise ValidationError(f"Not duplicated: storage lost the files of {len(missing)} photo"
+                              f"{'' if len(missing) == 1 else 's'} ({', '.join(missing[:10])}"
+                              f"{', …' if len(missing) > 10 else ''}); delete them or upload them again, then duplicate.")
     return copy
 
 

@@ -136,7 +136,12 @@ def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def dataset_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
-    copy = datasets.dataset_duplicate(dataset=_own_dataset(request, pk))
+    dataset = _own_dataset(request, pk)
+    try:
+        copy = datasets.dataset_duplicate(dataset=dataset)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(dataset)
     messages.success(request, f"Made “{copy.name}”: change it freely, the original stays as it was.")
     return redirect(copy)
 

@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from flux_studio.api.problems import ApiError, from_validation_error, problem_response
 from flux_studio.api.tokens import token_authenticate
 from flux_studio.env import env_int
+from flux_studio.files import StoredFileMissing
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ def api_view(methods: tuple[str, ...], *, auth: str = "required") -> Callable[[V
                 return problem_response(exc, request)
             except ValidationError as exc:
                 return problem_response(from_validation_error(exc), request)
+            except StoredFileMissing as exc:  # the caller's own object, whose file storage lost
+                return problem_response(ApiError(410, str(exc)), request)
             except (Http404, ObjectDoesNotExist, PermissionError, PermissionDenied):
                 # Someone else's object answers exactly like a missing one: ids are not oracles.
                 return problem_response(ApiError(404, "no such object (or it is not yours)"), request)

@@ -13,7 +13,7 @@ from django.http import HttpRequest, JsonResponse
 PROBLEM_BASE = "https://flux-studio.local/problems/"
 TITLES = {
     400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
+    405: "Method not allowed", 409: "Conflict", 410: "Gone", 413: "Payload too large", 415: "Unsupported media type",
     422: "Invalid input", 429: "Too many requests", 500: "Internal error",
 }
 
@@ -27,7 +27,7 @@ class ApiError(Exception):
         self.status = status
         self.detail = detail
         self.type = type_ or {400: "bad-request", 401: "unauthenticated", 404: "not-found", 405: "method-not-allowed",
-                              409: "conflict", 413: "too-large", 422: "validation", 429: "rate-limited",
+                              403: "forbidden", 409: "conflict", 410: "gone", 413: "too-large", 415: "unsupported-media-type", 422: "validation", 429: "rate-limited",
                               500: "internal"}.get(status, "error")
         self.errors = errors or {}
         self.headers = headers or {}

@@ -51,6 +51,7 @@ class TrainingSource:
     photos: list[Photo] = field(default_factory=list)
     uploads: list[UploadedFile] = field(default_factory=list)
     style: dict[str, str | None] = field(default_factory=dict)  # trigger_word, caption_prefix, caption_suffix given
+    photos_field: str = "input.files"  # where `photos` came from, to name in an error
 
     @property
     def is_new(self) -> bool:
@@ -105,6 +106,7 @@ def training_source(*, owner: AbstractBaseUser, data: dict[str, Any], uploads: l
         source.photos = _file_photos(owner, data["files"])
     elif data.get("input_images") is not None:
         source.photos = photos_from_url(owner, data["input_images"], hosts or set())
+        source.photos_field = "input.input_images"
     elif not uploads:
         raise field_error("input.dataset", "give `input_images` (a zip: the `urls.get` of POST /files, or a file part), "
                                            "`files` (file ids) or `dataset` (a dataset id)")
@@ -113,16 +115,25 @@ def training_source(*, owner: AbstractBaseUser, data: dict[str, Any], uploads: l
     return source
 
 
-def _copy(dataset: Dataset, photos: list[Photo]) -> None:
-    """Copies of the photos (through the same ingest) into `dataset`, captions kept."""
+def _copy(dataset: Dataset, photos: list[Photo], field_name: str) -> None:
+    """Copies of the photos (through the same ingest) into `dataset`, captions kept; refused
+    (422, naming them) when storage lost any of their files."""
+    missing = []
     for photo in photos:
-        with photo.original.open("rb") as handle:
-            data = handle.read()
+        try:
+            with photo.original.open("rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            missing.append(f"{photo.original_name} (file {photo.pk})")
+            continue
         caption = photo.caption if photo.caption_source != CaptionSource.NONE else None
         try:
             photo_ingest(dataset=dataset, data=data, name=photo.original_name, caption=caption)
         except PhotoRejected:
             continue  # a duplicate among the chosen files: one copy is enough
+    if missing:
+        raise field_error(field_name, f"the stored files of {', '.join(missing)} are missing (storage lost them); "
+                                      "delete them and upload them again")
 
 
 def _ingest_parts(dataset: Dataset, uploads: list[UploadedFile]) -> list[dict[str, str]]:
@@ -150,7 +161,7 @@ def dataset_for_training(source: TrainingSource) -> tuple[Dataset, list[dict[str
         dataset = dataset_create(owner=source.owner, name=f"API training ({count} photo{'' if count == 1 else 's'})")
     try:
         rejected = _ingest_parts(dataset, source.uploads) if source.uploads else []
-        _copy(dataset, source.photos)
+        _copy(dataset, source.photos, source.photos_field)
     except BaseException:
         dataset_delete(dataset=dataset)
         raise

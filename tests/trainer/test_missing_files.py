@@ -1,4 +1,5 @@
-"""A photo whose stored file is gone (storage lost it): the dataset export and a training's data
+"""A photo whose stored file is gone (storage lost it): its download says so (410 / 404), a duplicate or a
+training from it is refused naming it, and the dataset export and a training's data
 download still answer, on the page and over the API, with the archive of what is there and a
 MISSING_PHOTOS.txt naming what is missing and what to do, never a server error.
 """
@@ -132,3 +133,50 @@ def test_training_data_without_missing_files_has_no_note(page, api, dataset, thr
     job = training_of(dataset)
     for files in training_data_both(page, api, job):
         assert sorted(files) == [f"dataset/000{n}.{ext}" for n in range(3) for ext in ("jpg", "txt")]
+
+
+def lose_original(photo: Photo) -> None:
+    default_storage.delete(photo.original.name)
+    assert not default_storage.exists(photo.original.name)
+
+
+def stored_files() -> set[str]:
+    from django.conf import settings
+
+    return {str(p.relative_to(settings.MEDIA_ROOT)) for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()}
+
+
+def test_downloading_a_lost_original_says_it_is_gone(page, api, dataset, three):
+    lose_original(three[1])
+    response = api.get(f"/api/v1/files/{three[1].pk}/download")
+    assert response.status_code == 410 and response["Content-Type"] == "application/problem+json"
+    assert "missing" in response.json()["detail"] and three[1].original_name in response.json()["detail"]
+    assert api.get(f"/api/v1/files/{three[0].pk}/download").status_code == 200, "the others still download"
+    lost = page.get(reverse("trainer:photo_file", args=[dataset.pk, three[1].pk, "original"]))
+    assert lost.status_code == 404 and "Nothing here" in lost.content.decode()
+
+
+def test_a_training_from_files_with_a_lost_one_is_refused_naming_it(api, dataset, three, monkeypatch,
+                                                                    django_capture_on_commit_callbacks):
+    monkeypatch.setattr(jobs, "job_enqueue", lambda job: None)
+    lose_original(three[2])
+    before = (set(Dataset.objects.values_list("pk", flat=True)), stored_files())
+    with django_capture_on_commit_callbacks(execute=True):  # the refused dataset's files go once it is deleted
+        response = api.post("/api/v1/trainings", {"input": {"files": [p.pk for p in three], "trigger_word": "MIRAZX"}})
+    assert response.status_code == 422, response.content
+    [message] = response.json()["errors"]["input.files"]
+    assert f"{three[2].original_name} (file {three[2].pk})" in message and "missing" in message
+    assert (set(Dataset.objects.values_list("pk", flat=True)), stored_files()) == before, "no half-made dataset left"
+    assert not TrainingJob.objects.exists()
+
+
+def test_duplicating_a_dataset_with_a_lost_photo_is_refused_and_leaves_nothing(page, api, dataset, three):
+    lose_original(three[0])
+    before = (set(Dataset.objects.values_list("pk", flat=True)), stored_files())
+    response = api.post(f"/api/v1/datasets/{dataset.pk}/duplicate", {})
+    assert response.status_code == 422, response.content
+    assert three[0].original_name in response.json()["detail"] and "storage lost the files of 1 photo" in response.json()["detail"]
+    shown = page.post(reverse("trainer:dataset_duplicate", args=[dataset.pk]), follow=True)
+    assert shown.redirect_chain[-1][0] == dataset.get_absolute_url()
+    assert "storage lost the files of 1 photo" in shown.content.decode()
+    assert (set(Dataset.objects.values_list("pk", flat=True)), stored_files()) == before, "no copy or copied file left"
