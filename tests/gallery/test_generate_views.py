@@ -189,7 +189,7 @@ def test_the_seed_has_its_label_and_delete_asks_first(alice_client, alice):
     history = alice_client.get(reverse("gallery:generation_history")).content.decode()
     for html in (page, history):
         form = html[html.index(f'action="{reverse("gallery:generation_delete", args=[g.pk])}"'):]
-        assert form.split(">", 1)[0].count("onsubmit=\"return confirm('Delete this generation") == 1
+        assert form.split(">", 1)[0].count('data-confirm="Delete this generation') == 1
 
 
 def test_queue_info_estimates_the_wait_behind_a_running_training(alice, bob, make_job):
