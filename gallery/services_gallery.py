@@ -104,6 +104,10 @@ def gallery_model_details(*, title: str, description: str, trigger_word: str, li
             errors[name] = "may not contain NUL characters"
     if not title.strip():
         errors["title"] = "give the model a title"
+    elif len(title.strip()) > 120:
+        errors["title"] = f"at most 120 characters (this one has {len(title.strip())})"
+    if len(description.strip()) > 5000:
+        errors["description"] = f"at most 5,000 characters (this one has {len(description.strip()):,})"
     if not re.fullmatch(r"[\w-]{1,40}", trigger_word.strip()):
         errors["trigger_word"] = "one word: letters, digits, - or _, up to 40 characters"
     if license not in License.values:
@@ -114,7 +118,7 @@ def gallery_model_details(*, title: str, description: str, trigger_word: str, li
         errors.update({k: " ".join(v) for k, v in exc.message_dict.items()})
     if errors:
         raise ValidationError(errors)
-    return {"title": title.strip()[:120], "description": description.strip()[:5000], "trigger_word": trigger_word.strip(),
+    return {"title": title.strip(), "description": description.strip(), "trigger_word": trigger_word.strip(),
             "license": license, "tags": tag_list}
 
 

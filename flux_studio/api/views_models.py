@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
 from flux_studio.api.common import Urls, check_keys, paginated_sorted, parse_id
-from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
+from flux_studio.api.problems import ApiError, FieldErrors, field_error, from_validation_error, json_body
 from flux_studio.api.serializers import model_object
 from flux_studio.files import serve_file
 from gallery import hub, selectors, services_gallery
@@ -117,6 +117,8 @@ def _tags(data: dict[str, Any], model: GalleryModel) -> str:
     tags = data["tags"]
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise field_error("tags", "a list of strings")
+    if split := [t for t in tags if "," in t]:
+        raise field_error("tags", f"a tag may not contain a comma ({split[0][:40]!r}): give each tag as its own string")
     return ", ".join(tags)
 
 
@@ -134,9 +136,18 @@ def _publish(request: HttpRequest, urls: Urls) -> JsonResponse:
                    or services_gallery.draft_preview(owner=request.user, job=job))
         details = {"title": _text(data, "title", current.title), "description": _text(data, "description", current.description),
                    "trigger_word": _text(data, "trigger_word", current.trigger_word),
-                   "license": _text(data, "license", current.license), "tags": _tags(data, current)}
-        # Refused details are refused before a new draft copies its first examples into storage.
-        services_gallery.gallery_model_details(**details)
+                   "license": _text(data, "license", current.license), "tags": ", ".join(current.tags)}
+        # Refused details are refused before a new draft copies its first examples into storage,
+        # every refused one named.
+        errors = FieldErrors()
+        with errors.check():
+            details["tags"] = _tags(data, current)
+        with errors.check():
+            try:
+                services_gallery.gallery_model_details(**details)
+            except ValidationError as exc:
+                raise from_validation_error(exc) from None
+        errors.raise_if_any()
         with services_gallery.copies_undone_on_error(), transaction.atomic():
             model, created = services_gallery.draft_get_or_create(owner=request.user, job=job)
             services_gallery.gallery_model_update(model=model, **details)

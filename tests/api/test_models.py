@@ -59,6 +59,18 @@ def test_publish_validation(alice_api, alice, finished_job):
     assert ApiClient(None).post("/api/v1/models", {"training": job.pk}).status_code == 401
 
 
+def test_too_long_details_and_a_tag_with_a_comma_are_refused_not_cut(alice_api, alice, finished_job):
+    job = finished_job(alice)
+    refused = publish(alice_api, job, published=False, title="t" * 121, description="d" * 5001, tags=["a,b", "c"])
+    assert refused.status_code == 422
+    errors = refused.json()["errors"]
+    assert "at most 120 characters (this one has 121)" in errors["title"][0]
+    assert "at most 5,000 characters" in errors["description"][0] and "a tag may not contain a comma" in errors["tags"][0]
+    assert not GalleryModel.objects.exists()
+    kept = publish(alice_api, job, published=False, title="t" * 120, description="d" * 5000, tags=["a b", "c"]).json()
+    assert (len(kept["title"]), len(kept["description"]), kept["tags"]) == (120, 5000, ["a b", "c"])
+
+
 def test_sort_and_pagination(alice_api, alice, finished_job):
     ids = [publish(alice_api, finished_job(alice, trigger=f"t{i}"), title=f"Model {i}").json()["id"] for i in range(3)]
     first = alice_api.get("/api/v1/models?page_size=2&sort=newest").json()
