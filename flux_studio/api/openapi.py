@@ -41,9 +41,15 @@ LIST_PARAMS = [
 ]
 
 
+BODY_ERRORS = {code: {"description": text, "content": PROBLEM} for code, text in (
+    ("400", "a body that is not well-formed (broken JSON or multipart)"), ("413", "the body is too large"),
+    ("415", "a body of a type this operation does not take"),
+)}
+
+
 def op(op_id: str, summary: str, ok: dict[str, S], *, params: list[S] | None = None, body: S | None = None,
        public: bool = False, description: str = "") -> S:
-    operation: S = {"operationId": op_id, "summary": summary, "responses": {**ok, **ERRORS}}
+    operation: S = {"operationId": op_id, "summary": summary, "responses": {**ok, **ERRORS, **(BODY_ERRORS if body else {})}}
     if description:
         operation["description"] = description
     if params:
@@ -201,8 +207,8 @@ PATHS: S = {
     "/predictions/{id}": {
         "parameters": [path_id()],
         "get": op("getPrediction", "Get a prediction", {"200": json_response(ref("Prediction"))}),
-        "delete": op("deletePrediction", "Delete a prediction and its images (canceled first if it runs)",
-                     {"204": {"description": "deleted"}}),
+        "delete": op("deletePrediction", "Delete a finished prediction and its images (a running one: cancel it first)",
+                     {"204": {"description": "deleted"}, **CONFLICT}),
     },
     "/predictions/{id}/events": events_op("watchPrediction", "a prediction", "The stream ends after the `state` event "
                                           "that finishes the prediction."),

@@ -29,6 +29,14 @@ def test_document_is_served_and_covers_every_api_route(client):
     assert all(path.startswith("/") for path in documented)
 
 
+def test_the_document_names_the_statuses_a_caller_must_handle():
+    paths = openapi.document()["paths"]
+    assert "409" in paths["/predictions/{id}"]["delete"]["responses"], "a running prediction is not deleted"
+    for code in ("400", "413", "415", "422"):  # a broken, too large or wrongly typed body
+        assert code in paths["/trainings"]["post"]["responses"], code
+    assert "400" not in paths["/trainings"]["get"]["responses"], "no body, no body errors"
+
+
 def test_schemathesis_accepts_the_document():
     schema = schemathesis.openapi.from_dict(openapi.document())
     operations = [result.ok() for result in schema.get_all_operations()]
