@@ -79,11 +79,17 @@ def _examples(request: HttpRequest, model: GalleryModel, raw: Any, field: str = 
         check_keys(item, ("prediction", "index"), where=f"{field}[{n}]")
         image = GenerationImage.objects.select_related("generation").filter(
             generation_id=parse_id(item.get("prediction"), f"{field}[{n}].prediction"),
-            generation__owner=request.user, index=item.get("index", 0) if isinstance(item.get("index", 0), int) else -1,
+            generation__owner=request.user, index=_index(item.get("index", 0), f"{field}[{n}].index"),
         ).first()
         if image is None:
             raise field_error(f"{field}[{n}]", "no such image among your predictions")
         services_gallery.example_add_from_generation(owner=request.user, model=model, image=image)
+
+
+def _index(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise field_error(field, "the image's index in its prediction: a whole number from 0")
+    return value
 
 
 def _samples(model: GalleryModel, raw: Any) -> list[TrainingSample]:

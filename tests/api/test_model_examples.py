@@ -102,7 +102,9 @@ def test_bad_input_is_a_422(alice_api, bob, model_and_job, finished_job):
     url = f"/api/v1/models/{model['id']}/examples"
     for body, field in (({"samples": [bobs_sample.pk]}, "samples"), ({"samples": []}, "samples"),
                         ({"samples": "all"}, "samples"), ({"samples": ["x"]}, "samples[0]"),
-                        ({"images": [{"prediction": 999999}]}, "images[0]"), ({"colour": 1}, "body.colour")):
+                        ({"images": [{"prediction": 999999}]}, "images[0]"), ({"colour": 1}, "body.colour"),
+                        ({"images": [{"prediction": 1, "index": True}]}, "images[0].index"),
+                        ({"images": [{"prediction": 1, "index": -1}]}, "images[0].index")):
         response = alice_api.post(url, body)
         assert response.status_code == 422 and field in response.json()["errors"], (body, response.content)
     assert alice_api.post(url, {}).status_code == 422
