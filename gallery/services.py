@@ -21,6 +21,7 @@ from flux_studio.files import delete_stored
 from gallery import selectors
 from gallery.defaults import LIMITS
 from gallery.models import GalleryModel, Generation, GenerationState
+from trainer.models import JobState, TrainingJob
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,18 @@ def _check_size(errors: dict[str, str], width: int, height: int) -> None:
             errors["size"] = f"width and height must be multiples of 16 between 16 and 2048, got {width}x{height}"
 
 
+def _unusable(owner: AbstractBaseUser, choice: LoraChoice) -> str:
+    """Why a LoRA cannot be used: the caller's own training that has no LoRA yet is named with its
+    state; anything else (missing, private, unpublished) gets one answer, so ids tell nothing."""
+    if choice.kind == "training":
+        state = TrainingJob.objects.filter(pk=choice.id, owner=owner).values_list("state", flat=True).first()
+        if state is not None:
+            return (f"training {choice.id} has no finished LoRA (it is {state}); use a training that succeeded"
+                    if state != JobState.SUCCEEDED else f"training {choice.id} kept no LoRA file")
+        return f"training {choice.id} does not exist or is not yours"
+    return f"model {choice.id} does not exist or is not published"
+
+
 def _resolve_loras(owner: AbstractBaseUser, loras: list[LoraChoice], base_model: str, errors: dict[str, str]) -> list[dict]:
     """The LoRAs as stored on the generation, or an error for any the person may not use."""
     low, high = LIMITS["loras"]
@@ -52,7 +65,7 @@ def _resolve_loras(owner: AbstractBaseUser, loras: list[LoraChoice], base_model:
     for choice in loras:
         found = selectors.usable_lora(owner, choice.kind, choice.id)
         if found is None:
-            errors["loras"] = f"LoRA {choice.kind}:{choice.id} does not exist or is not yours to use"
+            errors["loras"] = _unusable(owner, choice)
             return []
         job, model = found
         # A gallery model is named by its title, never by its training's name (its owner's dataset,

@@ -104,9 +104,10 @@ def test_loras_one_may_not_use_are_refused(alice_client, alice, bob, make_job, q
     other_base = make_job(alice, base="flux-dev")
     mine = make_job(alice)
     cases = [
-        ([f"training:{bobs.pk}"], "not yours to use"),
-        ([f"training:{running.pk}"], "not yours to use"),
-        ([f"gallery:{draft.pk}"], "not yours to use"),  # private draft of someone else
+        ([f"training:{bobs.pk}"], f"training {bobs.pk} does not exist or is not yours"),
+        ([f"training:{99999}"], "training 99999 does not exist or is not yours"),  # the same answer: ids tell nothing
+        ([f"training:{running.pk}"], f"training {running.pk} has no finished LoRA (it is training)"),
+        ([f"gallery:{draft.pk}"], f"model {draft.pk} does not exist or is not published"),  # someone else's draft
         ([f"training:{other_base.pk}"], "trained on flux-dev"),
         ([f"training:{mine.pk}", f"training:{mine.pk}"], "chosen twice"),
     ]
