@@ -218,7 +218,9 @@ def test_an_open_stream_ends_once_its_token_is_revoked_however_busy(alice, alice
     async_to_sync(scenario)()
 
 
-def test_a_session_stream_stays_open_while_logged_in_and_ends_once_the_password_changes(alice, queued_job, monkeypatch):
+@pytest.mark.parametrize("ends_it", ["password changed", "log out", "account deactivated"])
+def test_a_session_stream_stays_open_while_logged_in_and_ends_once_the_login_no_longer_holds(alice, queued_job,
+                                                                                           monkeypatch, ends_it):
     from django.conf import settings as django_settings
     from django.test import Client
 
@@ -233,11 +235,38 @@ def test_a_session_stream_stays_open_while_logged_in_and_ends_once_the_password_
         await stream.until("replayed")
         for _ in range(3):  # checked each period, and still this person's session
             assert (await stream.frame())["comment"] == "keepalive"
-        # The password changed elsewhere: this session is no longer good (as for any request)
-        await sync_to_async(lambda: (alice.set_password("a new long password 2"), alice.save()))()
+        # Elsewhere, the password changes, the session logs out, or the account is deactivated:
+        # this session is no longer good (as for any request)
+        await sync_to_async(end_login)()
         started = asyncio.get_running_loop().time()
         while await stream.frame(timeout=10) is not None:
             assert asyncio.get_running_loop().time() - started < 5, "the stale session's stream is still open"
+        await relay.stop()
+
+    def end_login() -> None:
+        if ends_it == "log out":
+            browser.logout()
+        elif ends_it == "password changed":
+            alice.set_password("a new long password 2")
+            alice.save()
+        else:
+            alice.is_active = False
+            alice.save()
+
+    async_to_sync(scenario)()
+
+
+def test_a_token_stream_ends_once_its_owner_is_deactivated(alice, alice_token, queued_job, monkeypatch):
+    monkeypatch.setattr(streams, "KEEPALIVE_S", 0.3)
+
+    async def scenario() -> None:
+        stream = await Stream(f"/api/v1/trainings/{queued_job.pk}/events", alice_token).open()
+        await stream.until("replayed")
+        assert (await stream.frame())["comment"] == "keepalive", "checked, and still good"
+        await sync_to_async(lambda: type(alice).objects.filter(pk=alice.pk).update(is_active=False))()
+        started = asyncio.get_running_loop().time()
+        while await stream.frame(timeout=10) is not None:
+            assert asyncio.get_running_loop().time() - started < 5, "a deactivated owner's token still reads"
         await relay.stop()
 
     async_to_sync(scenario)()
