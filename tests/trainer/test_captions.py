@@ -391,24 +391,24 @@ def test_a_run_without_a_known_worker_falls_back_to_its_silence(dataset, worker_
     assert captioning_latest(dataset).failed
 
 
-def test_the_worker_running_captioning_is_recorded_and_its_death_seen_at_once(settings, dataset, add_photo, monkeypatch):
-    from collections import Counter
-
+def test_the_worker_running_captioning_is_recorded_and_its_death_seen_at_once(captioner, dataset, add_photo,
+                                                                              monkeypatch):
     from flux_studio import worker
     from flux_studio.models import WorkerHeartbeat
     from trainer import captions
 
-    add_photo()
+    photo = add_photo()
     seen: list[tuple[object, bool]] = []
+    caption_photos = captions._caption_photos
 
-    def caption_then_lose_the_worker(*args, **kwargs) -> Counter:
+    def lose_the_worker_then_caption(*args, **kwargs):
+        """The real captioning, once the model has loaded and the worker's heartbeat row is gone."""
         seen.append((events(dataset, "captioning")[-1]["worker"], captions.captioning_latest(dataset).running))
         WorkerHeartbeat.objects.filter(worker_id=worker.current_worker_id()).delete()  # as if killed
         seen.append(("after", captions.captioning_latest(dataset).failed))
-        return Counter(saved=1)
+        return caption_photos(*args, **kwargs)
 
-    monkeypatch.setattr(captions, "_load_with_prompt", lambda spec, prompt: object())
-    monkeypatch.setattr(captions, "_caption_photos", caption_then_lose_the_worker)
+    monkeypatch.setattr(captions, "_caption_photos", lose_the_worker_then_caption)
     worker.register("gpu", "cpu")
     try:
         running_on = worker.current_heartbeat()
@@ -416,6 +416,8 @@ def test_the_worker_running_captioning_is_recorded_and_its_death_seen_at_once(se
     finally:
         worker.unregister()
     assert seen == [(running_on, True), ("after", True)]
+    photo.refresh_from_db()
+    assert photo.caption_source == CaptionSource.AUTO and "MIRAZX" in photo.caption, "the tiny captioner really ran"
     import socket
 
     assert isinstance(running_on, int) and socket.gethostname() not in str(events(dataset, "captioning")), \
