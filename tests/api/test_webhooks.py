@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Iterator
@@ -22,9 +24,9 @@ pytestmark = pytest.mark.django_db
 
 
 class Receiver:
-    """A tiny webhook receiver on 127.0.0.1 that fails the first `fail_first` requests."""
+    """A tiny webhook receiver on 127.0.0.1 (or `host`) that fails the first `fail_first` requests."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[dict] = []
         self.fail_first = fail_first
         receiver = self
@@ -39,8 +41,8 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.server = HTTPServer((host, port), Handler)
+        self.url = f"http://{host}:{self.server.server_port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -135,14 +137,26 @@ def test_delivery_is_signed_and_retried_after_a_failure(alice_api, alice, make_d
     assert [(row["attempt"], row["status_code"], row["event"]) for row in log] == [(2, 204, "completed"), (1, 500, "completed")]
 
 
-def test_gives_up_after_max_attempts(alice, monkeypatch):
+def test_a_failing_webhook_is_tried_8_times_5_s_apart_doubling(alice):
+    """What the README promises with the default settings: 8 tries, the first retry 5 s after the
+    first failure, each delay twice the one before; then the message is marked failed."""
+    if "API_WEBHOOK_RETRY_BASE_S" in os.environ:
+        pytest.skip("API_WEBHOOK_RETRY_BASE_S is set in this environment: the defaults are not in force")
     hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url="http://127.0.0.1:9/none", events=["completed"])
     message = WebhookMessage.objects.create(webhook=hook, event="completed", body="{}")
-    assert delivery.deliver(str(message.pk), 1) == delivery.backoff_seconds(1)
-    assert delivery.deliver(str(message.pk), delivery.MAX_ATTEMPTS) is None
+    assert delivery.backoff_seconds(1) == 5
+    delays = []
+    for attempt in range(1, 20):
+        delay = delivery.deliver(str(message.pk), attempt)
+        if delay is None:
+            break
+        delays.append(delay)
+    assert delays == [5, 10, 20, 40, 80, 160, 320]  # then the 8th try fails and is the last
     message.refresh_from_db()
-    assert message.failed_at and WebhookAttempt.objects.filter(message=message).count() == 2
-    assert "ConnectionError" in WebhookAttempt.objects.first().error
+    assert message.failed_at and message.delivered_at is None
+    assert list(WebhookAttempt.objects.filter(message=message).order_by("number").values_list("number", flat=True)) == \
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    assert all("ConnectionError" in error for error in WebhookAttempt.objects.values_list("error", flat=True))
 
 
 def test_bob_does_not_see_alices_deliveries(alice, bob_api):
@@ -260,3 +274,70 @@ def test_a_pinned_request_falls_back_to_the_next_checked_address():
         assert answer.status_code == 204 and len(r.requests) == 1
     finally:
         r.server.shutdown()
+
+
+def resolves_to(monkeypatch, host: str, addresses: list[str]) -> None:
+    """Make `host` resolve to `addresses`, in this order (other names resolve as usual)."""
+    real = socket.getaddrinfo
+
+    def resolve(name, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name != host:
+            return real(name, port, *args, **kwargs)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, port or 0, 0, 0)) if ":" in a
+                else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+def test_the_checked_addresses_keep_the_resolvers_order(settings, monkeypatch):
+    """The resolver's order is its preference (RFC 6724: IPv4 before IPv6 here), each address once;
+    the connection tries them in that order, never sorted."""
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    resolves_to(monkeypatch, "hooks.example.test", ["8.8.8.8", "2001:4860:4860::8888", "8.8.8.8", "1.1.1.1"])
+    assert delivery.checked_destination("https://hooks.example.test/hook") == \
+        ("", ["8.8.8.8", "2001:4860:4860::8888", "1.1.1.1"])
+
+
+@pytest.fixture
+def loopback_counts_as_public(settings, monkeypatch) -> None:
+    """Private addresses refused (the production default), except that 127.0.0.x stand in for
+    public servers, so a delivery to a name can reach receivers on this machine pinned."""
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    real = delivery.non_public_address
+    monkeypatch.setattr(delivery, "non_public_address", lambda address: not address.startswith("127.0.0.") and real(address))
+
+
+def delivered_to(alice, url: str) -> WebhookMessage:
+    hook = Webhook.objects.create(owner=alice, kind="training", object_id=1, url=url, events=["completed"])
+    message = WebhookMessage.objects.create(webhook=hook, event="completed", body='{"id": 1}')
+    assert delivery.deliver(str(message.pk), 1) is None, WebhookAttempt.objects.filter(message=message).first().error
+    message.refresh_from_db()
+    return message
+
+
+def test_a_delivery_whose_first_address_cannot_be_reached_goes_to_the_next(alice, monkeypatch, loopback_counts_as_public):
+    """A name whose first address refuses the connection (say IPv6 without a route) is delivered
+    on its next one, in one attempt."""
+    r = Receiver()  # on 127.0.0.1 only: nothing listens on 127.0.0.2 at that port
+    try:
+        resolves_to(monkeypatch, "hooks.example.test", ["127.0.0.2", "127.0.0.1"])
+        message = delivered_to(alice, f"http://hooks.example.test:{r.server.server_port}/hook")
+        assert message.delivered_at and not message.failed_at
+        assert [(a.number, a.status_code, a.error) for a in WebhookAttempt.objects.filter(message=message)] == [(1, 204, "")]
+        assert [json.loads(request["body"]) for request in r.requests] == [{"id": 1}]
+    finally:
+        r.server.shutdown()
+
+
+def test_a_delivery_goes_to_the_address_the_resolver_put_first(alice, monkeypatch, loopback_counts_as_public):
+    """Both addresses answer: the request goes to the first one DNS gave, as a plain lookup would."""
+    second = Receiver()
+    first = Receiver(host="127.0.0.2", port=second.server.server_port)
+    try:
+        resolves_to(monkeypatch, "hooks.example.test", ["127.0.0.2", "127.0.0.1"])
+        message = delivered_to(alice, f"http://hooks.example.test:{second.server.server_port}/hook")
+        assert message.delivered_at
+        assert len(first.requests) == 1 and second.requests == []
+    finally:
+        first.server.shutdown()
+        second.server.shutdown()
