@@ -170,3 +170,82 @@ def test_page_upload_whose_dataset_goes_after_the_photo_is_stored_says_so(alice,
                          {"file": SimpleUploadedFile("p1.png", images(1)[0][1])})
     assert response.status_code == 404, response.content
     assert_nothing_left(dataset.pk)
+
+
+def all_stored() -> set[str]:
+    """Every name in the studio's storage (local folder or, scaled out, the S3 bucket)."""
+    from django.core.files.storage import default_storage
+
+    names: set[str] = set()
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            subfolders, files = default_storage.listdir(folder)
+        except FileNotFoundError:  # local storage before anything was stored
+            continue
+        names |= {f"{folder}{name}" for name in files}
+        folders += [f"{folder}{name}/" for name in subfolders]
+    return names
+
+
+@pytest.mark.services
+def test_a_photo_uploaded_while_its_dataset_is_deleted_leaves_no_files(alice):
+    """DELETE /datasets/{id} and a photo's upload at once. The delete lists the dataset's photos (to
+    delete their files once the rows are gone), then deletes the rows; a photo stored between the
+    two would go with the dataset's rows while its files, not on the list, stayed in storage for
+    good. The delete locks the dataset's row first, as the upload does to add its photo, so the
+    upload waits, then says the dataset is gone and keeps nothing.
+
+    The upload runs in a thread of its own once the delete has listed the photos; the delete goes
+    on when the upload has finished or waits on the delete's lock. PostgreSQL only: on SQLite each
+    transaction takes the whole database's write lock as it begins (BEGIN IMMEDIATE), which keeps
+    the two apart whatever the code locks, and cannot be seen from outside."""
+    import threading
+    import time
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (FLUX_TEST_SHAPE=scaled): SQLite serializes whole transactions")
+    before = all_stored()
+    (_, first), (_, late) = images(2)
+    dataset = Dataset.objects.create(owner=alice, name="going away")
+    photo_service.photo_ingest(dataset=dataset, data=first, name="p1.png")
+    upload: dict[str, object] = {}
+
+    def upload_late_photo() -> None:
+        try:
+            upload["photo"] = photo_service.photo_ingest(dataset=Dataset.objects.get(pk=dataset.pk), data=late, name="late.png")
+        except photo_service.DatasetGone as exc:
+            upload["refused"] = str(exc)
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            upload["error"] = repr(exc)
+        finally:
+            connections.close_all()  # this thread's connection; PostgreSQL drops the test database after
+
+    uploader = threading.Thread(target=upload_late_photo)
+
+    def waits_on_this_transaction() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+            return cursor.fetchone()[0] > 0
+
+    doomed = Dataset.objects.get(pk=dataset.pk)
+    delete_rows = doomed.delete
+
+    def delete_once_the_upload_ran_or_waits(*args, **kwargs):  # called by dataset_delete after listing the photos
+        uploader.start()
+        deadline = time.monotonic() + 120
+        while uploader.is_alive() and not waits_on_this_transaction():
+            assert time.monotonic() < deadline, "the upload neither finished nor waited for the delete"
+            uploader.join(0.05)
+        return delete_rows(*args, **kwargs)
+
+    doomed.delete = delete_once_the_upload_ran_or_waits
+    dataset_delete(dataset=doomed)
+    uploader.join(120)
+    assert not uploader.is_alive()
+    assert sorted(all_stored() - before) == [], "the photos' files must not stay in storage"
+    assert "refused" in upload, f"the upload into the deleted dataset was not refused: {upload}"
+    assert not Dataset.objects.filter(pk=dataset.pk).exists() and not Photo.objects.exists()
