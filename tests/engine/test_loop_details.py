@@ -368,32 +368,51 @@ def test_a_slow_first_step_does_not_hold_the_speed_and_eta_down(
     tiny_base: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run's first step warms up (a resume's first one loads much more): the it/s and the ETA
-    from the second step on are those of the steps after it."""
+    from the second step on are those of the steps after it, and the ETA adds the side jobs'
+    (checkpoints') share of the time so far.
+
+    The loop's clock is a fake one that moves only by the step and checkpoint times set here, so
+    the numbers reported are exact."""
     import time
+    from types import SimpleNamespace
 
     import trainer.engine.training as training
 
-    step, took = training.optimizer_step, []
+    clock = {"now": 100.0}
+    loop_time = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+    monkeypatch.setattr(training, "time", SimpleNamespace(**{**loop_time, "perf_counter": lambda: clock["now"]}))
+    step_seconds = iter([8.0, 0.5, 0.25, 0.25])  # a slow warm-up step, then steady ones
+    step = training.optimizer_step
 
-    def slow_first(*args: Any, **kwargs: Any) -> float:
-        started = time.perf_counter()
-        if not took:
-            time.sleep(2.0)
+    def timed_step(*args: Any, **kwargs: Any) -> float:
         loss = step(*args, **kwargs)
-        took.append(time.perf_counter() - started)
+        clock["now"] += next(step_seconds)
         return loss
 
-    monkeypatch.setattr(training, "optimizer_step", slow_first)
-    speeds: list[float] = []
+    checkpoint = training.SideJobs.checkpoint
 
-    class Speeds(RecordingHooks):
+    def timed_checkpoint(self, *args: Any, **kwargs: Any) -> Path:  # type: ignore[no-untyped-def]
+        path = checkpoint(self, *args, **kwargs)
+        clock["now"] += 3.0
+        return path
+
+    monkeypatch.setattr(training, "optimizer_step", timed_step)
+    monkeypatch.setattr(training.SideJobs, "checkpoint", timed_checkpoint)
+    reports: list[tuple[int, float, float]] = []
+
+    class Reports(RecordingHooks):
         def on_progress(self, progress) -> None:  # type: ignore[no-untyped-def]
             super().on_progress(progress)
-            speeds.append(progress.it_per_s)
+            reports.append((progress.step, progress.it_per_s, progress.eta_s))
 
-    train(train_config(tiny_base, dataset, tmp_path / "out", steps=3, val_every=0, checkpoint_every=0,
-                       sample_prompts=[]), Speeds())  # fmt: skip
-    assert speeds[0] < 0.5, "the first report has only the slow step to go by"
-    # the second report: the second step's own time, not the mean with the 2 s one before it
-    assert 1 / speeds[1] == pytest.approx(took[1], rel=0.1, abs=0.02), (speeds, took)
-    assert 1 / speeds[2] == pytest.approx((took[1] + took[2]) / 2, rel=0.1, abs=0.02), (speeds, took)
+    hooks = Reports()
+    train(train_config(tiny_base, dataset, tmp_path / "out", steps=4, val_every=0, checkpoint_every=2,
+                       sample_prompts=[]), hooks)  # fmt: skip
+    assert [step for step, _ in hooks.checkpoints] == [2]  # the 3 s side job, after step 2
+    exact = lambda value: pytest.approx(value, rel=1e-12)  # noqa: E731
+    assert reports == [
+        (1, exact(1 / 8), exact(3 * 8.0)),  # only the warm-up step to go by
+        (2, exact(1 / 0.5), exact(2 * 0.5)),  # the second step's own time, not a mean with the 8 s one
+        (3, exact(2 / 0.75), exact(1 * (0.75 / 2 + 3.0 / 3))),  # steps 2-3; the checkpoint's 3 s over 3 steps
+        (4, exact(3 / 1.0), 0.0),
+    ]
