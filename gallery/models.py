@@ -26,6 +26,8 @@ class Generation(models.Model):
     # [{"kind": "training"|"gallery", "id": 3, "scale": 1.0}]: resolved to files by the worker.
     loras = models.JSONField(default=list, blank=True)
     seed = models.BigIntegerField()
+    # The seed was drawn for this request (Seed: Random): its page keeps Random for the next one.
+    seed_random = models.BooleanField(default=False)
     steps = models.PositiveSmallIntegerField()
     guidance = models.FloatField()
     width = models.PositiveSmallIntegerField()

@@ -111,11 +111,12 @@ def generation_create(
     rows = _resolve_loras(owner, loras, base_model, errors)
     if errors:
         raise ValidationError(errors)
+    seed_random = seed is None
     if seed is None:  # chosen here, not on the worker, so the page can show it before it runs
         seed = secrets.randbelow(LIMITS["seed"][1] - LIMITS["num_images"][1])
     with transaction.atomic():
         generation = Generation.objects.create(
-            owner=owner, prompt=prompt, base_model=base_model, loras=rows, seed=seed, steps=steps,
+            owner=owner, prompt=prompt, base_model=base_model, loras=rows, seed=seed, seed_random=seed_random, steps=steps,
             guidance=guidance, width=width, height=height, num_images=num_images,
         )
         generation_enqueue(generation)

@@ -27,10 +27,14 @@ from gallery.generation_run import image_payload
 from gallery.models import Generation, GenerationState
 
 
-def _initial_from_generation(request: HttpRequest, g: Generation) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+def _initial_from_generation(request: HttpRequest, g: Generation, *, same_seed: bool = True
+                             ) -> tuple[dict[str, Any], list[tuple[str, float]]]:
     """The form as `g` was asked for, less any LoRA that can no longer be used (deleted, unpublished
-    or failed since): the person is told, rather than finding the LoRA row quietly empty."""
-    initial = {"prompt": g.prompt, "base_model": g.base_model, "seed_mode": "fixed", "seed": g.seed, "steps": g.steps,
+    or failed since): the person is told, rather than finding the LoRA row quietly empty.
+    `same_seed`: fix the seed `g` used (to make it again); otherwise a random seed stays Random."""
+    fixed = same_seed or not g.seed_random
+    initial = {"prompt": g.prompt, "base_model": g.base_model, "seed_mode": "fixed" if fixed else "random",
+               "seed": g.seed if fixed else None, "steps": g.steps,
                "guidance": g.guidance, "size": f"{g.width}x{g.height}", "num_images": g.num_images}
     gone = [row for row in g.loras if selectors.usable_lora(request.user, row["kind"], row["id"]) is None]
     if gone:
@@ -117,7 +121,8 @@ def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     generation = selectors.generation_of(request.user, pk)
     if generation is None:
         raise Http404("no such generation")
-    values, refs = _initial_from_generation(request, generation)
+    # The page a Generate leads to: the next Generate draws a new seed if this one drew one.
+    values, refs = _initial_from_generation(request, generation, same_seed=False)
     return _page(request, GenerationForm(initial=values), refs, generation=generation)
 
 

@@ -72,7 +72,21 @@ def test_random_seed_is_chosen_and_shown(alice_client, queued, django_capture_on
         alice_client.post(reverse("gallery:generate"), form_data(seed_mode="random", seed=""))
     g = Generation.objects.get()
     assert 0 <= g.seed < 2**32
-    assert str(g.seed) in alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+    page = alice_client.get(reverse("gallery:generation_detail", args=[g.pk])).content.decode()
+    assert f'<strong id="gen-seed">{g.seed}</strong>' in page
+    # Its page keeps Random for the next Generate (a new picture), not this seed fixed ...
+    assert '<option value="random" selected>' in page and f'name="seed" id="id_seed" value=""' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(reverse("gallery:generate"), form_data(seed_mode="random", seed=""))
+    assert Generation.objects.count() == 2
+    # ... while "make this again" (?from=) and a fixed seed's own page fix the seed it used
+    again = alice_client.get(reverse("gallery:generate") + f"?from={g.pk}").content.decode()
+    assert '<option value="fixed" selected>' in again and f'name="seed" id="id_seed" value="{g.seed}"' in again
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(reverse("gallery:generate"), form_data(seed_mode="fixed", seed="42"))
+    fixed = Generation.objects.get(seed=42)
+    page = alice_client.get(reverse("gallery:generation_detail", args=[fixed.pk])).content.decode()
+    assert '<option value="fixed" selected>' in page and 'name="seed" id="id_seed" value="42"' in page
 
 
 @pytest.mark.parametrize("overrides, message", [
