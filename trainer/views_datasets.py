@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -207,9 +208,22 @@ def photo_file(request: HttpRequest, pk: int, photo_pk: int, kind: str) -> HttpR
 @login_required
 @require_POST
 def photo_caption(request: HttpRequest, pk: int, photo_pk: int) -> JsonResponse:
-    photo = _own_photo(request, pk, photo_pk)
+    """Save a caption typed on the page. `was`, when sent, is the caption the edit started from:
+    if the stored one differs (changed in another tab, by a bulk edit or by auto-captioning since),
+    the save is refused (409) with the stored caption, so no one's edit is lost unseen."""
+    _own_photo(request, pk, photo_pk)
     try:
-        datasets.photo_caption_set(photo=photo, caption=_json_body(request).get("caption", ""))
+        body = _json_body(request)
+        with transaction.atomic():
+            photo = Photo.objects.select_for_update().select_related("dataset").filter(pk=photo_pk).first()
+            if photo is None:
+                raise Http404("no such photo")  # deleted meanwhile
+            was = body.get("was")
+            if isinstance(was, str) and photos.tidy_caption(was) != photo.caption:
+                return JsonResponse({"ok": False, "conflict": True, "photo": selectors.photo_payload(photo),
+                                     "error": "changed elsewhere (another tab, a bulk edit or auto-captioning)"},
+                                    status=409)
+            datasets.photo_caption_set(photo=photo, caption=body.get("caption", ""))
     except ValidationError as exc:
         return _error(exc)
     return JsonResponse({"ok": True, "photo": selectors.photo_payload(photo), "counts": _counts(photo.dataset)})

@@ -70,17 +70,31 @@
   }
   // A caption not yet confirmed saved: typed (timer running), being saved, or refused.
   const unsaved = (card) => { const box = card.querySelector("textarea.caption"); return box.value !== box.dataset.saved; };
-  async function save(card, keepalive) {
+  // `explicit`: Ctrl/⌘+S. After a conflict (the caption changed elsewhere since this page loaded
+  // it) only that saves this tab's text over the other one; autosave waits for the person.
+  async function save(card, keepalive, explicit) {
     const box = card.querySelector("textarea.caption");
     clearTimeout(box._timer);
     if (box.value === box.dataset.saved) return;
+    if (box._conflict && !explicit) return;
     const sent = box.value;
     if (keepalive && box._flushing === sent) return;  // hidden, then pagehide: send once
     if (keepalive) box._flushing = sent;
     setState(card, "saving…");
-    const data = await api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent }, "POST", keepalive);
+    const data = await api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent, was: box.dataset.saved },
+                           "POST", keepalive);
     if (box._flushing === sent) box._flushing = null;
+    if (data.conflict) {
+      // Someone else's caption is now the stored one: keep this tab's text, show theirs, let the
+      // person choose (Ctrl/⌘+S: keep mine; Esc: take theirs).
+      box._conflict = true;
+      box.dataset.saved = data.photo.caption;
+      card.dataset.source = data.photo.caption_source;
+      setState(card, `not saved: changed elsewhere to “${data.photo.caption}”. Ctrl+S saves yours over it, Esc takes that one`, "bad");
+      return;
+    }
     if (!data.ok) { setState(card, `not saved: ${data.error || "try again"}`, "bad"); return; }
+    box._conflict = false;
     box.dataset.saved = data.photo.caption;
     card.dataset.source = data.photo.caption_source;
     if (box.value === sent) box.value = data.photo.caption;  // the server tidies whitespace
@@ -110,8 +124,11 @@
   grid.addEventListener("keydown", (e) => {
     if (!e.target.matches("textarea.caption")) return;
     const card = e.target.closest(".photo-card");
-    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") { e.preventDefault(); save(card); }
-    else if (e.key === "Escape") { e.target.value = e.target.dataset.saved; clearTimeout(e.target._timer); setState(card, "changes undone"); }
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") { e.preventDefault(); save(card, false, true); }
+    else if (e.key === "Escape") {
+      e.target.value = e.target.dataset.saved; e.target._conflict = false; clearTimeout(e.target._timer);
+      setState(card, "changes undone");
+    }
     else if (e.altKey && (e.key === "ArrowDown" || e.key === "ArrowUp")) {
       // Caption to caption; Tab stays native so the select box and the per-photo buttons can
       // be reached from the keyboard.

@@ -307,6 +307,44 @@ def test_a_caption_typed_just_before_a_reload_or_closing_the_tab_is_saved_and_th
     _wait_for_caption(photo_id, "a fern in a blue pot, watered")
 
 
+def test_an_edit_from_a_stale_tab_does_not_overwrite_a_newer_caption_and_esc_undoes(page):
+    sign_up(page, "mona")
+    url = _dataset_with_photos("mona", ["a fern"])
+    page.goto(url)
+    other = page.context.new_page()  # a second tab, loaded before the first one's edit
+    other.goto(url)
+    photo_id = int(page.locator("#photo-grid .photo-card").first.get_attribute("data-id"))
+
+    box = page.locator("textarea.caption").first
+    box.fill("a fern in a blue pot")
+    page.locator(".save-state", has_text="saved ✓").wait_for()
+    assert _caption_of(photo_id) == "a fern in a blue pot"
+
+    stale = other.locator("textarea.caption").first
+    stale.press("Control+End")
+    other.keyboard.type(", indoors")
+    state = other.locator(".save-state", has_text="changed elsewhere")
+    state.wait_for()
+    assert "a fern in a blue pot" in state.text_content(), "says what is stored now"
+    stale.blur()  # autosave on leaving the box does not overwrite it either
+    other.wait_for_timeout(1200)
+    assert _caption_of(photo_id) == "a fern in a blue pot", "the newer caption is kept"
+    assert stale.input_value() == "a fern, indoors", "this tab's text is kept on screen"
+
+    stale.press("Control+s")  # the person chooses to keep this tab's text
+    other.locator(".save-state", has_text="saved ✓").wait_for()
+    assert _caption_of(photo_id) == "a fern, indoors"
+
+    # Esc undoes an edit: the text goes back and nothing is saved, even after the autosave delay
+    stale.press("Control+End")
+    other.keyboard.type(" and more")
+    stale.press("Escape")
+    other.locator(".save-state", has_text="changes undone").wait_for()
+    other.wait_for_timeout(1200)
+    assert stale.input_value() == "a fern, indoors" and _caption_of(photo_id) == "a fern, indoors"
+    other.close()
+
+
 def _add_text(page, button: str, text: str, photo_ids: list[int]) -> tuple[str, list[str]]:
     """Press the bulk bar's Prepend or Append with `text`: its answer, and each caption as stored."""
     page.fill("#affix", text)

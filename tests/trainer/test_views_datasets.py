@@ -105,6 +105,26 @@ def test_caption_autosave_marks_user_source(alice_client, dataset, add_photo):
     assert alice_client.get(reverse("trainer:photo_caption", args=[dataset.pk, photo.pk])).status_code == 405
 
 
+def test_a_caption_changed_elsewhere_since_the_edit_began_is_not_overwritten(alice_client, dataset, add_photo):
+    photo = add_photo(caption="MIRAZX on a sofa")
+    url_args = [dataset.pk, photo.pk]
+    # Tab A saves first, from the caption both tabs loaded
+    first = post_json(alice_client, "photo_caption", url_args, {"caption": "MIRAZX asleep on a green sofa",
+                                                                "was": "MIRAZX on a sofa"})
+    assert first.status_code == 200
+    # Tab B still started from the old caption: refused, told what is stored now
+    stale = post_json(alice_client, "photo_caption", url_args, {"caption": "MIRAZX on a sofa, indoors",
+                                                                "was": "MIRAZX  on a sofa"})
+    assert stale.status_code == 409 and stale.json()["conflict"] is True
+    assert stale.json()["photo"]["caption"] == "MIRAZX asleep on a green sofa"
+    photo.refresh_from_db()
+    assert photo.caption == "MIRAZX asleep on a green sofa", "tab A's edit is kept"
+    # B chooses to keep its text (it now starts from what it was shown)
+    kept = post_json(alice_client, "photo_caption", url_args, {"caption": "MIRAZX on a sofa, indoors",
+                                                               "was": "MIRAZX asleep on a green sofa"})
+    assert kept.status_code == 200 and kept.json()["photo"]["caption"] == "MIRAZX on a sofa, indoors"
+
+
 def test_bulk_replace_preview_apply_and_undo(alice_client, dataset, add_photo):
     a, b, c = add_photo(caption="a Cat on a sofa"), add_photo(caption="a cat by a cat"), add_photo(caption="a dog")
     preview = post_json(alice_client, "captions_bulk", [dataset.pk], {"op": "replace", "find": "cat", "replace": "MIRAZX", "dry_run": True}).json()
