@@ -416,3 +416,26 @@ def test_a_slow_first_step_does_not_hold_the_speed_and_eta_down(
         (3, exact(2 / 0.75), exact(1 * (0.75 / 2 + 3.0 / 3))),  # steps 2-3; the checkpoint's 3 s over 3 steps
         (4, exact(3 / 1.0), 0.0),
     ]
+
+
+def test_the_eta_spreads_a_side_jobs_time_over_at_least_its_period_after_a_resume() -> None:
+    """Resumed at step 99 of 600 with checkpoints and samples every 50 steps: step 100's checkpoint
+    and samples took 3 s, two steps have run since the resume, at 6.47 it/s. The ETA is the 499
+    steps left plus the side jobs' share per step over their 50-step period (about 1.8 min), not
+    that 3 s spread over 2 steps (half an hour)."""
+    import dataclasses
+
+    from trainer.engine.config import TrainConfig
+    from trainer.engine.training import eta_seconds, side_period
+
+    cfg = TrainConfig(base="tiny", steps=600, sample_every=50, checkpoint_every=50, val_every=100,
+                      sample_prompts=["a zxq"])
+    assert side_period(cfg, validating=True) == 50
+    assert side_period(dataclasses.replace(cfg, sample_prompts=[], checkpoint_every=0), validating=True) == 100
+    assert side_period(dataclasses.replace(cfg, sample_prompts=[], checkpoint_every=0), validating=False) == 0
+    eta = eta_seconds(499, 6.47, 3.0, 2, 50)
+    assert eta == pytest.approx(499 / 6.47 + 499 * 3.0 / 50)
+    assert 100 < eta < 120
+    # once more steps than a period have run, the share is the time over all of them, as before
+    assert eta_seconds(100, 2.0, 12.0, 400, 50) == pytest.approx(100 * (0.5 + 12.0 / 400))
+    assert eta_seconds(10, 2.0, 0.0, 3, 0) == pytest.approx(5.0), "no side jobs: the steps alone"

@@ -41,6 +41,21 @@ from .presets import base_source, preset_for
 from .side_jobs import SideJobs
 
 
+
+def side_period(cfg: TrainConfig, validating: bool) -> int:
+    """Steps between the loop's side jobs (samples, checkpoints, validation): the shortest period
+    of those the run does; 0 when it does none."""
+    periods = [cfg.sample_every if cfg.sample_prompts else 0, cfg.checkpoint_every, cfg.val_every if validating else 0]
+    return min((p for p in periods if p and p > 0), default=0)
+
+
+def eta_seconds(remaining: int, it_per_s: float, side_s: float, steps_run: int, period: int) -> float:
+    """Seconds left: the steps at the current speed, plus the side jobs' share per step. That share
+    is their time so far spread over at least one period: a run resumed just before a checkpoint
+    has run a step or two when the first one comes, and spread over those the ETA read hours."""
+    return remaining * (1 / it_per_s + side_s / max(steps_run, period, 1))
+
+
 def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
     hooks = hooks or TrainHooks()
     cfg = config.resolve()
@@ -202,7 +217,7 @@ def train(config: TrainConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 # and checkpoints come every N steps, so their time is spread over the steps)
                 it_per_s = len(durations) / sum(durations)
                 side_s += time.perf_counter() - trained
-                eta = (cfg.steps - step) * (1 / it_per_s + side_s / steps_run)
+                eta = eta_seconds(cfg.steps - step, it_per_s, side_s, steps_run, side_period(cfg, bool(val_set)))
                 hooks.on_progress(Progress(step, cfg.steps, step_loss, lr, it_per_s, eta, val_loss))
                 side_started = time.perf_counter()
                 if cfg.sample_prompts and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
