@@ -29,9 +29,10 @@ ASPECTS = ((0.8, "portrait"), (1.25, "square"), (float("inf"), "landscape"))
 
 
 def datasets_for(user: AbstractBaseUser) -> QuerySet[Dataset]:
+    used = Q(photos__excluded=False)  # counted as the dataset's page counts: the photos that train
     return Dataset.objects.filter(owner=user).annotate(
-        photo_count=Count("photos"),
-        captioned_count=Count("photos", filter=~Q(photos__caption="")),
+        photo_count=Count("photos"), training_count=Count("photos", filter=used),
+        captioned_count=Count("photos", filter=used & ~Q(photos__caption="")),
     )
 
 
@@ -89,7 +90,7 @@ def dataset_health(dataset: Dataset) -> Health:
     health.near_duplicates = sum(1 for p in used if p.duplicate_of_id)
     health.min_side, health.median_side = shorts[0], shorts[len(shorts) // 2]
     health.aspects = dict(Counter(_aspect(p) for p in used))
-    health.formats = dict(Counter(p.format for p in photos))
+    health.formats = dict(Counter(p.format for p in used))  # as the aspects: the photos that train
     health.total_bytes = sum(p.size_bytes for p in photos)
     health.total_mb = round(health.total_bytes / 1048576, 1)
     health.problems = _problems(health, dataset)

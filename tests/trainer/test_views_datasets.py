@@ -341,6 +341,20 @@ def test_health_partial(alice_client, dataset, add_photo):
     assert total < 1024 * 1024 and f"{total / 1024:.1f}\xa0KB" in html and "0.0 MB" not in html, "small sets in KB"
 
 
+def test_the_list_and_the_health_card_count_the_photos_that_train(alice_client, dataset, add_photo):
+    add_photo(caption="MIRAZX one"), add_photo(caption="MIRAZX two"), add_photo()
+    excluded = add_photo(caption="MIRAZX left out")
+    excluded.excluded = True
+    excluded.save()
+    row = alice_client.get(reverse("trainer:dataset_list")).content.decode().split(dataset.name, 1)[1].split("</tr>")[0]
+    assert '<td>4 <span class="muted">(3 used)</span></td>' in row and "<td>2 / 3</td>" in row, row
+    page = alice_client.get(reverse("trainer:dataset_detail", args=[dataset.pk])).content.decode()
+    assert "2 / 3 captioned" in page, "the same count as the dataset's own page"
+    html = alice_client.get(reverse("trainer:dataset_health", args=[dataset.pk])).content.decode()
+    formats = html.split("<dt>Formats</dt><dd>", 1)[1].split("</dd>")[0]
+    assert formats.startswith("3 ") and "stored" in formats, formats
+
+
 def test_auto_caption_endpoint_enqueues_on_commit(alice_client, dataset, add_photo, monkeypatch, django_capture_on_commit_callbacks):
     calls = []
     monkeypatch.setattr("trainer.captions.caption_dataset_task", lambda *args: calls.append(args))
