@@ -350,6 +350,7 @@ def test_the_list_and_the_health_card_count_the_photos_that_train(alice_client, 
     assert '<td>4 <span class="muted">(3 used)</span></td>' in row and "<td>2 / 3</td>" in row, row
     page = alice_client.get(reverse("trainer:dataset_detail", args=[dataset.pk])).content.decode()
     assert "2 / 3 captioned" in page, "the same count as the dataset's own page"
+    assert "3 of 4, as excluded photos are left out" in page, "the export says it holds the photos that train"
     html = alice_client.get(reverse("trainer:dataset_health", args=[dataset.pk])).content.decode()
     formats = html.split("<dt>Formats</dt><dd>", 1)[1].split("</dd>")[0]
     assert formats.startswith("3 ") and "stored" in formats, formats
