@@ -26,7 +26,8 @@ class GenerationForm(forms.Form):
     steps = forms.IntegerField(min_value=LIMITS["steps"][0], max_value=LIMITS["steps"][1])
     guidance = forms.FloatField(min_value=LIMITS["guidance"][0], max_value=LIMITS["guidance"][1])
     size = forms.RegexField(regex=SIZE_RE, error_messages={"invalid": "choose a size like 1024x1024"})
-    num_images = forms.IntegerField(min_value=LIMITS["num_images"][0], max_value=LIMITS["num_images"][1], initial=1)
+    num_images = forms.IntegerField(label="Images", min_value=LIMITS["num_images"][0], max_value=LIMITS["num_images"][1],
+                                    initial=1)
 
     def __init__(self, data: QueryDict | None = None, **kwargs: Any) -> None:
         super().__init__(data, **kwargs)

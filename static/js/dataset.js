@@ -153,7 +153,9 @@
   function markExcluded(card, excluded) {
     card.dataset.excluded = excluded ? "1" : "0";
     card.classList.toggle("excluded", excluded);
-    card.querySelector(".toggle-exclude").textContent = excluded ? "Include" : "Exclude";
+    const toggle = card.querySelector(".toggle-exclude");
+    toggle.textContent = excluded ? "Include" : "Exclude";
+    toggle.setAttribute("aria-label", `${toggle.textContent} ${toggle.dataset.name}`);  // which photo, for a screen reader
   }
 
   // ---- filter, search with highlights, selection --------------------------------------

@@ -210,10 +210,11 @@
         progress.value = 0;
       }
       setState(d.state);
-      if (d.message) message.textContent = d.message;
-      if (d.state === "succeeded") progress.value = progress.max;
       const err = document.getElementById("gen-error");
       if (d.error) { err.textContent = d.error; err.hidden = false; }
+      // a failure's message is its error, shown once (in red), not again above it
+      if (d.message) message.textContent = d.message === d.error ? "" : d.message;
+      if (d.state === "succeeded") progress.value = progress.max;
     },
     queue: (d) => { if (result.dataset.state === "queued") showQueue(d); },
     progress: (d) => {

@@ -245,8 +245,11 @@ def test_keyboard_tab_reaches_the_buttons_and_alt_arrows_move_between_captions(p
     boxes.nth(0).focus()
     page.keyboard.press("Tab")  # native Tab: on to this photo's Exclude button, not the next caption
     assert page.evaluate("document.activeElement.textContent.trim()") == "Exclude"
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Exclude plant1.png", "names its photo"
     page.keyboard.press("Enter")
-    page.locator("#photo-grid .photo-card").nth(0).locator(".toggle-exclude", has_text="Include").wait_for()
+    toggle = page.locator("#photo-grid .photo-card").nth(0).locator(".toggle-exclude", has_text="Include")
+    toggle.wait_for()
+    assert toggle.get_attribute("aria-label") == "Include plant1.png"
     boxes.nth(0).focus()
     page.keyboard.press("Alt+ArrowDown")
     assert page.evaluate("document.activeElement.value") == "a cactus"

@@ -95,7 +95,7 @@ def test_random_seed_is_chosen_and_shown(alice_client, queued, django_capture_on
     ({"steps": "0"}, "greater than or equal to 1"),
     ({"steps": "500"}, "less than or equal to 100"),
     ({"guidance": "99"}, "less than or equal to 20"),
-    ({"num_images": "9"}, "less than or equal to 4"),
+    ({"num_images": "9"}, "<strong>Images:</strong> <a href=\"#id_num_images\">Ensure this value is less than or equal to 4"),
     ({"size": "70x64"}, "multiples of 16"),
     ({"size": "big"}, "choose a size"),
     ({"seed": "-1"}, "greater than or equal to 0"),
