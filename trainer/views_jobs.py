@@ -62,13 +62,33 @@ def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
-def _whole_settings(request: HttpRequest) -> dict[str, int]:
-    """The counting settings typed on the form (steps, rank, ...) as whole numbers; a
-    ValidationError names one that is not."""
+def _whole_settings(request: HttpRequest) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """The counting settings typed on the form (steps, rank, ...) as whole numbers, and the
+    messages for those that are not."""
     form = WholeSettingsForm(request.POST)
-    if not form.is_valid():
-        raise ValidationError(form.errors.as_data())
-    return {key: value for key, value in form.cleaned_data.items() if value is not None}
+    form.is_valid()
+    values = {key: value for key, value in form.cleaned_data.items() if value is not None}
+    return values, {key: [str(m) for m in messages] for key, messages in form.errors.items()}
+
+
+def _launch(request: HttpRequest, dataset: Dataset, preset: str, base: str) -> TrainingJob:
+    """The training the launch form asks for; a ValidationError names every bad setting at once
+    (the ones that are not whole numbers with those out of range or unknown)."""
+    whole, not_whole = _whole_settings(request)
+    typed = {k: request.POST.get(k) for k in jobs.SETTING_KEYS if request.POST.get(k) and k not in not_whole}
+    overrides = {**typed, **whole}
+    prompts = request.POST.get("sample_prompts", "").splitlines()
+    if not_whole:
+        others: dict[str, list[str]] = {}
+        try:
+            jobs.clean_settings(preset=preset, base_model=base, overrides=overrides, sample_prompts=prompts)
+        except ValidationError as exc:
+            others = exc.message_dict if hasattr(exc, "message_dict") else {"settings": exc.messages}
+        fields = [k for k in jobs.SETTING_KEYS if k in others or k in not_whole]  # in the form's order
+        raise ValidationError({k: others.get(k, []) + not_whole.get(k, []) for k in fields}
+                              | {k: v for k, v in others.items() if k not in fields})
+    return jobs.job_create(owner=request.user, dataset=dataset, preset=preset, base_model=base, overrides=overrides,
+                           sample_prompts=prompts or None)
 
 
 @login_required
@@ -78,11 +98,8 @@ def job_launch(request: HttpRequest, dataset_pk: int) -> HttpResponse:
     preset = request.POST.get("preset") or "balanced"
     error = ""
     if request.method == "POST":
-        overrides = {k: request.POST.get(k) for k in jobs.SETTING_KEYS if request.POST.get(k)}
-        prompts = request.POST.get("sample_prompts", "").splitlines()
         try:
-            job = jobs.job_create(owner=request.user, dataset=dataset, preset=preset, base_model=base,
-                                  overrides={**overrides, **_whole_settings(request)}, sample_prompts=prompts or None)
+            job = _launch(request, dataset, preset, base)
         except ValidationError as exc:
             error = _error_text(exc)
         else:
@@ -147,7 +164,10 @@ def job_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
 def job_continue_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
     try:
-        child = jobs.job_continue(job=job, extra_steps=_whole_settings(request).get("steps", 0))
+        whole, not_whole = _whole_settings(request)
+        if not_whole:
+            raise ValidationError(not_whole)
+        child = jobs.job_continue(job=job, extra_steps=whole.get("steps", 0))
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
         return redirect(job)

@@ -77,6 +77,16 @@ def test_a_fraction_where_a_count_is_wanted_says_whole_number(alice_client, alic
     assert 'value="1.5"' in page  # what was typed stays to be corrected
 
 
+def test_every_bad_setting_is_named_at_once(alice_client, alice, make_dataset):
+    dataset = make_dataset(alice, n=1)
+    page = alice_client.post(launch_url(dataset), {"preset": "fast", "base_model": "tiny", "steps": "-5",
+                                                   "learning_rate": "abc", "lora_rank": "2.5",
+                                                   "resolution": "64, 99999"}).content.decode()
+    for named in ("steps: ", "learning rate: ", "lora rank: must be a whole number", "resolution: "):
+        assert named in page, named
+    assert not TrainingJob.objects.exists()
+
+
 def test_continue_training_for_a_fraction_of_steps_says_whole_number(alice_client, alice, make_dataset):
     job = jobs.job_create(owner=alice, dataset=make_dataset(alice, n=1), base_model="tiny")
     TrainingJob.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
