@@ -155,18 +155,28 @@ def _create(request: HttpRequest, urls: Urls) -> JsonResponse:
     check_keys(data, INPUT_KEYS)
     hook = parse_webhook(body)
     errors = FieldErrors()  # every bad field at once
+    options: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    source: TrainingSource | None = None
     with errors.check():
         options = _launch_options(data)
     with errors.check():
         overrides = _overrides(data)
+    with errors.check():
+        autocaption = autocaption_flag(data)
+    with errors.check():
+        source = training_source(owner=request.user, data=data, uploads=uploads, hosts=_hosts(request))
+    if source is not None:
+        with errors.check():
+            try:  # everything that needs no photo, before any is stored: a refusal leaves nothing behind
+                if options is not None and overrides is not None:
+                    jobs.launch_check(trigger=source.trigger, preset=options["preset"], base_model=options["base_model"],
+                                      overrides=overrides, sample_prompts=options["sample_prompts"])
+                else:  # the settings are refused already: the trigger word still gets its say
+                    jobs.launch_check(trigger=source.trigger)
+            except ValidationError as exc:
+                raise from_validation_error(exc, field_map=FIELD_MAP) from None
     errors.raise_if_any()
-    autocaption = autocaption_flag(data)
-    source = training_source(owner=request.user, data=data, uploads=uploads, hosts=_hosts(request))
-    try:  # everything that needs no photo, before any is stored: a refusal leaves nothing behind
-        jobs.launch_check(trigger=source.trigger, preset=options["preset"], base_model=options["base_model"],
-                          overrides=overrides, sample_prompts=options["sample_prompts"])
-    except ValidationError as exc:
-        raise from_validation_error(exc, field_map=FIELD_MAP) from None
     # Outside any transaction: each photo commits on its own, so a 200-photo ingest never holds
     # the database's write lock (on SQLite a running training's progress write would wait on it).
     dataset, rejected = dataset_for_training(source)

@@ -101,6 +101,16 @@ def test_resolution_takes_one_size_or_a_list_and_names_a_bad_one(alice_api, alic
     assert [schema["type"] for schema in documented] == ["integer", "array"]
 
 
+def test_a_bad_trigger_word_and_bad_settings_are_named_together(alice_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=1)
+    body = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk, "trigger_word": "a b", "steps": 0,
+                                                          "autocaption": "yes"}}).json()
+    assert set(body["errors"]) == {"input.trigger_word", "input.steps", "input.autocaption"}, body
+    body = alice_api.post("/api/v1/trainings", {"input": {"dataset": 999999, "preset": "turbo"}}).json()
+    assert set(body["errors"]) == {"input.dataset", "input.preset"}, body
+    assert not TrainingJob.objects.exists() and no_queue == []
+
+
 def test_missing_dataset_trigger_and_bad_webhook(alice_api, alice, make_dataset, no_queue):
     assert "input.dataset" in create(alice_api).json()["errors"]
     dataset = make_dataset(alice, n=1, trigger="")
