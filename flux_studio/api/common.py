@@ -69,6 +69,21 @@ def page_size(request: HttpRequest) -> int:
     return int(raw)
 
 
+def status_filtered(request: HttpRequest, queryset: QuerySet, statuses: dict[str, str]) -> QuerySet:
+    """A newest-first list's rows, narrowed by `?status=` (one or more API statuses, comma-separated,
+    e.g. `failed,canceled`); `statuses` maps each stored state to its API status. The list's query
+    takes only `status`, `cursor` and `page_size`: a typo fails loudly, as a body's keys do."""
+    check_keys(request.GET, ("status", "cursor", "page_size"), where="query")
+    raw = request.GET.get("status")
+    if raw is None:
+        return queryset
+    known = list(dict.fromkeys(statuses.values()))
+    wanted = {part.strip() for part in raw.split(",") if part.strip()}
+    if not wanted or wanted - set(known):
+        raise field_error("status", f"one or more of {', '.join(known)}, comma-separated")
+    return queryset.filter(state__in=[state for state, status in statuses.items() if status in wanted])
+
+
 def paginated(request: HttpRequest, queryset: QuerySet, serialize: Callable[[Any], dict[str, Any]]) -> JsonResponse:
     """Keyset pagination, newest first: stable while new objects are created meanwhile."""
     size = page_size(request)

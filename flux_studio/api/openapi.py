@@ -39,6 +39,10 @@ LIST_PARAMS = [
     {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}, "description": "from `next`"},
     {"name": "page_size", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
 ]
+STATUS_PARAM = {"name": "status", "in": "query", "required": False,
+                "schema": {"type": "string", "pattern": "^(starting|processing|succeeded|failed|canceled)"
+                                                       "(,(starting|processing|succeeded|failed|canceled))*$"},
+                "description": "only these statuses, comma-separated, e.g. `failed,canceled`"}
 
 
 BODY_ERRORS = {code: {"description": text, "content": PROBLEM} for code, text in (
@@ -161,7 +165,8 @@ PATHS: S = {
         params=[{"name": "word", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 200}},
                 {"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"}}])},
     "/trainings": {
-        "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))}, params=LIST_PARAMS),
+        "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))},
+                  params=[*LIST_PARAMS, STATUS_PARAM]),
         "post": op("createTraining", "Train a LoRA", {"201": json_response(ref("Training"), "created")},
                    body={**jbody("TrainingCreate"), "multipart/form-data": {"schema": obj({
                        "input": {"type": "string", "description": "the TrainingInput object as JSON text"},
@@ -200,7 +205,8 @@ PATHS: S = {
         "get": op("getTrainingSample", "A sample image made during training", {"200": binary("image")}),
     },
     "/predictions": {
-        "get": op("listPredictions", "List your predictions, newest first", {"200": json_response(page_of("Prediction"))}, params=LIST_PARAMS),
+        "get": op("listPredictions", "List your predictions, newest first", {"200": json_response(page_of("Prediction"))},
+                  params=[*LIST_PARAMS, STATUS_PARAM]),
         "post": op("createPrediction", "Generate images", {"201": json_response(ref("Prediction"), "created")},
                    body=jbody("PredictionCreate"), params=[PREFER]),
     },

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
-from flux_studio.api.common import Urls, check_keys, number, paginated, parse_id
+from flux_studio.api.common import Urls, check_keys, number, paginated, parse_id, status_filtered
 from flux_studio.api.problems import ApiError, field_error, from_validation_error, json_body
 from flux_studio.api.serializers import PREDICTION_STATUS, prediction_object
 from flux_studio.api.streams import event_stream
@@ -129,8 +129,8 @@ def predictions(request: HttpRequest) -> HttpResponse:
     urls = Urls(request)
     if request.method == "POST":
         return _create(request, urls)
-    rows = Generation.objects.filter(owner=request.user).prefetch_related("images")
-    return paginated(request, rows, lambda g: prediction_object(g, urls))
+    rows = status_filtered(request, Generation.objects.filter(owner=request.user), PREDICTION_STATUS)
+    return paginated(request, rows.prefetch_related("images"), lambda g: prediction_object(g, urls))
 
 
 @api_view(("GET", "DELETE"))

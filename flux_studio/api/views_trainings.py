@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
 from flux_studio.api.auth import api_view
-from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url
+from flux_studio.api.common import Urls, check_keys, number, paginated, public_base_url, status_filtered
 from flux_studio.api.problems import ApiError, FieldErrors, field_error, from_validation_error, json_body, json_object
 from flux_studio.api.serializers import TRAINING_DATA, TRAINING_DOWNLOADS, TRAINING_STATUS, training_object
 from flux_studio.api.streams import event_stream
@@ -210,8 +210,8 @@ def trainings(request: HttpRequest) -> HttpResponse:
     urls = Urls(request)
     if request.method == "POST":
         return _create(request, urls)
-    rows = TrainingJob.objects.filter(owner=request.user).prefetch_related("samples")
-    return paginated(request, rows, lambda job: training_object(job, urls))
+    rows = status_filtered(request, TrainingJob.objects.filter(owner=request.user), TRAINING_STATUS)
+    return paginated(request, rows.prefetch_related("samples"), lambda job: training_object(job, urls))
 
 
 @api_view(("GET", "DELETE"))

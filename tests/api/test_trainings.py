@@ -199,3 +199,24 @@ def test_a_count_must_be_a_whole_number(alice_api, alice, make_dataset, no_queue
         response = create(alice_api, dataset=dataset.pk, steps=steps)
         assert "whole number" in " ".join(response.json()["errors"]["input.steps"]), response.json()
     assert create(alice_api, dataset=dataset.pk, steps=20.0).status_code == 201  # a JSON number that is whole
+
+
+def test_the_list_filters_by_status_and_refuses_unknown_query_names(alice_api, alice, make_dataset, no_queue):
+    dataset = make_dataset(alice, n=1)
+    made = [alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk, "trigger_word": "zxq"}}).json()["id"]
+            for _ in range(4)]
+    TrainingJob.objects.filter(pk=made[0]).update(state=JobState.FAILED)
+    TrainingJob.objects.filter(pk=made[1]).update(state=JobState.CANCELED)
+    TrainingJob.objects.filter(pk=made[2]).update(state=JobState.SUCCEEDED)
+    ids = lambda url: [t["id"] for t in alice_api.get(url).json()["results"]]  # noqa: E731
+    assert ids("/api/v1/trainings?status=failed,canceled") == [made[1], made[0]]
+    assert ids("/api/v1/trainings?status=starting") == [made[3]]
+    first = alice_api.get("/api/v1/trainings?status=failed,canceled&page_size=1").json()
+    assert [t["id"] for t in first["results"]] == [made[1]] and "status=failed%2Ccanceled" in first["next"]
+    assert [t["id"] for t in alice_api.get(first["next"]).json()["results"]] == [made[0]], "the filter follows `next`"
+    assert ids("/api/v1/trainings") == made[::-1]
+    bad = alice_api.get("/api/v1/trainings?status=broken")
+    assert bad.status_code == 422 and "starting, processing, succeeded, failed, canceled" in bad.json()["errors"]["status"][0]
+    typo = alice_api.get("/api/v1/trainings?statuss=failed")
+    assert typo.status_code == 422 and "statuss" in typo.json()["detail"], "a typo fails loudly, not the whole list"
+    assert alice_api.get("/api/v1/predictions?status=succeeded").json()["results"] == []
