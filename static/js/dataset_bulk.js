@@ -67,13 +67,16 @@
     if (!ids) { showBulk('<p class="warn">Select photos first.</p>'); return; }
     if (action === "delete" && !confirm(`Delete ${plural(ids.length, "photo")}?`)) return;
     const data = await api(cfg.actionUrl, { action, ids });
-    if (!data.ok) return;
+    if (!data.ok) { showBulk(`<p class="bad" role="alert">${escapeHtml(data.error || "not done: try again")}</p>`); return; }
     for (const id of ids) {
       const card = cardById(id);
       if (action === "delete") card.remove(); else markExcluded(card, action === "exclude");
     }
     setCounts(data.counts);
     applyFilter();
+    // says what happened, and replaces an earlier edit's result (its Undo no longer applies to this)
+    const done = { exclude: "Excluded from training", include: "Included in training", delete: "Deleted" }[action];
+    showBulk(`<p class="ok" role="status">${done}: ${plural(ids.length, "photo")}.</p>`);
   }
   $("exclude-selected").onclick = () => selectedAction("exclude");
   $("include-selected").onclick = () => selectedAction("include");

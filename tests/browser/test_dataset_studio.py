@@ -393,6 +393,12 @@ def test_the_bulk_bar_edits_only_the_photos_shown(page):
     page.fill("#search", "")
     assert page.text_content("#selected-count") == "1 selected"
 
+    # Excluding the ticked photo says so, in place of the last edit's result and its Undo
+    assert page.locator("#bulk-result button", has_text="Undo").count() == 1
+    page.click("#exclude-selected")
+    page.locator("#bulk-result", has_text="Excluded from training: 1 photo.").wait_for()
+    assert page.locator("#bulk-result button").count() == 0, "no Undo left that would undo the earlier prepend"
+
 
 def test_the_first_tick_opens_the_actions_on_the_selection(page):
     """Exclude, Include and Delete of the ticked photos live in "Edit many captions": the first tick
