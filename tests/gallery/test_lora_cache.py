@@ -70,6 +70,20 @@ def test_copies_past_the_size_limit_go_least_recently_used_first(alice, work: Pa
     assert local_lora_path(jobs[1]).read_bytes() == jobs[1].lora_file.open("rb").read()
 
 
+def test_a_copy_used_in_the_last_10_minutes_stays_over_the_limit_and_one_older_goes(alice, work: Path,
+                                                                                    remote_storage: None, settings) -> None:
+    settings.LORA_CACHE_MB = 1
+    jobs = [_job_with_lora(alice, f"job {i}", 400 * 1024) for i in range(4)]
+    paths = [local_lora_path(job) for job in jobs[:2]]
+    _age(paths[0], 9 * 60 + 30)  # used 9.5 and 9 minutes ago: another request may still read them
+    _age(paths[1], 9 * 60)
+    paths.append(local_lora_path(jobs[2]))  # 1.2 MB, over the limit: yet none may go
+    assert all(p.exists() for p in paths)
+    _age(paths[0], 11 * 60)  # 11 minutes ago: now the least recently used may go
+    paths.append(local_lora_path(jobs[3]))
+    assert [p.exists() for p in paths] == [False, True, True, True]
+
+
 def test_a_starting_gpu_worker_removes_what_no_training_needs(alice, work: Path, remote_storage: None, settings) -> None:
     kept, deleted = _job_with_lora(alice, "kept", 1000), _job_with_lora(alice, "deleted", 1000)
     kept_path, deleted_path = local_lora_path(kept), local_lora_path(deleted)

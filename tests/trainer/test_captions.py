@@ -382,12 +382,16 @@ def test_a_slow_run_whose_worker_still_beats_is_not_reported_stopped(dataset, al
 
 @pytest.mark.parametrize("worker_id", [None, "gpu-box-2:4242:gpu:x"], ids=["inline-or-older", "not-a-heartbeat-id"])
 def test_a_run_without_a_known_worker_falls_back_to_its_silence(dataset, worker_id):
-    from trainer.captions import STALE_AFTER_S, captioning_latest
+    from trainer.captions import captioning_latest
 
     _started_by(dataset, worker_id, minutes_ago=1)
     assert captioning_latest(dataset).running  # no heartbeat to read: not taken for a dead worker
+    # the README's 15 minutes without a new caption, either side of it
     Event.objects.filter(topic=dataset.topic).delete()
-    _started_by(dataset, worker_id, minutes_ago=STALE_AFTER_S / 60 + 5)
+    _started_by(dataset, worker_id, minutes_ago=14)
+    assert captioning_latest(dataset).running
+    Event.objects.filter(topic=dataset.topic).delete()
+    _started_by(dataset, worker_id, minutes_ago=16)
     assert captioning_latest(dataset).failed
 
 
