@@ -180,12 +180,15 @@ def _with_cover(qs: QuerySet[GalleryModel]) -> QuerySet[GalleryModel]:
     return qs.select_related("owner").prefetch_related(covers)
 
 
-def browse_models(*, q: str = "", base: str = "", tag: str = "", sort: str = "newest") -> QuerySet[GalleryModel]:
-    """Published models matching a search (title, trigger, tags, description, the owner's name) and filters."""
+def browse_models(*, q: str = "", base: str = "", tag: str = "", sort: str = "newest",
+                  owner: AbstractBaseUser | None = None) -> QuerySet[GalleryModel]:
+    """Published models matching a search (title, trigger, tags, description, the owner's name) and
+    filters; with `owner`, that person's models instead, drafts included."""
     # PostgreSQL refuses NUL in text parameters (an error, not "no match"); no stored text has one.
     q, base, tag = (text.replace("\x00", "") for text in (q, base, tag))
     # Tags are a JSON list; its text form ('["film", "portrait"]') is searchable on SQLite and PostgreSQL.
-    qs = GalleryModel.objects.filter(published=True).annotate(tags_text=Cast("tags", TextField()))
+    shown = GalleryModel.objects.filter(owner=owner) if owner is not None else GalleryModel.objects.filter(published=True)
+    qs = shown.annotate(tags_text=Cast("tags", TextField()))
     if q.split():  # each text lower-cased in the database, so that "café" finds "Café" on SQLite too
         qs = qs.annotate(**{_folded(name): UnicodeLower(name) for name in SEARCHED})
     for word in q.split()[:8]:

@@ -52,8 +52,14 @@ def models(request: HttpRequest) -> HttpResponse:
         raise field_error("sort", f"one of {', '.join(selectors.SORTS)}")
     if base and base not in (bases := selectors.browse_bases()):
         raise field_error("base_model", f"one of {', '.join(bases)}")
-    rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=base,
-                                   tag=request.GET.get("tag", "")[:40], sort=sort).prefetch_related("examples")
+    mine = request.GET.get("mine", "false")
+    if mine not in ("true", "false"):
+        raise field_error("mine", "true (your own models, drafts included) or false")
+    if mine == "true" and not request.user.is_authenticated:
+        raise ApiError(401, "?mine=true lists your own models: send 'Authorization: Bearer <token>'",
+                       headers={"WWW-Authenticate": "Bearer"})
+    rows = selectors.browse_models(q=request.GET.get("q", "")[:200], base=base, tag=request.GET.get("tag", "")[:40],
+                                   sort=sort, owner=request.user if mine == "true" else None).prefetch_related("examples")
     rows = selectors.with_liked(rows, request.user)
     return paginated_sorted(request, rows, lambda m: _object(request, m, urls, liked=m.liked))
 

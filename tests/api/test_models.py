@@ -201,3 +201,16 @@ def test_a_refused_publish_saves_nothing_and_copies_no_examples(alice_api, alice
     assert not GalleryModel.objects.exists()
     assert stored() == before, "no example images left behind in storage"
     assert publish(alice_api, job, title="Zqx", license="mit").status_code == 201
+
+
+def test_mine_lists_ones_own_models_drafts_included_and_nobody_elses(alice_api, bob_api, alice, bob, finished_job):
+    published = publish(alice_api, finished_job(alice, trigger="pubx"), title="Public one").json()
+    draft = publish(alice_api, finished_job(alice, trigger="drfx"), published=False, title="Draft one").json()
+    publish(bob_api, finished_job(bob, trigger="bobx"), title="Bob's")
+    mine = alice_api.get("/api/v1/models?mine=true").json()["results"]
+    assert {m["id"]: m["published"] for m in mine} == {draft["id"]: False, published["id"]: True}
+    assert [m["id"] for m in alice_api.get("/api/v1/models?mine=true&q=draft").json()["results"]] == [draft["id"]]
+    assert draft["id"] not in [m["id"] for m in alice_api.get("/api/v1/models").json()["results"]], "drafts stay private"
+    assert draft["id"] not in [m["id"] for m in bob_api.get("/api/v1/models?mine=true").json()["results"]]
+    assert ApiClient(None).get("/api/v1/models?mine=true").status_code == 401
+    assert alice_api.get("/api/v1/models?mine=yes").status_code == 422
