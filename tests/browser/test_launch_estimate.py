@@ -18,6 +18,10 @@ def test_switching_the_memory_mode_changes_the_shown_estimates(page, alice, make
     log_in(page, "alice", "correct horse battery")
     page.goto(f"/trainings/launch/{dataset.pk}/")
     balanced = page.locator("#preset-balanced-figures")
+    # each card: its name, then the explanation, then the figures, each on its own line, in plain text
+    explanation = page.locator("#preset-balanced-explanation")
+    assert balanced.bounding_box()["y"] > explanation.bounding_box()["y"] + explanation.bounding_box()["height"] - 1
+    assert balanced.evaluate("e => getComputedStyle(e).fontWeight") == "400"
     page.select_option("#base_model", "flux-dev")
     assert balanced.text_content().endswith("· about 10 min (fast memory mode)")
 
