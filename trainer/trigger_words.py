@@ -115,7 +115,8 @@ def trigger_advice(word: str, base: str | None = None) -> TriggerAdvice:
         advice.errors.append(TRIGGER_CHARACTERS)
         return advice
     if word.lower() in COMMON_WORDS:
-        advice.warnings.append(f"“{word}” is a common English word: the model already has a meaning for it. {TRIGGER_ADVICE}")
+        advice.warnings.append(f"“{word}” is a common English word: the model already has a meaning for it; "
+                               "a made-up word works better.")
     tokenizers, missing = base_tokenizers(advice.base)
     if tokenizers:
         _advise_from_tokenizers(advice, tokenizers)
@@ -190,7 +191,7 @@ def _advise_from_word_list(advice: TriggerAdvice) -> None:
     pieces = familiar_pieces(advice.word)
     if len(pieces) >= 2:
         advice.warnings.append(f"“{advice.word}” splits into familiar pieces ({' + '.join(pieces)}), "
-                               f"whose meanings leak in. {TRIGGER_ADVICE}")
+                               "whose meanings leak in; a made-up word works better.")
 
 
 def split_word(label: str, tokenizer: Any, word: str) -> TokenSplit:

@@ -73,6 +73,7 @@ def test_invalid_words(word):
 
 def test_common_word_warns():
     assert "common English word" in trigger_advice("Dog").warnings[0]
+    assert "JELLOMOLD" not in trigger_advice("Dog").warnings[0], "the hint under the field already gives examples"
 
 
 def test_demo_base_tokenizers_report_each_split_and_warn_on_known_tokens():
