@@ -110,6 +110,11 @@ PATHS: S = {
         "delete": op("deleteFile", "Delete a file", {"204": {"description": "deleted"}}),
     },
     "/files/{id}/download": {"parameters": [path_id()], "get": op("downloadFile", "Download the original", {"200": binary("the file")})},
+    "/files/{id}/download/{version}": {
+        "parameters": [path_id(), path_str("version", ["image", "thumbnail"])],
+        "get": op("downloadFileVersion", "Download the copy that trains (upright, metadata stripped) or the thumbnail",
+                  {"200": binary("the image, named <name>-<version>.<format>")}),
+    },
     "/datasets": {
         "get": op("listDatasets", "List your datasets, newest first", {"200": json_response(page_of("Dataset"))}, params=LIST_PARAMS),
         "post": op("createDataset", "Create a dataset", {"201": json_response(ref("Dataset"), "created")},

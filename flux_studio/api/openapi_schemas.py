@@ -78,7 +78,7 @@ SCHEMAS: S = {
                            "description": "user and file captions are never replaced by auto-captioning unless it overwrites"},
         "excluded": {"type": "boolean", "description": "kept in the dataset but not trained on"},
         "warnings": {"type": "array", "items": {"type": "string"}}, "created_at": STAMP,
-        "urls": obj({"get": URL, "download": URL}),
+        "urls": obj({"get": URL, "download": URL, "image": URL, "thumbnail": URL}),
     }, ["id", "name", "dataset", "caption", "excluded", "urls"], closed=False),
     "FileUpdate": obj({
         "caption": {"type": "string", "maxLength": MAX_CAPTION, "description": "what the photo trains with; \"\" clears it"},

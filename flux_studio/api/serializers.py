@@ -148,7 +148,9 @@ def file_object(photo: Photo, urls: Urls) -> dict[str, Any]:
         "excluded": photo.excluded,
         "warnings": photo.warnings,
         "created_at": iso(photo.created_at),
-        "urls": {"get": urls.api("file", photo.pk), "download": urls.api("file_download", photo.pk)},
+        "urls": {"get": urls.api("file", photo.pk), "download": urls.api("file_download", photo.pk),
+                 "image": urls.api("file_download_version", photo.pk, "image"),
+                 "thumbnail": urls.api("file_download_version", photo.pk, "thumbnail")},
     }
 
 

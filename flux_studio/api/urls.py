@@ -19,6 +19,7 @@ urlpatterns = [
     path("files/uploads/<int:pk>", views_files.file_upload, name="file_upload"),
     path("files/<int:pk>", views_files.file_detail, name="file"),
     path("files/<int:pk>/download", views_files.file_download, name="file_download"),
+    path("files/<int:pk>/download/<str:version>", views_files.file_download_version, name="file_download_version"),
     path("datasets", views_datasets.datasets_view, name="datasets"),
     path("datasets/<int:pk>", views_datasets.dataset_view, name="dataset"),
     path("datasets/<int:pk>/events", views_datasets.dataset_events, name="dataset_events"),

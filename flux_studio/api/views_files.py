@@ -142,3 +142,19 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def file_download(request: HttpRequest, pk: int) -> HttpResponse:
     photo = _own_photo(request, pk)
     return serve_file(photo.original, download_name=photo.original_name, request=request)
+
+
+# The other stored versions of a photo: the copy that trains (upright, metadata such as location
+# stripped; what a dataset export holds) and the grid's thumbnail.
+FILE_VERSIONS = {"image": "image", "thumbnail": "thumbnail"}
+
+
+@api_view(("GET",))
+def file_download_version(request: HttpRequest, pk: int, version: str) -> HttpResponse:
+    photo = _own_photo(request, pk)
+    if version not in FILE_VERSIONS:
+        raise ApiError(404, f"no such version; one of {', '.join(FILE_VERSIONS)} (the original is `download`)")
+    field = getattr(photo, FILE_VERSIONS[version])
+    stem = photo.original_name.rsplit(".", 1)[0] or "photo"
+    suffix = field.name.rsplit(".", 1)[-1] if "." in field.name else "jpg"
+    return serve_file(field, download_name=f"{stem}-{version}.{suffix}", request=request)

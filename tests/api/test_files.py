@@ -63,6 +63,21 @@ def test_upload_into_someone_elses_dataset_is_404(alice_api, bob):
     assert response.status_code == 404 and not theirs.photos.exists()
 
 
+def test_the_training_copy_and_thumbnail_download_too_for_their_owner_only(alice_api, bob_api):
+    from PIL import Image
+
+    file = upload(alice_api, ("wide.png", make_image_bytes(900, 600))).json()["files"][0]
+    image = alice_api.get(file["urls"]["image"])
+    assert image.status_code == 200 and "wide-image." in image["Content-Disposition"]
+    thumb = alice_api.get(file["urls"]["thumbnail"])
+    assert thumb.status_code == 200 and "wide-thumbnail." in thumb["Content-Disposition"]
+    with Image.open(io.BytesIO(body_of(image))) as full, Image.open(io.BytesIO(body_of(thumb))) as small:
+        assert full.size == (900, 600) and max(small.size) < 900 and small.size[0] > small.size[1]
+    assert alice_api.get(f"/api/v1/files/{file['id']}/download/original").status_code == 404
+    for url in (file["urls"]["image"], file["urls"]["thumbnail"]):
+        assert bob_api.get(url).status_code == 404
+
+
 def test_get_download_delete_and_ownership(alice_api, bob_api):
     file = upload(alice_api, ("one.png", make_image_bytes(300, 300))).json()["files"][0]
     assert alice_api.get(f"/api/v1/files/{file['id']}").json()["checksums"]["sha256"] == file["checksums"]["sha256"]
