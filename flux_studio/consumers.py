@@ -27,6 +27,7 @@ session (not logged out, password unchanged, account active) and still allowed t
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 from datetime import datetime
 from typing import AsyncIterator
@@ -45,6 +46,7 @@ from flux_studio.relay import relay, settled_id
 from flux_studio.topics import may_watch, topic_for
 
 RECHECK_S = 15.0
+log = logging.getLogger(__name__)
 
 
 async def no_such_socket(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -91,7 +93,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
         while True:
             await asyncio.sleep(RECHECK_S)
-            if not await database_sync_to_async(still_allowed)():
+            try:
+                allowed = await database_sync_to_async(still_allowed)()
+            except Exception:  # the database away for a moment: ask again next time, the socket stays
+                log.warning("could not re-check a watcher of %s", self.topic, exc_info=True)
+                continue
+            if not allowed:
                 await self.close(code=4403)
                 return
 
