@@ -215,15 +215,18 @@ def photo_caption(request: HttpRequest, pk: int, photo_pk: int) -> JsonResponse:
     try:
         body = _json_body(request)
         with transaction.atomic():
-            photo = Photo.objects.select_for_update().select_related("dataset").filter(pk=photo_pk).first()
+            # the photo's row only: a dataset delete locks the dataset, then removes its photos
+            photo = Photo.objects.select_for_update(of=("self",)).select_related("dataset").filter(pk=photo_pk).first()
             if photo is None:
                 raise Http404("no such photo")  # deleted meanwhile
-            was = body.get("was")
-            if isinstance(was, str) and photos.tidy_caption(was) != photo.caption:
+            was, caption = body.get("was"), body.get("caption", "")
+            changed_since = isinstance(was, str) and photos.tidy_caption(was) != photo.caption
+            # (sending what is stored already is no conflict: a save repeated, or the same edit twice)
+            if changed_since and not (isinstance(caption, str) and photos.tidy_caption(caption) == photo.caption):
                 return JsonResponse({"ok": False, "conflict": True, "photo": selectors.photo_payload(photo),
                                      "error": "changed elsewhere (another tab, a bulk edit or auto-captioning)"},
                                     status=409)
-            datasets.photo_caption_set(photo=photo, caption=body.get("caption", ""))
+            datasets.photo_caption_set(photo=photo, caption=caption)
     except ValidationError as exc:
         return _error(exc)
     return JsonResponse({"ok": True, "photo": selectors.photo_payload(photo), "counts": _counts(photo.dataset)})

@@ -70,27 +70,53 @@
   }
   // A caption not yet confirmed saved: typed (timer running), being saved, or refused.
   const unsaved = (card) => { const box = card.querySelector("textarea.caption"); return box.value !== box.dataset.saved; };
-  // `explicit`: Ctrl/⌘+S. After a conflict (the caption changed elsewhere since this page loaded
-  // it) only that saves this tab's text over the other one; autosave waits for the person.
+  // A caption changed elsewhere since this tab loaded it (another tab, a bulk edit elsewhere):
+  // this tab's text stays in the box, the stored one is shown, and the person chooses. Until then
+  // autosave waits; Keep mine (Ctrl/⌘+S) saves this text over it, Take theirs (Esc) takes it.
+  function showConflict(card, stored) {
+    const el = card.querySelector(".save-state");
+    el.className = "save-state bad";
+    el.textContent = `not saved: changed elsewhere to “${stored}”. `;
+    for (const [cls, label] of [["keep-mine", "Keep mine"], ["take-theirs", "Take theirs"]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `link ${cls}`;
+      button.textContent = label;
+      el.append(button, " ");
+    }
+  }
+  function takeTheirs(card) {
+    const box = card.querySelector("textarea.caption");
+    box.value = box.dataset.saved;
+    box._conflict = false;
+    clearTimeout(box._timer);
+    setState(card, "changes undone");
+  }
+  // One save at a time per caption: a save waits for the one in flight, so that it starts from
+  // what that one stored (two overlapping saves of one tab would otherwise look like a conflict).
+  // `explicit`: Keep mine / Ctrl+S, the only way past a conflict.
   async function save(card, keepalive, explicit) {
     const box = card.querySelector("textarea.caption");
     clearTimeout(box._timer);
-    if (box.value === box.dataset.saved) return;
+    if (box._inflight && !keepalive) await box._inflight.catch(() => null);
+    if (box.value === box.dataset.saved) { box._conflict = false; return; }
     if (box._conflict && !explicit) return;
     const sent = box.value;
     if (keepalive && box._flushing === sent) return;  // hidden, then pagehide: send once
     if (keepalive) box._flushing = sent;
     setState(card, "saving…");
-    const data = await api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent, was: box.dataset.saved },
-                           "POST", keepalive);
+    // leaving while a save is in flight: this one starts from what that one is storing
+    const was = keepalive && box._inflight ? box._inflightSent : box.dataset.saved;
+    const request = api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent, was }, "POST", keepalive);
+    if (!keepalive) { box._inflight = request; box._inflightSent = sent; }
+    const data = await request;
+    if (box._inflight === request) box._inflight = null;
     if (box._flushing === sent) box._flushing = null;
     if (data.conflict) {
-      // Someone else's caption is now the stored one: keep this tab's text, show theirs, let the
-      // person choose (Ctrl/⌘+S: keep mine; Esc: take theirs).
       box._conflict = true;
       box.dataset.saved = data.photo.caption;
       card.dataset.source = data.photo.caption_source;
-      setState(card, `not saved: changed elsewhere to “${data.photo.caption}”. Ctrl+S saves yours over it, Esc takes that one`, "bad");
+      showConflict(card, data.photo.caption);
       return;
     }
     if (!data.ok) { setState(card, `not saved: ${data.error || "try again"}`, "bad"); return; }
@@ -98,7 +124,7 @@
     box.dataset.saved = data.photo.caption;
     card.dataset.source = data.photo.caption_source;
     if (box.value === sent) box.value = data.photo.caption;  // the server tidies whitespace
-    setState(card, "saved ✓", "ok");
+    setState(card, box.value === box.dataset.saved ? "saved ✓" : "editing…", box.value === box.dataset.saved ? "ok" : "muted");
     setCounts(data.counts);
   }
   cards().forEach(initCard);
@@ -116,6 +142,10 @@
   grid.addEventListener("input", (e) => {
     if (!e.target.matches("textarea.caption")) return;
     const card = e.target.closest(".photo-card");
+    if (e.target._conflict) {  // the choice stays on screen while the person edits
+      if (e.target.value === e.target.dataset.saved) takeTheirs(card);
+      return;
+    }
     setState(card, "editing…");
     clearTimeout(e.target._timer);
     e.target._timer = setTimeout(() => save(card), 800);
@@ -125,10 +155,7 @@
     if (!e.target.matches("textarea.caption")) return;
     const card = e.target.closest(".photo-card");
     if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") { e.preventDefault(); save(card, false, true); }
-    else if (e.key === "Escape") {
-      e.target.value = e.target.dataset.saved; e.target._conflict = false; clearTimeout(e.target._timer);
-      setState(card, "changes undone");
-    }
+    else if (e.key === "Escape") takeTheirs(card);
     else if (e.altKey && (e.key === "ArrowDown" || e.key === "ArrowUp")) {
       // Caption to caption; Tab stays native so the select box and the per-photo buttons can
       // be reached from the keyboard.
@@ -140,6 +167,8 @@
   grid.addEventListener("click", async (e) => {
     const card = e.target.closest(".photo-card");
     if (!card) return;
+    if (e.target.matches(".keep-mine")) { save(card, false, true); return; }
+    if (e.target.matches(".take-theirs")) { takeTheirs(card); return; }
     if (e.target.matches(".delete-photo")) {
       if (!confirm("Delete this photo from the dataset?")) return;
       const data = await api(cfg.actionUrl, { action: "delete", ids: [Number(card.dataset.id)] });

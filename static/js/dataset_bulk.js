@@ -13,6 +13,7 @@
       if (!card) continue;
       const box = card.querySelector("textarea.caption");
       box.value = box.dataset.saved = ch.after;
+      box._conflict = false;
       if (sources && sources[ch.id]) card.dataset.source = sources[ch.id];
       setState(card, "changed", "ok");
     }
@@ -159,6 +160,7 @@
         // Never clobber what the person is typing right now.
         if (document.activeElement !== box || box.value === box.dataset.saved) box.value = d.caption;
         box.dataset.saved = d.caption;
+        if (box.value === d.caption) box._conflict = false;
         card.dataset.source = d.source;
         setState(card, d.source === "auto" ? "auto caption" : "your caption kept", "ok");
         applyFilter();

@@ -334,9 +334,26 @@ def test_an_edit_from_a_stale_tab_does_not_overwrite_a_newer_caption_and_esc_und
     assert _caption_of(photo_id) == "a fern in a blue pot", "the newer caption is kept"
     assert stale.input_value() == "a fern, indoors", "this tab's text is kept on screen"
 
-    stale.press("Control+s")  # the person chooses to keep this tab's text
+    stale.press("Control+End")
+    other.keyboard.type(" again")  # editing on: the choice stays on screen, nothing is saved
+    other.wait_for_timeout(1200)
+    assert other.locator(".save-state .keep-mine").count() == 1 and _caption_of(photo_id) == "a fern in a blue pot"
+    other.click(".save-state .keep-mine")  # the person chooses to keep this tab's text (or Ctrl+S)
     other.locator(".save-state", has_text="saved ✓").wait_for()
-    assert _caption_of(photo_id) == "a fern, indoors"
+    assert _caption_of(photo_id) == "a fern, indoors again"
+
+    # Another conflict, resolved the other way with a click: then autosave works again
+    page.reload()  # the first tab, up to date
+    box.fill("a fern on a sill")
+    page.locator(".save-state", has_text="saved ✓").wait_for()
+    stale.press("Control+End")
+    other.keyboard.type("!")
+    other.locator(".save-state .take-theirs").click()
+    assert stale.input_value() == "a fern on a sill"
+    stale.press("Control+End")
+    other.keyboard.type(", watered")
+    other.locator(".save-state", has_text="saved ✓").wait_for()
+    assert _caption_of(photo_id) == "a fern on a sill, watered"
 
     # Esc undoes an edit: the text goes back and nothing is saved, even after the autosave delay
     stale.press("Control+End")
@@ -344,7 +361,7 @@ def test_an_edit_from_a_stale_tab_does_not_overwrite_a_newer_caption_and_esc_und
     stale.press("Escape")
     other.locator(".save-state", has_text="changes undone").wait_for()
     other.wait_for_timeout(1200)
-    assert stale.input_value() == "a fern, indoors" and _caption_of(photo_id) == "a fern, indoors"
+    assert stale.input_value() == "a fern on a sill, watered" and _caption_of(photo_id) == "a fern on a sill, watered"
     other.close()
 
 

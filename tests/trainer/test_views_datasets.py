@@ -123,6 +123,10 @@ def test_a_caption_changed_elsewhere_since_the_edit_began_is_not_overwritten(ali
     kept = post_json(alice_client, "photo_caption", url_args, {"caption": "MIRAZX on a sofa, indoors",
                                                                "was": "MIRAZX asleep on a green sofa"})
     assert kept.status_code == 200 and kept.json()["photo"]["caption"] == "MIRAZX on a sofa, indoors"
+    # the same save again (a retry, or two saves of one tab overlapping) is no conflict
+    again = post_json(alice_client, "photo_caption", url_args, {"caption": "MIRAZX on a sofa, indoors",
+                                                                "was": "MIRAZX asleep on a green sofa"})
+    assert again.status_code == 200
 
 
 def test_bulk_replace_preview_apply_and_undo(alice_client, dataset, add_photo):
