@@ -53,7 +53,9 @@ class CaptionStyleForm(forms.ModelForm):
         # One of offered_captioners(): the worker resolves it and explains plainly when it cannot
         # be loaded (no weights here, no network).
         spec = " ".join(self.cleaned_data.get("captioner", "").split())
-        if refusal := captioner_refusal(spec):
+        # One kept as it was (chosen before this check, or since dropped from CAPTIONERS) does not
+        # block saving the rest of the style; the worker refuses to load it, saying why.
+        if spec != self.instance.captioner and (refusal := captioner_refusal(spec)):
             raise forms.ValidationError(refusal)
         return spec
 

@@ -97,6 +97,10 @@ def test_a_dataset_may_use_the_offered_captioners_only(alice_api, alice, make_da
     refused = alice_api.patch(url, {"captioner": "/etc"}).json()
     assert "not a captioner offered here" in refused["errors"]["captioner"][0]
     assert "blip:/opt/models/blip-large" in refused["errors"]["captioner"][0], "says what may be chosen"
+    # one chosen before the check (or since dropped from CAPTIONERS) does not block the rest
+    Dataset.objects.filter(pk=dataset.pk).update(captioner="florence2:/models/old")
+    kept = alice_api.patch(url, {"trigger_word": "QWZ"})
+    assert kept.status_code == 200 and kept.json()["captioner"] == "florence2:/models/old", kept.content
 
 
 def test_bad_creates_store_nothing(alice_api, alice):
