@@ -25,7 +25,7 @@ from flux_studio.api.models import FileUpload
 from flux_studio.api.serializers import file_object, upload_object
 from flux_studio.api.uploads import ingest_uploads
 from flux_studio.files import serve_file
-from trainer.datasets import MAX_CAPTION, dataset_create, dataset_delete, photo_caption_set, photos_delete, photos_set_excluded
+from trainer.datasets import MAX_CAPTION, dataset_create, photo_caption_set, photos_delete, photos_set_excluded
 from trainer.models import Dataset, Photo
 from trainer.photos import DatasetGone, dataset_gone, photos_discard, tidy_caption
 
@@ -33,13 +33,12 @@ API_DATASET_NAME = "API uploads"
 MAX_FILES_PER_REQUEST = 50
 
 
-def _target_dataset(request: HttpRequest) -> tuple[Dataset, bool]:
-    """The dataset the files go to, and whether this request made it (the caller's "API uploads")."""
+def _target_dataset(request: HttpRequest) -> Dataset:
     raw = request.POST.get("dataset", "")
     if raw:
-        return get_object_or_404(Dataset, pk=parse_id(raw, "dataset"), owner=request.user), False
+        return get_object_or_404(Dataset, pk=parse_id(raw, "dataset"), owner=request.user)
     existing = Dataset.objects.filter(owner=request.user, name=API_DATASET_NAME).order_by("pk").first()
-    return (existing, False) if existing else (dataset_create(owner=request.user, name=API_DATASET_NAME), True)
+    return existing or dataset_create(owner=request.user, name=API_DATASET_NAME)
 
 
 @api_view(("GET", "POST"))
@@ -62,7 +61,7 @@ def _upload(request: HttpRequest, urls: Urls) -> JsonResponse:
     if len(uploads) > MAX_FILES_PER_REQUEST:
         raise field_error("file", f"at most {MAX_FILES_PER_REQUEST} files per request (a .zip counts as one)")
     with transaction.atomic():
-        dataset, made = _target_dataset(request)
+        dataset = _target_dataset(request)
     photos, rejected = ingest_uploads(dataset, uploads)
     try:
         with transaction.atomic():
@@ -78,14 +77,12 @@ def _upload(request: HttpRequest, urls: Urls) -> JsonResponse:
         raise ApiError(404, f"dataset {dataset.pk} was deleted while the upload ran; none of the files were kept "
                             "(upload them again into another dataset)") from None
     if upload is None:
-        made = made and not dataset.photos.exists()  # (another upload may have filled it meanwhile)
-        if made:  # an "API uploads" dataset made for files that were all refused is not kept
-            dataset_delete(dataset=dataset)
-        # A problem document with the per-file reasons, so a script sees why at once.
+        # A problem document with the per-file reasons, so a script sees why at once. An "API
+        # uploads" dataset made for it stays (empty): another upload may be filling it right now.
         reasons = "; ".join(f"{r['name']}: {r['reason']}" for r in rejected)
         detail = f"no file was accepted ({reasons})"
         return problem_response(ApiError(422, detail, errors={"file": [detail]}, extra={
-            "dataset": None if made else dataset.pk, "files": [], "rejected": rejected}), request)
+            "dataset": dataset.pk, "files": [], "rejected": rejected}), request)
     return JsonResponse(upload_object(upload, urls), status=201)
 
 
