@@ -61,3 +61,25 @@ def test_images_may_come_from_the_bucket_stored_files_redirect_to(client, endpoi
     assert expected in policy["img-src"].split() and expected in policy["media-src"].split()
     assert expected not in policy["script-src"]
     assert directives(client.get("/gallery/"))["img-src"] == "'self' data: blob:", "local storage: this site only"
+
+
+def test_no_template_holds_code_or_styles_the_policy_would_block():
+    """Inline handlers, style attributes and inline scripts or styles are blocked by the policy
+    (the browser tests catch only those a test happens to trigger): none in any template."""
+    import re
+    from pathlib import Path
+
+    from django.conf import settings as django_settings
+
+    root = Path(django_settings.BASE_DIR)
+    templates = [p for p in root.rglob("templates/**/*.html") if ".venv" not in p.parts and "staticfiles" not in p.parts]
+    assert any(p.name == "tokens.html" for p in templates) and len(templates) > 20
+    blocked = re.compile(r"""\son[a-z]+\s*=|\sstyle\s*=|<style\b|<script(?![^>]*\bsrc=)(?![^>]*type="application/json")""", re.I)
+    offenders = {str(p.relative_to(root)): m.group(0) for p in templates if (m := blocked.search(p.read_text()))}
+    assert not offenders, offenders
+
+
+def test_the_tokens_page_selects_a_new_token_without_inline_code(client, alice):
+    client.force_login(alice)
+    page = client.post("/api/v1/tokens/", {"name": "script"}, follow=True).content.decode()
+    assert 'id="new-token" data-select-on-click' in page and "onclick" not in page
