@@ -55,9 +55,11 @@ def parse_webhook(body: dict[str, Any]) -> dict[str, Any] | None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 1000:
         raise field_error("webhook", "an http(s) URL of at most 1000 characters")
     try:
-        parts.port  # noqa: B018 (urllib checks the port only when it is read)
+        port = parts.port  # urllib checks the port only when it is read
     except ValueError:
-        raise field_error("webhook", "the URL's port must be a number from 0 to 65535") from None
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise field_error("webhook", "the URL's port must be a number from 1 to 65535")
     if not settings.WEBHOOK_ALLOW_PRIVATE and _internal_host(parts.hostname):
         # Said at once where the URL itself names one; a name is checked after DNS, at delivery.
         raise field_error("webhook", f"{parts.hostname} is not a public address: webhooks are sent from inside the "

@@ -118,7 +118,9 @@ def test_missing_dataset_trigger_and_bad_webhook(alice_api, alice, make_dataset,
     bad = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk}, "webhook": "ftp://x"})
     assert "webhook" in bad.json()["errors"]
     bad = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk}, "webhook": "https://u:p@x.test:99999/h"})
-    assert "port must be a number from 0 to 65535" in bad.json()["errors"]["webhook"][0], "refused now, not at delivery"
+    assert "port must be a number from 1 to 65535" in bad.json()["errors"]["webhook"][0], "refused now, not at delivery"
+    bad = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk}, "webhook": "https://x.test:0/h"})
+    assert "port must be a number from 1 to 65535" in bad.json()["errors"]["webhook"][0]
     bad = alice_api.post("/api/v1/trainings", {"input": {"dataset": dataset.pk}, "webhook": "http://x.test/",
                                                "webhook_events_filter": ["everything"]})
     assert "webhook_events_filter" in bad.json()["errors"]
