@@ -75,8 +75,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if not layer_is_shared():
             await relay.ensure_running()
         await self.accept()
-        self._watchdog = asyncio.create_task(self._recheck(user, kind, object_id, self._session_key()))
         await self._replay(self._after_param(), joined)
+        # from here on the socket is open for as long as the page is: its watcher is asked again
+        self._watchdog = asyncio.create_task(self._recheck(user, kind, object_id, self._session_key()))
 
     def _session_key(self) -> str | None:
         session = self.scope.get("session")

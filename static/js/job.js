@@ -106,7 +106,7 @@
   let connStatus = "";
   function showConn() {
     // "forbidden": the server closed the socket for good (signed out, or the training deleted)
-    const label = connStatus === "forbidden" ? "not live: signed out or deleted, reload the page" : connStatus;
+    const label = connStatus === "forbidden" ? "not live: reload the page (signed out, password changed or deleted)" : connStatus;
     $("conn").textContent = connStatus !== "live" ? label : FINAL.includes(root.dataset.state) ? "" : "● live";
   }
 
