@@ -19,6 +19,13 @@ from django.utils.http import http_date
 
 log = logging.getLogger(__name__)
 
+try:  # what a storage backend raises when it cannot store or read a file
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    STORAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, BotoCoreError, ClientError)
+except ImportError:  # pragma: no cover (boto3 is a dependency; local storage raises OSError)
+    STORAGE_ERRORS = (OSError,)
+
 
 def delete_stored(fields: list[FieldFile]) -> None:
     """Remove the stored files of file fields whose rows are gone; one that fails is logged, not

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
+from flux_studio.files import STORAGE_ERRORS
 from trainer.engine.data import eight_bit  # Pillow only, no torch
 from trainer.models import CaptionSource, Dataset, Photo
 from trainer.photo_duplicates import FLAT_STDDEV, layout_hash, near_duplicate
@@ -395,9 +396,18 @@ def photo_ingest(*, dataset: Dataset, data: bytes, name: str, caption: str | Non
     stem = PurePosixPath(name).stem[:40] or "photo"
     # Named by the format found in the bytes, never by the uploaded name's extension: the name decides
     # the type the file is served with, and "photo.html" must not come back as a web page.
-    photo.original.save(f"{stem}{FORMAT_SUFFIXES.get(checked.format, '.img')}", ContentFile(data), save=False)
-    photo.image.save(f"{stem}.jpg", ContentFile(_training_copy(checked.image)), save=False)
-    photo.thumbnail.save(f"{stem}.jpg", ContentFile(thumbnail), save=False)
+    try:
+        photo.original.save(f"{stem}{FORMAT_SUFFIXES.get(checked.format, '.img')}", ContentFile(data), save=False)
+        photo.image.save(f"{stem}.jpg", ContentFile(_training_copy(checked.image)), save=False)
+        photo.thumbnail.save(f"{stem}.jpg", ContentFile(thumbnail), save=False)
+    except STORAGE_ERRORS as exc:  # a full disk, a missing bucket, the storage service away
+        log.error("storing %s for dataset %s failed", name, dataset.pk, exc_info=True)
+        try:
+            photo_files_delete(photo)  # those stored before the failure
+        except STORAGE_ERRORS:
+            log.warning("could not remove the stored files of the failed upload %s", name, exc_info=True)
+        raise PhotoRejected(f"the studio could not store this file ({type(exc).__name__}): nothing of it was kept; "
+                            "try again later, or tell the studio's operator if it keeps failing") from None
     try:
         with transaction.atomic():
             # The page uploads 2-3 files at once: re-check the limit under a row lock so parallel

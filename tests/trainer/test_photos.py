@@ -285,3 +285,28 @@ def test_an_image_named_like_a_web_page_is_stored_and_served_as_the_image_it_is(
     response = alice_client.get(reverse("trainer:photo_file", args=[dataset.pk, photo.pk, "original"]))
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert response["X-Content-Type-Options"] == "nosniff" and "sandbox" in response["Content-Security-Policy"]
+
+
+def test_a_file_storage_cannot_store_is_rejected_with_its_reason_and_leaves_nothing(dataset, image_bytes, monkeypatch,
+                                                                                     settings):
+    """A full disk (or a bucket away) while a zip's second photo is stored: that photo is refused
+    saying so, its files already stored are removed, and the zip's other photos are kept."""
+    from django.core.files.storage import FileSystemStorage
+
+    saved, real_save = [], FileSystemStorage._save
+
+    def save(self, name, content):  # type: ignore[no-untyped-def]
+        saved.append(name)
+        if len(saved) == 5:  # the second photo's training copy, after its original
+            raise OSError(28, "No space left on device")
+        return real_save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", save)
+    archive = make_zip({"one.png": image_bytes(300, 300, pattern=1), "two.png": image_bytes(300, 300, pattern=2),
+                        "three.png": image_bytes(300, 300, pattern=3)})
+    outcomes = upload_ingest(dataset=dataset, upload=io.BytesIO(archive), name="set.zip", size=len(archive))
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert "could not store this file (OSError): nothing of it was kept" in outcomes[1].reason
+    stored = {str(p.relative_to(settings.MEDIA_ROOT)) for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()}
+    kept = {f.name for photo in dataset.photos.all() for f in (photo.original, photo.image, photo.thumbnail)}
+    assert dataset.photos.count() == 2 and stored == kept, "the refused photo's original is not left behind"
