@@ -169,6 +169,21 @@ PATHS: S = {
         "checkTriggerWord", "Check a trigger word as the dataset page does", {"200": json_response(ref("TriggerWordCheck"))},
         params=[{"name": "word", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 200}},
                 {"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"}}])},
+    "/presets": {"get": op(
+        "listPresets", "The launch page's presets on a base: settings and time estimates per memory mode",
+        {"200": json_response({"type": "object", "properties": {
+            "base_model": {"type": "string"}, "base_models": {"type": "array", "items": {"type": "string"}},
+            "default_preset": {"type": "string"}, "photos": {"type": "integer"},
+            "memory_modes": {"type": "object", "additionalProperties": {"type": "string"}},
+            "presets": {"type": "array", "items": {"type": "object", "properties": {
+                "key": {"type": "string"}, "label": {"type": "string"}, "explanation": {"type": "string"},
+                "settings": {"type": "object"},
+                "estimated_seconds": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}})},
+        params=[{"name": "base_model", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "one the studio offers (`base_models`); the default base when left out"},
+                {"name": "photos", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                 "description": "the dataset's photo count, for the estimates (20 when left out)"}])},
     "/trainings": {
         "get": op("listTrainings", "List your trainings, newest first", {"200": json_response(page_of("Training"))},
                   params=[*LIST_PARAMS, STATUS_PARAM]),

@@ -30,6 +30,7 @@ urlpatterns = [
     path("datasets/<int:pk>/captions/undo", views_datasets.dataset_captions_undo, name="dataset_captions_undo"),
     path("datasets/<int:pk>/captioning", views_datasets.dataset_captioning, name="dataset_captioning"),
     path("trigger-words/check", views_datasets.trigger_word_check, name="trigger_word_check"),
+    path("presets", views_trainings.presets, name="presets"),
     path("trainings", views_trainings.trainings, name="trainings"),
     path("trainings/<int:pk>", views_trainings.training, name="training"),
     path("trainings/<int:pk>/events", views_trainings.training_events, name="training_events"),

@@ -29,7 +29,7 @@ from flux_studio.api.webhooks import parse_webhook, webhook_register, webhooks_r
 from flux_studio.files import serve_file
 from trainer import jobs, selectors
 from trainer.models import FINAL_STATES, Dataset, JobState, TrainingJob
-from trainer.presets import LIMITS, MEMORY_MODES, PRESETS
+from trainer.presets import LIMITS, MEMORY_MODES, PRESETS, estimate_seconds, preset_settings, preset_summary
 
 INPUT_KEYS = (
     "dataset", "files", "input_images", "trigger_word", "preset", "base_model", "name", "steps", "learning_rate", "lora_rank",
@@ -311,3 +311,30 @@ def training_sample(request: HttpRequest, pk: int, sample_pk: int) -> HttpRespon
     return serve_file(get_object_or_404(job.samples, pk=sample_pk).image, request=request)
 
 
+
+
+@api_view(("GET",))
+def presets(request: HttpRequest) -> HttpResponse:
+    """What the launch page shows before launch: the bases offered, the memory modes, and each
+    preset's settings on a base with its explanation and time estimate per memory mode, for a
+    dataset of `photos` photos (the estimate counts encoding each once)."""
+    check_keys(request.GET, ("base_model", "photos"), where="query")
+    base = request.GET.get("base_model") or settings.DEFAULT_BASE_MODEL
+    if base not in settings.BASE_MODELS:
+        raise field_error("base_model", f"one of {', '.join(settings.BASE_MODELS)}")
+    raw = request.GET.get("photos", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= settings.MAX_PHOTOS_PER_DATASET:
+        raise field_error("photos", f"a whole number from 1 to {settings.MAX_PHOTOS_PER_DATASET}")
+    photos = int(raw)
+    rows = []
+    for key, preset in PRESETS.items():
+        values = preset_settings(key, base)
+        rows.append({
+            "key": key, "label": preset.label, "explanation": preset_summary(key, base, photos)["explanation"],
+            "settings": {name: values[name] for name in ("steps", "learning_rate", "lora_rank", "batch_size", "resolution",
+                                                         "sample_every", "memory_mode")},
+            "estimated_seconds": {mode: estimate_seconds({**values, "memory_mode": mode}, base, photos)
+                                  for mode in MEMORY_MODES},
+        })
+    return JsonResponse({"base_model": base, "base_models": list(settings.BASE_MODELS), "default_preset": "balanced",
+                         "memory_modes": dict(MEMORY_MODES), "photos": photos, "presets": rows})

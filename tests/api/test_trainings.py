@@ -222,3 +222,26 @@ def test_the_list_filters_by_status_and_refuses_unknown_query_names(alice_api, a
     typo = alice_api.get("/api/v1/trainings?statuss=failed")
     assert typo.status_code == 422 and "statuss" in typo.json()["detail"], "a typo fails loudly, not the whole list"
     assert alice_api.get("/api/v1/predictions?status=succeeded").json()["results"] == []
+
+
+def test_the_presets_give_the_launch_pages_settings_and_estimates(alice_api):
+    from trainer.presets import estimate_seconds, preset_settings
+
+    body = alice_api.get("/api/v1/presets?base_model=flux-dev&photos=12").json()
+    assert body["base_model"] == "flux-dev" and "demo" in body["base_models"] and body["photos"] == 12
+    assert set(body["memory_modes"]) == {"fast", "low"} and body["default_preset"] == "balanced"
+    balanced = next(p for p in body["presets"] if p["key"] == "balanced")
+    assert balanced["settings"]["steps"] == 1000 and balanced["settings"]["lora_rank"] == 16
+    assert "1,000 steps at rank 16" in balanced["explanation"]
+    settings = preset_settings("balanced", "flux-dev")
+    assert balanced["estimated_seconds"] == {mode: estimate_seconds({**settings, "memory_mode": mode}, "flux-dev", 12)
+                                             for mode in ("fast", "low")}
+    assert balanced["estimated_seconds"]["low"] > balanced["estimated_seconds"]["fast"]
+    from django.conf import settings as django_settings
+
+    assert alice_api.get("/api/v1/presets").json()["base_model"] == django_settings.DEFAULT_BASE_MODEL
+    demo = alice_api.get("/api/v1/presets?base_model=demo").json()
+    assert next(p for p in demo["presets"] if p["key"] == "balanced")["settings"]["steps"] == 200, "scaled for a CPU base"
+    assert alice_api.get("/api/v1/presets?base_model=sdxl").status_code == 422
+    assert alice_api.get("/api/v1/presets?photos=0").status_code == 422
+    assert alice_api.get("/api/v1/presets?colour=red").status_code == 422
