@@ -114,6 +114,24 @@ def bob_client(alice, bob):
     return c
 
 
+# The ways a signed-in browser's login stops holding, for the tests of long-lived connections.
+LOGIN_ENDINGS = ("log out", "password changed", "account deactivated")
+
+
+def end_login(how: str, user, client) -> None:  # type: ignore[no-untyped-def]
+    """End `user`'s login in `client` (a django.test.Client) as `how` (one of LOGIN_ENDINGS) says."""
+    if how == "log out":
+        client.logout()
+    elif how == "password changed":
+        user.set_password("a new long password 2")
+        user.save()
+    elif how == "account deactivated":
+        user.is_active = False
+        user.save()
+    else:
+        raise ValueError(how)
+
+
 def make_image_bytes(width: int = 600, height: int = 600, color: tuple[int, int, int] = (200, 80, 40),
                      fmt: str = "PNG", pattern: int = 0) -> bytes:
     """A real image with some structure (so perceptual hashes differ between patterns)."""

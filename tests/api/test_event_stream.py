@@ -22,6 +22,7 @@ from flux_studio.relay import relay
 from trainer import jobs
 from trainer.models import JobState, TrainingJob
 from tests.api.conftest import body_of
+from tests.conftest import LOGIN_ENDINGS, end_login
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -218,7 +219,7 @@ def test_an_open_stream_ends_once_its_token_is_revoked_however_busy(alice, alice
     async_to_sync(scenario)()
 
 
-@pytest.mark.parametrize("ends_it", ["password changed", "log out", "account deactivated"])
+@pytest.mark.parametrize("ends_it", LOGIN_ENDINGS)
 def test_a_session_stream_stays_open_while_logged_in_and_ends_once_the_login_no_longer_holds(alice, queued_job,
                                                                                            monkeypatch, ends_it):
     from django.conf import settings as django_settings
@@ -237,21 +238,11 @@ def test_a_session_stream_stays_open_while_logged_in_and_ends_once_the_login_no_
             assert (await stream.frame())["comment"] == "keepalive"
         # Elsewhere, the password changes, the session logs out, or the account is deactivated:
         # this session is no longer good (as for any request)
-        await sync_to_async(end_login)()
+        await sync_to_async(end_login)(ends_it, alice, browser)
         started = asyncio.get_running_loop().time()
         while await stream.frame(timeout=10) is not None:
             assert asyncio.get_running_loop().time() - started < 5, "the stale session's stream is still open"
         await relay.stop()
-
-    def end_login() -> None:
-        if ends_it == "log out":
-            browser.logout()
-        elif ends_it == "password changed":
-            alice.set_password("a new long password 2")
-            alice.save()
-        else:
-            alice.is_active = False
-            alice.save()
 
     async_to_sync(scenario)()
 

@@ -18,6 +18,7 @@ from flux_studio.asgi import application
 from flux_studio.models import Event
 from flux_studio.relay import relay
 from flux_studio.routing import websocket_urlpatterns
+from tests.conftest import LOGIN_ENDINGS, end_login
 
 from .test_relay_gaps import ids_until as _ids_until
 from .test_relay_gaps import one_event
@@ -164,21 +165,11 @@ def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
     async_to_sync(scenario)()
 
 
-@pytest.mark.parametrize("ends_it", ["log out", "password changed", "account deactivated"])
+@pytest.mark.parametrize("ends_it", LOGIN_ENDINGS)
 def test_an_open_socket_closes_once_its_login_no_longer_holds(client, alice, ends_it, monkeypatch):
     monkeypatch.setattr(consumers, "RECHECK_S", 0.2)
     client.force_login(alice)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-
-    def end_login() -> None:
-        if ends_it == "log out":
-            client.logout()
-        elif ends_it == "password changed":
-            alice.set_password("a new long password 2")
-            alice.save()
-        else:
-            alice.is_active = False
-            alice.save()
 
     async def scenario():
         page = WebsocketCommunicator(
@@ -187,7 +178,7 @@ def test_an_open_socket_closes_once_its_login_no_longer_holds(client, alice, end
         assert (await page.connect())[0]
         await _receive_until(page, "replayed")
         assert await page.receive_nothing(timeout=0.6)  # checked a few times: still signed in, stays open
-        await sync_to_async(end_login)()
+        await sync_to_async(end_login)(ends_it, alice, client)
         assert await page.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
         await relay.stop()
 
