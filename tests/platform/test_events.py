@@ -147,14 +147,19 @@ def test_burst_to_many_sockets_delivers_everything(alice):
     async_to_sync(scenario)()
 
 
-def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
-    client.force_login(alice)
+def _browser_socket(client, user) -> WebsocketCommunicator:
+    """The full ASGI stack's socket for `user`'s own topic, opened as `client`'s browser would (its
+    session cookie, this site's origin)."""
+    client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    return WebsocketCommunicator(application, f"/ws/events/user/{user.pk}/",
+                                 headers=[(b"cookie", cookie), (b"origin", b"http://localhost")])
+
+
+def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
+    communicator = _browser_socket(client, alice)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application, f"/ws/events/user/{alice.pk}/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost")]
-        )
         assert (await communicator.connect())[0]
         await _receive_until(communicator, "replayed")
         await communicator.disconnect()
@@ -168,13 +173,9 @@ def test_full_asgi_stack_authenticates_with_the_session_cookie(client, alice):
 @pytest.mark.parametrize("ends_it", LOGIN_ENDINGS)
 def test_an_open_socket_closes_once_its_login_no_longer_holds(client, alice, ends_it, monkeypatch):
     monkeypatch.setattr(consumers, "RECHECK_S", 0.2)
-    client.force_login(alice)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    page = _browser_socket(client, alice)
 
     async def scenario():
-        page = WebsocketCommunicator(
-            application, f"/ws/events/user/{alice.pk}/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost")]
-        )
         assert (await page.connect())[0]
         await _receive_until(page, "replayed")
         assert await page.receive_nothing(timeout=0.6)  # checked a few times: still signed in, stays open
