@@ -311,8 +311,6 @@ def training_sample(request: HttpRequest, pk: int, sample_pk: int) -> HttpRespon
     return serve_file(get_object_or_404(job.samples, pk=sample_pk).image, request=request)
 
 
-
-
 @api_view(("GET",))
 def presets(request: HttpRequest) -> HttpResponse:
     """What the launch page shows before launch: the bases offered, the memory modes, and each
