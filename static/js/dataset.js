@@ -108,7 +108,8 @@
     // leaving while a save is in flight: this one starts from what that one is storing
     const was = keepalive && box._inflight ? box._inflightSent : box.dataset.saved;
     const request = api(cfg.captionUrl.replace("/0/", `/${card.dataset.id}/`), { caption: sent, was }, "POST", keepalive);
-    if (!keepalive) { box._inflight = request; box._inflightSent = sent; }
+    box._inflight = request;  // a keepalive one too: the page may stay (a tab switch), and saves go on from it
+    box._inflightSent = sent;
     const data = await request;
     if (box._inflight === request) box._inflight = null;
     if (box._flushing === sent) box._flushing = null;
