@@ -74,13 +74,18 @@ def test_generate_with_a_lora_and_repeat_the_seed(page, studio, tmp_path):
     assert page.get_attribute("#gen-progress", "value") == page.get_attribute("#gen-progress", "max")
     screenshot(page, "generate-01-first")
 
-    # The result page keeps the settings with the seed fixed: generating again remakes the image.
-    assert page.input_value("#id_seed_mode") == "fixed" and page.input_value("#id_seed") == seed
+    # The result page keeps the settings, Seed: Random too: generating again makes a new picture ...
+    assert page.input_value("#id_seed_mode") == "random" and page.input_value("#id_seed") == ""
+    seed_new, other = generate_and_wait(page)
+    assert seed_new != seed and other != first
+    # ... and typing the seed shown fixes it: the first picture again.
+    page.fill("#id_seed", seed)
+    assert page.input_value("#id_seed_mode") == "fixed"
     seed_again, second = generate_and_wait(page)
     assert seed_again == seed and second == first
     screenshot(page, "generate-02-same-seed")
     page.goto("/generate/history/")
-    assert page.locator("table.history tbody tr").count() == 2
+    assert page.locator("table.history tbody tr").count() == 3
 
 
 @pytest.fixture
