@@ -257,6 +257,12 @@ PATHS: S = {
                     "201": json_response(ref("Model"), "created: published, or saved as a private draft")},
                    body=jbody("ModelPublish")),
     },
+    "/models/filters": {"get": op(
+        "getModelFilters", "What the gallery's filters offer: bases, popular tags (most used first), sorts",
+        {"200": json_response({"type": "object", "properties": {
+            "base_models": {"type": "array", "items": {"type": "string"}},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "sorts": {"type": "array", "items": {"type": "string"}}}})}, public=True)},
     "/models/{id}": {"parameters": [path_id()], "get": op("getModel", "Get a gallery model", {"200": json_response(ref("Model"))}, public=True)},
     "/models/{id}/hub": {"parameters": [path_id()], "post": op(
         "pushModelToHub", "Push your published model to the Hugging Face Hub",

@@ -45,6 +45,7 @@ urlpatterns = [
     path("predictions/<int:pk>/cancel", views_predictions.prediction_cancel, name="prediction_cancel"),
     path("predictions/<int:pk>/images/<int:index>", views_predictions.prediction_image, name="prediction_image"),
     path("models", views_models.models, name="models"),
+    path("models/filters", views_models.model_filters, name="model_filters"),
     path("models/<int:pk>", views_models.model, name="model"),
     path("models/<int:pk>/hub", views_models.model_hub_push, name="model_hub_push"),
     path("models/<int:pk>/like", views_models.model_like, name="model_like"),

@@ -64,6 +64,15 @@ def models(request: HttpRequest) -> HttpResponse:
     return paginated_sorted(request, rows, lambda m: _object(request, m, urls, liked=m.liked))
 
 
+@api_view(("GET",), auth="optional")
+def model_filters(request: HttpRequest) -> HttpResponse:
+    """What the gallery's filters offer: the bases models can be filtered by, the popular tags
+    (most used first) and the sorts, as the browse page lists them."""
+    check_keys(request.GET, (), where="query")
+    return JsonResponse({"base_models": selectors.browse_bases(), "tags": selectors.popular_tags(),
+                         "sorts": list(selectors.SORTS)})
+
+
 def _text(data: dict[str, Any], key: str, default: str) -> str:
     value = data.get(key, default)
     if not isinstance(value, str):

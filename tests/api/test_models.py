@@ -214,3 +214,13 @@ def test_mine_lists_ones_own_models_drafts_included_and_nobody_elses(alice_api, 
     assert draft["id"] not in [m["id"] for m in bob_api.get("/api/v1/models?mine=true").json()["results"]]
     assert ApiClient(None).get("/api/v1/models?mine=true").status_code == 401
     assert alice_api.get("/api/v1/models?mine=yes").status_code == 422
+
+
+def test_the_gallery_filters_list_bases_popular_tags_and_sorts(alice_api, bob_api, alice, bob, finished_job):
+    publish(alice_api, finished_job(alice, trigger="aax"), tags=["film", "portrait"])
+    publish(bob_api, finished_job(bob, trigger="bbx"), tags=["film"])
+    publish(bob_api, finished_job(bob, trigger="ccx"), published=False, tags=["secret"])  # a draft's tags stay private
+    body = ApiClient(None).get("/api/v1/models/filters").json()
+    assert body["tags"] == ["film", "portrait"] and body["sorts"] == ["newest", "used", "liked"]
+    assert "tiny" in body["base_models"]
+    assert ApiClient(None).get("/api/v1/models/filters?x=1").status_code == 422
